@@ -1,0 +1,176 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"reflect"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/meetwatch/meetwatch/events/natsembed"
+	"github.com/meetwatch/meetwatch/watcher"
+)
+
+// envPrefix starts every configuration variable.
+const envPrefix = "MEETWATCH_"
+
+// config is every setting, read from MEETWATCH_* environment variables.
+type config struct {
+	APIURL          string         `env:"API_URL" envDefault:"https://api.meeting.huaweicloud.com"`
+	AccessToken     watcher.Secret `env:"ACCESS_TOKEN"`
+	PollInterval    time.Duration  `env:"POLL_INTERVAL" envDefault:"15s"`
+	PollTimeout     time.Duration  `env:"POLL_TIMEOUT"`
+	PageSize        int            `env:"PAGE_SIZE" envDefault:"500"`
+	PageConcurrency int            `env:"PAGE_CONCURRENCY" envDefault:"4"`
+	RequestTimeout  time.Duration  `env:"REQUEST_TIMEOUT" envDefault:"30s"`
+	QueryAll        bool           `env:"QUERY_ALL" envDefault:"true"`
+	SearchKey       string         `env:"SEARCH_KEY"`
+	NATSURL         string         `env:"NATS_URL"`
+	EmbeddedListen  string         `env:"EMBEDDED_NATS_LISTEN" envDefault:"127.0.0.1:4222"`
+	DataDir         string         `env:"DATA_DIR" envDefault:"./meetwatch-data"`
+	SubjectPrefix   string         `env:"SUBJECT_PREFIX" envDefault:"meetings"`
+	Stream          string         `env:"STREAM" envDefault:"MEETINGS"`
+	StateBucket     string         `env:"STATE_BUCKET" envDefault:"meetwatch-state"`
+	DuplicateWindow time.Duration  `env:"DUPLICATE_WINDOW" envDefault:"1h"`
+	LogLevel        string         `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat       string         `env:"LOG_FORMAT" envDefault:"text"`
+}
+
+// minDuplicateWindow is the shortest deduplication window accepted: a
+// restart must fit inside it, or a re-published event would count twice.
+const minDuplicateWindow = 10 * time.Minute
+
+// configError names the variable at fault; main prints it as one line and
+// exits 2.
+type configError struct {
+	Var string
+	Msg string
+}
+
+func (e *configError) Error() string { return e.Var + ": " + e.Msg }
+
+func bad(field, format string, args ...any) *configError {
+	return &configError{Var: varName(field), Msg: fmt.Sprintf(format, args...)}
+}
+
+// varName returns the environment variable behind a config field.
+func varName(field string) string {
+	f, ok := reflect.TypeFor[config]().FieldByName(field)
+	if !ok {
+		return field
+	}
+	return envPrefix + strings.Split(f.Tag.Get("env"), ",")[0]
+}
+
+var (
+	streamName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	subjectTok = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+)
+
+// loadConfig reads the configuration from environ and checks it. forRun adds
+// the checks only the watcher needs, so that `tail` runs without a token.
+func loadConfig(environ map[string]string, forRun bool) (config, error) {
+	var c config
+	err := env.ParseWithOptions(&c, env.Options{Prefix: envPrefix, Environment: environ})
+	if err != nil {
+		var pe env.ParseError
+		if errors.As(err, &pe) {
+			return c, &configError{Var: varName(pe.Name), Msg: fmt.Sprintf("invalid value %q: %v", environ[varName(pe.Name)], unwrapAll(pe.Err))}
+		}
+		return c, &configError{Var: envPrefix + "*", Msg: err.Error()}
+	}
+	if err := c.validate(forRun); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func unwrapAll(err error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		err = u
+	}
+}
+
+func (c config) validate(forRun bool) error {
+	if err := validPrefix(c.SubjectPrefix); err != nil {
+		return bad("SubjectPrefix", "%v", err)
+	}
+	if c.NATSURL != "" {
+		for _, u := range strings.Split(c.NATSURL, ",") {
+			if _, err := url.Parse(strings.TrimSpace(u)); err != nil {
+				return bad("NATSURL", "invalid URL %q", u)
+			}
+		}
+	}
+	if !forRun {
+		return nil
+	}
+	u, err := url.Parse(c.APIURL)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		return bad("APIURL", "want an http(s)://host URL, got %q", c.APIURL)
+	case c.AccessToken.IsZero():
+		return bad("AccessToken", "required: the API access token")
+	case c.PollInterval < 100*time.Millisecond:
+		return bad("PollInterval", "must be at least 100ms, got %s", c.PollInterval)
+	case c.PollTimeout < 0:
+		return bad("PollTimeout", "must not be negative")
+	case c.PageSize < 1 || c.PageSize > watcher.MaxPageSize:
+		return bad("PageSize", "must be 1 to %d, got %d", watcher.MaxPageSize, c.PageSize)
+	case c.PageConcurrency < 1 || c.PageConcurrency > 64:
+		return bad("PageConcurrency", "must be 1 to 64, got %d", c.PageConcurrency)
+	case c.RequestTimeout <= 0:
+		return bad("RequestTimeout", "must be positive")
+	case len([]rune(c.SearchKey)) > 128:
+		return bad("SearchKey", "at most 128 characters")
+	case !streamName.MatchString(c.Stream):
+		return bad("Stream", "%q: use letters, digits, - and _", c.Stream)
+	case !streamName.MatchString(c.StateBucket):
+		return bad("StateBucket", "%q: use letters, digits, - and _", c.StateBucket)
+	case c.DuplicateWindow < minDuplicateWindow:
+		return bad("DuplicateWindow", "must be at least %s so a restart fits in it, got %s", minDuplicateWindow, c.DuplicateWindow)
+	case c.DataDir == "" && c.NATSURL == "":
+		return bad("DataDir", "required for the embedded NATS server")
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return bad("LogLevel", "%v", err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return bad("LogFormat", "want text or json, got %q", c.LogFormat)
+	}
+	if c.NATSURL == "" {
+		if _, err := natsembed.ParseListen(c.EmbeddedListen); err != nil {
+			return bad("EmbeddedListen", "%v", err)
+		}
+	}
+	return nil
+}
+
+func validPrefix(p string) error {
+	if p == "" {
+		return errors.New("must not be empty")
+	}
+	for _, tok := range strings.Split(p, ".") {
+		if !subjectTok.MatchString(tok) {
+			return fmt.Errorf("%q is not a plain subject: use tokens of letters, digits, - and _ joined by dots", p)
+		}
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("want debug, info, warn or error, got %q", s)
+	}
+	return l, nil
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"reflect"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meetwatch/meetwatch/events"
+	"github.com/meetwatch/meetwatch/events/natsembed"
+	"github.com/meetwatch/meetwatch/watcher"
+)
+
+func runDaemon(ctx context.Context, args []string, environ map[string]string, stderr io.Writer) error {
+	fs := newFlagSet("run", "Usage: meetwatch run\n\nPolls the ongoing-meeting list, diffs it against the last committed\nsnapshot, publishes started/ended/changed events to JetStream, then commits.\nStops cleanly on SIGINT or SIGTERM.\n\nEnvironment:\n"+envHelp(), stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(environ, true)
+	if err != nil {
+		return err
+	}
+	return watch(ctx, cfg, newLogger(stderr, cfg.LogLevel, cfg.LogFormat))
+}
+
+// watch runs the watcher as configured until ctx ends, starting the
+// embedded NATS server first when no NATS URL is set.
+func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
+	natsURL := cfg.NATSURL
+	if natsURL == "" {
+		srv, err := startEmbedded(cfg.EmbeddedListen, cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+		}()
+		natsURL = srv.ClientURL()
+		logger.Info("embedded nats started", "url", natsURL, "data_dir", cfg.DataDir)
+	}
+
+	client, err := watcher.NewClient(watcher.ClientConfig{
+		BaseURL:        cfg.APIURL,
+		Token:          cfg.AccessToken,
+		PageSize:       cfg.PageSize,
+		QueryAll:       cfg.QueryAll,
+		SearchKey:      cfg.SearchKey,
+		Concurrency:    cfg.PageConcurrency,
+		RequestTimeout: cfg.RequestTimeout,
+	})
+	if err != nil {
+		return bad("APIURL", "%v", err)
+	}
+	pipe, err := openPipeline(ctx, natsURL, cfg, logger)
+	if err != nil || pipe == nil {
+		return err // nil, nil: stopped while NATS was unreachable
+	}
+	defer pipe.nc.Close()
+
+	w := watcher.New(watcher.Config{
+		Lister:      client,
+		Publisher:   pipe.publisher,
+		Store:       pipe.store,
+		Builder:     events.Builder{Source: events.Source(client.Host()), Prefix: cfg.SubjectPrefix},
+		Interval:    cfg.PollInterval,
+		PollTimeout: cfg.PollTimeout,
+		Logger:      logger,
+	})
+	logger.Info("watching", "api", cfg.APIURL, "interval", cfg.PollInterval, "stream", cfg.Stream,
+		"subjects", cfg.SubjectPrefix+".>", "state_bucket", cfg.StateBucket)
+	err = w.Run(ctx)
+	logger.Info("stopped")
+	return err
+}
+
+// startEmbedded starts the in-process NATS server with its files under dir.
+func startEmbedded(listen, dir string) (*server.Server, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("creating data dir: %w", err)
+	}
+	return natsembed.Start(natsembed.Options{Listen: listen, StoreDir: dir})
+}
+
+// pipeline is what the watcher needs from NATS.
+type pipeline struct {
+	nc        *nats.Conn
+	publisher *events.Publisher
+	store     *watcher.Store
+}
+
+// openPipeline connects to NATS and makes sure the stream and the state
+// bucket exist, retrying until it succeeds or ctx ends, so that meetwatch
+// can start before its NATS is up. It returns nil, nil when ctx ends.
+func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logger) (*pipeline, error) {
+	log := logger.With("component", "nats")
+	nc, err := nats.Connect(url,
+		nats.Name("meetwatch"),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to nats: %w", err)
+	}
+	publisher, err := events.NewPublisher(nc, events.PublisherConfig{
+		Stream:     cfg.Stream,
+		Prefix:     cfg.SubjectPrefix,
+		Duplicates: cfg.DuplicateWindow,
+		Logger:     logger,
+	})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("opening jetstream: %w", err)
+	}
+	p := &pipeline{nc: nc, publisher: publisher}
+	for attempt := 1; ; attempt++ {
+		err := publisher.EnsureStream(ctx)
+		if err == nil {
+			p.store, err = watcher.OpenStore(ctx, js, watcher.StoreConfig{Bucket: cfg.StateBucket})
+		}
+		if err == nil {
+			return p, nil
+		}
+		if ctx.Err() != nil {
+			nc.Close()
+			return nil, nil
+		}
+		log.Warn("nats not ready; retrying", "url", nc.ConnectedUrlRedacted(), "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			nc.Close()
+			return nil, nil
+		case <-time.After(min(time.Duration(attempt)*time.Second, 10*time.Second)):
+		}
+	}
+}
+
+// envHelp lists the configuration variables and their defaults.
+func envHelp() string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 2, 4, 2, ' ', 0)
+	t := reflect.TypeFor[config]()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		def := f.Tag.Get("envDefault")
+		if def == "" {
+			def = "(empty)"
+		}
+		fmt.Fprintf(tw, "  %s%s\t%s\n", envPrefix, f.Tag.Get("env"), def)
+	}
+	tw.Flush()
+	return b.String()
+}

@@ -1,0 +1,202 @@
+package events_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meetwatch/meetwatch/events"
+	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
+	"github.com/meetwatch/meetwatch/snapshot"
+)
+
+func meeting(tb testing.TB, js string) snapshot.Meeting {
+	tb.Helper()
+	m, err := snapshot.ParseMeeting([]byte(js))
+	require.NoError(tb, err)
+	return m
+}
+
+var (
+	observed = time.Date(2026, 11, 25, 9, 30, 0, 0, time.UTC)
+	lastSeen = observed.Add(-15 * time.Second)
+	builder  = events.Builder{Source: events.Source("api.meeting.huaweicloud.com"), Prefix: "meetings"}
+)
+
+func changes(tb testing.TB) []snapshot.Change {
+	tb.Helper()
+	old := meeting(tb, `{"confUUID":"050c7898216811eaa6958bf3bb9ac167","conferenceID":"914083136","subject":"user01's meeting"}`)
+	cur := meeting(tb, `{"confUUID":"050c7898216811eaa6958bf3bb9ac167","conferenceID":"914083136","subject":"Renamed"}`)
+	return snapshot.Diff(snapshot.Snapshot{old.UUID: old}, snapshot.Snapshot{cur.UUID: cur})
+}
+
+func TestBuildEnvelope(t *testing.T) {
+	m := meeting(t, `{"confUUID":"u1","subject":"s","unknownField":[1]}`)
+	tests := []struct {
+		name   string
+		change snapshot.Change
+		check  func(t *testing.T, e events.Event)
+	}{
+		{
+			name:   "started from the first snapshot",
+			change: snapshot.Change{Kind: snapshot.Started, Key: "u1", New: m},
+			check: func(t *testing.T, e events.Event) {
+				assert.True(t, e.Data.Initial)
+				assert.Nil(t, e.Data.LastSeen)
+				assert.Empty(t, e.Data.Previous)
+			},
+		},
+		{
+			name:   "ended",
+			change: snapshot.Change{Kind: snapshot.Ended, Key: "u1", Old: m},
+			check: func(t *testing.T, e events.Event) {
+				assert.False(t, e.Data.Initial, "initial is for started events only")
+				require.NotNil(t, e.Data.LastSeen)
+				assert.Equal(t, lastSeen, *e.Data.LastSeen)
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := builder.Build(tt.change, observed, true, lastSeen)
+			body, err := json.Marshal(e)
+			require.NoError(t, err)
+			var raw map[string]any
+			require.NoError(t, json.Unmarshal(body, &raw))
+			assert.Equal(t, "1.0", raw["specversion"])
+			assert.Equal(t, "meetwatch://api.meeting.huaweicloud.com", raw["source"])
+			assert.Equal(t, "meetwatch.meeting."+string(tt.change.Kind), raw["type"])
+			assert.Equal(t, "u1", raw["subject"])
+			assert.Equal(t, "2026-11-25T09:30:00Z", raw["time"])
+			assert.Equal(t, "application/json", raw["datacontenttype"])
+			assert.Len(t, raw["id"], 32)
+			assert.JSONEq(t, `{"confUUID":"u1","subject":"s","unknownField":[1]}`, string(e.Data.Conference))
+			tt.check(t, e)
+
+			back, err := events.Decode(body)
+			require.NoError(t, err)
+			assert.Equal(t, e.ID, back.ID)
+			assert.Equal(t, tt.change.Kind, back.Kind())
+		})
+	}
+}
+
+func TestIDIsDeterministic(t *testing.T) {
+	a := meeting(t, `{"confUUID":"u1","onlineAttendeeAmount":1}`)
+	b := meeting(t, `{"confUUID":"u1","onlineAttendeeAmount":2}`)
+	c := meeting(t, `{"confUUID":"u1","onlineAttendeeAmount":3}`)
+	started := func(m snapshot.Meeting) string {
+		return events.ID(snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: m})
+	}
+	changed := func(o, n snapshot.Meeting) string {
+		return events.ID(snapshot.Change{Kind: snapshot.Changed, Key: o.UUID, Old: o, New: n})
+	}
+	assert.Equal(t, started(a), started(a))
+	assert.Equal(t, started(a), started(b), "a meeting starts once, whatever its live fields say")
+	assert.Equal(t, changed(a, b), changed(a, b))
+	assert.NotEqual(t, changed(a, b), changed(b, c), "two different changes never share an id")
+	assert.NotEqual(t, started(a), events.ID(snapshot.Change{Kind: snapshot.Ended, Key: "u1", Old: a}))
+	assert.NotEqual(t, started(a), started(meeting(t, `{"confUUID":"u2"}`)))
+}
+
+func TestSubjectNeverWidens(t *testing.T) {
+	tests := []struct{ uuid, want string }{
+		{"050c7898216811eaa6958bf3bb9ac167", "meetings.started.050c7898216811eaa6958bf3bb9ac167"},
+		{"a.b", "meetings.started.=YS5i"},
+		{">", "meetings.started.=Pg"},
+		{"a b", "meetings.started.=YSBi"},
+		{"", "meetings.started.="},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, events.Subject("meetings", snapshot.Started, tt.uuid), "confUUID %q", tt.uuid)
+	}
+}
+
+func TestPublishIsIdempotent(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	pub, err := events.NewPublisher(nc, events.PublisherConfig{Stream: "MEETINGS", Prefix: "meetings", Duplicates: time.Hour})
+	require.NoError(t, err)
+	require.NoError(t, pub.EnsureStream(t.Context()))
+
+	var evs []events.Event
+	for i := range 2500 { // more than one batch
+		m := meeting(t, fmt.Sprintf(`{"confUUID":"u%d"}`, i))
+		evs = append(evs, builder.Build(snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: m}, observed, false, time.Time{}))
+	}
+	evs = append(evs, builder.Build(changes(t)[0], observed, false, lastSeen))
+
+	res, err := pub.Publish(t.Context(), evs)
+	require.NoError(t, err)
+	assert.Equal(t, events.PublishResult{Stored: 2501}, res)
+
+	res, err = pub.Publish(t.Context(), evs)
+	require.NoError(t, err)
+	assert.Equal(t, events.PublishResult{Duplicates: 2501}, res, "a re-publish is a duplicate, not a new event")
+
+	msgs := natstest.Messages(t, nc, "MEETINGS")
+	require.Len(t, msgs, 2501)
+	last := msgs[2500]
+	assert.Equal(t, "meetings.changed.050c7898216811eaa6958bf3bb9ac167", last.Subject)
+	assert.Equal(t, evs[2500].ID, last.Header.Get(jetstream.MsgIDHeader))
+	assert.Equal(t, "application/cloudevents+json", last.Header.Get("Content-Type"))
+
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	st, err := js.Stream(t.Context(), "MEETINGS")
+	require.NoError(t, err)
+	assert.Equal(t, time.Hour, st.CachedInfo().Config.Duplicates)
+	assert.Equal(t, []string{"meetings.>"}, st.CachedInfo().Config.Subjects)
+	assert.Equal(t, jetstream.FileStorage, st.CachedInfo().Config.Storage)
+}
+
+func TestPublishFailsWhenNothingAcknowledges(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	// No stream: nobody acknowledges, so Publish must fail, never pretend.
+	pub, err := events.NewPublisher(nc, events.PublisherConfig{Stream: "MEETINGS", Prefix: "meetings", Attempts: 2, AckTimeout: 200 * time.Millisecond})
+	require.NoError(t, err)
+	_, err = pub.Publish(t.Context(), []events.Event{builder.Build(changes(t)[0], observed, false, lastSeen)})
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "1 of 1 events unacknowledged after 2 attempts")
+}
+
+func ExampleSubject() {
+	fmt.Println(events.Subject("meetings", snapshot.Ended, "050c7898216811eaa6958bf3bb9ac167"))
+	// Output: meetings.ended.050c7898216811eaa6958bf3bb9ac167
+}
+
+func ExampleDecode() {
+	body := []byte(`{"specversion":"1.0","id":"5f0c","source":"meetwatch://api.meeting.huaweicloud.com",
+		"type":"meetwatch.meeting.changed","subject":"050c7898216811eaa6958bf3bb9ac167",
+		"time":"2026-11-25T09:30:00Z","datacontenttype":"application/json",
+		"data":{"conference":{"confUUID":"050c7898216811eaa6958bf3bb9ac167","subject":"Renamed"},
+		"changes":[{"field":"subject","old":"user01's meeting","new":"Renamed"}]}}`)
+	e, err := events.Decode(body)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(e.Kind(), e.Subject)
+	for _, c := range e.Data.Changes {
+		fmt.Printf("%s: %s -> %s\n", c.Field, c.Old, c.New)
+	}
+	// Output:
+	// changed 050c7898216811eaa6958bf3bb9ac167
+	// subject: "user01's meeting" -> "Renamed"
+}
+
+func ExampleEvent_Summary() {
+	old, _ := snapshot.ParseMeeting([]byte(`{"confUUID":"050c7898216811eaa6958bf3bb9ac167","conferenceID":"914083136","subject":"user01's meeting"}`))
+	cur, _ := snapshot.ParseMeeting([]byte(`{"confUUID":"050c7898216811eaa6958bf3bb9ac167","conferenceID":"914083136","subject":"Renamed"}`))
+	change := snapshot.Diff(snapshot.Snapshot{old.UUID: old}, snapshot.Snapshot{cur.UUID: cur})[0]
+
+	e := builder.Build(change, observed, false, time.Time{})
+	fmt.Println(e.Summary()[len("15:04:05"):]) // the clock part is local time
+	// Output:   changed  050c7898216811eaa6958bf3bb9ac167  "Renamed" (914083136)  changed: subject
+}

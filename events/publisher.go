@@ -1,0 +1,186 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Publisher delivers events to a JetStream stream and reports success only
+// when every event is acknowledged: the watcher commits its state after a
+// successful Publish, so an event that is not safely stored must fail it.
+type Publisher struct {
+	js     jetstream.JetStream
+	cfg    PublisherConfig
+	logger *slog.Logger
+}
+
+// PublisherConfig describes the stream events go to.
+type PublisherConfig struct {
+	// Stream is the stream's name; it holds the subjects <Prefix>.>.
+	Stream string
+	// Prefix is the first subject token.
+	Prefix string
+	// Duplicates is the stream's deduplication window. It must outlast a
+	// restart, so that re-publishing an event with its id is dropped.
+	Duplicates time.Duration
+	// Replicas is the stream's replica count; 0 means 1.
+	Replicas int
+	// AckTimeout bounds the wait for one acknowledgement; 0 means 10s.
+	AckTimeout time.Duration
+	// Attempts bounds how often one event is sent before Publish fails;
+	// 0 means 5. Every attempt carries the same id.
+	Attempts int
+	// Logger receives retries; nil discards them.
+	Logger *slog.Logger
+}
+
+// batchSize bounds the acknowledgements outstanding at once, so that a poll
+// that starts ten thousand meetings does not queue ten thousand futures.
+const batchSize = 1024
+
+// NewPublisher returns a Publisher on nc. Call EnsureStream before Publish.
+func NewPublisher(nc *nats.Conn, cfg PublisherConfig) (*Publisher, error) {
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 10 * time.Second
+	}
+	if cfg.Attempts <= 0 {
+		cfg.Attempts = 5
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(batchSize),
+		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("opening jetstream: %w", err)
+	}
+	return &Publisher{js: js, cfg: cfg, logger: cfg.Logger.With("component", "publisher")}, nil
+}
+
+// EnsureStream creates the stream, or updates it to the configuration, so
+// that a deployment converges on what meetwatch was started with.
+func (p *Publisher) EnsureStream(ctx context.Context) error {
+	_, err := p.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        p.cfg.Stream,
+		Description: "meetwatch meeting events",
+		Subjects:    []string{p.cfg.Prefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Duplicates:  p.cfg.Duplicates,
+		Replicas:    p.cfg.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("creating or updating stream %s: %w", p.cfg.Stream, err)
+	}
+	return nil
+}
+
+// PublishResult counts what one Publish did.
+type PublishResult struct {
+	// Stored events were new to the stream.
+	Stored int
+	// Duplicates were already in the stream under the same id.
+	Duplicates int
+}
+
+// Publish sends every event and waits for every acknowledgement.
+//
+// An event whose acknowledgement fails or times out may still have been
+// stored, so it is sent again with the same id, up to the configured number
+// of attempts; JetStream's deduplication turns any second copy into a
+// duplicate ack. Publish returns an error if any event is still unconfirmed.
+func (p *Publisher) Publish(ctx context.Context, evs []Event) (PublishResult, error) {
+	var res PublishResult
+	bodies := make([][]byte, len(evs))
+	for i, e := range evs {
+		b, err := json.Marshal(e)
+		if err != nil {
+			return res, fmt.Errorf("encoding event %s: %w", e.ID, err)
+		}
+		bodies[i] = b
+	}
+	pending := make([]int, len(evs))
+	for i := range pending {
+		pending[i] = i
+	}
+	var lastErr error
+	for attempt := 1; len(pending) > 0; attempt++ {
+		if attempt > 1 {
+			if attempt > p.cfg.Attempts {
+				return res, fmt.Errorf("publishing: %d of %d events unacknowledged after %d attempts: %w",
+					len(pending), len(evs), p.cfg.Attempts, lastErr)
+			}
+			p.logger.Warn("retrying unacknowledged events", "pending", len(pending), "attempt", attempt, "err", lastErr)
+			select {
+			case <-ctx.Done():
+				return res, fmt.Errorf("publishing: %w", context.Cause(ctx))
+			case <-time.After(time.Duration(attempt-1) * 250 * time.Millisecond):
+			}
+		}
+		var failed []int
+		for start := 0; start < len(pending); start += batchSize {
+			batch := pending[start:min(start+batchSize, len(pending))]
+			f, cause, err := p.publishBatch(ctx, evs, bodies, batch, &res)
+			if err != nil {
+				return res, err
+			}
+			failed = append(failed, f...)
+			if cause != nil {
+				lastErr = cause
+			}
+		}
+		pending = failed
+	}
+	return res, nil
+}
+
+// publishBatch sends the events at idx and waits for their acks, returning
+// the indexes to try again with the last reason one failed. It returns an
+// error only when ctx ends.
+func (p *Publisher) publishBatch(ctx context.Context, evs []Event, bodies [][]byte, idx []int, res *PublishResult) (failed []int, cause, err error) {
+	type sent struct {
+		i   int
+		fut jetstream.PubAckFuture
+	}
+	futures := make([]sent, 0, len(idx))
+	for _, i := range idx {
+		msg := &nats.Msg{
+			Subject: evs[i].NATSSubject(p.cfg.Prefix),
+			Header:  nats.Header{"Content-Type": []string{ContentType}},
+			Data:    bodies[i],
+		}
+		fut, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(evs[i].ID), jetstream.WithExpectStream(p.cfg.Stream))
+		if err != nil {
+			cause = err
+			failed = append(failed, i)
+			continue
+		}
+		futures = append(futures, sent{i, fut})
+	}
+	for _, s := range futures {
+		select {
+		case ack := <-s.fut.Ok():
+			if ack.Duplicate {
+				res.Duplicates++
+			} else {
+				res.Stored++
+			}
+		case err := <-s.fut.Err():
+			cause = err
+			failed = append(failed, s.i)
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("publishing: %w", context.Cause(ctx))
+		}
+	}
+	return failed, cause, nil
+}

@@ -1,0 +1,163 @@
+package snapshot
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"slices"
+	"strings"
+)
+
+// ChangeKind names what happened to a meeting between two snapshots.
+type ChangeKind string
+
+// The three things that can happen to a meeting between two snapshots.
+const (
+	// Started: the meeting is in the new snapshot and not in the old.
+	Started ChangeKind = "started"
+	// Changed: the meeting is in both and some field differs.
+	Changed ChangeKind = "changed"
+	// Ended: the meeting is in the old snapshot and not in the new.
+	Ended ChangeKind = "ended"
+)
+
+// Change is one meeting's transition between two snapshots.
+type Change struct {
+	Kind ChangeKind
+	// Key is the meeting's confUUID.
+	Key string
+	// Old is the record in the previous snapshot; zero for Started.
+	Old Meeting
+	// New is the record in the next snapshot; zero for Ended.
+	New Meeting
+	// Fields lists what differs, sorted by path; only for Changed.
+	Fields []FieldChange
+}
+
+// Meeting returns the record a consumer should see for the change: the new
+// record, or for an ended meeting the last one seen.
+func (c Change) Meeting() Meeting {
+	if c.Kind == Ended {
+		return c.Old
+	}
+	return c.New
+}
+
+// FieldChange is one field that differs between two records of a meeting.
+//
+// Field is a dotted path into nested objects ("confConfigInfo.isAutoMute").
+// Arrays are compared and reported whole ("partAttendeeInfo"), because their
+// elements have no stable identity. Old or New is empty when the field was
+// absent on that side, which keeps "absent" apart from an explicit null.
+type FieldChange struct {
+	Field string          `json:"field"`
+	Old   json.RawMessage `json:"old,omitempty"`
+	New   json.RawMessage `json:"new,omitempty"`
+}
+
+// Diff returns the transitions from prev to next: ended, then changed, then
+// started, each sorted by confUUID so that the same two snapshots always give
+// the same list. Two snapshots with the same content give none.
+//
+// next must be a complete listing; Diff cannot tell a meeting that ended from
+// one that a partial listing missed.
+func Diff(prev, next Snapshot) []Change {
+	var ended, changed, started []Change
+	for key, old := range prev {
+		if _, ok := next[key]; !ok {
+			ended = append(ended, Change{Kind: Ended, Key: key, Old: old})
+		}
+	}
+	for key, cur := range next {
+		old, ok := prev[key]
+		if !ok {
+			started = append(started, Change{Kind: Started, Key: key, New: cur})
+			continue
+		}
+		if bytes.Equal(old.raw, cur.raw) {
+			continue
+		}
+		if fields := CompareRecords(old.raw, cur.raw); len(fields) > 0 {
+			changed = append(changed, Change{Kind: Changed, Key: key, Old: old, New: cur, Fields: fields})
+		}
+	}
+	byKey := func(a, b Change) int { return strings.Compare(a.Key, b.Key) }
+	slices.SortFunc(ended, byKey)
+	slices.SortFunc(changed, byKey)
+	slices.SortFunc(started, byKey)
+	return slices.Concat(ended, changed, started)
+}
+
+// CompareRecords lists the fields that differ between two JSON objects,
+// sorted by path. Values are compared by meaning, not by bytes: key order
+// and whitespace do not count, and numbers compare as written.
+//
+// A side that is not a JSON object is compared whole, under the path "".
+func CompareRecords(oldRaw, newRaw json.RawMessage) []FieldChange {
+	oldV, newV := decodeValue(oldRaw), decodeValue(newRaw)
+	var out []FieldChange
+	compareValues("", oldV, newV, &out)
+	slices.SortFunc(out, func(a, b FieldChange) int { return strings.Compare(a.Field, b.Field) })
+	return out
+}
+
+// absent marks a field that one side does not have.
+type absentValue struct{}
+
+var absent any = absentValue{}
+
+func decodeValue(raw json.RawMessage) any {
+	if len(raw) == 0 {
+		return absent
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return string(raw) // not JSON: compared as opaque text
+	}
+	return v
+}
+
+func compareValues(path string, oldV, newV any, out *[]FieldChange) {
+	oldObj, oldIsObj := oldV.(map[string]any)
+	newObj, newIsObj := newV.(map[string]any)
+	if oldIsObj && newIsObj {
+		for k, ov := range oldObj {
+			nv, ok := newObj[k]
+			if !ok {
+				nv = absent
+			}
+			compareValues(join(path, k), ov, nv, out)
+		}
+		for k, nv := range newObj {
+			if _, ok := oldObj[k]; !ok {
+				compareValues(join(path, k), absent, nv, out)
+			}
+		}
+		return
+	}
+	if reflect.DeepEqual(oldV, newV) {
+		return
+	}
+	*out = append(*out, FieldChange{Field: path, Old: encodeValue(oldV), New: encodeValue(newV)})
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func encodeValue(v any) json.RawMessage {
+	if v == absent {
+		return nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Unreachable for values decoded from JSON; keep the change visible.
+		return json.RawMessage(`null`)
+	}
+	return b
+}

@@ -1,0 +1,124 @@
+// Package snapshot is meetwatch's domain: the meeting record as the API sends
+// it, a Snapshot of every ongoing meeting keyed by confUUID, and Diff, which
+// turns two snapshots into started, ended and changed meetings.
+//
+// The package is pure: no network, no clock, no storage. That keeps the part
+// that decides what happened small enough to test exhaustively and to fuzz.
+package snapshot
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+)
+
+// Meeting is one ongoing meeting, kept exactly as the API sent it.
+//
+// The API grows: a field meetwatch does not know today must still reach
+// consumers tomorrow, so the record is held as its raw JSON object and only
+// the few fields the watcher itself needs are decoded beside it.
+type Meeting struct {
+	raw json.RawMessage
+
+	// UUID is confUUID, unique per meeting instance: the snapshot key.
+	UUID string
+	// ConferenceID is the meeting ID, which recurring and personal-room
+	// meetings reuse; it is what the API's searchKey matches.
+	ConferenceID string
+	// Subject is the meeting's title, for human-readable output.
+	Subject string
+	// StartTime is the API's "YYYY-MM-DD HH:MM" string, kept as sent.
+	StartTime string
+}
+
+// Errors returned when a record cannot be part of a snapshot.
+var (
+	// ErrNotObject means a record was not a JSON object.
+	ErrNotObject = errors.New("record is not a JSON object")
+	// ErrInvalidUTF8 means a record is not valid UTF-8, so it cannot be
+	// passed on as the JSON it claims to be.
+	ErrInvalidUTF8 = errors.New("record is not valid UTF-8")
+	// ErrNoUUID means a record has no usable confUUID, so it cannot be
+	// keyed, and a listing holding it is not a complete picture.
+	ErrNoUUID = errors.New("record has no confUUID")
+)
+
+// known holds the fields the watcher reads. Each is decoded leniently: a
+// field of an unexpected type is left empty rather than failing the record,
+// except confUUID, without which the record is useless.
+type known struct {
+	ConfUUID     json.RawMessage `json:"confUUID"`
+	ConferenceID json.RawMessage `json:"conferenceID"`
+	Subject      json.RawMessage `json:"subject"`
+	StartTime    json.RawMessage `json:"startTime"`
+}
+
+// ParseMeeting builds a Meeting from one ConferenceInfo JSON object. The
+// record is compacted, so that the same content always has the same bytes
+// whatever whitespace the server used, and otherwise kept as sent.
+func ParseMeeting(raw []byte) (Meeting, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' {
+		return Meeting{}, ErrNotObject
+	}
+	if !utf8.Valid(raw) {
+		return Meeting{}, ErrInvalidUTF8
+	}
+	var k known
+	if err := json.Unmarshal(raw, &k); err != nil {
+		return Meeting{}, fmt.Errorf("decoding record: %w", err)
+	}
+	var m Meeting
+	if err := json.Unmarshal(k.ConfUUID, &m.UUID); err != nil || m.UUID == "" {
+		return Meeting{}, ErrNoUUID
+	}
+	m.ConferenceID = lenientString(k.ConferenceID)
+	m.Subject = lenientString(k.Subject)
+	m.StartTime = lenientString(k.StartTime)
+
+	var buf bytes.Buffer
+	buf.Grow(len(raw))
+	if err := json.Compact(&buf, raw); err != nil {
+		return Meeting{}, fmt.Errorf("compacting record %s: %w", m.UUID, err)
+	}
+	m.raw = buf.Bytes()
+	return m, nil
+}
+
+// lenientString returns the value of a JSON string, or "" for anything else.
+func lenientString(raw json.RawMessage) string {
+	var s string
+	if len(raw) == 0 || json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+// Raw returns the record as the API sent it, compacted. The slice is shared:
+// callers must not modify it.
+func (m Meeting) Raw() json.RawMessage { return m.raw }
+
+// MarshalJSON writes the record as the API sent it, every field included.
+func (m Meeting) MarshalJSON() ([]byte, error) {
+	if m.raw == nil {
+		return []byte("null"), nil
+	}
+	return m.raw, nil
+}
+
+// UnmarshalJSON reads a record with ParseMeeting.
+func (m *Meeting) UnmarshalJSON(b []byte) error {
+	got, err := ParseMeeting(b)
+	if err != nil {
+		return err
+	}
+	*m = got
+	return nil
+}
+
+// Snapshot is the complete set of ongoing meetings at one moment, keyed by
+// confUUID. Only a complete listing may become a Snapshot: a missing key is
+// read as "this meeting ended".
+type Snapshot map[string]Meeting

@@ -1,0 +1,67 @@
+package watcher_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meetwatch/meetwatch/watcher"
+)
+
+func TestDecodePageFixture(t *testing.T) {
+	f, err := os.Open("testdata/online-example.json")
+	require.NoError(t, err)
+	defer f.Close()
+	p, err := watcher.DecodePage(f)
+	require.NoError(t, err)
+	assert.Equal(t, 1, p.Count)
+	assert.Equal(t, 20, p.Limit)
+	require.Len(t, p.Records, 1)
+	assert.Equal(t, "050c7898216811eaa6958bf3bb9ac167", p.Records[0].UUID)
+	assert.Contains(t, string(p.Records[0].Raw()), `"partAttendeeInfo":[{"phone":"+99111****815","name":"user01","type":"normal"}]`)
+}
+
+func TestDecodePageErrors(t *testing.T) {
+	tests := []struct{ name, body, want string }{
+		{name: "empty", body: "", want: "empty body"},
+		{name: "html", body: "<!DOCTYPE html>", want: "HTML"},
+		{name: "array", body: "[]", want: "not a JSON object"},
+		{name: "no count", body: `{"data":[]}`, want: "no count"},
+		{name: "trailing data", body: `{"count":0,"data":[]} {}`, want: "data after"},
+		{name: "more records than count", body: `{"count":1,"data":[{"confUUID":"a"},{"confUUID":"b"}]}`, want: "2 records but count is 1"},
+		{name: "truncated", body: `{"count":1,"data":[{"confUUID":"a"}`, want: "truncated"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := watcher.DecodePage(strings.NewReader(tt.body))
+			require.ErrorIs(t, err, watcher.ErrBadPage)
+			assert.ErrorContains(t, err, tt.want)
+		})
+	}
+}
+
+// FuzzDecodePage feeds arbitrary bodies to the page decoder: it must never
+// panic, and whatever it accepts must be a page the watcher can trust.
+func FuzzDecodePage(f *testing.F) {
+	seed, err := os.ReadFile("testdata/online-example.json")
+	require.NoError(f, err)
+	f.Add(seed)
+	f.Add([]byte(`{"offset":0,"limit":500,"count":0,"data":[]}`))
+	f.Add([]byte(`{"count":2,"data":[{"confUUID":"a"},{"confUUID":"b","x":{"y":null}}]}`))
+	f.Add([]byte(`{"count":1,"data":null}`))
+	f.Add([]byte(`<html>`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		p, err := watcher.DecodePage(strings.NewReader(string(body)))
+		if err != nil {
+			return
+		}
+		assert.GreaterOrEqual(t, p.Count, len(p.Records))
+		for _, m := range p.Records {
+			assert.NotEmpty(t, m.UUID)
+			assert.NotEmpty(t, m.Raw())
+		}
+	})
+}

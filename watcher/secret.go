@@ -1,0 +1,41 @@
+package watcher
+
+import (
+	"encoding/json"
+	"log/slog"
+)
+
+// Secret holds a credential, such as the API access token. Every way of
+// printing it (fmt, %#v, JSON, slog) shows "[redacted]", so a secret that
+// reaches a log line or an error by mistake still does not leak. Only
+// Reveal returns the value, and only the code that sends it calls Reveal.
+type Secret struct{ v string }
+
+const redacted = "[redacted]"
+
+// NewSecret wraps s.
+func NewSecret(s string) Secret { return Secret{v: s} }
+
+// Reveal returns the secret's value, to put it on the wire.
+func (s Secret) Reveal() string { return s.v }
+
+// IsZero reports whether the secret is empty.
+func (s Secret) IsZero() bool { return s.v == "" }
+
+// String implements fmt.Stringer.
+func (s Secret) String() string { return redacted }
+
+// GoString implements fmt.GoStringer, for %#v.
+func (s Secret) GoString() string { return redacted }
+
+// MarshalJSON implements json.Marshaler.
+func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(redacted) }
+
+// LogValue implements slog.LogValuer.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
+
+// UnmarshalText reads the secret from configuration.
+func (s *Secret) UnmarshalText(b []byte) error {
+	s.v = string(b)
+	return nil
+}

@@ -1,0 +1,184 @@
+package watcher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/meetwatch/meetwatch/events"
+	"github.com/meetwatch/meetwatch/snapshot"
+)
+
+// State is the last committed snapshot: what the watcher believes was
+// ongoing at ObservedAt, and has already announced.
+type State struct {
+	Snapshot snapshot.Snapshot
+	// ObservedAt is when the committed snapshot was observed. Every meeting
+	// in Snapshot was seen then, so it is each one's lastSeen.
+	ObservedAt time.Time
+	// Committed is false until a first snapshot was ever committed, which
+	// marks the started events of that first snapshot as initial.
+	Committed bool
+}
+
+// Store keeps State in a JetStream key-value bucket, one key per meeting.
+//
+// A snapshot of thousands of meetings is far larger than a NATS message may
+// be, so it is never one value. Keys are "m.<confUUID>" (see events.Token)
+// holding the record as the API sent it, and "meta" holding when the
+// snapshot was observed. A commit writes only what changed.
+type Store struct {
+	kv        jetstream.KeyValue
+	markerTTL time.Duration
+}
+
+// StoreConfig configures the state bucket.
+type StoreConfig struct {
+	// Bucket is the key-value bucket's name.
+	Bucket string
+	// Replicas is the bucket's replica count; 0 means 1.
+	Replicas int
+}
+
+const (
+	metaKey       = "meta"
+	meetingPrefix = "m."
+	// tombstoneTTL is how long the marker of an ended meeting's key stays.
+	// Without a limit, every meeting that ever ended would leave a marker
+	// behind for good, and every start-up would read them all.
+	tombstoneTTL = time.Hour
+	// storeWriters bounds the key writes in flight during a commit.
+	storeWriters = 64
+)
+
+// OpenStore creates or updates the state bucket.
+func OpenStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*Store, error) {
+	replicas := max(cfg.Replicas, 1)
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:         cfg.Bucket,
+		Description:    "meetwatch: the last committed snapshot, one key per meeting",
+		History:        1,
+		Storage:        jetstream.FileStorage,
+		Replicas:       replicas,
+		LimitMarkerTTL: tombstoneTTL,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating or updating state bucket %s: %w", cfg.Bucket, err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading state bucket %s: %w", cfg.Bucket, err)
+	}
+	s := &Store{kv: kv}
+	if st.LimitMarkerTTL() > 0 { // a bucket made without it cannot expire markers
+		s.markerTTL = tombstoneTTL
+	}
+	return s, nil
+}
+
+type metaValue struct {
+	ObservedAt time.Time `json:"observedAt"`
+	Meetings   int       `json:"meetings"`
+}
+
+func meetingKey(confUUID string) string { return meetingPrefix + events.Token(confUUID) }
+
+// Load reads the committed state.
+func (s *Store) Load(ctx context.Context) (State, error) {
+	st := State{Snapshot: snapshot.Snapshot{}}
+	e, err := s.kv.Get(ctx, metaKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return State{}, fmt.Errorf("reading state meta: %w", err)
+	default:
+		var m metaValue
+		if err := json.Unmarshal(e.Value(), &m); err != nil {
+			return State{}, fmt.Errorf("decoding state meta: %w", err)
+		}
+		st.ObservedAt, st.Committed = m.ObservedAt, true
+	}
+
+	// A watch delivers the last revision of every key in one pass, far
+	// faster than a Get per key. Its "initial values done" marker may come
+	// early on large buckets, so the end is taken from each entry's Delta,
+	// the number of entries still to come.
+	w, err := s.kv.WatchFiltered(ctx, []string{meetingPrefix + ">"})
+	if err != nil {
+		return State{}, fmt.Errorf("watching state: %w", err)
+	}
+	defer w.Stop()
+	seen := 0
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case <-ctx.Done():
+			return State{}, fmt.Errorf("loading state: %w", context.Cause(ctx))
+		case e = <-w.Updates():
+		}
+		if e == nil {
+			if seen == 0 {
+				return st, nil
+			}
+			continue
+		}
+		seen++
+		if e.Operation() == jetstream.KeyValuePut {
+			m, err := snapshot.ParseMeeting(e.Value())
+			if err != nil {
+				return State{}, fmt.Errorf("decoding state key %s: %w", e.Key(), err)
+			}
+			st.Snapshot[m.UUID] = m
+		}
+		if e.Delta() == 0 {
+			return st, nil
+		}
+	}
+}
+
+// Commit records that the snapshot observed at observedAt, which differs
+// from the previous one by changes, is now the committed state.
+//
+// Keys are written first and meta last. A commit cut short leaves some keys
+// new and some old; that is safe, because the next poll diffs against what
+// is stored and re-publishes the rest with the same deterministic ids, which
+// JetStream drops as duplicates, and then writes the keys again.
+func (s *Store) Commit(ctx context.Context, changes []snapshot.Change, observedAt time.Time, meetings int) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(storeWriters)
+	for _, c := range changes {
+		key := meetingKey(c.Key)
+		g.Go(func() error {
+			var err error
+			if c.Kind == snapshot.Ended {
+				if s.markerTTL > 0 {
+					err = s.kv.Purge(gctx, key, jetstream.PurgeTTL(s.markerTTL))
+				} else {
+					err = s.kv.Purge(gctx, key)
+				}
+			} else {
+				_, err = s.kv.Put(gctx, key, c.New.Raw())
+			}
+			if err != nil {
+				return fmt.Errorf("committing %s %s: %w", c.Kind, c.Key, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	meta, err := json.Marshal(metaValue{ObservedAt: observedAt.UTC(), Meetings: meetings})
+	if err != nil {
+		return fmt.Errorf("encoding state meta: %w", err)
+	}
+	if _, err := s.kv.Put(ctx, metaKey, meta); err != nil {
+		return fmt.Errorf("committing state meta: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,444 @@
+package watcher_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meetwatch/meetwatch/events"
+	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
+	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/watcher"
+	"github.com/meetwatch/meetwatch/watcher/apisim"
+)
+
+const (
+	testToken  = "s3cr3t-token-value"
+	testStream = "MEETINGS"
+	testBucket = "meetwatch-state"
+)
+
+// rig is one watcher wired to a real NATS server and the simulated API.
+type rig struct {
+	api    *apisim.Server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	logs   *syncBuffer
+	now    time.Time
+	client *watcher.Client
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newRig(tb testing.TB) *rig { return newRigPaged(tb, watcher.MaxPageSize) }
+
+// newRigPaged is newRig with a smaller page, so that a test can page over
+// few meetings.
+func newRigPaged(tb testing.TB, pageSize int) *rig {
+	tb.Helper()
+	srv := natstest.Start(tb)
+	nc := natstest.Connect(tb, srv)
+	js, err := jetstream.New(nc)
+	require.NoError(tb, err)
+	api := apisim.NewServer(apisim.Options{Token: testToken, Seed: 1})
+	tb.Cleanup(api.Close)
+	client, err := watcher.NewClient(watcher.ClientConfig{
+		BaseURL: api.URL, Token: watcher.NewSecret(testToken), QueryAll: true, PageSize: pageSize,
+	})
+	require.NoError(tb, err)
+	return &rig{api: api, nc: nc, js: js, logs: &syncBuffer{}, now: time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC), client: client}
+}
+
+// newWatcher returns a fresh watcher, as after a restart: it knows only
+// what the state bucket holds.
+func (r *rig) newWatcher(tb testing.TB, store watcher.StateStore) *watcher.Watcher {
+	tb.Helper()
+	pub, err := events.NewPublisher(r.nc, events.PublisherConfig{Stream: testStream, Prefix: "meetings", Duplicates: time.Hour})
+	require.NoError(tb, err)
+	require.NoError(tb, pub.EnsureStream(tb.Context()))
+	if store == nil {
+		store = r.store(tb)
+	}
+	return watcher.New(watcher.Config{
+		Lister:    r.client,
+		Publisher: pub,
+		Store:     store,
+		Builder:   events.Builder{Source: events.Source(r.client.Host()), Prefix: "meetings"},
+		Interval:  time.Second,
+		Logger:    slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Now:       r.clock,
+	})
+}
+
+func (r *rig) store(tb testing.TB) *watcher.Store {
+	tb.Helper()
+	st, err := watcher.OpenStore(tb.Context(), r.js, watcher.StoreConfig{Bucket: testBucket})
+	require.NoError(tb, err)
+	return st
+}
+
+// clock advances one second per reading, so every poll has its own time.
+func (r *rig) clock() time.Time {
+	r.now = r.now.Add(time.Second)
+	return r.now
+}
+
+// published returns every event in the stream, checking the NATS side of
+// the contract for each: subject, Nats-Msg-Id and Content-Type.
+func (r *rig) published(tb testing.TB) []events.Event {
+	tb.Helper()
+	var out []events.Event
+	for _, m := range natstest.Messages(tb, r.nc, testStream) {
+		e, err := events.Decode(m.Data)
+		require.NoError(tb, err)
+		assert.Equal(tb, events.Subject("meetings", e.Kind(), e.Subject), m.Subject)
+		assert.Equal(tb, e.ID, m.Header.Get(jetstream.MsgIDHeader))
+		assert.Equal(tb, events.ContentType, m.Header.Get("Content-Type"))
+		out = append(out, e)
+	}
+	return out
+}
+
+func kinds(evs []events.Event) map[snapshot.ChangeKind][]string {
+	out := map[snapshot.ChangeKind][]string{}
+	for _, e := range evs {
+		out[e.Kind()] = append(out[e.Kind()], e.Subject)
+	}
+	return out
+}
+
+func TestPollPagesOver1234Meetings(t *testing.T) {
+	r := newRig(t)
+	want := r.api.Sim.AddN(1234)
+	w := r.newWatcher(t, nil)
+
+	res, err := w.Poll(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 1234, res.Meetings)
+	assert.Equal(t, 1234, res.Started)
+	assert.Equal(t, 3, r.api.Sim.Requests(), "pages of 500: 0, 500, 1000")
+
+	evs := r.published(t)
+	require.Len(t, evs, 1234)
+	assert.ElementsMatch(t, want, kinds(evs)[snapshot.Started])
+	for _, e := range evs {
+		assert.True(t, e.Data.Initial, "first snapshot ever: initial")
+	}
+
+	st, err := r.store(t).Load(t.Context())
+	require.NoError(t, err)
+	assert.Len(t, st.Snapshot, 1234)
+	assert.True(t, st.Committed)
+	assert.Equal(t, res.ObservedAt, st.ObservedAt)
+
+	res, err = w.Poll(t.Context())
+	require.NoError(t, err)
+	assert.Zero(t, res.Started+res.Changed+res.Ended)
+	assert.Len(t, r.published(t), 1234, "a poll with no differences publishes nothing")
+}
+
+func TestPollPublishesEachKind(t *testing.T) {
+	r := newRig(t)
+	ids := r.api.Sim.AddN(3)
+	w := r.newWatcher(t, nil)
+	first, err := w.Poll(t.Context())
+	require.NoError(t, err)
+
+	require.True(t, r.api.Sim.End(ids[0]))
+	require.True(t, r.api.Sim.Update(ids[1], func(rec apisim.Record) {
+		rec["subject"] = "Renamed"
+		rec["confConfigInfo"].(map[string]any)["isAutoMute"] = false
+		rec["newApiField"] = "flows through"
+	}))
+	added := r.api.Sim.AddN(1)
+	_, err = w.Poll(t.Context())
+	require.NoError(t, err)
+
+	evs := r.published(t)[3:]
+	require.Len(t, evs, 3)
+
+	ended, changed, started := evs[0], evs[1], evs[2]
+	assert.Equal(t, "meetwatch.meeting.ended", ended.Type)
+	assert.Equal(t, ids[0], ended.Subject)
+	require.NotNil(t, ended.Data.LastSeen)
+	assert.Equal(t, first.ObservedAt, *ended.Data.LastSeen)
+	assert.True(t, ended.Time.After(*ended.Data.LastSeen))
+	assert.Contains(t, string(ended.Data.Conference), ids[0], "ended carries the last record seen")
+
+	assert.Equal(t, "meetwatch.meeting.changed", changed.Type)
+	assert.Equal(t, ids[1], changed.Subject)
+	var fields []string
+	for _, c := range changed.Data.Changes {
+		fields = append(fields, c.Field)
+	}
+	assert.Equal(t, []string{"confConfigInfo.isAutoMute", "newApiField", "subject"}, fields)
+	assert.Contains(t, string(changed.Data.Conference), `"newApiField":"flows through"`)
+	assert.NotContains(t, string(changed.Data.Previous), "newApiField")
+
+	assert.Equal(t, "meetwatch.meeting.started", started.Type)
+	assert.Equal(t, added[0], started.Subject)
+	assert.False(t, started.Data.Initial, "a meeting that started after the first snapshot is not initial")
+
+	for _, e := range evs {
+		assert.Equal(t, "1.0", e.SpecVersion)
+		assert.Equal(t, "application/json", e.DataContentType)
+		assert.Equal(t, "meetwatch://"+r.client.Host(), e.Source)
+	}
+}
+
+// TestFailedPollPublishesAndCommitsNothing drives every kind of bad answer
+// through a real poll: each must fail the poll, publish nothing, leave the
+// stored state alone, and the meeting that really ended must be reported
+// by the next good poll.
+func TestFailedPollPublishesAndCommitsNothing(t *testing.T) {
+	tests := []struct {
+		name  string
+		fault apisim.Fault
+		want  error
+	}{
+		{name: "server error", fault: apisim.Fault{Status: 500}},
+		{name: "token refused", fault: apisim.Fault{Status: 401, Code: "USG.000000004", Msg: "token " + testToken + " expired"}, want: watcher.ErrUnauthorized},
+		{name: "truncated body", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":[{"confUUID":"x"`}, want: watcher.ErrBadPage},
+		{name: "not json", fault: apisim.Fault{Body: `hello`}, want: watcher.ErrBadPage},
+		{name: "html error page", fault: apisim.Fault{Body: `<html><body>502 Bad Gateway</body></html>`}, want: watcher.ErrBadPage},
+		{name: "empty 200", fault: apisim.Fault{Body: " "}, want: watcher.ErrBadPage},
+		{name: "count as string", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":"59","data":[]}`}, want: watcher.ErrBadPage},
+		{name: "data as object", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":{}}`}, want: watcher.ErrBadPage},
+		{name: "data null where records are due", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":null}`}, want: watcher.ErrIncomplete},
+		{name: "record without confUUID", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":[{"subject":"x"}]}`}, want: snapshot.ErrNoUUID},
+		{name: "duplicate confUUID on a page", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":[{"confUUID":"x"},{"confUUID":"x"}]}`}, want: watcher.ErrInconsistent},
+		{name: "short page", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":[{"confUUID":"x"}]}`}, want: watcher.ErrIncomplete},
+		{name: "count moved", fault: apisim.Fault{Body: `{"offset":500,"limit":500,"count":60,"data":[]}`}, want: watcher.ErrInconsistent},
+		{name: "negative count", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":-1,"data":[]}`}, want: watcher.ErrBadPage},
+		{name: "huge count", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":99999999999,"data":[]}`}, want: watcher.ErrBadPage},
+		{name: "invalid utf-8", fault: apisim.Fault{Body: "{\"offset\":20,\"limit\":20,\"count\":59,\"data\":[{\"confUUID\":\"x\",\"subject\":\"\xff\"}]}"}, want: snapshot.ErrInvalidUTF8},
+		{name: "connection reset mid-body", fault: apisim.Fault{Reset: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRigPaged(t, 20)
+			ids := r.api.Sim.AddN(60)
+			w := r.newWatcher(t, nil)
+			_, err := w.Poll(t.Context())
+			require.NoError(t, err)
+			before, err := r.store(t).Load(t.Context())
+			require.NoError(t, err)
+
+			require.True(t, r.api.Sim.End(ids[0]))
+			r.api.Sim.FailOnce(20, tt.fault)
+			_, err = w.Poll(t.Context())
+			require.Error(t, err)
+			if tt.want != nil {
+				assert.ErrorIs(t, err, tt.want)
+			}
+			assert.NotContains(t, err.Error(), testToken)
+			assert.Len(t, r.published(t), 60, "a failed poll publishes nothing")
+			after, err := r.store(t).Load(t.Context())
+			require.NoError(t, err)
+			assert.Equal(t, before, after, "a failed poll commits nothing")
+
+			_, err = w.Poll(t.Context())
+			require.NoError(t, err)
+			evs := r.published(t)
+			require.Len(t, evs, 61)
+			assert.Equal(t, snapshot.Ended, evs[60].Kind())
+			assert.Equal(t, ids[0], evs[60].Subject)
+		})
+	}
+}
+
+func TestListingThatChangesUnderfootIsDiscarded(t *testing.T) {
+	r := newRig(t)
+	ids := r.api.Sim.AddN(1234)
+	var once sync.Once
+	r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
+		if req.URL.Query().Get("offset") == "0" {
+			return nil
+		}
+		once.Do(func() { r.api.Sim.End(ids[1]) }) // ends between page 1 and page 2
+		return nil
+	})
+	w := r.newWatcher(t, nil)
+	_, err := w.Poll(t.Context())
+	require.Error(t, err)
+	assert.ErrorIs(t, err, watcher.ErrInconsistent)
+	assert.Contains(t, err.Error(), "count moved from 1234 to 1233")
+
+	js := r.js
+	_, err = js.Stream(t.Context(), testStream)
+	require.NoError(t, err)
+	assert.Empty(t, r.published(t))
+}
+
+// TestRestartNeitherRepeatsNorLoses stops a watcher, changes the world while
+// it is down, and starts another on the same state.
+func TestRestartNeitherRepeatsNorLoses(t *testing.T) {
+	r := newRig(t)
+	ids := r.api.Sim.AddN(5)
+	first, err := r.newWatcher(t, nil).Poll(t.Context())
+	require.NoError(t, err)
+
+	// While no watcher runs:
+	r.api.Sim.End(ids[0])
+	r.api.Sim.End(ids[1])
+	r.api.Sim.Update(ids[2], func(rec apisim.Record) { rec["subject"] = "moved" })
+	added := r.api.Sim.AddN(1)
+
+	second := r.newWatcher(t, nil)
+	res, err := second.Poll(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Started)
+	assert.Equal(t, 1, res.Changed)
+	assert.Equal(t, 2, res.Ended)
+
+	evs := r.published(t)
+	require.Len(t, evs, 5+4)
+	perMeeting := map[string]int{}
+	for _, e := range evs {
+		if e.Kind() == snapshot.Started {
+			perMeeting[e.Subject]++
+		}
+	}
+	for id, n := range perMeeting {
+		assert.Equal(t, 1, n, "started events for %s", id)
+	}
+	k := kinds(evs[5:])
+	assert.ElementsMatch(t, ids[:2], k[snapshot.Ended])
+	assert.Equal(t, []string{ids[2]}, k[snapshot.Changed])
+	assert.Equal(t, added, k[snapshot.Started])
+	for _, e := range evs[5:] {
+		assert.False(t, e.Data.Initial)
+		if e.Kind() == snapshot.Ended {
+			require.NotNil(t, e.Data.LastSeen)
+			assert.Equal(t, first.ObservedAt, *e.Data.LastSeen, "lastSeen survives the restart")
+		}
+	}
+}
+
+// failingStore commits nothing, as if the process died after publishing.
+type failingStore struct{ watcher.StateStore }
+
+func (failingStore) Commit(context.Context, []snapshot.Change, time.Time, int) error {
+	return errors.New("killed before commit")
+}
+
+func TestRepublishAfterLostCommitIsDeduplicated(t *testing.T) {
+	r := newRig(t)
+	ids := r.api.Sim.AddN(20)
+	_, err := r.newWatcher(t, failingStore{r.store(t)}).Poll(t.Context())
+	require.ErrorContains(t, err, "killed before commit")
+	require.Len(t, r.published(t), 20, "events were acknowledged before the commit failed")
+
+	// The meeting's live fields move before the restart; its start is still
+	// the same transition and must keep its id.
+	r.api.Sim.Update(ids[3], func(rec apisim.Record) { rec["onlineAttendeeAmount"] = 42 })
+
+	res, err := r.newWatcher(t, nil).Poll(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 20, res.Started)
+	assert.Equal(t, 20, res.Duplicates)
+	assert.Zero(t, res.Stored)
+	assert.Len(t, r.published(t), 20, "no second started after the restart")
+}
+
+func TestTokenNeverLogged(t *testing.T) {
+	r := newRig(t)
+	r.api.Sim.AddN(3)
+	w := r.newWatcher(t, nil)
+	r.api.Sim.FailOnce(0, apisim.Fault{Status: 401, Code: "USG.000000004", Msg: "bad token " + testToken})
+	_, err := w.Poll(t.Context())
+	require.ErrorIs(t, err, watcher.ErrUnauthorized)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	r.api.Sim.FailOnce(0, apisim.Fault{Status: 401, Code: "USG.000000004", Msg: "bad token " + testToken})
+	done := make(chan error)
+	go func() { done <- w.Run(ctx) }()
+	require.Eventually(t, func() bool { return strings.Contains(r.logs.String(), "poll committed") }, 10*time.Second, 20*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+
+	logs := r.logs.String()
+	assert.Contains(t, logs, "authentication failed")
+	assert.Contains(t, logs, "error_code=USG.000000004")
+	assert.Contains(t, logs, "polling recovered")
+	assert.NotContains(t, logs, testToken)
+	assert.NotContains(t, fmtAll(watcher.NewSecret(testToken)), testToken)
+}
+
+func fmtAll(s watcher.Secret) string {
+	j, _ := json.Marshal(struct{ T watcher.Secret }{s})
+	var b bytes.Buffer
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("x", "token", s)
+	return strings.Join([]string{s.String(), s.GoString(), string(j), b.String()}, " ")
+}
+
+func TestRunStopsOnCancelWithoutCommitting(t *testing.T) {
+	r := newRig(t)
+	r.api.Sim.AddN(3)
+	r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault { return &apisim.Fault{Delay: time.Minute} })
+	w := r.newWatcher(t, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- w.Run(ctx) }()
+	require.Eventually(t, func() bool { return r.api.Sim.Requests() > 0 }, 5*time.Second, 10*time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not stop after cancel")
+	}
+	st, err := r.store(t).Load(t.Context())
+	require.NoError(t, err)
+	assert.False(t, st.Committed, "an abandoned poll commits nothing")
+}
+
+func BenchmarkPoll10k(b *testing.B) {
+	r := newRig(b)
+	ids := r.api.Sim.AddN(10_000)
+	w := r.newWatcher(b, nil)
+	_, err := w.Poll(b.Context())
+	require.NoError(b, err)
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		// 1% churn per poll: 50 changed, 25 ended, 25 started.
+		for j := range 50 {
+			r.api.Sim.Update(ids[(i*50+j)%len(ids)], func(rec apisim.Record) { rec["onlineAttendeeAmount"] = i })
+		}
+		_, err := w.Poll(b.Context())
+		if err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
