@@ -134,6 +134,10 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 		return PollResult{}, fmt.Errorf("before commit: %w", context.Cause(ctx))
 	}
 	if err := w.cfg.Store.Commit(ctx, changes, observedAt, len(next)); err != nil {
+		// Part of the commit may have landed. Reading the store again on the
+		// next poll makes it diff against what is really there, so it
+		// re-publishes (under the same ids) and re-writes only the rest.
+		w.loaded = false
 		return PollResult{}, fmt.Errorf("committing state: %w", err)
 	}
 	w.state = State{Snapshot: next, ObservedAt: observedAt, Committed: true}

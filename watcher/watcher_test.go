@@ -442,3 +442,49 @@ func BenchmarkPoll10k(b *testing.B) {
 		i++
 	}
 }
+
+// halfCommitStore lands half of the keys of its first commit, and not the
+// meta key, then fails: a process killed in the middle of a commit.
+type halfCommitStore struct {
+	*watcher.Store
+	kv     jetstream.KeyValue
+	failed bool
+}
+
+func (s *halfCommitStore) Commit(ctx context.Context, changes []snapshot.Change, at time.Time, n int) error {
+	if s.failed {
+		return s.Store.Commit(ctx, changes, at, n)
+	}
+	s.failed = true
+	for _, c := range changes[:len(changes)/2] {
+		if _, err := s.kv.Put(ctx, "m."+events.Token(c.Key), c.New.Raw()); err != nil {
+			return err
+		}
+	}
+	return errors.New("killed mid-commit")
+}
+
+func TestPartialCommitIsRepairedByTheNextPoll(t *testing.T) {
+	r := newRig(t)
+	r.api.Sim.AddN(20)
+	store := r.store(t)
+	kv, err := r.js.KeyValue(t.Context(), testBucket)
+	require.NoError(t, err)
+	w := r.newWatcher(t, &halfCommitStore{Store: store, kv: kv})
+	_, err = w.Poll(t.Context())
+	require.ErrorContains(t, err, "killed mid-commit")
+
+	res, err := w.Poll(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 10, res.Started, "only the meetings whose keys did not land are diffed again")
+	assert.Equal(t, 10, res.Duplicates, "and their events keep their ids")
+	evs := r.published(t)
+	assert.Len(t, evs, 20)
+	for _, e := range evs {
+		assert.True(t, e.Data.Initial)
+	}
+	st, err := r.store(t).Load(t.Context())
+	require.NoError(t, err)
+	assert.Len(t, st.Snapshot, 20)
+	assert.True(t, st.Committed)
+}
