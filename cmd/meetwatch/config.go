@@ -80,7 +80,7 @@ func loadConfig(environ map[string]string, forRun bool) (config, error) {
 	if err != nil {
 		var pe env.ParseError
 		if errors.As(err, &pe) {
-			return c, &configError{Var: varName(pe.Name), Msg: fmt.Sprintf("invalid value %q: %v", environ[varName(pe.Name)], unwrapAll(pe.Err))}
+			return c, &configError{Var: varName(pe.Name), Msg: fmt.Sprintf("invalid value %q: %s", environ[varName(pe.Name)], want(pe))}
 		}
 		return c, &configError{Var: envPrefix + "*", Msg: err.Error()}
 	}
@@ -90,13 +90,17 @@ func loadConfig(environ map[string]string, forRun bool) (config, error) {
 	return c, nil
 }
 
-func unwrapAll(err error) error {
-	for {
-		u := errors.Unwrap(err)
-		if u == nil {
-			return err
-		}
-		err = u
+// want says what a variable of the field's type accepts.
+func want(pe env.ParseError) string {
+	switch {
+	case pe.Type == reflect.TypeFor[time.Duration]():
+		return "want a Go duration such as 15s or 1m30s"
+	case pe.Type.Kind() == reflect.Bool:
+		return "want true or false"
+	case pe.Type.Kind() == reflect.Int:
+		return "want a whole number"
+	default:
+		return pe.Err.Error()
 	}
 }
 
