@@ -131,12 +131,22 @@ type Builder struct {
 	Source string
 	// Prefix is the first subject token.
 	Prefix string
+	// Redactor removes secrets from the records and changes an event
+	// carries; nil publishes records as they are.
+	Redactor *snapshot.Redactor
 }
 
 // Build returns the event for change c, observed at observed. initial marks
 // changes from the first snapshot a watcher ever took; lastSeen is when the
 // previous snapshot was observed, reported on ended events.
-func (b Builder) Build(c snapshot.Change, observed time.Time, initial bool, lastSeen time.Time) Event {
+//
+// The id is computed from the change as the diff saw it, before redaction,
+// so that a different secret still makes a different changed event.
+func (b Builder) Build(c snapshot.Change, observed time.Time, initial bool, lastSeen time.Time) (Event, error) {
+	conference, err := b.Redactor.Strip(c.Meeting().Raw())
+	if err != nil {
+		return Event{}, fmt.Errorf("redacting %s: %w", c.Key, err)
+	}
 	e := Event{
 		SpecVersion:     SpecVersion,
 		ID:              ID(c),
@@ -145,21 +155,23 @@ func (b Builder) Build(c snapshot.Change, observed time.Time, initial bool, last
 		Subject:         c.Key,
 		Time:            observed.UTC(),
 		DataContentType: DataContentType,
-		Data:            Data{Conference: c.Meeting().Raw()},
+		Data:            Data{Conference: conference},
 	}
 	switch c.Kind {
 	case snapshot.Started:
 		e.Data.Initial = initial
 	case snapshot.Changed:
-		e.Data.Previous = c.Old.Raw()
-		e.Data.Changes = c.Fields
+		if e.Data.Previous, err = b.Redactor.Strip(c.Old.Raw()); err != nil {
+			return Event{}, fmt.Errorf("redacting %s: %w", c.Key, err)
+		}
+		e.Data.Changes = b.Redactor.RedactChanges(c.Fields)
 	case snapshot.Ended:
 		if !lastSeen.IsZero() {
 			ls := lastSeen.UTC()
 			e.Data.LastSeen = &ls
 		}
 	}
-	return e
+	return e, nil
 }
 
 // NATSSubject returns the subject the event is published on under prefix.

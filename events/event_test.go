@@ -28,6 +28,13 @@ var (
 	builder  = events.Builder{Source: events.Source("api.meeting.huaweicloud.com"), Prefix: "meetings"}
 )
 
+func build(tb testing.TB, c snapshot.Change) events.Event {
+	tb.Helper()
+	e, err := builder.Build(c, observed, false, lastSeen)
+	require.NoError(tb, err)
+	return e
+}
+
 func changes(tb testing.TB) []snapshot.Change {
 	tb.Helper()
 	old := meeting(tb, `{"confUUID":"050c7898216811eaa6958bf3bb9ac167","conferenceID":"914083136","subject":"user01's meeting"}`)
@@ -63,7 +70,8 @@ func TestBuildEnvelope(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := builder.Build(tt.change, observed, true, lastSeen)
+			e, err := builder.Build(tt.change, observed, true, lastSeen)
+			require.NoError(t, err)
 			body, err := json.Marshal(e)
 			require.NoError(t, err)
 			var raw map[string]any
@@ -127,9 +135,9 @@ func TestPublishIsIdempotent(t *testing.T) {
 	var evs []events.Event
 	for i := range 2500 { // more than one batch
 		m := meeting(t, fmt.Sprintf(`{"confUUID":"u%d"}`, i))
-		evs = append(evs, builder.Build(snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: m}, observed, false, time.Time{}))
+		evs = append(evs, build(t, snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: m}))
 	}
-	evs = append(evs, builder.Build(changes(t)[0], observed, false, lastSeen))
+	evs = append(evs, build(t, changes(t)[0]))
 
 	res, err := pub.Publish(t.Context(), evs)
 	require.NoError(t, err)
@@ -161,7 +169,7 @@ func TestPublishFailsWhenNothingAcknowledges(t *testing.T) {
 	// No stream: nobody acknowledges, so Publish must fail, never pretend.
 	pub, err := events.NewPublisher(nc, events.PublisherConfig{Stream: "MEETINGS", Prefix: "meetings", Attempts: 2, AckTimeout: 200 * time.Millisecond})
 	require.NoError(t, err)
-	_, err = pub.Publish(t.Context(), []events.Event{builder.Build(changes(t)[0], observed, false, lastSeen)})
+	_, err = pub.Publish(t.Context(), []events.Event{build(t, changes(t)[0])})
 	require.Error(t, err)
 	assert.ErrorContains(t, err, "1 of 1 events unacknowledged after 2 attempts")
 }
@@ -196,7 +204,34 @@ func ExampleEvent_Summary() {
 	cur, _ := snapshot.ParseMeeting([]byte(`{"confUUID":"050c7898216811eaa6958bf3bb9ac167","conferenceID":"914083136","subject":"Renamed"}`))
 	change := snapshot.Diff(snapshot.Snapshot{old.UUID: old}, snapshot.Snapshot{cur.UUID: cur})[0]
 
-	e := builder.Build(change, observed, false, time.Time{})
+	e, _ := builder.Build(change, observed, false, time.Time{})
 	fmt.Println(e.Summary()[len("15:04:05"):]) // the clock part is local time
 	// Output:   changed  050c7898216811eaa6958bf3bb9ac167  "Renamed" (914083136)  changed: subject
+}
+
+func TestBuildKeepsSecretsOut(t *testing.T) {
+	red, err := snapshot.ParseRedact("")
+	require.NoError(t, err)
+	b := builder
+	b.Redactor = red
+	seal := func(js string) snapshot.Meeting {
+		m, err := red.Seal(meeting(t, js))
+		require.NoError(t, err)
+		return m
+	}
+	old := seal(`{"confUUID":"u1","subject":"s","chairJoinUri":"https://c/j/1/chairsecret","confConfigInfo":{"guestPwd":"111111","isAutoMute":true},"passwordEntry":[{"conferenceRole":"chair","password":"222222"}]}`)
+	cur := seal(`{"confUUID":"u1","subject":"s","chairJoinUri":"https://c/j/1/chairsecret","confConfigInfo":{"guestPwd":"333333","isAutoMute":true},"passwordEntry":[{"conferenceRole":"chair","password":"222222"}]}`)
+	changes := snapshot.Diff(snapshot.Snapshot{"u1": old}, snapshot.Snapshot{"u1": cur})
+	require.Len(t, changes, 1)
+
+	e, err := b.Build(changes[0], observed, false, lastSeen)
+	require.NoError(t, err)
+	body, err := json.Marshal(e)
+	require.NoError(t, err)
+	for _, secret := range []string{"chairsecret", "111111", "222222", "333333", "chairJoinUri", "redacted:sha256"} {
+		assert.NotContains(t, string(body), secret)
+	}
+	assert.Equal(t, []snapshot.FieldChange{{Field: "confConfigInfo.guestPwd", Redacted: true}}, e.Data.Changes,
+		"the change says a secret changed, without its value")
+	assert.Contains(t, string(e.Data.Conference), `"passwordEntry":[{"conferenceRole":"chair"}]`)
 }

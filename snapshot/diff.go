@@ -53,6 +53,9 @@ type FieldChange struct {
 	Field string          `json:"field"`
 	Old   json.RawMessage `json:"old,omitempty"`
 	New   json.RawMessage `json:"new,omitempty"`
+	// Redacted marks a change of a secret: it happened, but its values are
+	// not published (see Redactor.RedactChanges).
+	Redacted bool `json:"redacted,omitempty"`
 }
 
 // Diff returns the transitions from prev to next: ended, then changed, then

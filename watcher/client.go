@@ -1,19 +1,24 @@
 package watcher
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
 
 	"github.com/meetwatch/meetwatch/snapshot"
 )
@@ -41,6 +46,10 @@ var (
 	ErrBadPage = errors.New("malformed page")
 	// ErrUnauthorized means the API refused the access token.
 	ErrUnauthorized = errors.New("authentication failed")
+	// ErrRejected means the API refused the request as configured: a 400
+	// (invalid parameters) or a 403 (queryAll without an admin's token).
+	// Retrying would only repeat it, so polls back off instead.
+	ErrRejected = errors.New("request rejected by the api")
 )
 
 // APIError is an answer other than 200, with the API's error fields where it
@@ -68,9 +77,16 @@ func (e *APIError) Error() string {
 	return b.String()
 }
 
-// Is makes a 401, or the API's invalid-token code, match ErrUnauthorized.
+// Is makes a 401, or the API's invalid-token code, match ErrUnauthorized,
+// and a 400 or 403 match ErrRejected.
 func (e *APIError) Is(target error) bool {
-	return target == ErrUnauthorized && (e.Status == http.StatusUnauthorized || e.Code == "USG.000000004")
+	switch target {
+	case ErrUnauthorized:
+		return e.Status == http.StatusUnauthorized || e.Code == "USG.000000004"
+	case ErrRejected:
+		return e.Status == http.StatusBadRequest || e.Status == http.StatusForbidden
+	}
+	return false
 }
 
 // LogAttrs returns the error's API fields for a log line.
@@ -82,29 +98,46 @@ func (e *APIError) LogAttrs() []any {
 type ClientConfig struct {
 	// BaseURL is the API's scheme and host, e.g. https://api.meeting.huaweicloud.com.
 	BaseURL string
-	// Token is sent as X-Access-Token.
-	Token Secret
+	// Tokens hands out the X-Access-Token; see StaticToken, NewAppIDLogin
+	// and NewAccountLogin.
+	Tokens TokenSource
 	// PageSize is the limit asked for per page, 1 to 500; 0 means 500.
 	PageSize int
 	// QueryAll lists every user's meetings (an enterprise admin's right).
 	QueryAll bool
 	// SearchKey, when set, filters the list as the API's searchKey does.
 	SearchKey string
-	// Concurrency bounds the pages fetched at once after the first; 0 means 4.
+	// Concurrency bounds the requests in flight at once; 0 means 4.
 	Concurrency int
-	// RequestTimeout bounds one request; 0 means 30s.
+	// RequestTimeout bounds one request, body included; 0 means 30s.
 	RequestTimeout time.Duration
 	// MaxBodyBytes caps one page's body; 0 means 32 MiB.
 	MaxBodyBytes int64
+	// Budget is the client-side request budget shared by every request:
+	// pages, confirmations and logins. nil means unlimited.
+	Budget *rate.Limiter
+	// ListAttempts bounds how often an inconsistent listing is taken again
+	// before the poll is given up; 0 means 3.
+	ListAttempts int
+	// Retries bounds the retries of one request after a network error, a
+	// 429 or a 5xx; 0 means 3.
+	Retries int
+	// BackoffBase and BackoffMax shape the jittered exponential backoff
+	// between retries; 0 means 500ms and 10s. A Retry-After header wins.
+	BackoffBase, BackoffMax time.Duration
 	// HTTPClient, when set, replaces the client's own *http.Client.
 	HTTPClient *http.Client
+	// Logger receives retries; nil discards them.
+	Logger *slog.Logger
 }
 
 // Client lists the ongoing meetings, completely or not at all.
 type Client struct {
-	cfg  ClientConfig
-	base *url.URL
-	http *http.Client
+	cfg      ClientConfig
+	base     *url.URL
+	http     *http.Client
+	logger   *slog.Logger
+	requests atomic.Int64
 }
 
 // NewClient checks cfg and returns a Client.
@@ -119,27 +152,51 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	case cfg.PageSize < 1 || cfg.PageSize > MaxPageSize:
 		return nil, fmt.Errorf("page size %d: want 1 to %d", cfg.PageSize, MaxPageSize)
 	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 4
+	if cfg.Tokens == nil {
+		return nil, errors.New("no token source")
 	}
-	if cfg.RequestTimeout <= 0 {
-		cfg.RequestTimeout = 30 * time.Second
-	}
-	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = 32 << 20
+	cfg.Concurrency = cmp.Or(max(cfg.Concurrency, 0), 4)
+	cfg.RequestTimeout = cmp.Or(max(cfg.RequestTimeout, 0), 30*time.Second)
+	cfg.MaxBodyBytes = cmp.Or(max(cfg.MaxBodyBytes, 0), 32<<20)
+	cfg.ListAttempts = cmp.Or(max(cfg.ListAttempts, 0), 3)
+	cfg.Retries = cmp.Or(max(cfg.Retries, 0), 3)
+	cfg.BackoffBase = cmp.Or(max(cfg.BackoffBase, 0), 500*time.Millisecond)
+	cfg.BackoffMax = cmp.Or(max(cfg.BackoffMax, 0), 10*time.Second)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.MaxIdleConnsPerHost = cfg.Concurrency
-		tr.ResponseHeaderTimeout = cfg.RequestTimeout
-		hc = &http.Client{Transport: tr, Timeout: cfg.RequestTimeout}
+		hc = NewHTTPClient(cfg.Concurrency, cfg.RequestTimeout)
 	}
-	return &Client{cfg: cfg, base: base, http: hc}, nil
+	return &Client{cfg: cfg, base: base, http: hc, logger: cfg.Logger.With("component", "api")}, nil
+}
+
+// NewHTTPClient returns the *http.Client meetwatch uses for the API: its
+// own transport, with every request bounded by timeout, body included, so
+// that a server that never finishes a body cannot stall a poll.
+func NewHTTPClient(conns int, timeout time.Duration) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = conns
+	tr.ResponseHeaderTimeout = timeout
+	return &http.Client{Transport: tr, Timeout: timeout}
 }
 
 // Host is the API host, for the events' source.
 func (c *Client) Host() string { return c.base.Host }
+
+// Requests counts the HTTP requests this client has sent to the list
+// endpoint, retries included, so that a poll can be held against the budget.
+func (c *Client) Requests() int64 { return c.requests.Load() }
+
+// BudgetTime returns how long the budget needs to allow n requests; 0 when
+// there is no budget.
+func (c *Client) BudgetTime(n int64) time.Duration {
+	if c.cfg.Budget == nil || c.cfg.Budget.Limit() == rate.Inf || c.cfg.Budget.Limit() <= 0 {
+		return 0
+	}
+	return time.Duration(float64(n) / float64(c.cfg.Budget.Limit()) * float64(time.Second))
+}
 
 // Page is one decoded answer of the list endpoint.
 type Page struct {
@@ -151,13 +208,55 @@ type Page struct {
 
 // List fetches every page and returns the complete snapshot.
 //
-// The first page tells the count; the rest are fetched with bounded
-// concurrency. The result is complete only when every page answered 200 and
-// decoded, every record has a confUUID, the count never moved, and the
-// distinct confUUIDs number exactly the count. Anything else is an error and
-// no snapshot: a meeting a partial listing missed must not look ended.
+// Offset paging over a live list is not a consistent read: a meeting that
+// ends near the front between two page requests shifts every later record
+// forward. So a listing whose count moved, that repeated a confUUID, or
+// whose distinct records do not number its count is taken again, up to
+// ListAttempts times, before the poll is given up. No snapshot is better
+// than a partial one: a meeting a partial listing missed would look ended.
 func (c *Client) List(ctx context.Context) (snapshot.Snapshot, error) {
-	first, err := c.fetchPage(ctx, 0, c.cfg.PageSize)
+	var err error
+	for attempt := 1; attempt <= c.cfg.ListAttempts; attempt++ {
+		var snap snapshot.Snapshot
+		snap, err = c.listOnce(ctx, c.cfg.SearchKey)
+		if err == nil || !(errors.Is(err, ErrInconsistent) || errors.Is(err, ErrIncomplete)) || ctx.Err() != nil {
+			return snap, err
+		}
+		c.logger.Debug("listing changed while it was read; listing again", "attempt", attempt, "err", err)
+	}
+	return nil, fmt.Errorf("after %d attempts: %w", c.cfg.ListAttempts, err)
+}
+
+// Confirm asks the API about one meeting that a listing no longer holds,
+// with the same list filtered by its meeting ID. It returns the current
+// record and true while the meeting is still ongoing, and false once the
+// API confirms it is gone. A meeting without a conferenceID cannot be
+// looked up; the complete listing is then the only word, and it is gone.
+func (c *Client) Confirm(ctx context.Context, m snapshot.Meeting) (snapshot.Meeting, bool, error) {
+	if m.ConferenceID == "" {
+		return snapshot.Meeting{}, false, nil
+	}
+	var (
+		snap snapshot.Snapshot
+		err  error
+	)
+	for range c.cfg.ListAttempts {
+		snap, err = c.listOnce(ctx, m.ConferenceID)
+		if err == nil || !(errors.Is(err, ErrInconsistent) || errors.Is(err, ErrIncomplete)) || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
+		return snapshot.Meeting{}, false, fmt.Errorf("confirming the end of %s: %w", m.UUID, err)
+	}
+	cur, ok := snap[m.UUID]
+	return cur, ok, nil
+}
+
+// listOnce takes one listing: the first page tells the count, the rest are
+// fetched with bounded concurrency.
+func (c *Client) listOnce(ctx context.Context, searchKey string) (snapshot.Snapshot, error) {
+	first, err := c.fetchPage(ctx, searchKey, 0, c.cfg.PageSize)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +294,7 @@ func (c *Client) List(ctx context.Context) (snapshot.Snapshot, error) {
 	g.SetLimit(c.cfg.Concurrency)
 	for off := step; off < count; off += step {
 		g.Go(func() error {
-			p, err := c.fetchPage(gctx, off, step)
+			p, err := c.fetchPage(gctx, searchKey, off, step)
 			if err != nil {
 				return err
 			}
@@ -211,13 +310,13 @@ func (c *Client) List(ctx context.Context) (snapshot.Snapshot, error) {
 	return snap, nil
 }
 
-func (c *Client) pageURL(offset, limit int) string {
+func (c *Client) pageURL(searchKey string, offset, limit int) string {
 	q := url.Values{}
 	q.Set("offset", strconv.Itoa(offset))
 	q.Set("limit", strconv.Itoa(limit))
 	q.Set("queryAll", strconv.FormatBool(c.cfg.QueryAll))
-	if c.cfg.SearchKey != "" {
-		q.Set("searchKey", c.cfg.SearchKey)
+	if searchKey != "" {
+		q.Set("searchKey", searchKey)
 	}
 	u := *c.base
 	u.Path = strings.TrimSuffix(u.Path, "/") + OnlinePath
@@ -225,34 +324,127 @@ func (c *Client) pageURL(offset, limit int) string {
 	return u.String()
 }
 
-func (c *Client) fetchPage(ctx context.Context, offset, limit int) (Page, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.pageURL(offset, limit), nil)
-	if err != nil {
-		return Page{}, fmt.Errorf("building request for offset %d: %w", offset, err)
+// fetchPage gets and decodes one page. A network error, a 429 or a 5xx is
+// retried with jittered exponential backoff (honouring Retry-After) while
+// the context allows; a refused token is renewed once and the request sent
+// again. Every attempt waits for the request budget first.
+func (c *Client) fetchPage(ctx context.Context, searchKey string, offset, limit int) (Page, error) {
+	reloggedIn := false
+	for attempt := 0; ; attempt++ {
+		p, retryAfter, err := c.fetchPageOnce(ctx, searchKey, offset, limit)
+		if err == nil {
+			return p, nil
+		}
+		var apiErr *APIError
+		isAPI := errors.As(err, &apiErr)
+		switch {
+		case ctx.Err() != nil:
+			return Page{}, err
+		case isAPI && errors.Is(apiErr, ErrUnauthorized) && !reloggedIn:
+			reloggedIn = true
+			c.logger.Info("access token refused; renewing it once", "offset", offset)
+			continue
+		case attempt >= c.cfg.Retries || !retryable(err):
+			return Page{}, err
+		}
+		wait := backoff(c.cfg.BackoffBase, c.cfg.BackoffMax, attempt)
+		if retryAfter > 0 {
+			wait = retryAfter
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return Page{}, err // the poll's deadline comes first
+		}
+		c.logger.Debug("retrying request", "offset", offset, "attempt", attempt+1, "wait_ms", wait.Milliseconds(), "err", err)
+		select {
+		case <-ctx.Done():
+			return Page{}, err
+		case <-time.After(wait):
+		}
 	}
-	req.Header.Set("X-Access-Token", c.cfg.Token.Reveal())
+}
+
+// retryable reports whether another try of a request may succeed: network
+// errors, bodies cut short or garbled on the way (a gateway's hiccup as
+// often as not), 429 and 5xx. A 400 or 403 is a configuration problem that
+// a retry would only repeat.
+func retryable(err error) bool {
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Status == http.StatusTooManyRequests || apiErr.Status >= 500
+	}
+	return true
+}
+
+// backoff returns a full-jitter exponential delay for attempt (0-based).
+func backoff(base, maxWait time.Duration, attempt int) time.Duration {
+	d := base << min(attempt, 16)
+	if d <= 0 || d > maxWait {
+		d = maxWait
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// retryAfter reads a Retry-After header: seconds or an HTTP date.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	v := h.Get("Retry-After")
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0)
+	}
+	return 0
+}
+
+func (c *Client) fetchPageOnce(ctx context.Context, searchKey string, offset, limit int) (Page, time.Duration, error) {
+	if c.cfg.Budget != nil {
+		if err := c.cfg.Budget.Wait(ctx); err != nil {
+			return Page{}, 0, fmt.Errorf("waiting for the request budget: %w", err)
+		}
+	}
+	token, err := c.cfg.Tokens.Token(ctx)
+	if err != nil {
+		return Page{}, 0, fmt.Errorf("getting an access token: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.pageURL(searchKey, offset, limit), nil)
+	if err != nil {
+		return Page{}, 0, fmt.Errorf("building request for offset %d: %w", offset, err)
+	}
+	req.Header.Set("X-Access-Token", token.Reveal())
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "meetwatch")
+	c.requests.Add(1)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return Page{}, fmt.Errorf("listing page at offset %d: %w", offset, err)
+		return Page{}, 0, fmt.Errorf("listing page at offset %d: %w", offset, err)
 	}
-	defer resp.Body.Close()
+	defer func() {
+		// Drain a little so the connection can be reused, then close.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+		resp.Body.Close()
+	}()
 	body := &cappedReader{r: resp.Body, left: c.cfg.MaxBodyBytes}
 	if resp.StatusCode != http.StatusOK {
-		return Page{}, fmt.Errorf("listing page at offset %d: %w", offset, c.apiError(resp, body))
+		apiErr := c.apiError(resp, body, token)
+		if errors.Is(apiErr, ErrUnauthorized) {
+			c.cfg.Tokens.Invalidate(token)
+		}
+		return Page{}, retryAfter(resp.Header, time.Now()), fmt.Errorf("listing page at offset %d: %w", offset, apiErr)
 	}
 	p, err := DecodePage(body)
 	if err != nil {
-		return Page{}, fmt.Errorf("listing page at offset %d (request_id %s): %w", offset, resp.Header.Get("X-Request-Id"), err)
+		return Page{}, 0, fmt.Errorf("listing page at offset %d (request_id %s): %w", offset, resp.Header.Get("X-Request-Id"), err)
 	}
-	p.Offset = offset // what was asked is what the checks above reason about
-	return p, nil
+	p.Offset = offset // what was asked is what the checks reason about
+	return p, 0, nil
 }
 
 // apiError reads the API's JSON error body, if there is one. The token is
 // scrubbed from what the server said, in case it echoed it.
-func (c *Client) apiError(resp *http.Response, body io.Reader) *APIError {
+func (c *Client) apiError(resp *http.Response, body io.Reader, token Secret) *APIError {
 	e := &APIError{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")}
 	var fields struct {
 		Code      string `json:"error_code"`
@@ -266,7 +458,7 @@ func (c *Client) apiError(resp *http.Response, body io.Reader) *APIError {
 			e.RequestID = fields.RequestID
 		}
 	}
-	if tok := c.cfg.Token.Reveal(); tok != "" {
+	if tok := token.Reveal(); tok != "" {
 		e.Message = strings.ReplaceAll(e.Message, tok, redacted)
 	}
 	return e

@@ -2,6 +2,8 @@ package watcher
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
 )
 
@@ -24,6 +26,10 @@ func (s Secret) IsZero() bool { return s.v == "" }
 
 // String implements fmt.Stringer.
 func (s Secret) String() string { return redacted }
+
+// Format implements fmt.Formatter, so that every verb, %d and %x
+// included, prints "[redacted]".
+func (s Secret) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, redacted) }
 
 // GoString implements fmt.GoStringer, for %#v.
 func (s Secret) GoString() string { return redacted }

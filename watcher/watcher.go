@@ -10,15 +10,22 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/snapshot"
 )
 
-// Lister returns a complete snapshot of the ongoing meetings, or an error.
+// Lister returns a complete snapshot of the ongoing meetings, or an error,
+// and confirms that a meeting missing from a snapshot really ended.
 type Lister interface {
 	List(ctx context.Context) (snapshot.Snapshot, error)
+	// Confirm returns the meeting's current record and true while it is
+	// still ongoing, false once it is confirmed gone.
+	Confirm(ctx context.Context, m snapshot.Meeting) (snapshot.Meeting, bool, error)
 }
 
 // Publisher delivers events, returning only when every one is acknowledged.
@@ -44,12 +51,21 @@ type Config struct {
 	Publisher Publisher
 	Store     StateStore
 	Builder   events.Builder
+	// Redactor seals secrets in every record before it is diffed or
+	// stored; nil keeps records as sent. The Builder should strip with the
+	// same policy.
+	Redactor *snapshot.Redactor
 	// Interval is the time between the starts of two polls.
 	Interval time.Duration
-	// PollTimeout bounds one poll; 0 means 90% of Interval, so that a poll
-	// that hangs gives way to the next one.
+	// PollTimeout bounds the API part of a poll, the listing and the end
+	// confirmations; 0 means 90% of Interval, so that a hung API gives way
+	// to the next poll. Publishing and committing are not cut short by it:
+	// they have their own acknowledgement timeouts, and a first snapshot of
+	// many meetings must be able to finish.
 	PollTimeout time.Duration
-	Logger      *slog.Logger
+	// ConfirmConcurrency bounds the end confirmations in flight; 0 means 4.
+	ConfirmConcurrency int
+	Logger             *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -63,6 +79,8 @@ type Watcher struct {
 	loaded bool
 	state  State
 	polls  int
+	// apiTimeout is PollTimeout, or longer while the request budget needs it.
+	apiTimeout time.Duration
 }
 
 // New returns a Watcher.
@@ -76,7 +94,10 @@ func New(cfg Config) *Watcher {
 	if cfg.PollTimeout <= 0 {
 		cfg.PollTimeout = cfg.Interval * 9 / 10
 	}
-	return &Watcher{cfg: cfg, logger: cfg.Logger.With("component", "watcher")}
+	if cfg.ConfirmConcurrency <= 0 {
+		cfg.ConfirmConcurrency = 4
+	}
+	return &Watcher{cfg: cfg, logger: cfg.Logger.With("component", "watcher"), apiTimeout: cfg.PollTimeout}
 }
 
 // PollResult says what one successful poll did.
@@ -84,8 +105,12 @@ type PollResult struct {
 	Meetings                int
 	Started, Changed, Ended int
 	Stored, Duplicates      int
-	ObservedAt              time.Time
-	Listing, Total          time.Duration
+	// StillOngoing counts meetings a listing missed that the API confirmed
+	// still ongoing; Unconfirmed, those whose confirmation failed and that
+	// wait for the next poll.
+	StillOngoing, Unconfirmed int
+	ObservedAt                time.Time
+	Listing, Total            time.Duration
 }
 
 // Poll runs one poll: load state (once), list, diff, publish and wait for
@@ -102,18 +127,35 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 		w.logger.Info("state loaded", "meetings", len(st.Snapshot), "committed", st.Committed, "observed_at", st.ObservedAt)
 	}
 
+	apiCtx, cancel := context.WithTimeoutCause(ctx, w.apiTimeout, errPollTimeout)
+	defer cancel()
 	observedAt := w.cfg.Now()
-	next, err := w.cfg.Lister.List(ctx)
+	next, err := w.cfg.Lister.List(apiCtx)
 	if err != nil {
+		if context.Cause(apiCtx) == errPollTimeout {
+			err = fmt.Errorf("%w (%s): %w", errPollTimeout, w.apiTimeout, err)
+		}
 		return PollResult{}, fmt.Errorf("listing meetings: %w", err)
 	}
 	listed := w.cfg.Now()
+	if err := w.seal(next); err != nil {
+		return PollResult{}, err
+	}
 
 	changes := snapshot.Diff(w.state.Snapshot, next)
-	res := PollResult{Meetings: len(next), ObservedAt: observedAt, Listing: listed.Sub(observedAt)}
+	res := PollResult{ObservedAt: observedAt, Listing: listed.Sub(observedAt)}
+	if n := w.confirmEnds(apiCtx, changes, next, &res); n > 0 {
+		changes = snapshot.Diff(w.state.Snapshot, next)
+	}
+	cancel()
+	res.Meetings = len(next)
 	evs := make([]events.Event, len(changes))
 	for i, c := range changes {
-		evs[i] = w.cfg.Builder.Build(c, listed, !w.state.Committed, w.state.ObservedAt)
+		e, err := w.cfg.Builder.Build(c, listed, !w.state.Committed, w.state.ObservedAt)
+		if err != nil {
+			return PollResult{}, err
+		}
+		evs[i] = e
 		switch c.Kind {
 		case snapshot.Started:
 			res.Started++
@@ -145,39 +187,156 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 	return res, nil
 }
 
+// seal replaces the secrets in every record by digests, in place, so that
+// the diff still sees a secret change but the state never holds the value.
+func (w *Watcher) seal(snap snapshot.Snapshot) error {
+	if w.cfg.Redactor == nil {
+		return nil
+	}
+	for k, m := range snap {
+		sealed, err := w.cfg.Redactor.Seal(m)
+		if err != nil {
+			return fmt.Errorf("redacting %s: %w", k, err)
+		}
+		snap[k] = sealed
+	}
+	return nil
+}
+
+// confirmEnds asks the API about every meeting that vanished from the
+// listing, because offset paging over a live list can skip a record. A
+// meeting still there goes back into next, with its current record; one
+// whose confirmation failed goes back with its old record, so it is neither
+// announced nor forgotten and is asked about again next poll. It returns how
+// many meetings it put back.
+//
+// Confirmations get two thirds of the poll's remaining time, so that a mass
+// of them still leaves time to publish what was confirmed.
+func (w *Watcher) confirmEnds(ctx context.Context, changes []snapshot.Change, next snapshot.Snapshot, res *PollResult) int {
+	var ended []snapshot.Change
+	for _, c := range changes {
+		if c.Kind == snapshot.Ended {
+			ended = append(ended, c)
+		}
+	}
+	if len(ended) == 0 {
+		return 0
+	}
+	cctx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)*2/3))
+		defer cancel()
+	}
+	var (
+		mu      sync.Mutex
+		put     int
+		lastErr error
+	)
+	g := new(errgroup.Group)
+	g.SetLimit(w.cfg.ConfirmConcurrency)
+	for _, c := range ended {
+		g.Go(func() error {
+			cur, ongoing, err := w.cfg.Lister.Confirm(cctx, c.Old)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				next[c.Key] = c.Old
+				res.Unconfirmed++
+				lastErr = err
+			case ongoing:
+				if sealed, err := w.cfg.Redactor.Seal(cur); err == nil {
+					next[c.Key] = sealed
+				} else {
+					next[c.Key] = c.Old
+				}
+				res.StillOngoing++
+			default:
+				return nil
+			}
+			put++
+			return nil
+		})
+	}
+	_ = g.Wait() // the goroutines report through res, never by error
+	if res.StillOngoing > 0 {
+		w.logger.Info("meetings missing from the listing are still ongoing", "still_ongoing", res.StillOngoing)
+	}
+	if res.Unconfirmed > 0 {
+		w.logger.Warn("could not confirm some ends; they wait for the next poll", "unconfirmed", res.Unconfirmed, "err", lastErr)
+	}
+	return put
+}
+
+// budgeted is a Lister that spends a request budget, so that the watcher
+// can tell when a poll needs more time than the interval gives.
+type budgeted interface {
+	Requests() int64
+	BudgetTime(requests int64) time.Duration
+}
+
+// maxRejectedBackoff caps the wait between polls while the API rejects the
+// configuration (400, 403): long enough not to hammer it, short enough to
+// notice a fix.
+const maxRejectedBackoff = 5 * time.Minute
+
 // Run polls now and then every Interval until ctx ends. A failed poll is
 // logged and retried at the next tick; Run returns nil when ctx ends, and an
 // unfinished poll is abandoned with nothing committed.
+//
+// When the request budget cannot fit a poll into the interval, the poll's
+// deadline grows to what the budget needs and polls run back to back. While
+// the API rejects the configuration, polls back off up to five minutes.
 func (w *Watcher) Run(ctx context.Context) error {
-	ticker := time.NewTicker(w.cfg.Interval)
-	defer ticker.Stop()
-	failures := 0
+	failures, rejected := 0, 0
+	budget, _ := w.cfg.Lister.(budgeted)
 	for {
-		pctx, cancel := context.WithTimeoutCause(ctx, w.cfg.PollTimeout, errPollTimeout)
-		res, err := w.Poll(pctx)
-		cancel()
-		switch {
-		case ctx.Err() != nil:
+		started := time.Now()
+		var before int64
+		if budget != nil {
+			before = budget.Requests()
+		}
+		res, err := w.Poll(ctx)
+		if ctx.Err() != nil {
 			return nil
+		}
+		if budget != nil {
+			n := budget.Requests() - before
+			need := budget.BudgetTime(n)
+			w.apiTimeout = max(w.cfg.PollTimeout, need*3/2)
+			if need > w.cfg.Interval {
+				w.logger.Warn("the request budget cannot fit a poll into the interval; polls run back to back",
+					"requests", n, "budget_needs_ms", need.Milliseconds(), "interval_ms", w.cfg.Interval.Milliseconds())
+			}
+		}
+		wait := w.cfg.Interval - time.Since(started)
+		switch {
 		case err != nil:
 			failures++
 			w.logPollError(err, failures)
+			if errors.Is(err, ErrRejected) {
+				rejected++
+				wait = min(w.cfg.Interval<<min(rejected, 10), maxRejectedBackoff)
+			}
 		default:
 			if failures > 0 {
 				w.logger.Info("polling recovered", "consecutive_errors", failures)
 			}
-			failures = 0
+			failures, rejected = 0, 0
 			w.logPoll(res)
 		}
+		t := time.NewTimer(max(wait, 0))
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
-		case <-ticker.C:
+		case <-t.C:
 		}
 	}
 }
 
-var errPollTimeout = errors.New("poll took longer than its deadline")
+var errPollTimeout = errors.New("the api part of the poll took longer than its deadline")
 
 func (w *Watcher) logPoll(res PollResult) {
 	w.polls++
@@ -197,8 +356,11 @@ func (w *Watcher) logPollError(err error, failures int) {
 		attrs = append(attrs, apiErr.LogAttrs()...)
 	}
 	msg := "poll failed; nothing published or committed"
-	if errors.Is(err, ErrUnauthorized) {
+	switch {
+	case errors.Is(err, ErrUnauthorized):
 		msg = "authentication failed: the API refused the access token; retrying at the next tick"
+	case errors.Is(err, ErrRejected):
+		msg = "the API rejected the request as configured (403: queryAll needs an enterprise admin; 400: check the parameters); backing off"
 	}
 	w.logger.Error(msg, attrs...)
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,11 +58,16 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func newRig(tb testing.TB) *rig { return newRigPaged(tb, watcher.MaxPageSize) }
+func newRig(tb testing.TB) *rig { return newRigWith(tb, nil) }
 
 // newRigPaged is newRig with a smaller page, so that a test can page over
 // few meetings.
 func newRigPaged(tb testing.TB, pageSize int) *rig {
+	return newRigWith(tb, func(c *watcher.ClientConfig) { c.PageSize = pageSize })
+}
+
+// newRigWith is newRig with the API client's configuration adjusted.
+func newRigWith(tb testing.TB, adjust func(*watcher.ClientConfig)) *rig {
 	tb.Helper()
 	srv := natstest.Start(tb)
 	nc := natstest.Connect(tb, srv)
@@ -69,9 +75,14 @@ func newRigPaged(tb testing.TB, pageSize int) *rig {
 	require.NoError(tb, err)
 	api := apisim.NewServer(apisim.Options{Token: testToken, Seed: 1})
 	tb.Cleanup(api.Close)
-	client, err := watcher.NewClient(watcher.ClientConfig{
-		BaseURL: api.URL, Token: watcher.NewSecret(testToken), QueryAll: true, PageSize: pageSize,
-	})
+	cfg := watcher.ClientConfig{
+		BaseURL: api.URL, Tokens: watcher.StaticToken(watcher.NewSecret(testToken)), QueryAll: true,
+		BackoffBase: 5 * time.Millisecond, BackoffMax: 20 * time.Millisecond,
+	}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	client, err := watcher.NewClient(cfg)
 	require.NoError(tb, err)
 	return &rig{api: api, nc: nc, js: js, logs: &syncBuffer{}, now: time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC), client: client}
 }
@@ -87,13 +98,14 @@ func (r *rig) newWatcher(tb testing.TB, store watcher.StateStore) *watcher.Watch
 		store = r.store(tb)
 	}
 	return watcher.New(watcher.Config{
-		Lister:    r.client,
-		Publisher: pub,
-		Store:     store,
-		Builder:   events.Builder{Source: events.Source(r.client.Host()), Prefix: "meetings"},
-		Interval:  time.Second,
-		Logger:    slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Now:       r.clock,
+		Lister:      r.client,
+		Publisher:   pub,
+		Store:       store,
+		Builder:     events.Builder{Source: events.Source(r.client.Host()), Prefix: "meetings"},
+		Interval:    time.Second,
+		PollTimeout: 5 * time.Second,
+		Logger:      slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Now:         r.clock,
 	})
 }
 
@@ -121,6 +133,24 @@ func (r *rig) published(tb testing.TB) []events.Event {
 		assert.Equal(tb, events.Subject("meetings", e.Kind(), e.Subject), m.Subject)
 		assert.Equal(tb, e.ID, m.Header.Get(jetstream.MsgIDHeader))
 		assert.Equal(tb, events.ContentType, m.Header.Get("Content-Type"))
+		out = append(out, e)
+	}
+	return out
+}
+
+// publishedSince returns the events stored after the first n.
+func (r *rig) publishedSince(tb testing.TB, n int) []events.Event {
+	tb.Helper()
+	st, err := r.js.Stream(tb.Context(), testStream)
+	require.NoError(tb, err)
+	info, err := st.Info(tb.Context())
+	require.NoError(tb, err)
+	var out []events.Event
+	for seq := uint64(n) + 1; seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(tb.Context(), seq)
+		require.NoError(tb, err)
+		e, err := events.Decode(m.Data)
+		require.NoError(tb, err)
 		out = append(out, e)
 	}
 	return out
@@ -253,7 +283,13 @@ func TestFailedPollPublishesAndCommitsNothing(t *testing.T) {
 			require.NoError(t, err)
 
 			require.True(t, r.api.Sim.End(ids[0]))
-			r.api.Sim.FailOnce(20, tt.fault)
+			// Every try at that page fails, retries included.
+			r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
+				if req.URL.Query().Get("offset") == "20" {
+					return &tt.fault
+				}
+				return nil
+			})
 			_, err = w.Poll(t.Context())
 			require.Error(t, err)
 			if tt.want != nil {
@@ -265,6 +301,7 @@ func TestFailedPollPublishesAndCommitsNothing(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, before, after, "a failed poll commits nothing")
 
+			r.api.Sim.SetHook(nil)
 			_, err = w.Poll(t.Context())
 			require.NoError(t, err)
 			evs := r.published(t)
@@ -275,27 +312,26 @@ func TestFailedPollPublishesAndCommitsNothing(t *testing.T) {
 	}
 }
 
-func TestListingThatChangesUnderfootIsDiscarded(t *testing.T) {
-	r := newRig(t)
-	ids := r.api.Sim.AddN(1234)
-	var once sync.Once
+func TestListingThatKeepsChangingIsDiscarded(t *testing.T) {
+	r := newRigPaged(t, 10)
+	ids := r.api.Sim.AddN(30)
+	var ended atomic.Int32
 	r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
-		if req.URL.Query().Get("offset") == "0" {
-			return nil
+		if req.URL.Query().Get("offset") == "10" { // ends one between page 1 and page 2, every time
+			r.api.Sim.End(ids[ended.Add(1)])
 		}
-		once.Do(func() { r.api.Sim.End(ids[1]) }) // ends between page 1 and page 2
 		return nil
 	})
 	w := r.newWatcher(t, nil)
 	_, err := w.Poll(t.Context())
 	require.Error(t, err)
 	assert.ErrorIs(t, err, watcher.ErrInconsistent)
-	assert.Contains(t, err.Error(), "count moved from 1234 to 1233")
-
-	js := r.js
-	_, err = js.Stream(t.Context(), testStream)
-	require.NoError(t, err)
+	assert.ErrorContains(t, err, "after 3 attempts")
+	assert.Equal(t, int32(3), ended.Load(), "the listing was taken three times")
 	assert.Empty(t, r.published(t))
+	st, err := r.store(t).Load(t.Context())
+	require.NoError(t, err)
+	assert.False(t, st.Committed)
 }
 
 // TestRestartNeitherRepeatsNorLoses stops a watcher, changes the world while
@@ -373,14 +409,22 @@ func TestTokenNeverLogged(t *testing.T) {
 	r := newRig(t)
 	r.api.Sim.AddN(3)
 	w := r.newWatcher(t, nil)
-	r.api.Sim.FailOnce(0, apisim.Fault{Status: 401, Code: "USG.000000004", Msg: "bad token " + testToken})
+	var refuse atomic.Bool
+	refuse.Store(true)
+	r.api.Sim.SetHook(func(*http.Request) *apisim.Fault {
+		if refuse.Load() {
+			return &apisim.Fault{Status: 401, Code: "USG.000000004", Msg: "bad token " + testToken}
+		}
+		return nil
+	})
 	_, err := w.Poll(t.Context())
 	require.ErrorIs(t, err, watcher.ErrUnauthorized)
 
 	ctx, cancel := context.WithCancel(t.Context())
-	r.api.Sim.FailOnce(0, apisim.Fault{Status: 401, Code: "USG.000000004", Msg: "bad token " + testToken})
 	done := make(chan error)
 	go func() { done <- w.Run(ctx) }()
+	require.Eventually(t, func() bool { return strings.Contains(r.logs.String(), "authentication failed") }, 10*time.Second, 20*time.Millisecond)
+	refuse.Store(false)
 	require.Eventually(t, func() bool { return strings.Contains(r.logs.String(), "poll committed") }, 10*time.Second, 20*time.Millisecond)
 	cancel()
 	require.NoError(t, <-done)

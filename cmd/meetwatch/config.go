@@ -13,6 +13,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/meetwatch/meetwatch/events/natsembed"
+	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/watcher"
 )
 
@@ -23,6 +24,13 @@ const envPrefix = "MEETWATCH_"
 type config struct {
 	APIURL          string         `env:"API_URL" envDefault:"https://api.meeting.huaweicloud.com"`
 	AccessToken     watcher.Secret `env:"ACCESS_TOKEN"`
+	AppID           string         `env:"APP_ID"`
+	AppKey          watcher.Secret `env:"APP_KEY"`
+	UserID          string         `env:"USER_ID"`
+	CorpID          string         `env:"CORP_ID"`
+	Account         string         `env:"ACCOUNT"`
+	Password        watcher.Secret `env:"PASSWORD"`
+	APIRate         int            `env:"API_RATE" envDefault:"100"`
 	PollInterval    time.Duration  `env:"POLL_INTERVAL" envDefault:"15s"`
 	PollTimeout     time.Duration  `env:"POLL_TIMEOUT"`
 	PageSize        int            `env:"PAGE_SIZE" envDefault:"500"`
@@ -37,6 +45,7 @@ type config struct {
 	Stream          string         `env:"STREAM" envDefault:"MEETINGS"`
 	StateBucket     string         `env:"STATE_BUCKET" envDefault:"meetwatch-state"`
 	DuplicateWindow time.Duration  `env:"DUPLICATE_WINDOW" envDefault:"1h"`
+	Redact          string         `env:"REDACT" envDefault:"chairJoinUri,guestJoinUri,audienceJoinUri,liveAddress,auxAddress,passwordEntry[].password,confConfigInfo.guestPwd"`
 	LogLevel        string         `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat       string         `env:"LOG_FORMAT" envDefault:"text"`
 }
@@ -122,8 +131,6 @@ func (c config) validate(forRun bool) error {
 	switch {
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 		return bad("APIURL", "want an http(s)://host URL, got %q", c.APIURL)
-	case c.AccessToken.IsZero():
-		return bad("AccessToken", "required: the API access token")
 	case c.PollInterval < 100*time.Millisecond:
 		return bad("PollInterval", "must be at least 100ms, got %s", c.PollInterval)
 	case c.PollTimeout < 0:
@@ -145,6 +152,15 @@ func (c config) validate(forRun bool) error {
 	case c.DataDir == "" && c.NATSURL == "":
 		return bad("DataDir", "required for the embedded NATS server")
 	}
+	if err := c.validateLogin(); err != nil {
+		return err
+	}
+	if c.APIRate < 0 {
+		return bad("APIRate", "must be a number of requests per minute, or 0 for no budget; got %d", c.APIRate)
+	}
+	if _, err := snapshot.ParseRedact(c.Redact); err != nil {
+		return bad("Redact", "%v", err)
+	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return bad("LogLevel", "%v", err)
 	}
@@ -155,6 +171,40 @@ func (c config) validate(forRun bool) error {
 		if _, err := natsembed.ParseListen(c.EmbeddedListen); err != nil {
 			return bad("EmbeddedListen", "%v", err)
 		}
+	}
+	return nil
+}
+
+// validateLogin checks that exactly one way of getting a token is set.
+func (c config) validateLogin() error {
+	var set []string
+	if !c.AccessToken.IsZero() {
+		set = append(set, varName("AccessToken"))
+	}
+	if c.AppID != "" || !c.AppKey.IsZero() {
+		set = append(set, varName("AppID"))
+	}
+	if c.Account != "" || !c.Password.IsZero() {
+		set = append(set, varName("Account"))
+	}
+	switch {
+	case len(set) == 0:
+		return &configError{
+			Var: strings.Join([]string{varName("AccessToken"), varName("AppID"), varName("Account")}, ", "),
+			Msg: "none set: set one way to log in (a static token, App ID login, or account login)",
+		}
+	case len(set) > 1:
+		return &configError{Var: strings.Join(set, ", "), Msg: "more than one way to log in is set: keep exactly one"}
+	case c.AppID != "" && c.AppKey.IsZero():
+		return bad("AppKey", "required with %s", varName("AppID"))
+	case c.AppID == "" && !c.AppKey.IsZero():
+		return bad("AppID", "required with %s", varName("AppKey"))
+	case c.Account != "" && c.Password.IsZero():
+		return bad("Password", "required with %s", varName("Account"))
+	case c.Account == "" && !c.Password.IsZero():
+		return bad("Account", "required with %s", varName("Password"))
+	case (c.UserID != "" || c.CorpID != "") && c.AppID == "":
+		return bad("UserID", "%s and %s go with App ID login (%s)", varName("UserID"), varName("CorpID"), varName("AppID"))
 	}
 	return nil
 }

@@ -29,7 +29,7 @@ until Ctrl-C. Its state lives in a temporary directory, removed on exit.`, stder
 	meetings := fs.Int("meetings", 6, "meetings already running at start")
 	listen := fs.String("nats-listen", natsembed.DefaultListen, "where the embedded NATS server listens, so `meetwatch tail` can attach; falls back to a free port if taken")
 	verbose := fs.Bool("v", false, "show the watcher's logs")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 

@@ -59,7 +59,7 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	case "run":
-		err = runDaemon(ctx, rest, environ, stderr)
+		err = runDaemon(ctx, rest, environ, stdout, stderr)
 	case "demo":
 		err = runDemo(ctx, rest, stdout, stderr)
 	case "tail":
@@ -88,8 +88,20 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 // errUsage reports bad flags, which the flag package has already printed.
 var errUsage = errors.New("usage")
 
-// parseFlags parses a sub-command's flags, printing its usage on error.
-func parseFlags(fs *flag.FlagSet, args []string) error {
+// parseFlags parses a sub-command's flags. Asked for help, it prints the
+// usage on stdout, so that `meetwatch run --help | less` works; on a bad
+// flag, the flag package has printed the usage on stderr.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return flag.ErrHelp
+		}
+	}
 	err := fs.Parse(args)
 	switch {
 	case err == nil:
@@ -105,9 +117,9 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "%s\n", synopsis)
+		fmt.Fprintf(fs.Output(), "%s\n", synopsis)
 		if hasFlags(fs) {
-			fmt.Fprintln(stderr, "\nFlags:")
+			fmt.Fprintln(fs.Output(), "\nFlags:")
 			fs.PrintDefaults()
 		}
 	}

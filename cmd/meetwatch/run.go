@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	neturl "net/url"
 	"os"
 	"reflect"
 	"strings"
@@ -14,15 +16,17 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed"
+	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/watcher"
 )
 
-func runDaemon(ctx context.Context, args []string, environ map[string]string, stderr io.Writer) error {
+func runDaemon(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("run", "Usage: meetwatch run\n\nPolls the ongoing-meeting list, diffs it against the last committed\nsnapshot, publishes started/ended/changed events to JetStream, then commits.\nStops cleanly on SIGINT or SIGTERM.\n\nEnvironment:\n"+envHelp(), stderr)
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(environ, true)
@@ -49,14 +53,31 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		logger.Info("embedded nats started", "url", natsURL, "data_dir", cfg.DataDir)
 	}
 
+	hc := watcher.NewHTTPClient(cfg.PageConcurrency, cfg.RequestTimeout)
+	var budget *rate.Limiter
+	if cfg.APIRate > 0 {
+		budget = rate.NewLimiter(rate.Limit(float64(cfg.APIRate)/60), cfg.PageConcurrency)
+		perPoll := int(float64(cfg.APIRate) * cfg.PollInterval.Minutes())
+		attrs := []any{"api_rate_per_min", cfg.APIRate, "requests_per_interval", perPoll,
+			"max_meetings_per_interval", max(perPoll-1, 0) * cfg.PageSize}
+		if perPoll < 2 {
+			logger.Warn("the request budget fits less than one listing and one confirmation per poll interval; polls will run back to back", attrs...)
+		} else {
+			logger.Info("request budget", attrs...)
+		}
+	}
+	redactor, _ := snapshot.ParseRedact(cfg.Redact) // validated with the configuration
 	client, err := watcher.NewClient(watcher.ClientConfig{
 		BaseURL:        cfg.APIURL,
-		Token:          cfg.AccessToken,
+		Tokens:         tokenSource(cfg, hc, budget, logger),
 		PageSize:       cfg.PageSize,
 		QueryAll:       cfg.QueryAll,
 		SearchKey:      cfg.SearchKey,
 		Concurrency:    cfg.PageConcurrency,
 		RequestTimeout: cfg.RequestTimeout,
+		Budget:         budget,
+		HTTPClient:     hc,
+		Logger:         logger,
 	})
 	if err != nil {
 		return bad("APIURL", "%v", err)
@@ -71,7 +92,8 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		Lister:      client,
 		Publisher:   pipe.publisher,
 		Store:       pipe.store,
-		Builder:     events.Builder{Source: events.Source(client.Host()), Prefix: cfg.SubjectPrefix},
+		Builder:     events.Builder{Source: events.Source(client.Host()), Prefix: cfg.SubjectPrefix, Redactor: redactor},
+		Redactor:    redactor,
 		Interval:    cfg.PollInterval,
 		PollTimeout: cfg.PollTimeout,
 		Logger:      logger,
@@ -81,6 +103,23 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 	err = w.Run(ctx)
 	logger.Info("stopped")
 	return err
+}
+
+// tokenSource returns the configured way of getting an access token; the
+// configuration has checked that exactly one is set.
+func tokenSource(cfg config, hc *http.Client, budget *rate.Limiter, logger *slog.Logger) watcher.TokenSource {
+	login := watcher.LoginConfig{BaseURL: cfg.APIURL, HTTPClient: hc, Logger: logger}
+	if budget != nil {
+		login.Wait = budget.Wait
+	}
+	switch {
+	case cfg.AppID != "":
+		return watcher.NewAppIDLogin(login, watcher.AppIDCredentials{AppID: cfg.AppID, AppKey: cfg.AppKey, UserID: cfg.UserID, CorpID: cfg.CorpID})
+	case cfg.Account != "":
+		return watcher.NewAccountLogin(login, watcher.AccountCredentials{Account: cfg.Account, Password: cfg.Password})
+	default:
+		return watcher.StaticToken(cfg.AccessToken)
+	}
 }
 
 // startEmbedded starts the in-process NATS server with its files under dir.
@@ -146,7 +185,7 @@ func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logg
 			nc.Close()
 			return nil, nil
 		}
-		log.Warn("nats not ready; retrying", "url", nc.ConnectedUrlRedacted(), "attempt", attempt, "err", err)
+		log.Warn("nats not ready; retrying", "url", redactURLs(url), "attempt", attempt, "err", err)
 		select {
 		case <-ctx.Done():
 			nc.Close()
@@ -171,4 +210,17 @@ func envHelp() string {
 	}
 	tw.Flush()
 	return b.String()
+}
+
+// redactURLs returns NATS server URLs without the user information they may
+// carry, for log lines.
+func redactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = nil
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }

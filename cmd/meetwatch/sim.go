@@ -26,7 +26,7 @@ MEETWATCH_API_URL at the URL it prints to try meetwatch without an account.`, st
 	meetings := fs.Int("meetings", 10, "meetings ongoing at start")
 	churn := fs.Duration("churn", 2*time.Second, "time between random changes; 0 for none")
 	seed := fs.Int64("seed", time.Now().UnixNano(), "random seed")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if *token == "" {

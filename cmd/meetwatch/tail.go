@@ -22,7 +22,7 @@ filter is a NATS subject filter; the default is every event
 Connects to MEETWATCH_NATS_URL (default `+defaultNATSURL+`).`, stderr)
 	asJSON := fs.Bool("json", false, "print each event's CloudEvents JSON as received")
 	all := fs.Bool("all", false, "replay the events already in the stream first (needs JetStream)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(environ, false)

@@ -1,7 +1,10 @@
 // Package apisim simulates the Huawei Cloud Meeting ongoing-meeting API, the
 // way net/http/httptest simulates a server: a Sim is an http.Handler that
 // answers GET /v1/mmc/management/conferences/online from an in-memory list of
-// meetings, and a Server puts one on a loopback port.
+// meetings, and a Server puts one on a loopback port. It also answers the two
+// logins that issue access tokens (App ID and account), so that a client's
+// token handling (caching, renewal before expiry, logging in again after a
+// 401) can be tested against tokens that really expire.
 //
 // It exists because the real API needs an enterprise account, cannot be told
 // to fail, and never changes on cue. The simulator does all three: callers
@@ -13,7 +16,8 @@
 // The simulator follows the API reference: offset and limit paging (limit 20
 // by default, at most 500), records sorted by start time ascending, the
 // queryAll and searchKey parameters, the X-Access-Token header, the
-// {"offset","limit","count","data"} body, JSON errors carrying error_code,
+// {"offset","limit","count","data"} body, the HMAC-signed App ID login and
+// the Basic-authenticated account login, JSON errors carrying error_code,
 // error_msg and request_id, and an X-Request-Id header on every response.
 // Where the reference is silent (which error code a bad parameter gets, how
 // meetings that start in the same minute are ordered) the simulator makes a
@@ -39,8 +43,7 @@ import (
 )
 
 const (
-	// Path is the only path the simulator serves: where the real API lists
-	// ongoing meetings.
+	// Path is where the real API lists ongoing meetings.
 	Path = "/v1/mmc/management/conferences/online"
 	// MaxLimit is the largest page the API allows; a larger limit is refused
 	// with 400 rather than clamped, so a client that asks for too much finds
@@ -71,13 +74,27 @@ const (
 	CodeServerError = "MMC.111000001"
 )
 
-// Options configures a Sim. The zero value accepts any token, lists every
-// meeting, and generates records from seed 0 with the wall clock.
+// Options configures a Sim. The zero value accepts any token, refuses every
+// login, lists every meeting, and generates records from seed 0 with the
+// wall clock.
 type Options struct {
-	// Token is the X-Access-Token the simulator accepts; a missing or
-	// different token gets 401 USG.000000004. Empty: any non-empty token is
-	// accepted, which is enough when the token itself is not under test.
+	// Token is an X-Access-Token the simulator accepts, and never expires; a
+	// missing or unknown token gets 401 USG.000000004. Tokens issued by a
+	// login are accepted too, until they expire. Empty Token with no login
+	// configured (AppID and Account empty): any non-empty token is accepted,
+	// which is enough when the token itself is not under test. Empty Token
+	// with a login configured: only issued tokens are accepted.
 	Token string
+	// AppID and AppKey are the credentials the App ID login accepts. The
+	// login takes any userId and corpId, as an app serves a whole
+	// enterprise. Empty AppID: every App ID login is refused.
+	AppID, AppKey string
+	// Account and Password are the credentials the account login accepts.
+	// Empty Account: every account login is refused.
+	Account, Password string
+	// TokenTTL is how long an issued token is accepted; 0 means 12h, the
+	// shortest lifetime the API documents.
+	TokenTTL time.Duration
 	// AdminUserUUID is the userUUID of the administrator the token belongs
 	// to. When queryAll is not "true", only records whose userUUID equals it
 	// are listed (an admin's own meetings), as the real API does. Empty:
@@ -87,8 +104,10 @@ type Options struct {
 	// Seed seeds generated records (math/rand/v2 PCG): same seed, same
 	// records, so a run can be replayed.
 	Seed int64
-	// Now is the clock for startTime and endTime of generated records; nil
-	// means time.Now. Tests fix it to get stable records.
+	// Now is the clock for startTime and endTime of generated records, for
+	// the expiry of issued tokens, and for the expireTime of login
+	// signatures; nil means time.Now. Tests fix it to get stable records,
+	// and move it to make tokens expire.
 	Now func() time.Time
 }
 
@@ -109,6 +128,8 @@ type Fault struct {
 	// Delay waits this long (or until the request's context ends) before
 	// answering, to exercise client timeouts.
 	Delay time.Duration
+	// Header holds extra response headers, such as Retry-After on a 429.
+	Header http.Header
 	// Reset sends the status line, the headers (with the full
 	// Content-Length) and half of the body that would have been sent, then
 	// closes the connection: a connection lost mid-body.
@@ -135,6 +156,12 @@ type Sim struct {
 	hook     func(*http.Request) *Fault
 	once     []queuedFault
 	requests int
+
+	// tokens maps every issued token to when it expires; slots lists each
+	// user's tokens oldest first, to evict beyond MaxTokensPerUser.
+	tokens map[string]time.Time
+	slots  map[string][]string
+	logins int
 }
 
 // New returns a simulator with no meetings.
@@ -148,6 +175,8 @@ func New(opts Options) *Sim {
 		now:    now,
 		gen:    newGenerator(opts.Seed, opts.AdminUserUUID),
 		byUUID: make(map[string]*entry),
+		tokens: make(map[string]time.Time),
+		slots:  make(map[string][]string),
 	}
 }
 
@@ -307,21 +336,25 @@ func (s *Sim) Step(rng *rand.Rand) (kind, confUUID string) {
 	}
 }
 
-// SetHook installs h, called for every request to Path before it is
-// answered. A non-nil *Fault is answered instead of the listing; nil
-// continues normally. h runs without the simulator's lock, so it may change
-// the simulator, for example end a meeting between two page requests. A nil
-// h removes the hook.
+// SetHook installs h, called for every request to Path, AppAuthPath or
+// AccountAuthPath before it is answered; h can tell them apart by
+// r.URL.Path. A non-nil *Fault is answered instead of the listing or the
+// login; nil continues normally. h runs without the simulator's lock, so it
+// may change the simulator, for example end a meeting between two page
+// requests. A hook that reads r.Body must put back an equivalent one, since
+// the login still needs it. A nil h removes the hook.
 func (s *Sim) SetHook(h func(r *http.Request) *Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.hook = h
 }
 
-// FailOnce answers the next request whose offset query parameter equals
-// offset (absent counts as 0) with f, once. Several may be queued, for the
-// same offset or others; they are used in the order queued. A fault from the
-// hook takes precedence and leaves the queue alone.
+// FailOnce answers the next listing request (to Path) whose offset query
+// parameter equals offset (absent counts as 0) with f, once. Several may be
+// queued, for the same offset or others; they are used in the order queued.
+// A fault from the hook takes precedence and leaves the queue alone. Logins
+// never take a queued fault, since they have no offset; use SetHook to fail
+// them.
 func (s *Sim) FailOnce(offset int, f Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -435,15 +468,26 @@ func compareEntries(a, b *entry) int {
 	}
 }
 
-// ServeHTTP answers a request as the real API would. Requests to other
-// paths get 404. For Path, in order: the request is counted; the hook, then
-// the FailOnce queue, may supply a fault that replaces the rest; a method
-// other than GET gets 405; a missing or wrong X-Access-Token gets 401; a bad
-// parameter gets 400; otherwise the page is answered with 200.
+// ServeHTTP answers a request as the real API would. Requests to paths
+// other than Path, AppAuthPath and AccountAuthPath get 404. For Path, in
+// order: the request is counted; the hook, then the FailOnce queue, may
+// supply a fault that replaces the rest; a method other than GET gets 405; a
+// missing, wrong or expired X-Access-Token gets 401; a bad parameter gets
+// 400; otherwise the page is answered with 200. For the logins: the hook may
+// supply a fault that replaces the rest; a method other than POST gets 405;
+// refused credentials get 401; otherwise a new token is answered with 200.
 func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reqID := newRequestID()
 	w.Header().Set("X-Request-Id", reqID)
-	if r.URL.Path != Path {
+	var answer func(*http.Request, string) response
+	switch r.URL.Path {
+	case Path:
+		answer = s.listing
+	case AppAuthPath:
+		answer = s.appAuth
+	case AccountAuthPath:
+		answer = s.accountAuth
+	default:
 		writeResponse(w, apiError(http.StatusNotFound, CodeNoSuchAPI, "The API does not exist or has not been published.", reqID))
 		return
 	}
@@ -457,7 +501,12 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return // nobody is waiting for the answer
 		}
 	}
-	resp := s.respond(r, f, reqID)
+	resp := s.respond(r, f, reqID, answer)
+	if f != nil {
+		for k, v := range f.Header {
+			w.Header()[http.CanonicalHeaderKey(k)] = v
+		}
+	}
 	if f != nil && f.Reset {
 		reset(w, resp)
 		return
@@ -466,10 +515,13 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // admit counts a request to Path and returns the fault, if any, that
-// answers it.
+// answers it: the hook's for every path, the FailOnce queue's for Path only.
 func (s *Sim) admit(r *http.Request) *Fault {
+	listing := r.URL.Path == Path
 	s.mu.Lock()
-	s.requests++
+	if listing {
+		s.requests++
+	}
 	hook := s.hook
 	s.mu.Unlock()
 
@@ -477,6 +529,9 @@ func (s *Sim) admit(r *http.Request) *Fault {
 		if f := hook(r); f != nil {
 			return f
 		}
+	}
+	if !listing {
+		return nil
 	}
 	off, err := intParam(r.URL.Query(), "offset", 0)
 	if err != nil {
@@ -503,7 +558,9 @@ type response struct {
 
 const jsonType = "application/json;charset=UTF-8"
 
-func (s *Sim) respond(r *http.Request, f *Fault, reqID string) response {
+// respond builds the answer: the fault's, or answer's when the fault only
+// delays, resets or changes the status of the normal answer.
+func (s *Sim) respond(r *http.Request, f *Fault, reqID string, answer func(*http.Request, string) response) response {
 	if f != nil {
 		switch {
 		case f.Body != "":
@@ -516,7 +573,7 @@ func (s *Sim) respond(r *http.Request, f *Fault, reqID string) response {
 			return apiError(f.Status, cmp.Or(f.Code, defaultCode(f.Status)), cmp.Or(f.Msg, http.StatusText(f.Status)), reqID)
 		}
 	}
-	resp := s.listing(r, reqID)
+	resp := answer(r, reqID)
 	if f != nil && f.Status != 0 && resp.status == http.StatusOK {
 		resp.status = f.Status
 	}
@@ -569,8 +626,7 @@ func (s *Sim) listing(r *http.Request, reqID string) response {
 	if r.Method != http.MethodGet {
 		return apiError(http.StatusMethodNotAllowed, CodeNoSuchAPI, "Method "+r.Method+" is not allowed.", reqID)
 	}
-	tok := r.Header.Get("X-Access-Token")
-	if tok == "" || (s.opts.Token != "" && tok != s.opts.Token) {
+	if !s.tokenValid(r.Header.Get("X-Access-Token")) {
 		return apiError(http.StatusUnauthorized, CodeInvalidToken, "Authentication failed: the access token is invalid or has expired.", reqID)
 	}
 	q := r.URL.Query()

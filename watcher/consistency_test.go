@@ -1,0 +1,395 @@
+package watcher_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/time/rate"
+
+	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/watcher"
+	"github.com/meetwatch/meetwatch/watcher/apisim"
+)
+
+// isConfirmation tells the watcher's end confirmations from its listings.
+func isConfirmation(r *http.Request) bool { return r.URL.Query().Get("searchKey") != "" }
+
+// TestShiftBetweenPagesIsNotAnEnd plays the failure offset paging invites:
+// a meeting near the front ends between page 1 and page 2 while another
+// starts, so the count holds, every later record moves forward by one, and
+// one record falls between the pages. Only the meeting that really ended may
+// be reported.
+func TestShiftBetweenPagesIsNotAnEnd(t *testing.T) {
+	r := newRigWith(t, func(c *watcher.ClientConfig) {
+		c.PageSize = 10
+		c.Concurrency = 1 // pages in order, so the shift is the one planned
+	})
+	r.api.Sim.AddN(30)
+	ids := r.api.Sim.UUIDs() // in list order: by start time
+	w := r.newWatcher(t, nil)
+	_, err := w.Poll(t.Context())
+	require.NoError(t, err)
+
+	var once sync.Once
+	var added []string
+	r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
+		if req.URL.Query().Get("offset") == "10" && !isConfirmation(req) {
+			once.Do(func() {
+				r.api.Sim.End(ids[0])
+				late := r.api.Sim.NewRecord()
+				late["startTime"] = "2099-01-01 00:00" // sorts last
+				added = r.api.Sim.Add(late)
+			})
+		}
+		return nil
+	})
+	res, err := w.Poll(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.StillOngoing, "the record that fell between the pages is confirmed ongoing")
+
+	// Page 1 was read before ids[0] ended, so this listing still holds it;
+	// ids[10] fell between the pages.
+	k := kinds(r.published(t)[30:])
+	assert.Empty(t, k[snapshot.Ended], "no phantom end for the skipped meeting")
+	assert.Equal(t, added, k[snapshot.Started])
+	assert.Empty(t, k[snapshot.Changed])
+	st, err := r.store(t).Load(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 31, len(st.Snapshot))
+	assert.Contains(t, st.Snapshot, ids[10], "the skipped meeting stays in the state")
+
+	r.api.Sim.SetHook(nil)
+	res, err = w.Poll(t.Context())
+	require.NoError(t, err)
+	assert.Zero(t, res.StillOngoing)
+	k = kinds(r.published(t)[31:])
+	assert.Equal(t, []string{ids[0]}, k[snapshot.Ended], "the meeting that really ended is reported, once")
+	assert.Len(t, r.published(t), 32)
+}
+
+func TestInconsistentListingIsTakenAgain(t *testing.T) {
+	r := newRigPaged(t, 10)
+	ids := r.api.Sim.AddN(30)
+	var once sync.Once
+	r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
+		if req.URL.Query().Get("offset") == "10" {
+			once.Do(func() { r.api.Sim.End(ids[5]) }) // count moves: 30 then 29
+		}
+		return nil
+	})
+	res, err := r.newWatcher(t, nil).Poll(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 29, res.Meetings)
+	assert.Equal(t, 29, res.Started)
+	assert.NotContains(t, kinds(r.published(t))[snapshot.Started], ids[5])
+	assert.GreaterOrEqual(t, r.api.Sim.Requests(), 3+3, "the listing was taken again")
+}
+
+func TestEndsThatCannotBeConfirmedWait(t *testing.T) {
+	r := newRigPaged(t, 10)
+	ids := r.api.Sim.AddN(12)
+	w := r.newWatcher(t, nil)
+	_, err := w.Poll(t.Context())
+	require.NoError(t, err)
+
+	r.api.Sim.End(ids[3])
+	var fail atomic.Bool
+	fail.Store(true)
+	r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
+		if isConfirmation(req) && fail.Load() {
+			return &apisim.Fault{Status: http.StatusBadRequest}
+		}
+		return nil
+	})
+	res, err := w.Poll(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Unconfirmed)
+	assert.Zero(t, res.Ended, "an end that cannot be confirmed is not published")
+	assert.Len(t, r.published(t), 12)
+
+	fail.Store(false)
+	res, err = w.Poll(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Ended, "and is published once it can be")
+	evs := r.published(t)
+	require.Len(t, evs, 13)
+	assert.Equal(t, ids[3], evs[12].Subject)
+	assert.Equal(t, snapshot.Ended, evs[12].Kind())
+}
+
+func TestRetries(t *testing.T) {
+	tests := []struct {
+		name         string
+		fault        apisim.Fault
+		wantErr      error
+		wantRequests int
+	}{
+		{name: "503 is retried", fault: apisim.Fault{Status: 503}, wantRequests: 2},
+		{name: "500 html page is retried", fault: apisim.Fault{Status: 502, Body: "<html>bad gateway</html>"}, wantRequests: 2},
+		{name: "429 is retried", fault: apisim.Fault{Status: 429, Code: "100000429"}, wantRequests: 2},
+		{name: "reset mid-body is retried", fault: apisim.Fault{Reset: true}, wantRequests: 2},
+		{name: "403 is not retried", fault: apisim.Fault{Status: 403, Code: "USG.000000002"}, wantErr: watcher.ErrRejected, wantRequests: 1},
+		{name: "400 is not retried", fault: apisim.Fault{Status: 400}, wantErr: watcher.ErrRejected, wantRequests: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t)
+			r.api.Sim.AddN(3)
+			r.api.Sim.FailOnce(0, tt.fault)
+			_, err := r.newWatcher(t, nil).Poll(t.Context())
+			if tt.wantErr != nil {
+				require.ErrorIs(t, err, tt.wantErr)
+				assert.Empty(t, r.published(t))
+			} else {
+				require.NoError(t, err)
+				assert.Len(t, r.published(t), 3)
+			}
+			assert.Equal(t, tt.wantRequests, r.api.Sim.Requests())
+		})
+	}
+}
+
+func TestRetryAfterIsHonoured(t *testing.T) {
+	r := newRig(t)
+	r.api.Sim.AddN(1)
+	var mu sync.Mutex
+	var times []time.Time
+	first := true
+	r.api.Sim.SetHook(func(*http.Request) *apisim.Fault {
+		mu.Lock()
+		defer mu.Unlock()
+		times = append(times, time.Now())
+		if first {
+			first = false
+			return &apisim.Fault{Status: 429, Code: "100000429", Header: http.Header{"Retry-After": {"1"}}}
+		}
+		return nil
+	})
+	_, err := r.newWatcher(t, nil).Poll(t.Context())
+	require.NoError(t, err)
+	require.Len(t, times, 2)
+	assert.GreaterOrEqual(t, times[1].Sub(times[0]), time.Second, "the retry waited as Retry-After asked")
+}
+
+// TestBodyThatNeverEnds is a slowloris server: it answers 200 and then
+// trickles a body forever. The request timeout must end it.
+func TestBodyThatNeverEnds(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprint(w, `{"offset":0,"limit":500,"count":1,"data":[`)
+		for {
+			select {
+			case <-req.Context().Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+				fmt.Fprint(w, " ")
+				w.(http.Flusher).Flush()
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	c, err := watcher.NewClient(watcher.ClientConfig{
+		BaseURL: srv.URL, Tokens: watcher.StaticToken(watcher.NewSecret(testToken)),
+		RequestTimeout: 300 * time.Millisecond, Retries: 1, BackoffBase: time.Millisecond,
+	})
+	require.NoError(t, err)
+	done := make(chan error)
+	go func() { _, err := c.List(t.Context()); done <- err }()
+	select {
+	case err := <-done:
+		require.Error(t, err)
+		assert.ErrorContains(t, err, "offset 0")
+	case <-time.After(10 * time.Second):
+		t.Fatal("a body that never ends stalled the listing")
+	}
+}
+
+func TestBudgetIsSharedAndReported(t *testing.T) {
+	r := newRigWith(t, func(c *watcher.ClientConfig) {
+		c.PageSize = 10
+		c.Budget = rate.NewLimiter(rate.Limit(600.0/60), 1) // 600 requests a minute
+	})
+	r.api.Sim.AddN(30)
+	w := r.newWatcher(t, nil)
+	start := time.Now()
+	_, err := w.Poll(t.Context())
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond, "three pages at ten a second")
+	assert.Equal(t, int64(3), r.client.Requests())
+	assert.Equal(t, 300*time.Millisecond, r.client.BudgetTime(3))
+}
+
+// TestPropertyEventsMatchGroundTruth drives the simulator with a random
+// schedule: meetings start, change and end between polls and during
+// listings, and pages fail at random. The simulator's own record of what
+// happened is the ground truth the published stream must match.
+func TestPropertyEventsMatchGroundTruth(t *testing.T) {
+	const polls = 200
+	r := newRigWith(t, func(c *watcher.ClientConfig) {
+		c.PageSize = 10
+		c.BackoffBase, c.BackoffMax = time.Millisecond, 5*time.Millisecond
+	})
+	sim := r.api.Sim
+	rng := rand.New(rand.NewPCG(20261125, 7))
+
+	// Ground truth, on a logical clock that ticks with every mutation.
+	type life struct{ born, died int64 }
+	var (
+		mu     sync.Mutex
+		clock  int64
+		truth  = map[string]*life{}
+		faults int
+		during int
+	)
+	step := func() {
+		clock++
+		kind, id := sim.Step(rng)
+		switch kind {
+		case "started":
+			truth[id] = &life{born: clock}
+		case "ended":
+			truth[id].died = clock
+		}
+	}
+	for _, id := range sim.AddN(40) {
+		truth[id] = &life{born: 0}
+	}
+	var chaos atomic.Bool
+	chaos.Store(true)
+	sim.SetHook(func(req *http.Request) *apisim.Fault {
+		if !chaos.Load() {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch x := rng.Float64(); { // the list changes while it is read
+		case x < 0.05:
+			step()
+			during++
+		case x < 0.10: // one ends and one starts: the count holds, records shift
+			if ids := sim.UUIDs(); len(ids) > 0 {
+				clock++
+				id := ids[rng.IntN(len(ids))]
+				sim.End(id)
+				truth[id].died = clock
+				clock++
+				id = sim.AddN(1)[0]
+				truth[id] = &life{born: clock}
+				during++
+			}
+		}
+		switch x := rng.Float64(); {
+		case x < 0.04:
+			faults++
+			return &apisim.Fault{Status: 500}
+		case x < 0.06:
+			faults++
+			return &apisim.Fault{Reset: true}
+		case x < 0.08:
+			faults++
+			return &apisim.Fault{Body: `{"count":`}
+		}
+		return nil
+	})
+
+	w := r.newWatcher(t, nil)
+	type window struct{ start, end int64 }
+	var (
+		windows     []window
+		failedPolls int
+		confirmed   int
+		publishedAt = map[string]int64{} // event id → clock when its poll ended
+	)
+	poll := func() {
+		mu.Lock()
+		win := window{start: clock}
+		mu.Unlock()
+		res, err := w.Poll(t.Context())
+		mu.Lock()
+		win.end = clock
+		mu.Unlock()
+		windows = append(windows, win)
+		if err != nil {
+			failedPolls++
+			return
+		}
+		confirmed += res.StillOngoing
+		for _, e := range r.publishedSince(t, len(publishedAt)) {
+			publishedAt[e.ID] = win.end
+		}
+	}
+	for range polls {
+		mu.Lock()
+		for range rng.IntN(4) { // between polls
+			step()
+		}
+		mu.Unlock()
+		poll()
+	}
+	chaos.Store(false)
+	poll()
+	poll()
+
+	evs := r.published(t)
+	started, ended, changed := map[string]int{}, map[string]int{}, 0
+	phantom, repeated, missedEnd, missedStart, endedUnstarted := 0, 0, 0, 0, 0
+	for _, e := range evs {
+		l := truth[e.Subject]
+		require.NotNil(t, l, "event for a meeting that never existed: %s", e.Subject)
+		switch e.Kind() {
+		case snapshot.Started:
+			started[e.Subject]++
+		case snapshot.Changed:
+			changed++
+		case snapshot.Ended:
+			ended[e.Subject]++
+			if l.died == 0 || l.died > publishedAt[e.ID] {
+				phantom++
+				t.Errorf("phantom ended for %s (died at %d, published at %d)", e.Subject, l.died, publishedAt[e.ID])
+			}
+			if started[e.Subject] == 0 {
+				endedUnstarted++
+			}
+		}
+	}
+	for id, n := range started {
+		if n > 1 || ended[id] > 1 {
+			repeated++
+			t.Errorf("%s: %d started, %d ended events", id, n, ended[id])
+		}
+	}
+	checkedStarts := 0
+	for id, l := range truth {
+		if l.died != 0 && started[id] == 1 && ended[id] == 0 {
+			missedEnd++
+			t.Errorf("missed ended for %s", id)
+		}
+		// Lasted at least two poll intervals: alive through two whole polls.
+		for k := 0; k+1 < len(windows); k++ {
+			if l.born <= windows[k].start && (l.died == 0 || l.died > windows[k+1].end) {
+				checkedStarts++
+				if started[id] == 0 {
+					missedStart++
+					t.Errorf("missed started for %s", id)
+				}
+				break
+			}
+		}
+	}
+	assert.Zero(t, phantom+repeated+missedEnd+missedStart+endedUnstarted)
+	t.Logf("property: %d polls (%d failed), %d meetings, %d mutations (%d during listings), %d page faults; "+
+		"checked %d started, %d ended, %d changed events, %d meetings that lasted two polls, %d confirmed still ongoing; "+
+		"phantom ended %d, repeated %d, missed ended %d, missed started %d",
+		len(windows), failedPolls, len(truth), clock, during, faults,
+		len(started), len(ended), changed, checkedStarts, confirmed,
+		phantom, repeated, missedEnd, missedStart)
+}
