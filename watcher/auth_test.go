@@ -28,39 +28,18 @@ const (
 	authPassword = "pa55w0rd-9c2e-s3cret"
 )
 
-// authClock is a fake clock shared by the simulator and the token source,
-// so a test can move time past a token's renewal point.
-type authClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newAuthClock() *authClock { return &authClock{t: time.Date(2024, 1, 19, 8, 0, 0, 0, time.UTC)} }
-
-func (c *authClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *authClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // authRig is a simulated API that issues tokens, and what a token source
 // needs to log in to it.
 type authRig struct {
 	srv   *apisim.Server
-	clock *authClock
+	clock *apisim.Clock
 	cfg   watcher.LoginConfig
 	logs  *syncBuffer
 }
 
 func newAuthRig(tb testing.TB, ttl time.Duration) *authRig {
 	tb.Helper()
-	clock := newAuthClock()
+	clock := apisim.NewClock(time.Date(2024, 1, 19, 8, 0, 0, 0, time.UTC))
 	srv := apisim.NewServer(apisim.Options{
 		AppID: authAppID, AppKey: authAppKey,
 		Account: authAccount, Password: authPassword,
@@ -446,7 +425,7 @@ func TestTokenRenewalFailureKeepsWorkingToken(t *testing.T) {
 // TestTokenLifetimeFromAnswer checks which field of the answer times the
 // renewal, with answers the simulator would not give.
 func TestTokenLifetimeFromAnswer(t *testing.T) {
-	start := newAuthClock().Now()
+	start := apisim.NewClock(time.Date(2024, 1, 19, 8, 0, 0, 0, time.UTC)).Now()
 	tests := []struct {
 		name   string
 		answer string

@@ -46,6 +46,9 @@ var (
 	ErrBadPage = errors.New("malformed page")
 	// ErrUnauthorized means the API refused the access token.
 	ErrUnauthorized = errors.New("authentication failed")
+	// ErrOverBudget means the request budget could not allow the next
+	// request before the poll's deadline.
+	ErrOverBudget = errors.New("the request budget cannot fit the listing before the deadline")
 	// ErrRejected means the API refused the request as configured: a 400
 	// (invalid parameters) or a 403 (queryAll without an admin's token).
 	// Retrying would only repeat it, so polls back off instead.
@@ -402,6 +405,9 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 func (c *Client) fetchPageOnce(ctx context.Context, searchKey string, offset, limit int) (Page, time.Duration, error) {
 	if c.cfg.Budget != nil {
 		if err := c.cfg.Budget.Wait(ctx); err != nil {
+			if ctx.Err() == nil {
+				err = ErrOverBudget
+			}
 			return Page{}, 0, fmt.Errorf("waiting for the request budget: %w", err)
 		}
 	}

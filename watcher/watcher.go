@@ -276,6 +276,10 @@ type budgeted interface {
 	BudgetTime(requests int64) time.Duration
 }
 
+// maxAPITimeout caps how far the API part of a poll's deadline grows when
+// listings keep running out of time.
+const maxAPITimeout = 15 * time.Minute
+
 // maxRejectedBackoff caps the wait between polls while the API rejects the
 // configuration (400, 403): long enough not to hammer it, short enough to
 // notice a fix.
@@ -301,7 +305,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if budget != nil {
+		if errors.Is(err, errPollTimeout) || errors.Is(err, ErrOverBudget) {
+			// Too short for this listing (the budget may be what slows it):
+			// give the next one longer, up to a bound.
+			w.apiTimeout = min(w.apiTimeout*2, max(maxAPITimeout, w.cfg.PollTimeout))
+		} else if budget != nil {
 			n := budget.Requests() - before
 			need := budget.BudgetTime(n)
 			w.apiTimeout = max(w.cfg.PollTimeout, need*3/2)

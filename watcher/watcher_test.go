@@ -68,12 +68,17 @@ func newRigPaged(tb testing.TB, pageSize int) *rig {
 
 // newRigWith is newRig with the API client's configuration adjusted.
 func newRigWith(tb testing.TB, adjust func(*watcher.ClientConfig)) *rig {
+	return newRigSim(tb, apisim.Options{Token: testToken, Seed: 1}, adjust)
+}
+
+// newRigSim is newRigWith with the simulator's options given.
+func newRigSim(tb testing.TB, opts apisim.Options, adjust func(*watcher.ClientConfig)) *rig {
 	tb.Helper()
 	srv := natstest.Start(tb)
 	nc := natstest.Connect(tb, srv)
 	js, err := jetstream.New(nc)
 	require.NoError(tb, err)
-	api := apisim.NewServer(apisim.Options{Token: testToken, Seed: 1})
+	api := apisim.NewServer(opts)
 	tb.Cleanup(api.Close)
 	cfg := watcher.ClientConfig{
 		BaseURL: api.URL, Tokens: watcher.StaticToken(watcher.NewSecret(testToken)), QueryAll: true,
@@ -91,13 +96,28 @@ func newRigWith(tb testing.TB, adjust func(*watcher.ClientConfig)) *rig {
 // what the state bucket holds.
 func (r *rig) newWatcher(tb testing.TB, store watcher.StateStore) *watcher.Watcher {
 	tb.Helper()
+	return r.newWatcherWith(tb, store, nil)
+}
+
+// newWatcherRedacting is newWatcher with a redaction policy.
+func (r *rig) newWatcherRedacting(tb testing.TB, store watcher.StateStore, red *snapshot.Redactor) *watcher.Watcher {
+	tb.Helper()
+	return r.newWatcherWith(tb, store, func(c *watcher.Config) {
+		c.Redactor = red
+		c.Builder.Redactor = red
+	})
+}
+
+// newWatcherWith is newWatcher with its configuration adjusted.
+func (r *rig) newWatcherWith(tb testing.TB, store watcher.StateStore, adjust func(*watcher.Config)) *watcher.Watcher {
+	tb.Helper()
 	pub, err := events.NewPublisher(r.nc, events.PublisherConfig{Stream: testStream, Prefix: "meetings", Duplicates: time.Hour})
 	require.NoError(tb, err)
 	require.NoError(tb, pub.EnsureStream(tb.Context()))
 	if store == nil {
 		store = r.store(tb)
 	}
-	return watcher.New(watcher.Config{
+	cfg := watcher.Config{
 		Lister:      r.client,
 		Publisher:   pub,
 		Store:       store,
@@ -106,7 +126,16 @@ func (r *rig) newWatcher(tb testing.TB, store watcher.StateStore) *watcher.Watch
 		PollTimeout: 5 * time.Second,
 		Logger:      slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Now:         r.clock,
-	})
+	}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	return watcher.New(cfg)
+}
+
+// contextWithCancel is t.Context with its own cancel, for stopping Run.
+func contextWithCancel(tb testing.TB) (context.Context, context.CancelFunc) {
+	return context.WithCancel(tb.Context())
 }
 
 func (r *rig) store(tb testing.TB) *watcher.Store {

@@ -26,6 +26,11 @@ MEETWATCH_API_URL at the URL it prints to try meetwatch without an account.`, st
 	meetings := fs.Int("meetings", 10, "meetings ongoing at start")
 	churn := fs.Duration("churn", 2*time.Second, "time between random changes; 0 for none")
 	seed := fs.Int64("seed", time.Now().UnixNano(), "random seed")
+	appID := fs.String("app-id", "", "App ID whose login (HMAC-signed) the simulator accepts")
+	appKey := fs.String("app-key", "", "App key for --app-id")
+	account := fs.String("account", "", "account whose login (Basic) the simulator accepts")
+	password := fs.String("password", "", "password for --account")
+	tokenTTL := fs.Duration("token-ttl", 0, "lifetime of tokens issued by a login (default 12h)")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -35,7 +40,10 @@ MEETWATCH_API_URL at the URL it prints to try meetwatch without an account.`, st
 	if *token == "" {
 		*token = "sim-token"
 	}
-	sim := apisim.New(apisim.Options{Token: *token, Seed: *seed})
+	sim := apisim.New(apisim.Options{
+		Token: *token, Seed: *seed, TokenTTL: *tokenTTL,
+		AppID: *appID, AppKey: *appKey, Account: *account, Password: *password,
+	})
 	sim.AddN(*meetings)
 
 	l, err := net.Listen("tcp", *addr)

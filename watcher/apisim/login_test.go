@@ -29,26 +29,6 @@ const (
 	nonce40  = "0123456789abcdef0123456789abcdef01234567"
 )
 
-// clock is a fake clock that tests move by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: fixedNow()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // appLogin is an App ID login request, signed as the API reference says.
 // It is built here rather than with the simulator's code, so that the two
 // check each other.
@@ -271,14 +251,14 @@ func TestAccountAuth(t *testing.T) {
 func TestIssuedTokenExpires(t *testing.T) {
 	tests := []struct {
 		name   string
-		expire func(*apisim.Server, *clock)
+		expire func(*apisim.Server, *apisim.Clock)
 	}{
-		{name: "ExpireTokens", expire: func(srv *apisim.Server, _ *clock) { srv.Sim.ExpireTokens() }},
-		{name: "clock passes the TTL", expire: func(_ *apisim.Server, c *clock) { c.Advance(100 * time.Second) }},
+		{name: "ExpireTokens", expire: func(srv *apisim.Server, _ *apisim.Clock) { srv.Sim.ExpireTokens() }},
+		{name: "clock passes the TTL", expire: func(_ *apisim.Server, c *apisim.Clock) { c.Advance(100 * time.Second) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := newClock()
+			c := apisim.NewClock(fixedNow())
 			srv := newServer(t, apisim.Options{Token: token, AppID: appID, AppKey: appKey, TokenTTL: 100 * time.Second, Now: c.Now})
 			srv.Sim.AddN(3)
 			tok := requireToken(t, send(t, appLogin{}.request(t, srv))).AccessToken

@@ -1,0 +1,229 @@
+package watcher_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/time/rate"
+
+	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/watcher"
+	"github.com/meetwatch/meetwatch/watcher/apisim"
+)
+
+// TestPollsSurviveTokenExpiry runs the watcher across many token lifetimes,
+// with both logins: tokens are renewed before they expire, a token the
+// server drops early is replaced on the 401, and no poll is lost.
+func TestPollsSurviveTokenExpiry(t *testing.T) {
+	const (
+		appID, appKey       = "app-123", "app-key-secret-value"
+		account, password   = "admin@example.com", "account-password-value"
+		ttl                 = 10 * time.Minute
+		polls               = 24
+		stepPerPoll         = 3 * time.Minute
+		forcedExpiryEachNth = 7
+	)
+	logins := map[string]func(watcher.LoginConfig) watcher.TokenSource{
+		"app id": func(c watcher.LoginConfig) watcher.TokenSource {
+			return watcher.NewAppIDLogin(c, watcher.AppIDCredentials{AppID: appID, AppKey: watcher.NewSecret(appKey)})
+		},
+		"account": func(c watcher.LoginConfig) watcher.TokenSource {
+			return watcher.NewAccountLogin(c, watcher.AccountCredentials{Account: account, Password: watcher.NewSecret(password)})
+		},
+	}
+	for name, newSource := range logins {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			clock := apisim.NewClock(time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC))
+			r := newRigSim(t, apisim.Options{
+				AppID: appID, AppKey: appKey, Account: account, Password: password,
+				TokenTTL: ttl, Now: clock.Now, Seed: 3,
+			}, func(c *watcher.ClientConfig) {
+				c.Tokens = newSource(watcher.LoginConfig{BaseURL: c.BaseURL, HTTPClient: http.DefaultClient, Now: clock.Now})
+			})
+			ids := r.api.Sim.AddN(5)
+			w := r.newWatcher(t, nil)
+			for i := range polls {
+				if i%forcedExpiryEachNth == forcedExpiryEachNth-1 {
+					r.api.Sim.ExpireTokens() // the server drops tokens early
+				}
+				if i == polls/2 {
+					r.api.Sim.End(ids[0])
+				}
+				_, err := w.Poll(t.Context())
+				require.NoError(t, err, "poll %d", i)
+				clock.Advance(stepPerPoll)
+			}
+			lifetimes := int(time.Duration(polls) * stepPerPoll / ttl)
+			assert.GreaterOrEqual(t, r.api.Sim.Logins(), lifetimes, "renewed at least once per token lifetime")
+			assert.LessOrEqual(t, r.api.Sim.Logins(), 2*polls/2, "but not on every poll")
+			assert.Len(t, r.published(t), 6, "every transition, none lost")
+			t.Logf("%s: %d polls over %d token lifetimes, %d logins, no poll lost", name, polls, lifetimes, r.api.Sim.Logins())
+			for _, secret := range []string{appKey, password} {
+				assert.NotContains(t, r.logs.String(), secret)
+			}
+		})
+	}
+}
+
+// TestOddFieldsAreKept: a record with its confUUID but odd values elsewhere
+// is kept as sent, without failing the poll.
+func TestOddFieldsAreKept(t *testing.T) {
+	r := newRig(t)
+	odd := r.api.Sim.NewRecord()
+	odd["startTime"] = "25/11/2026 at nine"
+	odd["conferenceState"] = "Exploding"
+	odd["size"] = "three"
+	odd["subject"] = map[string]any{"zh-CN": "周会", "en-US": "weekly"}
+	id := r.api.Sim.Add(odd)[0]
+	_, err := r.newWatcher(t, nil).Poll(t.Context())
+	require.NoError(t, err)
+	evs := r.published(t)
+	require.Len(t, evs, 1)
+	assert.Equal(t, id, evs[0].Subject)
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(evs[0].Data.Conference, &got))
+	assert.Equal(t, "25/11/2026 at nine", got["startTime"])
+	assert.Equal(t, "Exploding", got["conferenceState"])
+	assert.Equal(t, "three", got["size"])
+	assert.Equal(t, map[string]any{"zh-CN": "周会", "en-US": "weekly"}, got["subject"])
+}
+
+// secretsOf collects the secret values of the simulator's records.
+func secretsOf(tb testing.TB, recs []apisim.Record) []string {
+	tb.Helper()
+	var out []string
+	for _, rec := range recs {
+		for _, k := range []string{"chairJoinUri", "guestJoinUri", "audienceJoinUri", "liveAddress", "auxAddress"} {
+			if v, ok := rec[k].(string); ok {
+				out = append(out, v)
+			}
+		}
+		if cfg, ok := rec["confConfigInfo"].(map[string]any); ok {
+			if v, ok := cfg["guestPwd"].(string); ok {
+				out = append(out, v)
+			}
+		}
+		if entries, ok := rec["passwordEntry"].([]any); ok {
+			for _, e := range entries {
+				out = append(out, fmt.Sprint(e.(map[string]any)["password"]))
+			}
+		}
+	}
+	require.NotEmpty(tb, out)
+	return out
+}
+
+// TestNoSecretLeavesUnderTheDefaultPolicy checks every published message and
+// every stored key for every secret value the API handed out.
+func TestNoSecretLeavesUnderTheDefaultPolicy(t *testing.T) {
+	red, err := snapshot.ParseRedact("")
+	require.NoError(t, err)
+	r := newRig(t)
+	ids := r.api.Sim.AddN(20)
+	store := r.store(t)
+	w := r.newWatcherRedacting(t, store, red)
+	_, err = w.Poll(t.Context())
+	require.NoError(t, err)
+	secrets := secretsOf(t, r.api.Sim.Meetings())
+
+	r.api.Sim.Update(ids[1], func(rec apisim.Record) {
+		rec["confConfigInfo"].(map[string]any)["guestPwd"] = "918273"
+		rec["chairJoinUri"] = "https://c.meeting.huaweicloud.com/#/j/1/newchairsecret"
+	})
+	r.api.Sim.Update(ids[2], func(rec apisim.Record) { rec["subject"] = "Renamed" })
+	r.api.Sim.End(ids[3])
+	_, err = w.Poll(t.Context())
+	require.NoError(t, err)
+	secrets = append(secrets, "918273", "newchairsecret")
+
+	var bodies strings.Builder
+	for _, m := range natstestMessages(t, r) {
+		bodies.Write(m)
+		bodies.WriteByte('\n')
+	}
+	st, err := store.Load(t.Context())
+	require.NoError(t, err)
+	var stored strings.Builder
+	for _, m := range st.Snapshot {
+		stored.Write(m.Raw())
+	}
+	for _, s := range secrets {
+		if len(s) < 6 {
+			continue
+		}
+		assert.NotContains(t, bodies.String(), s, "published")
+		assert.NotContains(t, stored.String(), s, "stored")
+	}
+	for _, key := range []string{`"chairJoinUri"`, `"guestJoinUri"`, `"audienceJoinUri"`, `"liveAddress"`, `"auxAddress"`, `"guestPwd"`, `"password"`} {
+		assert.NotContains(t, bodies.String(), key+":")
+	}
+
+	evs := r.published(t)
+	changed := kinds(evs)[snapshot.Changed]
+	assert.ElementsMatch(t, []string{ids[1], ids[2]}, changed)
+	for _, e := range evs {
+		if e.Kind() == snapshot.Changed && e.Subject == ids[1] {
+			assert.Equal(t, []snapshot.FieldChange{
+				{Field: "chairJoinUri", Redacted: true},
+				{Field: "confConfigInfo.guestPwd", Redacted: true},
+			}, e.Data.Changes, "a secret change is announced without its value")
+		}
+	}
+}
+
+func natstestMessages(tb testing.TB, r *rig) [][]byte {
+	tb.Helper()
+	var out [][]byte
+	for _, e := range r.published(tb) {
+		b, err := json.Marshal(e)
+		require.NoError(tb, err)
+		out = append(out, b)
+	}
+	return out
+}
+
+func TestSlowPollIsReported(t *testing.T) {
+	r := newRigWith(t, func(c *watcher.ClientConfig) {
+		c.PageSize = 10
+		c.Budget = rate.NewLimiter(rate.Limit(600.0/60), 1)
+	})
+	r.api.Sim.AddN(50) // five pages: half a second of budget, more than the interval
+	w := r.newWatcherWith(t, nil, func(c *watcher.Config) { c.Interval = 100 * time.Millisecond; c.PollTimeout = 0 })
+	ctx, cancel := contextWithCancel(t)
+	done := make(chan error)
+	go func() { done <- w.Run(ctx) }()
+	ok := assert.Eventually(t, func() bool { return strings.Contains(r.logs.String(), "poll committed") }, 10*time.Second, 10*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	require.True(t, ok, r.logs.String())
+	assert.Contains(t, r.logs.String(), "request budget cannot fit a poll into the interval")
+	assert.Contains(t, r.logs.String(), "requests=5")
+	assert.Len(t, r.published(t), 50, "the slow poll still completes")
+}
+
+func TestRejectedConfigurationBacksOff(t *testing.T) {
+	r := newRig(t)
+	r.api.Sim.AddN(1)
+	r.api.Sim.SetHook(func(*http.Request) *apisim.Fault {
+		return &apisim.Fault{Status: http.StatusForbidden, Code: "USG.000000002", Msg: "not an administrator"}
+	})
+	w := r.newWatcherWith(t, nil, func(c *watcher.Config) { c.Interval = 50 * time.Millisecond })
+	ctx, cancel := contextWithCancel(t)
+	done := make(chan error)
+	go func() { done <- w.Run(ctx) }()
+	require.Eventually(t, func() bool { return r.api.Sim.Requests() >= 3 }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(500 * time.Millisecond) // at a steady 50ms, ten more polls would come
+	cancel()
+	require.NoError(t, <-done)
+	assert.LessOrEqual(t, r.api.Sim.Requests(), 5, "one request a poll, and the polls back off")
+	assert.Contains(t, r.logs.String(), "rejected the request as configured")
+	assert.Contains(t, r.logs.String(), "error_code=USG.000000002")
+	assert.Empty(t, r.published(t))
+}
