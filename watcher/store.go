@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -35,6 +36,12 @@ type State struct {
 type Store struct {
 	kv        jetstream.KeyValue
 	markerTTL time.Duration
+
+	// metaRev is the revision of the meta key this replica last read or
+	// wrote. The meta key is written with a compare-and-set on it, so a
+	// replica that lost the lead cannot commit over a newer leader's state.
+	mu      sync.Mutex
+	metaRev uint64
 }
 
 // StoreConfig configures the state bucket.
@@ -94,9 +101,11 @@ func (s *Store) Load(ctx context.Context) (State, error) {
 	e, err := s.kv.Get(ctx, metaKey)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
+		s.setMetaRev(0)
 	case err != nil:
 		return State{}, fmt.Errorf("reading state meta: %w", err)
 	default:
+		s.setMetaRev(e.Revision())
 		var m metaValue
 		if err := json.Unmarshal(e.Value(), &m); err != nil {
 			return State{}, fmt.Errorf("decoding state meta: %w", err)
@@ -145,9 +154,14 @@ func (s *Store) Load(ctx context.Context) (State, error) {
 // from the previous one by changes, is now the committed state.
 //
 // Keys are written first and meta last. A commit cut short leaves some keys
-// new and some old; that is safe, because the next poll diffs against what
-// is stored and re-publishes the rest with the same deterministic ids, which
-// JetStream drops as duplicates, and then writes the keys again.
+// new and some old; that is safe, because the next poll reads the store
+// again, diffs against what is really there, and re-publishes only the
+// rest, with the same deterministic ids, which JetStream drops as
+// duplicates if they were already stored; then it writes the keys again.
+//
+// The meta key is written with a compare-and-set on the revision this
+// replica last saw, so a replica that lost the lead gets ErrFenced instead
+// of committing over a newer leader's state.
 func (s *Store) Commit(ctx context.Context, changes []snapshot.Change, observedAt time.Time, meetings int) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(storeWriters)
@@ -177,8 +191,26 @@ func (s *Store) Commit(ctx context.Context, changes []snapshot.Change, observedA
 	if err != nil {
 		return fmt.Errorf("encoding state meta: %w", err)
 	}
-	if _, err := s.kv.Put(ctx, metaKey, meta); err != nil {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var rev uint64
+	if s.metaRev == 0 {
+		rev, err = s.kv.Create(ctx, metaKey, meta)
+	} else {
+		rev, err = s.kv.Update(ctx, metaKey, meta, s.metaRev)
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		return fmt.Errorf("committing state meta: %w: %w", ErrFenced, err)
+	case err != nil:
 		return fmt.Errorf("committing state meta: %w", err)
 	}
+	s.metaRev = rev
 	return nil
+}
+
+func (s *Store) setMetaRev(rev uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.metaRev = rev
 }

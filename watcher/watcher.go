@@ -65,6 +65,8 @@ type Config struct {
 	PollTimeout time.Duration
 	// ConfirmConcurrency bounds the end confirmations in flight; 0 means 4.
 	ConfirmConcurrency int
+	// Health, when set, hears of every committed poll.
+	Health *Health
 	Logger             *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -183,6 +185,7 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 		return PollResult{}, fmt.Errorf("committing state: %w", err)
 	}
 	w.state = State{Snapshot: next, ObservedAt: observedAt, Committed: true}
+	w.cfg.Health.Polled(time.Now())
 	res.Total = w.cfg.Now().Sub(start)
 	return res, nil
 }

@@ -1,0 +1,122 @@
+package watcher
+
+import (
+	"encoding/json"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Health answers the /healthz and /readyz probes from what the watcher and
+// the lease report, so that an orchestrator restarts a stuck replica and
+// routes nothing to one that is not ready.
+//
+//   - /readyz is 200 once NATS is connected and this replica is either the
+//     leader with a committed snapshot, or a standby that heard from the
+//     lease recently.
+//   - /healthz is 200 while the last complete poll (leader) or the last
+//     lease check (standby) is recent.
+//
+// Both answer JSON with the reason when they are not 200.
+type Health struct {
+	// Connected reports whether NATS is connected; nil means always.
+	Connected func() bool
+	// Lease tells leader from standby; nil means a single replica that
+	// always leads.
+	Lease *Lease
+	// PollMaxAge is how old the last complete poll may be while healthy.
+	PollMaxAge time.Duration
+	// LeaseMaxAge is how old the last lease check may be while healthy.
+	LeaseMaxAge time.Duration
+
+	mu        sync.Mutex
+	lastPoll  time.Time
+	committed bool
+}
+
+// Polled records a complete, committed poll.
+func (h *Health) Polled(at time.Time) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lastPoll, h.committed = at, true
+}
+
+// Report is the probes' JSON body.
+type Report struct {
+	Status         string     `json:"status"`
+	Role           string     `json:"role"`
+	Reason         string     `json:"reason,omitempty"`
+	NATSConnected  bool       `json:"nats_connected"`
+	LastPoll       *time.Time `json:"last_poll,omitempty"`
+	LastLeaseCheck *time.Time `json:"last_lease_check,omitempty"`
+}
+
+// Check returns the readiness and liveness reports.
+func (h *Health) Check(now time.Time) (ready, healthy Report) {
+	h.mu.Lock()
+	lastPoll, committed := h.lastPoll, h.committed
+	h.mu.Unlock()
+
+	base := Report{Role: "leader", NATSConnected: h.Connected == nil || h.Connected()}
+	if !lastPoll.IsZero() {
+		base.LastPoll = &lastPoll
+	}
+	leader := true
+	var lastCheck time.Time
+	if h.Lease != nil {
+		leader, lastCheck = h.Lease.Leader(), h.Lease.LastCheck()
+		if !lastCheck.IsZero() {
+			base.LastLeaseCheck = &lastCheck
+		}
+		if !leader {
+			base.Role = "standby"
+		}
+	}
+	fresh := func(t time.Time, maxAge time.Duration) bool { return !t.IsZero() && now.Sub(t) <= maxAge }
+
+	ready, healthy = base, base
+	switch {
+	case !base.NATSConnected:
+		ready.Reason = "nats is not connected"
+	case leader && !committed:
+		ready.Reason = "no snapshot committed yet"
+	case !leader && !fresh(lastCheck, h.LeaseMaxAge):
+		ready.Reason = "no recent lease check"
+	}
+	switch {
+	case leader && committed && !fresh(lastPoll, h.PollMaxAge):
+		healthy.Reason = "the last complete poll is older than " + h.PollMaxAge.String()
+	case leader && !committed && h.Lease != nil && !fresh(lastCheck, h.LeaseMaxAge):
+		healthy.Reason = "no recent lease renewal"
+	case !leader && !fresh(lastCheck, h.LeaseMaxAge):
+		healthy.Reason = "no recent lease check"
+	}
+	for _, r := range []*Report{&ready, &healthy} {
+		r.Status = "ok"
+		if r.Reason != "" {
+			r.Status = "unavailable"
+		}
+	}
+	return ready, healthy
+}
+
+// Handler serves /readyz and /healthz.
+func (h *Health) Handler() http.Handler {
+	mux := http.NewServeMux()
+	serve := func(pick func(ready, healthy Report) Report) http.HandlerFunc {
+		return func(w http.ResponseWriter, _ *http.Request) {
+			r := pick(h.Check(time.Now()))
+			w.Header().Set("Content-Type", "application/json")
+			if r.Reason != "" {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+			_ = json.NewEncoder(w).Encode(r) // a probe that hung up is no error of ours
+		}
+	}
+	mux.HandleFunc("GET /readyz", serve(func(ready, _ Report) Report { return ready }))
+	mux.HandleFunc("GET /healthz", serve(func(_, healthy Report) Report { return healthy }))
+	return mux
+}

@@ -1,0 +1,156 @@
+package watcher_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
+	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/watcher"
+)
+
+const leaseTTL = 2 * time.Second
+
+// replica is one Lease running in the test, with its own connection, so
+// that the connection can be cut like a partition or a dead process.
+type replica struct {
+	lease   *watcher.Lease
+	cancel  context.CancelFunc
+	done    chan struct{}
+	mu      sync.Mutex
+	started []time.Time
+	stopped []time.Time
+}
+
+func (r *replica) leading() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.started) > len(r.stopped)
+}
+
+func startReplica(t *testing.T, url, id string) (*replica, func()) {
+	t.Helper()
+	nc, err := natsConnect(url)
+	require.NoError(t, err)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	lease, err := watcher.OpenLease(t.Context(), js, watcher.LeaseConfig{Bucket: "meetwatch-lease", TTL: leaseTTL, ID: id})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	r := &replica{lease: lease, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		_ = lease.Run(ctx, func(lctx context.Context) {
+			r.mu.Lock()
+			r.started = append(r.started, time.Now())
+			r.mu.Unlock()
+			<-lctx.Done()
+			r.mu.Lock()
+			r.stopped = append(r.stopped, time.Now())
+			r.mu.Unlock()
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-r.done; nc.Close() })
+	return r, nc.Close
+}
+
+func TestLeaseHasOneLeaderAndFailsOver(t *testing.T) {
+	srv := natstest.Start(t)
+	a, cutA := startReplica(t, srv.ClientURL(), "a")
+	require.Eventually(t, a.leading, 5*time.Second, 10*time.Millisecond)
+	b, _ := startReplica(t, srv.ClientURL(), "b")
+	c, _ := startReplica(t, srv.ClientURL(), "c")
+	time.Sleep(2 * leaseTTL) // several renewals and campaigns
+	assert.True(t, a.leading())
+	assert.False(t, b.leading() || c.leading(), "one leader at a time")
+	assert.True(t, a.lease.Leader())
+	assert.False(t, b.lease.Leader())
+	assert.WithinDuration(t, time.Now(), b.lease.LastCheck(), leaseTTL, "a standby keeps checking")
+
+	// The leader dies without a word: its connection is cut, so its lease
+	// lapses on the server.
+	died := time.Now()
+	cutA()
+	require.Eventually(t, func() bool { return !a.leading() }, leaseTTL, 5*time.Millisecond, "a stops leading at once")
+	require.Eventually(t, func() bool { return b.leading() || c.leading() }, 3*leaseTTL, 5*time.Millisecond)
+	failover := time.Since(died)
+	t.Logf("lease failover after the leader died: %s (bound: 2 leases = %s)", failover.Round(time.Millisecond), 2*leaseTTL)
+	assert.Less(t, failover, 2*leaseTTL)
+	assert.False(t, b.leading() && c.leading(), "one leader at a time")
+
+	// A leader that stops gracefully hands over at once.
+	next, other := b, c
+	if c.leading() {
+		next, other = c, b
+	}
+	handed := time.Now()
+	next.cancel()
+	<-next.done
+	require.Eventually(t, other.leading, 2*leaseTTL, 5*time.Millisecond)
+	t.Logf("lease hand-over on shutdown: %s", time.Since(handed).Round(time.Millisecond))
+}
+
+func TestCommitIsFencedByTheMetaRevision(t *testing.T) {
+	r := newRig(t)
+	stale := r.store(t)
+	_, err := stale.Load(t.Context())
+	require.NoError(t, err)
+
+	fresh := r.store(t)
+	_, err = fresh.Load(t.Context())
+	require.NoError(t, err)
+	m, err := snapshot.ParseMeeting([]byte(`{"confUUID":"u1"}`))
+	require.NoError(t, err)
+	require.NoError(t, fresh.Commit(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "u1", New: m}}, time.Now(), 1))
+
+	err = stale.Commit(t.Context(), nil, time.Now(), 0)
+	require.ErrorIs(t, err, watcher.ErrFenced, "a replica that read the state before another committed cannot commit over it")
+	st, err := fresh.Load(t.Context())
+	require.NoError(t, err)
+	assert.Contains(t, st.Snapshot, "u1")
+	assert.Equal(t, 1, len(st.Snapshot))
+}
+
+func TestHealthProbes(t *testing.T) {
+	connected := true
+	h := &watcher.Health{Connected: func() bool { return connected }, PollMaxAge: time.Minute, LeaseMaxAge: time.Minute}
+	get := func(path string) (int, watcher.Report) {
+		rec := httptest.NewRecorder()
+		h.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		var rep watcher.Report
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &rep))
+		return rec.Code, rep
+	}
+	code, rep := get("/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Equal(t, "no snapshot committed yet", rep.Reason)
+
+	h.Polled(time.Now())
+	code, rep = get("/readyz")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "ok", rep.Status)
+	code, _ = get("/healthz")
+	assert.Equal(t, http.StatusOK, code)
+
+	connected = false
+	code, rep = get("/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Equal(t, "nats is not connected", rep.Reason)
+
+	h.Polled(time.Now().Add(-2 * time.Minute))
+	code, rep = get("/healthz")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Contains(t, rep.Reason, "the last complete poll is older than")
+}
+
+func natsConnect(url string) (*nats.Conn, error) { return nats.Connect(url) }
