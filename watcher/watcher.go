@@ -67,7 +67,7 @@ type Config struct {
 	ConfirmConcurrency int
 	// Health, when set, hears of every committed poll.
 	Health *Health
-	Logger             *slog.Logger
+	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }

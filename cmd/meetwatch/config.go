@@ -39,6 +39,7 @@ type config struct {
 	QueryAll        bool           `env:"QUERY_ALL" envDefault:"true"`
 	SearchKey       string         `env:"SEARCH_KEY"`
 	NATSURL         string         `env:"NATS_URL"`
+	NATSAuth                       // MEETWATCH_NATS_CREDS, _NKEY, _USER, _PASSWORD, _TOKEN, _CA, _CERT, _KEY
 	EmbeddedListen  string         `env:"EMBEDDED_NATS_LISTEN" envDefault:"127.0.0.1:4222"`
 	DataDir         string         `env:"DATA_DIR" envDefault:"./meetwatch-data"`
 	SubjectPrefix   string         `env:"SUBJECT_PREFIX" envDefault:"meetings"`
@@ -122,6 +123,9 @@ func (c config) validate(forRun bool) error {
 			if _, err := url.Parse(strings.TrimSpace(u)); err != nil {
 				return bad("NATSURL", "invalid URL %q", u)
 			}
+		}
+		if err := c.NATSAuth.validate(); err != nil { // the embedded server takes none
+			return err
 		}
 	}
 	if !forRun {

@@ -142,7 +142,11 @@ type pipeline struct {
 // can start before its NATS is up. It returns nil, nil when ctx ends.
 func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logger) (*pipeline, error) {
 	log := logger.With("component", "nats")
-	nc, err := nats.Connect(url,
+	security, err := natsSecurity(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(url, append(security,
 		nats.Name("meetwatch"),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
@@ -153,7 +157,7 @@ func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logg
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to nats: %w", err)
 	}
@@ -199,9 +203,10 @@ func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logg
 func envHelp() string {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 2, 4, 2, ' ', 0)
-	t := reflect.TypeFor[config]()
-	for i := range t.NumField() {
-		f := t.Field(i)
+	for _, f := range reflect.VisibleFields(reflect.TypeFor[config]()) {
+		if f.Anonymous {
+			continue // an embedded struct: its fields follow it
+		}
 		def := f.Tag.Get("envDefault")
 		if def == "" {
 			def = "(empty)"

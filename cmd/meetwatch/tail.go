@@ -41,7 +41,11 @@ Connects to MEETWATCH_NATS_URL (default `+defaultNATSURL+`).`, stderr)
 	if url == "" {
 		url = defaultNATSURL
 	}
-	nc, err := nats.Connect(url, nats.Name("meetwatch-tail"), nats.MaxReconnects(-1))
+	security, err := natsSecurity(cfg, newLogger(stderr, cfg.LogLevel, cfg.LogFormat))
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(url, append(security, nats.Name("meetwatch-tail"), nats.MaxReconnects(-1))...)
 	if err != nil {
 		return fmt.Errorf("connecting to %s: %w", url, err)
 	}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/meetwatch/meetwatch/watcher"
+)
+
+// haConfig holds the settings for running several replicas side by side
+// and for the probes an orchestrator asks.
+type haConfig struct {
+	Replicas    int           `env:"REPLICAS" envDefault:"1"`
+	LeaseTTL    time.Duration `env:"LEASE_TTL" envDefault:"10s"`
+	LeaseBucket string        `env:"LEASE_BUCKET" envDefault:"meetwatch-lease"`
+	ReplicaID   string        `env:"REPLICA_ID"`
+	HTTPAddr    string        `env:"HTTP_ADDR" envDefault:":9464"`
+}
+
+func (h haConfig) validate() error {
+	switch {
+	case h.Replicas < 1 || h.Replicas > 5:
+		return bad("Replicas", "must be 1 to 5 (3 on a cluster), got %d", h.Replicas)
+	case h.LeaseTTL < time.Second:
+		return bad("LeaseTTL", "must be at least 1s, got %s", h.LeaseTTL)
+	case !streamName.MatchString(h.LeaseBucket):
+		return bad("LeaseBucket", "%q: use letters, digits, - and _", h.LeaseBucket)
+	}
+	if h.HTTPAddr != "" {
+		if _, port, err := net.SplitHostPort(h.HTTPAddr); err != nil {
+			return bad("HTTPAddr", "want host:port or :port, got %q", h.HTTPAddr)
+		} else if _, err := strconv.Atoi(port); err != nil {
+			return bad("HTTPAddr", "bad port in %q", h.HTTPAddr)
+		}
+	}
+	return nil
+}
+
+// replicaID names this replica in the lease and the logs: the configured
+// id, or host and process, which tells replicas on one host apart.
+func (h haConfig) replicaID() string {
+	if h.ReplicaID != "" {
+		return h.ReplicaID
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		host = "meetwatch"
+	}
+	return host + "-" + strconv.Itoa(os.Getpid())
+}
+
+// serveProbes serves /healthz and /readyz on addr until ctx ends.
+func serveProbes(ctx context.Context, addr string, h *watcher.Health, logger *slog.Logger) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening for probes on %s: %w", addr, err)
+	}
+	logger.Info("serving probes", "addr", l.Addr().String())
+	srv := &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx) // the process is stopping; a probe cut short is fine
+	}()
+	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving probes: %w", err)
+	}
+	return nil
+}
