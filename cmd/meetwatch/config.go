@@ -40,6 +40,7 @@ type config struct {
 	SearchKey       string         `env:"SEARCH_KEY"`
 	NATSURL         string         `env:"NATS_URL"`
 	NATSAuth                       // MEETWATCH_NATS_CREDS, _NKEY, _USER, _PASSWORD, _TOKEN, _CA, _CERT, _KEY
+	HA                             // MEETWATCH_REPLICAS, _LEASE_TTL, _LEASE_BUCKET, _REPLICA_ID, _HTTP_ADDR
 	EmbeddedListen  string         `env:"EMBEDDED_NATS_LISTEN" envDefault:"127.0.0.1:4222"`
 	DataDir         string         `env:"DATA_DIR" envDefault:"./meetwatch-data"`
 	SubjectPrefix   string         `env:"SUBJECT_PREFIX" envDefault:"meetings"`
@@ -155,6 +156,9 @@ func (c config) validate(forRun bool) error {
 		return bad("DuplicateWindow", "must be at least %s so a restart fits in it, got %s", minDuplicateWindow, c.DuplicateWindow)
 	case c.DataDir == "" && c.NATSURL == "":
 		return bad("DataDir", "required for the embedded NATS server")
+	}
+	if err := c.HA.validate(); err != nil {
+		return err
 	}
 	if err := c.validateLogin(); err != nil {
 		return err

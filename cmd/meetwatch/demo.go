@@ -63,6 +63,8 @@ until Ctrl-C. Its state lives in a temporary directory, removed on exit.`, stder
 		envPrefix + "ACCESS_TOKEN":  demoToken,
 		envPrefix + "NATS_URL":      srv.ClientURL(),
 		envPrefix + "POLL_INTERVAL": interval.String(),
+		envPrefix + "HTTP_ADDR":     "",   // no probes for a trial
+		envPrefix + "LEASE_TTL":     "3s", // one replica: lead after a second
 	}, true)
 	if err != nil {
 		return err

@@ -14,9 +14,10 @@ import (
 	"github.com/meetwatch/meetwatch/watcher"
 )
 
-// haConfig holds the settings for running several replicas side by side
-// and for the probes an orchestrator asks.
-type haConfig struct {
+// HA holds the settings for running several replicas side by side and for
+// the probes an orchestrator asks. It is exported because the configuration
+// reader only fills exported embedded structs.
+type HA struct {
 	Replicas    int           `env:"REPLICAS" envDefault:"1"`
 	LeaseTTL    time.Duration `env:"LEASE_TTL" envDefault:"10s"`
 	LeaseBucket string        `env:"LEASE_BUCKET" envDefault:"meetwatch-lease"`
@@ -24,7 +25,7 @@ type haConfig struct {
 	HTTPAddr    string        `env:"HTTP_ADDR" envDefault:":9464"`
 }
 
-func (h haConfig) validate() error {
+func (h HA) validate() error {
 	switch {
 	case h.Replicas < 1 || h.Replicas > 5:
 		return bad("Replicas", "must be 1 to 5 (3 on a cluster), got %d", h.Replicas)
@@ -45,7 +46,7 @@ func (h haConfig) validate() error {
 
 // replicaID names this replica in the lease and the logs: the configured
 // id, or host and process, which tells replicas on one host apart.
-func (h haConfig) replicaID() string {
+func (h HA) replicaID() string {
 	if h.ReplicaID != "" {
 		return h.ReplicaID
 	}

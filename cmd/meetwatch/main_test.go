@@ -204,6 +204,8 @@ func runEnv(apiURL, token, natsURL string) map[string]string {
 		"MEETWATCH_NATS_URL":      natsURL,
 		"MEETWATCH_POLL_INTERVAL": pollInterval,
 		"MEETWATCH_POLL_TIMEOUT":  "5s",
+		"MEETWATCH_HTTP_ADDR":     "127.0.0.1:0",
+		"MEETWATCH_LEASE_TTL":     "1s",
 	}
 }
 

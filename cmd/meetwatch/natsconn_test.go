@@ -728,6 +728,9 @@ func TestRunNeedsEveryPermission(t *testing.T) {
 			const seeder, seederPassword = "seeder", "seeder-pw-77"
 			srv := startPermissionedNATS(t, reduced, &server.User{Username: seeder, Password: seederPassword, Permissions: perms})
 			flowControl := strings.HasPrefix(e.subject, "$JS.FC.")
+			// Reading the lease is needed by a standby: another replica,
+			// with every permission, holds the lease while this one runs.
+			standby := strings.HasPrefix(e.subject, "$JS.API.DIRECT.GET.KV_meetwatch-lease")
 			meetings := 3
 			if flowControl {
 				meetings = bigState
@@ -741,6 +744,12 @@ func TestRunNeedsEveryPermission(t *testing.T) {
 				waitForMessages(t, nc, "MEETINGS", meetings)
 				waitForPolls(t, api.Sim, (meetings+499)/500+1)
 				seed.stop(t, syscall.SIGTERM)
+			}
+			if standby {
+				nc := connectNATS(t, srv.ClientURL(), nats.UserInfo(adminUser, adminPassword))
+				env["MEETWATCH_NATS_USER"], env["MEETWATCH_NATS_PASSWORD"] = seeder, seederPassword
+				startMeetwatch(t, env, "run") // leads until the test ends
+				waitForMessages(t, nc, "MEETINGS", meetings)
 			}
 			env["MEETWATCH_NATS_USER"], env["MEETWATCH_NATS_PASSWORD"] = mwUser, mwPassword
 

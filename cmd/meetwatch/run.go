@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
 	"github.com/meetwatch/meetwatch/events"
@@ -88,7 +89,13 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 	}
 	defer pipe.nc.Close()
 
-	w := watcher.New(watcher.Config{
+	health := &watcher.Health{
+		Connected:   pipe.nc.IsConnected,
+		Lease:       pipe.lease,
+		PollMaxAge:  3*cfg.PollInterval + 2*max(cfg.PollTimeout, cfg.RequestTimeout),
+		LeaseMaxAge: 3 * cfg.LeaseTTL,
+	}
+	wcfg := watcher.Config{
 		Lister:      client,
 		Publisher:   pipe.publisher,
 		Store:       pipe.store,
@@ -97,10 +104,31 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		Interval:    cfg.PollInterval,
 		PollTimeout: cfg.PollTimeout,
 		Logger:      logger,
-	})
+		Health:      health,
+	}
 	logger.Info("watching", "api", cfg.APIURL, "interval", cfg.PollInterval, "stream", cfg.Stream,
-		"subjects", cfg.SubjectPrefix+".>", "state_bucket", cfg.StateBucket)
-	err = w.Run(ctx)
+		"subjects", cfg.SubjectPrefix+".>", "state_bucket", cfg.StateBucket, "replica", cfg.replicaID(),
+		"lease_bucket", cfg.LeaseBucket, "lease_ttl", cfg.LeaseTTL)
+
+	g, gctx := errgroup.WithContext(ctx)
+	if cfg.HTTPAddr != "" {
+		g.Go(func() error {
+			// Several replicas on one host share a configuration, and so a
+			// port: a replica without probes still watches.
+			if err := serveProbes(gctx, cfg.HTTPAddr, health, logger); err != nil {
+				logger.Error("probes disabled", "err", err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		// Each term as leader starts from the stored state: a standby that
+		// takes over knows only what the last leader committed.
+		return pipe.lease.Run(gctx, func(lctx context.Context) {
+			_ = watcher.New(wcfg).Run(lctx) // Run logs its own failures and returns when lctx ends
+		})
+	})
+	err = g.Wait()
 	logger.Info("stopped")
 	return err
 }
@@ -135,6 +163,7 @@ type pipeline struct {
 	nc        *nats.Conn
 	publisher *events.Publisher
 	store     *watcher.Store
+	lease     *watcher.Lease
 }
 
 // openPipeline connects to NATS and makes sure the stream and the state
@@ -165,6 +194,7 @@ func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logg
 		Stream:     cfg.Stream,
 		Prefix:     cfg.SubjectPrefix,
 		Duplicates: cfg.DuplicateWindow,
+		Replicas:   cfg.Replicas,
 		Logger:     logger,
 	})
 	if err != nil {
@@ -180,7 +210,12 @@ func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logg
 	for attempt := 1; ; attempt++ {
 		err := publisher.EnsureStream(ctx)
 		if err == nil {
-			p.store, err = watcher.OpenStore(ctx, js, watcher.StoreConfig{Bucket: cfg.StateBucket})
+			p.store, err = watcher.OpenStore(ctx, js, watcher.StoreConfig{Bucket: cfg.StateBucket, Replicas: cfg.Replicas})
+		}
+		if err == nil {
+			p.lease, err = watcher.OpenLease(ctx, js, watcher.LeaseConfig{
+				Bucket: cfg.LeaseBucket, Replicas: cfg.Replicas, TTL: cfg.LeaseTTL, ID: cfg.replicaID(), Logger: logger,
+			})
 		}
 		if err == nil {
 			return p, nil
