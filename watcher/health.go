@@ -34,6 +34,17 @@ type Health struct {
 	committed bool
 }
 
+// NewTerm forgets the last term's polls: a replica that leads again is
+// not ready until it has committed in this term.
+func (h *Health) NewTerm() {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lastPoll, h.committed = time.Time{}, false
+}
+
 // Polled records a complete, committed poll.
 func (h *Health) Polled(at time.Time) {
 	if h == nil {

@@ -168,13 +168,19 @@ func (l *Lease) term(ctx context.Context, value []byte, rev uint64, lead func(co
 		l.logger.Info("lost the lease before leading", "err", err)
 		return
 	}
+	// The lease runs from when the renewal was sent, not answered.
+	left := l.cfg.TTL*9/10 - time.Since(sent)
+	if left <= 0 {
+		l.logger.Info("the renewal came back too late to lead on")
+		return
+	}
 	l.checked(true)
 	l.logger.Info("leading")
 
 	lctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		deadline := time.NewTimer(l.cfg.TTL * 9 / 10)
+		deadline := time.NewTimer(left)
 		defer deadline.Stop()
 		tick := time.NewTicker(renewEvery)
 		defer tick.Stop()
@@ -195,10 +201,9 @@ func (l *Lease) term(ctx context.Context, value []byte, rev uint64, lead func(co
 				cancel(fmt.Errorf("%w: renewing the lease: %w", ErrFenced, err))
 				return
 			}
-			rev, sent = next, at
+			rev = next
 			l.checked(true)
-			// The lease runs from when the renewal was sent, not answered.
-			deadline.Reset(l.cfg.TTL*9/10 - time.Since(sent))
+			deadline.Reset(l.cfg.TTL*9/10 - time.Since(at))
 		}
 	})
 	lead(lctx)

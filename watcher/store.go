@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +27,12 @@ type State struct {
 	// Committed is false until a first snapshot was ever committed, which
 	// marks the started events of that first snapshot as initial.
 	Committed bool
+	// Pending holds meetings whose started event a poll was about to
+	// publish, or had published, when it stopped short of its commit. The
+	// next poll publishes them again (the same ids, so JetStream keeps one)
+	// and commits them before it diffs, so a meeting that ends meanwhile
+	// still gets its ended event.
+	Pending []snapshot.Meeting
 }
 
 // Store keeps State in a JetStream key-value bucket, one key per meeting.
@@ -55,6 +63,7 @@ type StoreConfig struct {
 const (
 	metaKey       = "meta"
 	meetingPrefix = "m."
+	pendingPrefix = "p."
 	// tombstoneTTL is how long the marker of an ended meeting's key stays.
 	// Without a limit, every meeting that ever ended would leave a marker
 	// behind for good, and every start-up would read them all.
@@ -117,13 +126,13 @@ func (s *Store) Load(ctx context.Context) (State, error) {
 	// faster than a Get per key. Its "initial values done" marker may come
 	// early on large buckets, so the end is taken from each entry's Delta,
 	// the number of entries still to come.
-	w, err := s.kv.WatchFiltered(ctx, []string{meetingPrefix + ">"})
+	w, err := s.kv.WatchFiltered(ctx, []string{meetingPrefix + ">", pendingPrefix + ">"})
 	if err != nil {
 		return State{}, fmt.Errorf("watching state: %w", err)
 	}
 	defer w.Stop()
-	seen := 0
-	for {
+	pending := snapshot.Snapshot{}
+	for seen := 0; ; {
 		var e jetstream.KeyValueEntry
 		select {
 		case <-ctx.Done():
@@ -132,7 +141,7 @@ func (s *Store) Load(ctx context.Context) (State, error) {
 		}
 		if e == nil {
 			if seen == 0 {
-				return st, nil
+				break
 			}
 			continue
 		}
@@ -142,12 +151,45 @@ func (s *Store) Load(ctx context.Context) (State, error) {
 			if err != nil {
 				return State{}, fmt.Errorf("decoding state key %s: %w", e.Key(), err)
 			}
-			st.Snapshot[m.UUID] = m
+			if strings.HasPrefix(e.Key(), pendingPrefix) {
+				pending[m.UUID] = m
+			} else {
+				st.Snapshot[m.UUID] = m
+			}
 		}
 		if e.Delta() == 0 {
-			return st, nil
+			break
 		}
 	}
+	for id, m := range pending {
+		if _, committed := st.Snapshot[id]; !committed {
+			st.Pending = append(st.Pending, m)
+		}
+	}
+	slices.SortFunc(st.Pending, func(a, b snapshot.Meeting) int { return strings.Compare(a.UUID, b.UUID) })
+	return st, nil
+}
+
+// Prepare records the meetings whose started events are about to be
+// published, before they are. If the poll stops short of its commit, the
+// next Load returns them as Pending: without that, a meeting announced but
+// not committed that ended before the next poll would look as if it had
+// never been there, and its ended event would be lost.
+func (s *Store) Prepare(ctx context.Context, changes []snapshot.Change) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(storeWriters)
+	for _, c := range changes {
+		if c.Kind != snapshot.Started {
+			continue
+		}
+		g.Go(func() error {
+			if _, err := s.kv.Put(gctx, pendingPrefix+events.Token(c.Key), c.New.Raw()); err != nil {
+				return fmt.Errorf("recording pending start of %s: %w", c.Key, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
 
 // Commit records that the snapshot observed at observedAt, which differs
@@ -170,13 +212,12 @@ func (s *Store) Commit(ctx context.Context, changes []snapshot.Change, observedA
 		g.Go(func() error {
 			var err error
 			if c.Kind == snapshot.Ended {
-				if s.markerTTL > 0 {
-					err = s.kv.Purge(gctx, key, jetstream.PurgeTTL(s.markerTTL))
-				} else {
-					err = s.kv.Purge(gctx, key)
-				}
+				err = s.purge(gctx, key)
 			} else {
 				_, err = s.kv.Put(gctx, key, c.New.Raw())
+				if err == nil && c.Kind == snapshot.Started {
+					err = s.purge(gctx, pendingPrefix+events.Token(c.Key))
+				}
 			}
 			if err != nil {
 				return fmt.Errorf("committing %s %s: %w", c.Kind, c.Key, err)
@@ -207,6 +248,14 @@ func (s *Store) Commit(ctx context.Context, changes []snapshot.Change, observedA
 	}
 	s.metaRev = rev
 	return nil
+}
+
+// purge removes key, leaving a marker that expires when the bucket allows.
+func (s *Store) purge(ctx context.Context, key string) error {
+	if s.markerTTL > 0 {
+		return s.kv.Purge(ctx, key, jetstream.PurgeTTL(s.markerTTL))
+	}
+	return s.kv.Purge(ctx, key)
 }
 
 func (s *Store) setMetaRev(rev uint64) {

@@ -36,6 +36,9 @@ type Publisher interface {
 // StateStore holds the last committed snapshot.
 type StateStore interface {
 	Load(ctx context.Context) (State, error)
+	// Prepare records the started meetings of changes before their events
+	// are published; Load returns those a commit never covered as Pending.
+	Prepare(ctx context.Context, changes []snapshot.Change) error
 	Commit(ctx context.Context, changes []snapshot.Change, observedAt time.Time, meetings int) error
 }
 
@@ -120,13 +123,18 @@ type PollResult struct {
 // the in-memory state stays as it was, so the next poll repeats the work.
 func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 	start := w.cfg.Now()
+	var res PollResult
 	if !w.loaded {
 		st, err := w.cfg.Store.Load(ctx)
 		if err != nil {
 			return PollResult{}, fmt.Errorf("loading state: %w", err)
 		}
+		w.logger.Info("state loaded", "meetings", len(st.Snapshot), "committed", st.Committed,
+			"observed_at", st.ObservedAt, "pending", len(st.Pending))
+		if err := w.settle(ctx, &st, &res); err != nil {
+			return PollResult{}, err
+		}
 		w.state, w.loaded = st, true
-		w.logger.Info("state loaded", "meetings", len(st.Snapshot), "committed", st.Committed, "observed_at", st.ObservedAt)
 	}
 
 	apiCtx, cancel := context.WithTimeoutCause(ctx, w.apiTimeout, errPollTimeout)
@@ -145,7 +153,7 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 	}
 
 	changes := snapshot.Diff(w.state.Snapshot, next)
-	res := PollResult{ObservedAt: observedAt, Listing: listed.Sub(observedAt)}
+	res.ObservedAt, res.Listing = observedAt, listed.Sub(observedAt)
 	if n := w.confirmEnds(apiCtx, changes, next, &res); n > 0 {
 		changes = snapshot.Diff(w.state.Snapshot, next)
 	}
@@ -168,11 +176,15 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 		}
 	}
 	if len(evs) > 0 {
+		if err := w.cfg.Store.Prepare(ctx, changes); err != nil {
+			return PollResult{}, fmt.Errorf("before publishing: %w", err)
+		}
 		pr, err := w.cfg.Publisher.Publish(ctx, evs)
 		if err != nil {
 			return PollResult{}, fmt.Errorf("publishing %d events: %w", len(evs), err)
 		}
-		res.Stored, res.Duplicates = pr.Stored, pr.Duplicates
+		res.Stored += pr.Stored
+		res.Duplicates += pr.Duplicates
 	}
 	if err := ctx.Err(); err != nil {
 		return PollResult{}, fmt.Errorf("before commit: %w", context.Cause(ctx))
@@ -188,6 +200,44 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 	w.cfg.Health.Polled(time.Now())
 	res.Total = w.cfg.Now().Sub(start)
 	return res, nil
+}
+
+// settle finishes what a poll that stopped short of its commit left behind:
+// it publishes the started events of st.Pending again, under the same ids,
+// so JetStream keeps one copy, and commits those meetings into st. The
+// diff that follows then knows them, and reports their end if they ended.
+func (w *Watcher) settle(ctx context.Context, st *State, res *PollResult) error {
+	if len(st.Pending) == 0 {
+		return nil
+	}
+	changes := make([]snapshot.Change, len(st.Pending))
+	evs := make([]events.Event, len(st.Pending))
+	for i, m := range st.Pending {
+		changes[i] = snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: m}
+		e, err := w.cfg.Builder.Build(changes[i], w.cfg.Now(), !st.Committed, time.Time{})
+		if err != nil {
+			return err
+		}
+		evs[i] = e
+	}
+	pr, err := w.cfg.Publisher.Publish(ctx, evs)
+	if err != nil {
+		return fmt.Errorf("publishing %d pending started events: %w", len(evs), err)
+	}
+	for _, m := range st.Pending {
+		st.Snapshot[m.UUID] = m
+	}
+	// The pending meetings were seen after st.ObservedAt, so it stays a
+	// true lower bound of their lastSeen.
+	if err := w.cfg.Store.Commit(ctx, changes, st.ObservedAt, len(st.Snapshot)); err != nil {
+		return fmt.Errorf("committing pending meetings: %w", err)
+	}
+	w.logger.Info("pending started events settled", "meetings", len(evs), "duplicates", pr.Duplicates)
+	st.Pending, st.Committed = nil, true
+	res.Started += len(evs)
+	res.Stored += pr.Stored
+	res.Duplicates += pr.Duplicates
+	return nil
 }
 
 // seal replaces the secrets in every record by digests, in place, so that

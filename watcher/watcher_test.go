@@ -428,10 +428,37 @@ func TestRepublishAfterLostCommitIsDeduplicated(t *testing.T) {
 
 	res, err := r.newWatcher(t, nil).Poll(t.Context())
 	require.NoError(t, err)
-	assert.Equal(t, 20, res.Started)
-	assert.Equal(t, 20, res.Duplicates)
-	assert.Zero(t, res.Stored)
-	assert.Len(t, r.published(t), 20, "no second started after the restart")
+	assert.Equal(t, 20, res.Started, "the pending starts are published again")
+	assert.Equal(t, 20, res.Duplicates, "under the same ids")
+	assert.Equal(t, 1, res.Changed, "and what moved since is a change of its own")
+	assert.Equal(t, 1, res.Stored)
+	k := kinds(r.published(t))
+	assert.Len(t, k[snapshot.Started], 20, "no second started after the restart")
+	assert.Equal(t, []string{ids[3]}, k[snapshot.Changed])
+}
+
+// TestAnnouncedButUncommittedMeetingStillEnds: a started event was
+// acknowledged, the commit was lost, and the meeting ended before the next
+// poll. The next poll must still publish its end.
+func TestAnnouncedButUncommittedMeetingStillEnds(t *testing.T) {
+	r := newRig(t)
+	ids := r.api.Sim.AddN(3)
+	_, err := r.newWatcher(t, failingStore{r.store(t)}).Poll(t.Context())
+	require.ErrorContains(t, err, "killed before commit")
+	require.Len(t, r.published(t), 3)
+
+	r.api.Sim.End(ids[1])
+	res, err := r.newWatcher(t, nil).Poll(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Ended)
+	k := kinds(r.published(t))
+	assert.Len(t, k[snapshot.Started], 3)
+	assert.Equal(t, []string{ids[1]}, k[snapshot.Ended])
+
+	st, err := r.store(t).Load(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, st.Pending, "nothing left pending once committed")
+	assert.Equal(t, 2, len(st.Snapshot))
 }
 
 func TestTokenNeverLogged(t *testing.T) {

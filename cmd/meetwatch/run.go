@@ -125,6 +125,7 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		// Each term as leader starts from the stored state: a standby that
 		// takes over knows only what the last leader committed.
 		return pipe.lease.Run(gctx, func(lctx context.Context) {
+			health.NewTerm()
 			_ = watcher.New(wcfg).Run(lctx) // Run logs its own failures and returns when lctx ends
 		})
 	})
