@@ -128,7 +128,7 @@ func TestSubjectNeverWidens(t *testing.T) {
 func TestPublishIsIdempotent(t *testing.T) {
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
-	pub, err := events.NewPublisher(nc, events.PublisherConfig{Stream: "MEETINGS", Prefix: "meetings", Duplicates: time.Hour})
+	pub, err := events.NewPublisher(nc, events.PublisherConfig{Stream: "MEETINGS", Prefix: "meetings", Duplicates: time.Hour, MaxAge: 30 * 24 * time.Hour})
 	require.NoError(t, err)
 	require.NoError(t, pub.EnsureStream(t.Context()))
 
@@ -159,6 +159,7 @@ func TestPublishIsIdempotent(t *testing.T) {
 	st, err := js.Stream(t.Context(), "MEETINGS")
 	require.NoError(t, err)
 	assert.Equal(t, time.Hour, st.CachedInfo().Config.Duplicates)
+	assert.Equal(t, 30*24*time.Hour, st.CachedInfo().Config.MaxAge)
 	assert.Equal(t, []string{"meetings.>"}, st.CachedInfo().Config.Subjects)
 	assert.Equal(t, jetstream.FileStorage, st.CachedInfo().Config.Storage)
 }

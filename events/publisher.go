@@ -31,6 +31,9 @@ type PublisherConfig struct {
 	Duplicates time.Duration
 	// Replicas is the stream's replica count; 0 means 1.
 	Replicas int
+	// MaxAge bounds how long events are kept; 0 keeps them until removed
+	// by hand. It must not be shorter than Duplicates.
+	MaxAge time.Duration
 	// AckTimeout bounds the wait for one acknowledgement; 0 means 10s.
 	AckTimeout time.Duration
 	// Attempts bounds how often one event is sent before Publish fails;
@@ -77,6 +80,7 @@ func (p *Publisher) EnsureStream(ctx context.Context) error {
 		Subjects:    []string{p.cfg.Prefix + ".>"},
 		Storage:     jetstream.FileStorage,
 		Duplicates:  p.cfg.Duplicates,
+		MaxAge:      p.cfg.MaxAge,
 		Replicas:    p.cfg.Replicas,
 	})
 	if err != nil {

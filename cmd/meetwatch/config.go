@@ -47,6 +47,7 @@ type config struct {
 	Stream          string         `env:"STREAM" envDefault:"MEETINGS"`
 	StateBucket     string         `env:"STATE_BUCKET" envDefault:"meetwatch-state"`
 	DuplicateWindow time.Duration  `env:"DUPLICATE_WINDOW" envDefault:"1h"`
+	StreamMaxAge    time.Duration  `env:"STREAM_MAX_AGE"`
 	Redact          string         `env:"REDACT" envDefault:"chairJoinUri,guestJoinUri,audienceJoinUri,liveAddress,auxAddress,passwordEntry[].password,confConfigInfo.guestPwd"`
 	LogLevel        string         `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat       string         `env:"LOG_FORMAT" envDefault:"text"`
@@ -154,6 +155,8 @@ func (c config) validate(forRun bool) error {
 		return bad("StateBucket", "%q: use letters, digits, - and _", c.StateBucket)
 	case c.DuplicateWindow < minDuplicateWindow:
 		return bad("DuplicateWindow", "must be at least %s so a restart fits in it, got %s", minDuplicateWindow, c.DuplicateWindow)
+	case c.StreamMaxAge < 0 || (c.StreamMaxAge > 0 && c.StreamMaxAge < c.DuplicateWindow):
+		return bad("StreamMaxAge", "must be 0 (keep events) or at least %s (the duplicate window), got %s", c.DuplicateWindow, c.StreamMaxAge)
 	case c.DataDir == "" && c.NATSURL == "":
 		return bad("DataDir", "required for the embedded NATS server")
 	}

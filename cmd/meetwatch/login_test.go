@@ -136,6 +136,7 @@ func TestLoginAndPolicyConfiguration(t *testing.T) {
 		{name: "user id without app id", env: map[string]string{"MEETWATCH_ACCESS_TOKEN": "t", "MEETWATCH_USER_ID": "u"}, names: []string{"MEETWATCH_USER_ID"}},
 		{name: "negative rate", env: map[string]string{"MEETWATCH_ACCESS_TOKEN": "t", "MEETWATCH_API_RATE": "-1"}, names: []string{"MEETWATCH_API_RATE"}},
 		{name: "rate not a number", env: map[string]string{"MEETWATCH_ACCESS_TOKEN": "t", "MEETWATCH_API_RATE": "fast"}, names: []string{"MEETWATCH_API_RATE"}},
+		{name: "stream kept shorter than the duplicate window", env: map[string]string{"MEETWATCH_ACCESS_TOKEN": "t", "MEETWATCH_STREAM_MAX_AGE": "30m"}, names: []string{"MEETWATCH_STREAM_MAX_AGE"}},
 		{name: "bad redact path", env: map[string]string{"MEETWATCH_ACCESS_TOKEN": "t", "MEETWATCH_REDACT": "confConfigInfo..guestPwd"}, names: []string{"MEETWATCH_REDACT"}},
 	}
 	for _, tt := range tests {
@@ -158,7 +159,7 @@ func TestLoginAndPolicyConfiguration(t *testing.T) {
 				assert.Contains(t, stderr, n)
 			}
 			for _, v := range tt.env {
-				if len(v) > 1 && v != "-1" && v != "fast" && !strings.Contains(v, "..") {
+				if len(v) > 1 && v != "-1" && v != "fast" && v != "30m" && !strings.Contains(v, "..") {
 					assert.NotContains(t, stderr, "="+v, "no value is echoed")
 				}
 			}

@@ -195,6 +195,7 @@ func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logg
 		Stream:     cfg.Stream,
 		Prefix:     cfg.SubjectPrefix,
 		Duplicates: cfg.DuplicateWindow,
+		MaxAge:     cfg.StreamMaxAge,
 		Replicas:   cfg.Replicas,
 		Logger:     logger,
 	})
