@@ -62,6 +62,7 @@ type StoreConfig struct {
 
 const (
 	metaKey       = "meta"
+	preparedKey   = "prepared"
 	meetingPrefix = "m."
 	pendingPrefix = "p."
 	// tombstoneTTL is how long the marker of an ended meeting's key stays.
@@ -111,6 +112,18 @@ func (s *Store) Load(ctx context.Context) (State, error) {
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		s.setMetaRev(0)
+		// No snapshot was ever committed, but a first poll may have got as
+		// far as preparing: its observation time is then every pending
+		// meeting's lastSeen.
+		if p, err := s.kv.Get(ctx, preparedKey); err == nil {
+			var m metaValue
+			if err := json.Unmarshal(p.Value(), &m); err != nil {
+				return State{}, fmt.Errorf("decoding prepared time: %w", err)
+			}
+			st.ObservedAt = m.ObservedAt
+		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return State{}, fmt.Errorf("reading prepared time: %w", err)
+		}
 	case err != nil:
 		return State{}, fmt.Errorf("reading state meta: %w", err)
 	default:
@@ -164,6 +177,8 @@ func (s *Store) Load(ctx context.Context) (State, error) {
 	for id, m := range pending {
 		if _, committed := st.Snapshot[id]; !committed {
 			st.Pending = append(st.Pending, m)
+		} else if err := s.purge(ctx, pendingPrefix+events.Token(id)); err != nil {
+			return State{}, fmt.Errorf("clearing the pending record of committed %s: %w", id, err)
 		}
 	}
 	slices.SortFunc(st.Pending, func(a, b snapshot.Meeting) int { return strings.Compare(a.UUID, b.UUID) })
@@ -175,7 +190,14 @@ func (s *Store) Load(ctx context.Context) (State, error) {
 // next Load returns them as Pending: without that, a meeting announced but
 // not committed that ended before the next poll would look as if it had
 // never been there, and its ended event would be lost.
-func (s *Store) Prepare(ctx context.Context, changes []snapshot.Change) error {
+func (s *Store) Prepare(ctx context.Context, changes []snapshot.Change, observedAt time.Time) error {
+	at, err := json.Marshal(metaValue{ObservedAt: observedAt.UTC()})
+	if err != nil {
+		return fmt.Errorf("encoding prepared time: %w", err)
+	}
+	if _, err := s.kv.Put(ctx, preparedKey, at); err != nil {
+		return fmt.Errorf("recording prepared time: %w", err)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(storeWriters)
 	for _, c := range changes {
@@ -215,9 +237,11 @@ func (s *Store) Commit(ctx context.Context, changes []snapshot.Change, observedA
 				err = s.purge(gctx, key)
 			} else {
 				_, err = s.kv.Put(gctx, key, c.New.Raw())
-				if err == nil && c.Kind == snapshot.Started {
-					err = s.purge(gctx, pendingPrefix+events.Token(c.Key))
-				}
+			}
+			// A pending record is done with once its meeting is committed
+			// or gone; one left behind by a crash here is cleared by Load.
+			if err == nil && c.Kind != snapshot.Changed {
+				err = s.purge(gctx, pendingPrefix+events.Token(c.Key))
 			}
 			if err != nil {
 				return fmt.Errorf("committing %s %s: %w", c.Kind, c.Key, err)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,7 +39,7 @@ type StateStore interface {
 	Load(ctx context.Context) (State, error)
 	// Prepare records the started meetings of changes before their events
 	// are published; Load returns those a commit never covered as Pending.
-	Prepare(ctx context.Context, changes []snapshot.Change) error
+	Prepare(ctx context.Context, changes []snapshot.Change, observedAt time.Time) error
 	Commit(ctx context.Context, changes []snapshot.Change, observedAt time.Time, meetings int) error
 }
 
@@ -176,11 +177,14 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 		}
 	}
 	if len(evs) > 0 {
-		if err := w.cfg.Store.Prepare(ctx, changes); err != nil {
+		if err := w.cfg.Store.Prepare(ctx, changes, observedAt); err != nil {
 			return PollResult{}, fmt.Errorf("before publishing: %w", err)
 		}
 		pr, err := w.cfg.Publisher.Publish(ctx, evs)
 		if err != nil {
+			// Some events may have gone out: the next poll reads the
+			// pending records again rather than trusting memory.
+			w.loaded = false
 			return PollResult{}, fmt.Errorf("publishing %d events: %w", len(evs), err)
 		}
 		res.Stored += pr.Stored
@@ -189,7 +193,7 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 	if err := ctx.Err(); err != nil {
 		return PollResult{}, fmt.Errorf("before commit: %w", context.Cause(ctx))
 	}
-	if err := w.cfg.Store.Commit(ctx, changes, observedAt, len(next)); err != nil {
+	if err := w.cfg.Store.Commit(ctx, withPending(changes, w.state.Pending, next), observedAt, len(next)); err != nil {
 		// Part of the commit may have landed. Reading the store again on the
 		// next poll makes it diff against what is really there, so it
 		// re-publishes (under the same ids) and re-writes only the rest.
@@ -204,17 +208,18 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 
 // settle finishes what a poll that stopped short of its commit left behind:
 // it publishes the started events of st.Pending again, under the same ids,
-// so JetStream keeps one copy, and commits those meetings into st. The
-// diff that follows then knows them, and reports their end if they ended.
+// so JetStream keeps one copy, and takes those meetings into st, to be
+// committed with the next poll. The diff that follows then knows them, and
+// reports their end if they ended. st.Committed and st.ObservedAt stay as
+// they were: the first snapshot's other meetings are still initial, and
+// lastSeen stays a true lower bound.
 func (w *Watcher) settle(ctx context.Context, st *State, res *PollResult) error {
 	if len(st.Pending) == 0 {
 		return nil
 	}
-	changes := make([]snapshot.Change, len(st.Pending))
 	evs := make([]events.Event, len(st.Pending))
 	for i, m := range st.Pending {
-		changes[i] = snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: m}
-		e, err := w.cfg.Builder.Build(changes[i], w.cfg.Now(), !st.Committed, time.Time{})
+		e, err := w.cfg.Builder.Build(snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: m}, w.cfg.Now(), !st.Committed, time.Time{})
 		if err != nil {
 			return err
 		}
@@ -227,17 +232,31 @@ func (w *Watcher) settle(ctx context.Context, st *State, res *PollResult) error 
 	for _, m := range st.Pending {
 		st.Snapshot[m.UUID] = m
 	}
-	// The pending meetings were seen after st.ObservedAt, so it stays a
-	// true lower bound of their lastSeen.
-	if err := w.cfg.Store.Commit(ctx, changes, st.ObservedAt, len(st.Snapshot)); err != nil {
-		return fmt.Errorf("committing pending meetings: %w", err)
-	}
-	w.logger.Info("pending started events settled", "meetings", len(evs), "duplicates", pr.Duplicates)
-	st.Pending, st.Committed = nil, true
+	w.logger.Info("pending started events published again", "meetings", len(evs), "duplicates", pr.Duplicates)
 	res.Started += len(evs)
 	res.Stored += pr.Stored
 	res.Duplicates += pr.Duplicates
 	return nil
+}
+
+// withPending adds to changes a started change for every pending meeting
+// that this poll's diff leaves as it is, so that the commit writes it. A
+// pending meeting that changed or ended already has its change.
+func withPending(changes []snapshot.Change, pending []snapshot.Meeting, next snapshot.Snapshot) []snapshot.Change {
+	if len(pending) == 0 {
+		return changes
+	}
+	touched := make(map[string]bool, len(changes))
+	for _, c := range changes {
+		touched[c.Key] = true
+	}
+	out := slices.Clone(changes)
+	for _, m := range pending {
+		if cur, ok := next[m.UUID]; ok && !touched[m.UUID] {
+			out = append(out, snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: cur})
+		}
+	}
+	return out
 }
 
 // seal replaces the secrets in every record by digests, in place, so that

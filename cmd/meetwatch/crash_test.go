@@ -1,0 +1,1225 @@
+package main
+
+// These tests kill meetwatch where it hurts: with SIGKILL while it publishes
+// a snapshot or commits it, between two polls, and by taking its NATS server
+// away. After each blow a fresh process (or the same one, for the outage)
+// must bring the stream to exactly the transitions the simulated API went
+// through: every one once, none twice, nothing invented.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
+	"github.com/meetwatch/meetwatch/watcher/apisim"
+)
+
+var crashSeed = flag.Uint64("crash.seed", 0, "seed of TestKillNineAnywhere; 0 picks one from the clock")
+
+const (
+	crashStream = "MEETINGS"
+	stateBucket = "meetwatch-state"
+	// crashMeetings is large enough that a first snapshot spans four pages
+	// of 500 and takes a while to publish and to commit.
+	crashMeetings = 2000
+	// rigMeetings is the first snapshot of each crash point: two full pages,
+	// and enough writes that a commit can be stopped halfway.
+	rigMeetings = 1000
+)
+
+// crashEnv is runEnv with pages of 500 and no client-side request budget:
+// the simulator is local, and a restart should not wait for the budget to
+// refill before its first poll.
+func crashEnv(apiURL, token, natsURL string) map[string]string {
+	env := runEnv(apiURL, token, natsURL)
+	env["MEETWATCH_PAGE_SIZE"] = "500"
+	env["MEETWATCH_API_RATE"] = "0"
+	return env
+}
+
+// kill9 sends SIGKILL and waits for the process to be gone.
+func kill9(tb testing.TB, p *process) {
+	tb.Helper()
+	require.False(tb, p.exited(), "meetwatch exited before it was killed (code %d); stderr:\n%s", p.code, p.stderr)
+	require.NoError(tb, p.cmd.Process.Kill())
+	select {
+	case <-p.done:
+	case <-time.After(exitWait):
+		require.FailNow(tb, "meetwatch survived SIGKILL")
+	}
+}
+
+// world is the ground truth: every meeting the test started in the
+// simulator, and which of them it ended.
+type world struct {
+	sim   *apisim.Sim
+	added []string
+	ever  map[string]bool
+	ended map[string]bool
+	live  []string // ongoing, in no particular order
+}
+
+func newWorld(sim *apisim.Sim, meetings int) *world {
+	w := &world{sim: sim, ever: map[string]bool{}, ended: map[string]bool{}}
+	w.start(meetings)
+	return w
+}
+
+// start starts n meetings.
+func (w *world) start(n int) []string {
+	ids := w.sim.AddN(n)
+	for _, id := range ids {
+		w.added = append(w.added, id)
+		w.ever[id] = true
+		w.live = append(w.live, id)
+	}
+	return ids
+}
+
+// end ends an ongoing meeting.
+func (w *world) end(tb testing.TB, id string) {
+	tb.Helper()
+	require.True(tb, w.sim.End(id), "ending %s", id)
+	w.ended[id] = true
+	for i, l := range w.live {
+		if l == id {
+			w.live[i] = w.live[len(w.live)-1]
+			w.live = w.live[:len(w.live)-1]
+			break
+		}
+	}
+}
+
+// endSome ends up to n random ongoing meetings, once the state records
+// when it was observed. Before that, an ended event can carry no lastSeen;
+// that case is TestCrashPoints' "partial first commit, then ends".
+func (w *world) endSome(tb testing.TB, rng *rand.Rand, st *stateView, n int) []string {
+	tb.Helper()
+	if st.observedAt().IsZero() {
+		return nil
+	}
+	var out []string
+	for len(out) < n && len(w.live) > 0 {
+		id := w.live[rng.IntN(len(w.live))]
+		w.end(tb, id)
+		out = append(out, id)
+	}
+	return out
+}
+
+// stateView reads the state bucket from the test's side. Its meta and
+// observedAt never fail the test, so that Eventually conditions can call
+// them: what cannot be read counts as absent.
+type stateView struct {
+	js jetstream.JetStream
+}
+
+func newStateView(tb testing.TB, nc *nats.Conn) *stateView {
+	tb.Helper()
+	js, err := jetstream.New(nc)
+	require.NoError(tb, err)
+	return &stateView{js: js}
+}
+
+func (s *stateView) kv(ctx context.Context) (jetstream.KeyValue, error) {
+	return s.js.KeyValue(ctx, stateBucket)
+}
+
+// meta returns the revision of the meta key and the number of meetings it
+// records, or 0 and 0 while there is no meta key.
+func (s *stateView) meta() (rev uint64, meetings int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	kv, err := s.kv(ctx)
+	if err != nil {
+		return 0, 0
+	}
+	e, err := kv.Get(ctx, "meta")
+	if err != nil {
+		return 0, 0
+	}
+	var v struct {
+		Meetings int `json:"meetings"`
+	}
+	_ = json.Unmarshal(e.Value(), &v)
+	return e.Revision(), v.Meetings
+}
+
+// observedAt returns when the committed state was observed, as its meta
+// key says, and the zero time while there is none or it says nothing.
+func (s *stateView) observedAt() time.Time {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	kv, err := s.kv(ctx)
+	if err != nil {
+		return time.Time{}
+	}
+	e, err := kv.Get(ctx, "meta")
+	if err != nil {
+		return time.Time{}
+	}
+	var v struct {
+		ObservedAt time.Time `json:"observedAt"`
+	}
+	_ = json.Unmarshal(e.Value(), &v)
+	return v.ObservedAt
+}
+
+// hasMeta reports whether the meta key exists, distinguishing "no key"
+// from "cannot tell".
+func (s *stateView) hasMeta(tb testing.TB) bool {
+	tb.Helper()
+	kv, err := s.kv(tb.Context())
+	require.NoError(tb, err, "state bucket")
+	_, err = kv.Get(tb.Context(), "meta")
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false
+	}
+	require.NoError(tb, err, "reading the meta key")
+	return true
+}
+
+// keys returns the confUUIDs under a key prefix: "m." for the meetings in
+// the state, "p." for the starts a poll recorded before publishing them.
+func (s *stateView) keys(tb testing.TB, prefix string) map[string]bool {
+	tb.Helper()
+	kv, err := s.kv(tb.Context())
+	require.NoError(tb, err, "state bucket")
+	lister, err := kv.ListKeysFiltered(tb.Context(), prefix+">")
+	require.NoError(tb, err)
+	defer func() { _ = lister.Stop() }()
+	out := map[string]bool{}
+	for k := range lister.Keys() {
+		out[strings.TrimPrefix(k, prefix)] = true
+	}
+	return out
+}
+
+// waitForCommits waits until the meta key has moved n times: every
+// committed poll writes it, and only a committed poll does.
+func waitForCommits(tb testing.TB, st *stateView, n int) {
+	tb.Helper()
+	last, _ := st.meta()
+	seen := 0
+	require.Eventually(tb, func() bool {
+		if rev, _ := st.meta(); rev != 0 && rev != last {
+			last = rev
+			seen++
+		}
+		return seen >= n
+	}, eventWait, tick, "waiting for %d committed polls", n)
+}
+
+// settle waits until three polls in a row commit without adding a message
+// to the stream, so that at least two of them listed after the stream was
+// last seen growing, and returns every message.
+func settle(tb testing.TB, nc *nats.Conn, st *stateView) []message {
+	tb.Helper()
+	deadline := time.Now().Add(2 * eventWait)
+	for {
+		before := streamLen(nc, crashStream)
+		waitForCommits(tb, st, 3)
+		if streamLen(nc, crashStream) == before {
+			return storedMessages(tb, nc, crashStream)
+		}
+		require.True(tb, time.Now().Before(deadline), "the stream never stopped growing")
+	}
+}
+
+// waitForLen waits until the stream holds exactly n messages, without
+// reading them.
+func waitForLen(tb testing.TB, nc *nats.Conn, n int) {
+	tb.Helper()
+	require.Eventually(tb, func() bool { return streamLen(nc, crashStream) >= n },
+		eventWait, tick, "waiting for %d messages in stream %s", n, crashStream)
+	require.Equal(tb, n, streamLen(nc, crashStream), "messages in stream %s", crashStream)
+}
+
+// committedLine matches the log line of a committed poll that changed
+// something, in the default text format.
+var committedLine = regexp.MustCompile(`msg="poll committed".* started=(\d+) changed=(\d+) ended=(\d+) duplicates=(\d+)`)
+
+// firstCommit returns the started, ended and duplicates counts of the first
+// committed poll a process logged.
+func firstCommit(tb testing.TB, p *process) (started, ended, duplicates int) {
+	tb.Helper()
+	for _, l := range p.stderr.lines() {
+		if m := committedLine.FindStringSubmatch(l); m != nil {
+			started, _ = strconv.Atoi(m[1])
+			ended, _ = strconv.Atoi(m[3])
+			duplicates, _ = strconv.Atoi(m[4])
+			return started, ended, duplicates
+		}
+	}
+	require.FailNow(tb, "no committed poll logged", "stderr:\n%s", p.stderr)
+	return 0, 0, 0
+}
+
+// tally is what checkTruth found.
+type tally struct {
+	transitions int // transitions the ground truth owes the stream
+	lost        int // of those, missing from the stream
+	duplicates  int // messages beyond the first of a kind for one meeting
+	neither     int // meetings that came and went unseen
+	started     map[string]int
+	ended       map[string][]event
+}
+
+// checkTruth checks the whole stream against the ground truth: no event id
+// twice; for every meeting at most one started and at most one ended; every
+// ongoing meeting started exactly once and never ended; every ended meeting
+// that had a started has exactly one ended; no event for a meeting the test
+// never started, and no changed event, since the test changes no record;
+// every ended event's lastSeen present and not after its time.
+//
+// The meetings in owed are left to the caller: their started is checked,
+// their ended only counted.
+func checkTruth(t *testing.T, msgs []message, w *world, owed map[string]bool) tally {
+	t.Helper()
+	f := tally{started: map[string]int{}, ended: map[string][]event{}}
+	ids := map[string]int{}
+	for _, m := range msgs {
+		e := m.Event
+		ids[e.ID]++
+		assert.Equal(t, e.ID, m.Header.Get("Nats-Msg-Id"), "Nats-Msg-Id header")
+		assert.True(t, w.ever[e.Subject], "%s event for a meeting never started: %s", e.kind(), e.Subject)
+		switch e.kind() {
+		case "started":
+			f.started[e.Subject]++
+		case "ended":
+			f.ended[e.Subject] = append(f.ended[e.Subject], e)
+			if !owed[e.Subject] && assert.NotNil(t, e.Data.LastSeen, "ended %s without lastSeen", e.Subject) {
+				assertLastSeen(t, e)
+			}
+		default:
+			assert.Fail(t, "unexpected event", "%s for %s: nothing changed a record", e.Type, e.Subject)
+		}
+	}
+	for id, n := range ids {
+		assert.Equal(t, 1, n, "event id %s stored %d times", id, n)
+	}
+	for _, id := range w.added {
+		s, e := f.started[id], len(f.ended[id])
+		f.duplicates += max(s-1, 0) + max(e-1, 0)
+		assert.LessOrEqual(t, s, 1, "started events for %s", id)
+		assert.LessOrEqual(t, e, 1, "ended events for %s", id)
+		switch {
+		case !w.ended[id]:
+			f.transitions++
+			if s == 0 {
+				f.lost++
+			}
+			assert.Equal(t, 1, s, "started events for ongoing %s", id)
+			assert.Zero(t, e, "ended events for ongoing %s", id)
+		case owed[id]:
+			f.transitions += 2
+			if s == 0 {
+				f.lost++
+			}
+			assert.Equal(t, 1, s, "started events for %s", id)
+		case s > 0:
+			f.transitions += 2
+			if e == 0 {
+				f.lost++
+			}
+			assert.Equal(t, 1, e, "ended events for %s, which was announced as started", id)
+		default:
+			f.neither++
+			assert.Zero(t, e, "ended events for %s, which was never announced as started", id)
+		}
+	}
+	assert.Zero(t, f.lost, "transitions missing from the stream")
+	assert.Zero(t, f.duplicates, "transitions in the stream more than once")
+	return f
+}
+
+// assertLastSeen checks that an ended event's lastSeen is not after its
+// time.
+func assertLastSeen(t *testing.T, e event) {
+	t.Helper()
+	lastSeen, err := time.Parse(time.RFC3339, *e.Data.LastSeen)
+	require.NoError(t, err)
+	at, err := time.Parse(time.RFC3339, e.Time)
+	require.NoError(t, err)
+	assert.False(t, lastSeen.After(at), "ended %s: lastSeen %s after the event's time %s", e.Subject, lastSeen, at)
+}
+
+// listings watches the listing requests that begin a poll (offset 0, no
+// searchKey), and can hold the next one until released.
+type listings struct {
+	mu      sync.Mutex
+	n       int
+	gate    chan struct{}
+	blocked chan struct{}
+}
+
+// watchListings installs the hook on sim.
+func watchListings(sim *apisim.Sim) *listings {
+	l := &listings{}
+	sim.SetHook(l.hook)
+	return l
+}
+
+func (l *listings) hook(r *http.Request) *apisim.Fault {
+	q := r.URL.Query()
+	if r.URL.Path != apisim.Path || q.Has("searchKey") || (q.Get("offset") != "" && q.Get("offset") != "0") {
+		return nil
+	}
+	l.mu.Lock()
+	l.n++
+	gate, blocked := l.gate, l.blocked
+	l.gate, l.blocked = nil, nil
+	l.mu.Unlock()
+	if gate != nil {
+		close(blocked)
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+		}
+	}
+	return nil
+}
+
+// count returns how many polls began.
+func (l *listings) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n
+}
+
+// holdNext makes the next poll's first request wait until release is
+// called. blocked is closed when it waits.
+func (l *listings) holdNext(tb testing.TB) (blocked <-chan struct{}, release func()) {
+	gate, b := make(chan struct{}), make(chan struct{})
+	l.mu.Lock()
+	l.gate, l.blocked = gate, b
+	l.mu.Unlock()
+	release = sync.OnceFunc(func() { close(gate) })
+	tb.Cleanup(release) // before the API server closes, which waits for its handlers
+	return b, release
+}
+
+// waitBlocked waits until a poll waits in the hook.
+func waitBlocked(tb testing.TB, blocked <-chan struct{}) {
+	tb.Helper()
+	select {
+	case <-blocked:
+	case <-time.After(eventWait):
+		require.FailNow(tb, "no poll began")
+	}
+}
+
+// natsGate sits between meetwatch and its NATS server and passes the
+// client's protocol messages on one by one, counting them by what they do to
+// the state. It can hold them: once the function given to holdFrom picks a
+// message by its subject, nothing more the client sends reaches the server,
+// while the server's answers still reach the client. Killing the process
+// then leaves the server exactly as it was before that message, which makes
+// a crash point deterministic.
+type natsGate struct {
+	ln       net.Listener
+	upstream string
+
+	mu      sync.Mutex
+	pick    func(subject string) bool
+	held    chan struct{}
+	holding bool
+	conns   []net.Conn
+	counts  map[string]int // messages passed on, by writeKind
+	last    string         // the phase of the last state write passed on
+}
+
+// Kinds of client messages the gate counts.
+const (
+	kindEvent   = "event"   // a meeting event
+	kindPrepare = "prepare" // a p.* put: a start recorded before publishing
+	kindPending = "pending" // a p.* purge: a recorded start committed
+	kindMeeting = "meeting" // an m.* put or purge
+	kindMeta    = "meta"    // the meta key: a commit's last write
+)
+
+// writeKind tells what a PUB or HPUB does, from its subject; "" for
+// anything else (the lease, JetStream's API, replies).
+func writeKind(op []byte, subject string) string {
+	state := "$KV." + stateBucket + "."
+	switch {
+	case strings.HasPrefix(subject, "meetings."):
+		return kindEvent
+	case strings.HasPrefix(subject, state+"p.") && bytes.EqualFold(op, []byte("PUB")):
+		return kindPrepare
+	case strings.HasPrefix(subject, state+"p."):
+		return kindPending
+	case strings.HasPrefix(subject, state+"m."):
+		return kindMeeting
+	case subject == state+"meta":
+		return kindMeta
+	}
+	return ""
+}
+
+// phase names where a poll stood after a message of the given kind.
+var phase = map[string]string{
+	"":          "before its first write",
+	kindPrepare: "preparing",
+	kindEvent:   "publishing",
+	kindPending: "committing",
+	kindMeeting: "committing",
+	kindMeta:    "between polls",
+}
+
+func startGate(tb testing.TB, natsURL string) *natsGate {
+	tb.Helper()
+	u, err := url.Parse(natsURL)
+	require.NoError(tb, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	g := &natsGate{ln: ln, upstream: u.Host, held: make(chan struct{}), counts: map[string]int{}}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { g.serve(c) })
+		}
+	})
+	tb.Cleanup(func() {
+		_ = ln.Close()
+		g.mu.Lock()
+		for _, c := range g.conns {
+			_ = c.Close()
+		}
+		g.mu.Unlock()
+		wg.Wait()
+	})
+	return g
+}
+
+func (g *natsGate) URL() string { return "nats://" + g.ln.Addr().String() }
+
+// holdFrom arms the gate; the returned channel is closed when a message is
+// held.
+func (g *natsGate) holdFrom(pick func(subject string) bool) <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pick = pick
+	return g.held
+}
+
+// count returns how many messages of kind were passed on.
+func (g *natsGate) count(kind string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.counts[kind]
+}
+
+// phase returns the phase of the last state write passed on since the
+// last call, and forgets it.
+func (g *natsGate) phase() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	last := g.last
+	g.last = ""
+	return phase[last]
+}
+
+func (g *natsGate) serve(client net.Conn) {
+	srv, err := net.Dial("tcp", g.upstream)
+	if err != nil {
+		_ = client.Close()
+		return
+	}
+	g.mu.Lock()
+	g.conns = append(g.conns, client, srv)
+	g.mu.Unlock()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_, _ = io.Copy(client, srv)
+		_ = client.Close()
+	})
+	g.forward(client, srv)
+	_ = srv.Close()
+	_ = client.Close()
+	wg.Wait()
+}
+
+// forward copies the client's protocol messages to the server, whole
+// messages at a time: an operation line, and for PUB and HPUB the payload
+// whose size ends the line.
+func (g *natsGate) forward(client, srv net.Conn) {
+	r := bufio.NewReaderSize(client, 64<<10)
+	w := bufio.NewWriterSize(srv, 64<<10)
+	for {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			return
+		}
+		msg, subject, kind := line, "", ""
+		if f := bytes.Fields(line); len(f) >= 3 && (bytes.EqualFold(f[0], []byte("PUB")) || bytes.EqualFold(f[0], []byte("HPUB"))) {
+			subject = string(f[1])
+			kind = writeKind(f[0], subject)
+			n, err := strconv.Atoi(string(f[len(f)-1]))
+			if err != nil {
+				return
+			}
+			payload := make([]byte, n+2) // and its CRLF
+			if _, err := io.ReadFull(r, payload); err != nil {
+				return
+			}
+			msg = append(msg, payload...)
+		}
+		if g.hold(subject, kind) {
+			_ = w.Flush()
+			_, _ = io.Copy(io.Discard, r)
+			return
+		}
+		if _, err := w.Write(msg); err != nil {
+			return
+		}
+		if r.Buffered() == 0 {
+			if err := w.Flush(); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// hold reports whether the message must be held, and counts it if not.
+func (g *natsGate) hold(subject, kind string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.holding && subject != "" && g.pick != nil && g.pick(subject) {
+		g.holding = true
+		close(g.held)
+	}
+	if !g.holding && kind != "" {
+		g.counts[kind]++
+		g.last = kind
+	}
+	return g.holding
+}
+
+// nthWrite picks the (n+1)th write to a meeting's key in the state bucket,
+// so that exactly n of them get through.
+func nthWrite(n int) func(string) bool {
+	seen := 0
+	return func(subject string) bool {
+		if !strings.HasPrefix(subject, "$KV."+stateBucket+".m.") {
+			return false
+		}
+		seen++
+		return seen > n
+	}
+}
+
+// nthPrepare picks the (n+1)th pending record a poll writes before it
+// publishes, so that exactly n of them get through.
+func nthPrepare(n int) func(string) bool {
+	seen := 0
+	return func(subject string) bool {
+		if !strings.HasPrefix(subject, "$KV."+stateBucket+".p.") {
+			return false
+		}
+		seen++
+		return seen > n
+	}
+}
+
+func TestKillNineAnywhere(t *testing.T) {
+	t.Parallel()
+	const (
+		token    = "kill-token"
+		restarts = 10
+		maxDelay = 1500 * time.Millisecond
+	)
+	seed := *crashSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (-crash.seed=%d replays the same delays and changes)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, seed>>1|1))
+
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	st := newStateView(t, nc)
+	gate := startGate(t, srv.ClientURL())
+	api := apisim.NewServer(apisim.Options{Token: token, Seed: int64(seed)})
+	t.Cleanup(api.Close)
+	w := newWorld(api.Sim, crashMeetings)
+	lst := watchListings(api.Sim)
+	env := crashEnv(api.URL, token, gate.URL())
+
+	// churn starts a few meetings and ends a few.
+	churn := func() {
+		w.start(1 + rng.IntN(4))
+		w.endSome(t, rng, st, 1+rng.IntN(4))
+	}
+
+	kills, beforeFirstCommit := 0, 0
+	phases := map[string]int{}
+	for i := range restarts {
+		rev, _ := st.meta()
+		firstCommitted := rev != 0
+		p := startMeetwatch(t, env, "run")
+		gate.phase()
+		begun := time.Now()
+		metas := gate.count(kindMeta)
+
+		// The first two kills aim at the first snapshot, mid-publish and
+		// mid-commit (of the snapshot, or of its repair), for as long as
+		// it is not committed. Then kills alternate: after a random delay
+		// from the first listing, with the world changing a little
+		// meanwhile; or aimed into a larger change, once a random number
+		// of its pending records, events or meeting keys went out.
+		var (
+			fired  func() bool
+			what   string
+			churns []time.Duration
+		)
+		switch {
+		case i == 0:
+			target := 1 + rng.IntN(crashMeetings-1)
+			what = "once " + strconv.Itoa(target) + " events were sent"
+			fired = func() bool { return gate.count(kindEvent) >= target }
+		case i == 1 && !firstCommitted:
+			target := gate.count(kindMeeting) + 1 + rng.IntN(crashMeetings/2)
+			what = "once the commit wrote " + strconv.Itoa(target) + " meeting keys"
+			fired = func() bool { return gate.count(kindMeeting) >= target || gate.count(kindMeta) > metas }
+		case i%2 == 1:
+			from := lst.count()
+			require.Eventually(t, func() bool { return lst.count() > from || p.exited() },
+				eventWait, tick, "waiting for restart %d to poll", i)
+			begun, metas = time.Now(), gate.count(kindMeta)
+			starting, ending := 20+rng.IntN(80), 20+rng.IntN(80)
+			kind, writes := kindEvent, starting+ending
+			switch rng.IntN(3) {
+			case 0:
+				kind, writes = kindPrepare, starting
+			case 1:
+				kind = kindMeeting
+			}
+			target := gate.count(kind) + 1 + rng.IntN(writes)
+			what = fmt.Sprintf("once %d %s writes went out after %d starts and %d ends", target, kind, starting, ending)
+			w.start(starting)
+			w.endSome(t, rng, st, ending)
+			fired = func() bool { return gate.count(kind) >= target || gate.count(kindMeta) > metas+2 }
+		default:
+			from := lst.count()
+			require.Eventually(t, func() bool { return lst.count() > from || p.exited() },
+				eventWait, tick, "waiting for restart %d to poll", i)
+			begun = time.Now()
+			delay := time.Duration(rng.Int64N(int64(maxDelay)))
+			what = delay.Round(time.Millisecond).String() + " after its first listing"
+			fired = func() bool { return time.Since(begun) >= delay }
+			for range 1 + rng.IntN(3) {
+				churns = append(churns, time.Duration(rng.Int64N(int64(delay)+1)))
+			}
+		}
+		for !fired() {
+			require.False(t, p.exited(), "meetwatch exited (code %d); stderr:\n%s", p.code, p.stderr)
+			require.Less(t, time.Since(begun), eventWait, "kill %d never fired: %s", i, what)
+			for len(churns) > 0 && time.Since(begun) >= churns[0] {
+				churns = churns[1:]
+				churn()
+			}
+			time.Sleep(time.Millisecond)
+		}
+		kill9(t, p)
+		kills++
+		at := gate.phase()
+		phases[at]++
+
+		metaRev, metaMeetings := st.meta()
+		if metaRev == 0 {
+			beforeFirstCommit++
+		}
+		t.Logf("kill %d, %s, %s: stream %d events, meta revision %d (%d meetings)",
+			i+1, what, at, streamLen(nc, crashStream), metaRev, metaMeetings)
+
+		// While nothing runs: a meeting starts and ends unseen, another
+		// starts, and one ends.
+		fleeting := w.start(2)[0]
+		w.end(t, fleeting)
+		w.endSome(t, rng, st, 1)
+	}
+
+	last := startMeetwatch(t, env, "run")
+	msgs := settle(t, nc, st)
+	last.stop(t, syscall.SIGTERM)
+
+	f := checkTruth(t, msgs, w, nil)
+	events := 0
+	for _, n := range f.started {
+		events += n
+	}
+	for _, e := range f.ended {
+		events += len(e)
+	}
+	assert.Equal(t, len(msgs), events, "every message is a started or an ended")
+	var where []string
+	for _, ph := range []string{"before its first write", "preparing", "publishing", "committing", "between polls"} {
+		if phases[ph] > 0 {
+			where = append(where, ph+" "+strconv.Itoa(phases[ph]))
+		}
+	}
+	t.Logf("crash: transitions checked %d, events lost %d, duplicates %d, kills %d (%s; %d before the first snapshot was committed); meetings %d, ended %d, unseen %d",
+		f.transitions, f.lost, f.duplicates, kills, strings.Join(where, ", "), beforeFirstCommit, len(w.added), len(w.ended), f.neither)
+}
+
+// crashRig is one crash point's world: a NATS server, a simulated API with
+// a large first snapshot, and a gate in front of the server.
+type crashRig struct {
+	t    *testing.T
+	srv  *server.Server
+	nc   *nats.Conn
+	st   *stateView
+	api  *apisim.Server
+	w    *world
+	lst  *listings
+	gate *natsGate
+	rng  *rand.Rand
+}
+
+func newCrashRig(t *testing.T, token string) *crashRig {
+	t.Helper()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	api := apisim.NewServer(apisim.Options{Token: token, Seed: 11})
+	t.Cleanup(api.Close)
+	return &crashRig{
+		t: t, srv: srv, nc: nc, st: newStateView(t, nc), api: api,
+		w: newWorld(api.Sim, rigMeetings), lst: watchListings(api.Sim),
+		gate: startGate(t, srv.ClientURL()), rng: rand.New(rand.NewPCG(11, 12)),
+	}
+}
+
+// start runs meetwatch, through the gate or straight to the server.
+func (r *crashRig) start(viaGate bool) *process {
+	r.t.Helper()
+	url := r.srv.ClientURL()
+	if viaGate {
+		url = r.gate.URL()
+	}
+	return startMeetwatch(r.t, crashEnv(r.api.URL, "rig-token", url), "run")
+}
+
+// waitHeld waits for the gate to hold a message.
+func (r *crashRig) waitHeld(held <-chan struct{}) {
+	r.t.Helper()
+	select {
+	case <-held:
+	case <-time.After(eventWait):
+		require.FailNow(r.t, "the gate never held a message")
+	}
+}
+
+// restart starts a fresh meetwatch, lets it settle, stops it, and checks
+// the stream. It returns the process and the tally.
+func (r *crashRig) restart(owed map[string]bool) (*process, tally, []message) {
+	r.t.Helper()
+	p := r.start(false)
+	msgs := settle(r.t, r.nc, r.st)
+	p.stop(r.t, syscall.SIGTERM)
+	return p, checkTruth(r.t, msgs, r.w, owed), msgs
+}
+
+func TestCrashPoints(t *testing.T) {
+	t.Parallel()
+
+	t.Run("acknowledged, not committed", func(t *testing.T) {
+		t.Parallel()
+		r := newCrashRig(t, "rig-token")
+		held := r.gate.holdFrom(nthWrite(0))
+		p := r.start(true)
+		r.waitHeld(held)
+		require.Equal(t, rigMeetings, streamLen(r.nc, crashStream), "every event acknowledged before the commit")
+		kill9(t, p)
+		assert.Empty(t, r.st.keys(t, "m."), "no meeting committed")
+		assert.Len(t, r.st.keys(t, "p."), rigMeetings, "every start recorded as pending")
+		assert.False(t, r.st.hasMeta(t), "no meta key")
+
+		again, f, _ := r.restart(nil)
+		started, _, dups := firstCommit(t, again)
+		assert.Equal(t, rigMeetings, started, "the restart publishes the whole snapshot again")
+		assert.Equal(t, rigMeetings, dups, "and JetStream drops every copy")
+		t.Logf("crash: acknowledged, not committed: transitions checked %d, events lost %d, duplicates %d, republished and dropped %d, kills 1",
+			f.transitions, f.lost, f.duplicates, dups)
+	})
+
+	t.Run("mid-commit of the first snapshot", func(t *testing.T) {
+		t.Parallel()
+		r := newCrashRig(t, "rig-token")
+		const landed = rigMeetings / 2
+		held := r.gate.holdFrom(nthWrite(landed))
+		p := r.start(true)
+		r.waitHeld(held)
+		require.Eventually(t, func() bool { return len(r.st.keys(t, "m.")) == landed },
+			eventWait, tick, "waiting for %d writes to land", landed)
+		kill9(t, p)
+		assert.False(t, r.st.hasMeta(t), "no meta key")
+
+		again, f, _ := r.restart(nil)
+		started, _, dups := firstCommit(t, again)
+		assert.Equal(t, rigMeetings-landed, started, "the restart publishes what the commit missed")
+		assert.Equal(t, rigMeetings-landed, dups, "and JetStream drops every copy")
+		t.Logf("crash: mid-commit (%d of %d keys, no meta): transitions checked %d, events lost %d, duplicates %d, republished and dropped %d, kills 1",
+			landed, rigMeetings, f.transitions, f.lost, f.duplicates, dups)
+	})
+
+	t.Run("mid-commit of a later poll", func(t *testing.T) {
+		t.Parallel()
+		r := newCrashRig(t, "rig-token")
+		p := r.start(true)
+		waitForLen(t, r.nc, rigMeetings)
+		waitForCommits(t, r.st, 1)
+		_, metaBefore := r.st.meta()
+		require.Equal(t, rigMeetings, metaBefore)
+
+		// Polls without a change write no meeting key, so the meeting keys
+		// written from here on are this change's. The world changes while
+		// a poll waits to begin, so that one poll sees the whole change.
+		const churn, landed = 30, 30
+		held := r.gate.holdFrom(nthWrite(landed))
+		blocked, release := r.lst.holdNext(t)
+		waitBlocked(t, blocked)
+		added := r.w.start(churn)
+		ended := r.w.endSome(t, r.rng, r.st, churn)
+		require.Len(t, ended, churn)
+		release()
+		r.waitHeld(held)
+		require.Equal(t, rigMeetings+2*churn, streamLen(r.nc, crashStream), "every event acknowledged before the commit")
+		var keys map[string]bool
+		require.Eventually(t, func() bool {
+			keys = r.st.keys(t, "m.")
+			n := 0
+			for _, id := range added {
+				if keys[id] {
+					n++
+				}
+			}
+			for _, id := range ended {
+				if !keys[id] {
+					n++
+				}
+			}
+			return n == landed
+		}, eventWait, tick, "waiting for %d of the commit's %d writes to land", landed, 2*churn)
+		kill9(t, p)
+		_, metaAfter := r.st.meta()
+		assert.Equal(t, metaBefore, metaAfter, "the meta key is the previous poll's")
+
+		again, f, _ := r.restart(nil)
+		started, endedN, dups := firstCommit(t, again)
+		assert.Equal(t, 2*churn-landed, started+endedN, "the restart publishes what the commit missed")
+		assert.Equal(t, 2*churn-landed, dups, "and JetStream drops every copy")
+		t.Logf("crash: mid-commit of a later poll (%d of %d writes): transitions checked %d, events lost %d, duplicates %d, republished and dropped %d, kills 1",
+			landed, 2*churn, f.transitions, f.lost, f.duplicates, dups)
+	})
+
+	t.Run("between two polls", func(t *testing.T) {
+		t.Parallel()
+		r := newCrashRig(t, "rig-token")
+		p := r.start(false)
+		waitForLen(t, r.nc, rigMeetings)
+		waitForCommits(t, r.st, 1)
+
+		added := r.w.start(2)
+		ended := r.w.endSome(t, r.rng, r.st, 3)
+		require.Len(t, ended, 3)
+		waitForLen(t, r.nc, rigMeetings+5)
+		blocked, release := r.lst.holdNext(t)
+		waitBlocked(t, blocked)
+		// The next poll has begun, so the one before it returned; it
+		// committed the five transitions.
+		keys := r.st.keys(t, "m.")
+		for _, id := range added {
+			assert.True(t, keys[id], "started %s committed", id)
+		}
+		for _, id := range ended {
+			assert.False(t, keys[id], "ended %s committed", id)
+		}
+		_, metaMeetings := r.st.meta()
+		assert.Equal(t, rigMeetings-1, metaMeetings)
+		kill9(t, p)
+		release()
+
+		// While nothing runs, two committed meetings end and one starts.
+		r.w.start(1)
+		require.Len(t, r.w.endSome(t, r.rng, r.st, 2), 2)
+
+		again, f, _ := r.restart(nil)
+		started, endedN, dups := firstCommit(t, again)
+		assert.Equal(t, 1, started)
+		assert.Equal(t, 2, endedN)
+		assert.Zero(t, dups, "nothing to publish again")
+		t.Logf("crash: between two polls: transitions checked %d, events lost %d, duplicates %d, kills 1",
+			f.transitions, f.lost, f.duplicates)
+	})
+
+	t.Run("mid-prepare of the first snapshot", func(t *testing.T) {
+		t.Parallel()
+		r := newCrashRig(t, "rig-token")
+		const landed = rigMeetings / 2
+		held := r.gate.holdFrom(nthPrepare(landed))
+		p := r.start(true)
+		r.waitHeld(held)
+		require.Eventually(t, func() bool { return len(r.st.keys(t, "p.")) == landed },
+			eventWait, tick, "waiting for %d pending records to land", landed)
+		kill9(t, p)
+		assert.Zero(t, streamLen(r.nc, crashStream), "nothing published yet")
+		assert.False(t, r.st.hasMeta(t), "no meta key")
+
+		_, f, msgs := r.restart(nil)
+		// Every meeting was running when meetwatch first looked, so every
+		// started event is initial.
+		notInitial := 0
+		for _, m := range msgs {
+			if !m.Event.Data.Initial {
+				notInitial++
+			}
+		}
+		t.Logf("crash: mid-prepare (%d of %d pending records): transitions checked %d, events lost %d, duplicates %d, first-snapshot started events not marked initial %d, kills 1",
+			landed, rigMeetings, f.transitions, f.lost, f.duplicates, notInitial)
+		assert.Zero(t, notInitial, "every started event of the first snapshot is initial, across the kill")
+	})
+
+	t.Run("partial first commit, then ends", func(t *testing.T) {
+		t.Parallel()
+		r := newCrashRig(t, "rig-token")
+		const landed = rigMeetings / 2
+		held := r.gate.holdFrom(nthWrite(landed))
+		p := r.start(true)
+		r.waitHeld(held)
+		require.Eventually(t, func() bool { return len(r.st.keys(t, "m.")) == landed },
+			eventWait, tick, "waiting for %d writes to land", landed)
+		kill9(t, p)
+
+		// Every meeting's started is in the stream; half are in the
+		// state, and there is no meta key. Two of each half end now.
+		keys := r.st.keys(t, "m.")
+		var inState, notInState []string
+		for _, id := range r.w.added {
+			switch {
+			case keys[id] && len(inState) < 2:
+				inState = append(inState, id)
+			case !keys[id] && len(notInState) < 2:
+				notInState = append(notInState, id)
+			}
+		}
+		owed := map[string]bool{}
+		for _, id := range append(inState, notInState...) {
+			r.w.end(t, id)
+			owed[id] = true
+		}
+
+		// A restart repairs the commit and reports the four ends.
+		second := r.start(false)
+		waitForLen(t, r.nc, rigMeetings+len(owed))
+		settle(t, r.nc, r.st)
+		keys, pending := r.st.keys(t, "m."), r.st.keys(t, "p.")
+		var stale []string
+		for id := range pending {
+			if keys[id] {
+				stale = append(stale, id)
+			}
+		}
+		// A meeting whose pending record outlived the repair ends, and
+		// the watcher reports it; then meetwatch stops cleanly.
+		var ended string
+		if len(stale) > 0 {
+			ended = stale[0]
+		} else {
+			ended = r.w.live[0]
+		}
+		r.w.end(t, ended)
+		waitForLen(t, r.nc, rigMeetings+len(owed)+1)
+		waitForCommits(t, r.st, 1)
+		second.stop(t, syscall.SIGTERM)
+
+		// Nothing was left unfinished, so a restart has nothing to redo.
+		third, f, _ := r.restart(owed)
+		var settled []string
+		for _, l := range third.stderr.lines() {
+			if strings.Contains(l, "pending started events settled") {
+				settled = append(settled, l)
+			}
+		}
+		var noLastSeen []string
+		published := 0
+		for id := range owed {
+			e := f.ended[id]
+			if !assert.Len(t, e, 1, "ended events for %s, announced as started before the crash", id) {
+				continue
+			}
+			published++
+			if e[0].Data.LastSeen == nil {
+				noLastSeen = append(noLastSeen, id)
+				continue
+			}
+			assertLastSeen(t, e[0])
+		}
+		t.Logf("crash: partial first commit, then ends: transitions checked %d, events lost %d, duplicates %d, kills 1; "+
+			"ended while down %d, published %d, without lastSeen %d; pending records of committed meetings after the repair %d, restarts after a clean stop that redid pending starts %d",
+			f.transitions, f.lost, f.duplicates, len(owed), published, len(noLastSeen), len(stale), len(settled))
+		if t.Failed() {
+			return
+		}
+		var bugs []string
+		if len(noLastSeen) > 0 {
+			bugs = append(bugs, fmt.Sprintf("after a first commit cut short (no meta key), ended events without lastSeen: %v", noLastSeen))
+		}
+		if len(stale)+len(settled) > 0 {
+			bugs = append(bugs, fmt.Sprintf("p.<confUUID> records outlived the commit of their meeting "+
+				"(%d left after the repair); once such a meeting ends (%s), a restart would republish its started and ended:\n%s",
+				len(stale), ended, strings.Join(settled, "\n")))
+		}
+		assert.Empty(t, bugs)
+		assert.Empty(t, pending, "pending records after a repaired commit")
+	})
+}
+
+// startNATSAt runs a JetStream server on a given loopback port with its
+// files in dir, so that a test can stop it and start it again where its
+// clients expect it. It is shut down when the test ends.
+func startNATSAt(tb testing.TB, port int, dir string) *server.Server {
+	tb.Helper()
+	s, err := server.NewServer(&server.Options{
+		Host:      "127.0.0.1",
+		Port:      port,
+		JetStream: true,
+		StoreDir:  dir,
+		NoLog:     true,
+		NoSigs:    true,
+	})
+	require.NoError(tb, err, "configuring nats-server")
+	go s.Start()
+	require.True(tb, s.ReadyForConnections(10*time.Second), "nats-server did not start on port %d", port)
+	tb.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s
+}
+
+// outageLine matches a log line about NATS being gone.
+var outageLine = regexp.MustCompile(`(?i)disconnect|unreachable|cannot reach|connection closed|no responders|timeout|timed out|deadline exceeded`)
+
+func TestNATSOutage(t *testing.T) {
+	t.Parallel()
+	const (
+		token    = "outage-token"
+		meetings = 20
+		outage   = 3 * time.Second
+	)
+	port, dir := freePort(t), t.TempDir()
+	srv := startNATSAt(t, port, dir)
+	nc := natstest.Connect(t, srv)
+	st := newStateView(t, nc)
+	api := apisim.NewServer(apisim.Options{Token: token, Seed: 5})
+	t.Cleanup(api.Close)
+	w := newWorld(api.Sim, meetings)
+	lst := watchListings(api.Sim)
+	rng := rand.New(rand.NewPCG(5, 6))
+
+	mw := startMeetwatch(t, crashEnv(api.URL, token, srv.ClientURL()), "run")
+	waitForMessages(t, nc, crashStream, meetings)
+	waitForCommits(t, st, 2)
+	nc.Close()
+
+	logged := len(mw.stderr.lines())
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	down := time.Now()
+
+	// Without NATS the lease cannot be renewed, so the watcher stops
+	// polling; the world changes once it has.
+	quietSince, seen := time.Now(), lst.count()
+	require.Eventually(t, func() bool {
+		if n := lst.count(); n != seen {
+			seen, quietSince = n, time.Now()
+		}
+		return time.Since(quietSince) > 3*300*time.Millisecond
+	}, eventWait, tick, "waiting for polls to stop")
+	pollsDown := lst.count()
+	var ended []string
+	for range 3 {
+		id := w.live[rng.IntN(len(w.live))]
+		w.end(t, id)
+		ended = append(ended, id)
+	}
+	added := w.start(2)
+	for time.Since(down) < outage {
+		require.False(t, mw.exited(), "meetwatch exited during the outage (code %d); stderr:\n%s", mw.code, mw.stderr)
+		time.Sleep(tick)
+	}
+	assert.Equal(t, pollsDown, lst.count(), "no poll while NATS is down")
+	duringOutage := mw.stderr.lines()[logged:]
+
+	srv = startNATSAt(t, port, dir)
+	up := time.Now()
+	nc = natstest.Connect(t, srv)
+	st = newStateView(t, nc)
+	waitForMessages(t, nc, crashStream, meetings+5)
+	recovered := time.Since(up)
+	msgs := settle(t, nc, st)
+	require.False(t, mw.exited(), "meetwatch exited (code %d); stderr:\n%s", mw.code, mw.stderr)
+	mw.stop(t, syscall.SIGTERM)
+
+	f := checkTruth(t, msgs, w, nil)
+	require.Len(t, msgs, meetings+5, "nothing but the five transitions after the outage")
+	after := msgs[meetings:]
+	var gotStarted, gotEnded []string
+	for _, m := range after {
+		assert.Equal(t, after[0].Event.Time, m.Event.Time, "one poll published the five transitions")
+		switch m.Event.kind() {
+		case "started":
+			gotStarted = append(gotStarted, m.Event.Subject)
+			assert.False(t, m.Event.Data.Initial)
+		case "ended":
+			gotEnded = append(gotEnded, m.Event.Subject)
+		}
+	}
+	assert.ElementsMatch(t, added, gotStarted, "started after the outage")
+	assert.ElementsMatch(t, ended, gotEnded, "ended after the outage")
+
+	var outageLines []string
+	for _, l := range mw.stderr.lines() {
+		if outageLine.MatchString(l) {
+			outageLines = append(outageLines, l)
+		}
+	}
+	assert.NotEmpty(t, outageLines, "the outage is logged")
+	polls := int(outage / (300 * time.Millisecond))
+	assert.LessOrEqual(t, len(outageLines), 4, "the outage is logged once, not once per poll (%d polls):\n%s",
+		polls, strings.Join(outageLines, "\n"))
+	assert.LessOrEqual(t, len(duringOutage), 6, "lines logged during the outage:\n%s", strings.Join(duringOutage, "\n"))
+	t.Logf("outage: down %s, events after reconnect %d (want 5), duplicates %d, lost %d, reconnected and published in %s, outage log lines %d, lines logged while down %d",
+		outage, len(after), f.duplicates, f.lost, recovered.Round(10*time.Millisecond), len(outageLines), len(duringOutage))
+	for _, l := range outageLines {
+		t.Logf("  %s", l)
+	}
+}
