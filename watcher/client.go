@@ -218,16 +218,7 @@ type Page struct {
 // ListAttempts times, before the poll is given up. No snapshot is better
 // than a partial one: a meeting a partial listing missed would look ended.
 func (c *Client) List(ctx context.Context) (snapshot.Snapshot, error) {
-	var err error
-	for attempt := 1; attempt <= c.cfg.ListAttempts; attempt++ {
-		var snap snapshot.Snapshot
-		snap, err = c.listOnce(ctx, c.cfg.SearchKey)
-		if err == nil || !(errors.Is(err, ErrInconsistent) || errors.Is(err, ErrIncomplete)) || ctx.Err() != nil {
-			return snap, err
-		}
-		c.logger.Debug("listing changed while it was read; listing again", "attempt", attempt, "err", err)
-	}
-	return nil, fmt.Errorf("after %d attempts: %w", c.cfg.ListAttempts, err)
+	return c.listConsistent(ctx, c.cfg.SearchKey)
 }
 
 // Confirm asks the API about one meeting that a listing no longer holds,
@@ -239,21 +230,27 @@ func (c *Client) Confirm(ctx context.Context, m snapshot.Meeting) (snapshot.Meet
 	if m.ConferenceID == "" {
 		return snapshot.Meeting{}, false, nil
 	}
-	var (
-		snap snapshot.Snapshot
-		err  error
-	)
-	for range c.cfg.ListAttempts {
-		snap, err = c.listOnce(ctx, m.ConferenceID)
-		if err == nil || !(errors.Is(err, ErrInconsistent) || errors.Is(err, ErrIncomplete)) || ctx.Err() != nil {
-			break
-		}
-	}
+	snap, err := c.listConsistent(ctx, m.ConferenceID)
 	if err != nil {
 		return snapshot.Meeting{}, false, fmt.Errorf("confirming the end of %s: %w", m.UUID, err)
 	}
 	cur, ok := snap[m.UUID]
 	return cur, ok, nil
+}
+
+// listConsistent takes listings filtered by searchKey until one is
+// consistent, up to ListAttempts times.
+func (c *Client) listConsistent(ctx context.Context, searchKey string) (snapshot.Snapshot, error) {
+	var err error
+	for attempt := 1; attempt <= c.cfg.ListAttempts; attempt++ {
+		var snap snapshot.Snapshot
+		snap, err = c.listOnce(ctx, searchKey)
+		if err == nil || !(errors.Is(err, ErrInconsistent) || errors.Is(err, ErrIncomplete)) || ctx.Err() != nil {
+			return snap, err
+		}
+		c.logger.Debug("listing changed while it was read; listing again", "search_key", searchKey, "attempt", attempt, "err", err)
+	}
+	return nil, fmt.Errorf("after %d attempts: %w", c.cfg.ListAttempts, err)
 }
 
 // listOnce takes one listing: the first page tells the count, the rest are

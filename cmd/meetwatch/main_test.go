@@ -770,17 +770,26 @@ func TestBadConfigurationExits2(t *testing.T) {
 				command = tt.command
 			}
 
-			mw := startMeetwatch(t, env, command)
-			code := mw.wait(t, 10*time.Second)
-
+			mw := rejectsConfiguration(t, env, command)
 			stderr := mw.stderr.String()
-			assert.Equal(t, 2, code, "exit code; stderr:\n%s", stderr)
-			assert.Equal(t, 1, strings.Count(stderr, "\n"), "stderr is one line:\n%s", stderr)
 			assert.True(t, strings.HasSuffix(stderr, "\n"), "stderr ends its line: %q", stderr)
 			assert.Contains(t, stderr, tt.variable)
 			assert.Empty(t, mw.stdout.String())
 		})
 	}
+}
+
+// rejectsConfiguration runs meetwatch with env, asserts that it exits 2
+// with one line on stderr, as a bad configuration must, and returns the
+// finished process for the caller's own checks of that line.
+func rejectsConfiguration(tb testing.TB, env map[string]string, command string) *process {
+	tb.Helper()
+	mw := startMeetwatch(tb, env, command)
+	code := mw.wait(tb, 10*time.Second)
+	stderr := mw.stderr.String()
+	assert.Equal(tb, 2, code, "exit code; stderr:\n%s", stderr)
+	assert.Equal(tb, 1, strings.Count(stderr, "\n"), "stderr is one line:\n%s", stderr)
+	return mw
 }
 
 func TestHelpAndUsage(t *testing.T) {

@@ -798,11 +798,7 @@ func TestNATSSecurityBadConfigurationExits2(t *testing.T) {
 				"MEETWATCH_NATS_URL":     "nats://127.0.0.1:9",
 			}
 			maps.Copy(env, tt.env)
-			mw := startMeetwatch(t, env, tt.command)
-			code := mw.wait(t, 10*time.Second)
-			stderr := mw.stderr.String()
-			assert.Equal(t, 2, code, "exit code; stderr:\n%s", stderr)
-			assert.Equal(t, 1, strings.Count(stderr, "\n"), "stderr is one line:\n%s", stderr)
+			stderr := rejectsConfiguration(t, env, tt.command).stderr.String()
 			assert.Contains(t, stderr, tt.variable)
 			for k, v := range tt.env {
 				if strings.Contains(k, "TOKEN") || strings.Contains(k, "PASSWORD") {

@@ -60,12 +60,9 @@ type loginBody struct {
 
 // appAuth answers an App ID login.
 func (s *Sim) appAuth(r *http.Request, reqID string) response {
-	if r.Method != http.MethodPost {
-		return apiError(http.StatusMethodNotAllowed, CodeNoSuchAPI, "Method "+r.Method+" is not allowed.", reqID)
-	}
-	body, ok := readLoginBody(r)
-	if !ok {
-		return loginRefused(badBody, reqID)
+	body, refused := readLoginBody(r, reqID)
+	if refused != nil {
+		return *refused
 	}
 	if msg := s.checkAppAuth(r.Header.Get("Authorization"), body); msg != "" {
 		return loginRefused(msg, reqID)
@@ -151,12 +148,9 @@ func parseHMACAuth(h string) (sig, access string, ok bool) {
 
 // accountAuth answers an account login.
 func (s *Sim) accountAuth(r *http.Request, reqID string) response {
-	if r.Method != http.MethodPost {
-		return apiError(http.StatusMethodNotAllowed, CodeNoSuchAPI, "Method "+r.Method+" is not allowed.", reqID)
-	}
-	body, ok := readLoginBody(r)
-	if !ok {
-		return loginRefused(badBody, reqID)
+	body, refused := readLoginBody(r, reqID)
+	if refused != nil {
+		return *refused
 	}
 	account, password, ok := r.BasicAuth()
 	switch {
@@ -188,12 +182,19 @@ func adminType(admin bool) int {
 	return 2
 }
 
-const badBody = "The body is not a JSON login request."
-
-func readLoginBody(r *http.Request) (loginBody, bool) {
+// readLoginBody reads a login request, or returns the answer that refuses
+// it: a method other than POST, or a body that is not a JSON login.
+func readLoginBody(r *http.Request, reqID string) (loginBody, *response) {
+	if r.Method != http.MethodPost {
+		refused := apiError(http.StatusMethodNotAllowed, CodeNoSuchAPI, "Method "+r.Method+" is not allowed.", reqID)
+		return loginBody{}, &refused
+	}
 	var body loginBody
-	err := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxLoginBody)).Decode(&body)
-	return body, err == nil
+	if err := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxLoginBody)).Decode(&body); err != nil {
+		refused := loginRefused("The body is not a JSON login request.", reqID)
+		return loginBody{}, &refused
+	}
+	return body, nil
 }
 
 func loginRefused(msg, reqID string) response {
