@@ -884,11 +884,16 @@ func freePorts(tb testing.TB, n int) []int {
 var envTag = regexp.MustCompile(`env:"([A-Z0-9_]+)[",]`)
 
 // knownVariables returns every MEETWATCH_* variable meetwatch reads: the
-// env tags of the configuration in cmd/meetwatch.
+// env tags of the configuration in cmd/meetwatch, and of the NATS
+// connection settings it embeds from events.
 func knownVariables(tb testing.TB) map[string]bool {
 	tb.Helper()
-	files, err := filepath.Glob(filepath.Join("..", "cmd", "meetwatch", "*.go"))
-	require.NoError(tb, err)
+	var files []string
+	for _, dir := range []string{filepath.Join("..", "cmd", "meetwatch"), filepath.Join("..", "events")} {
+		matches, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		require.NoError(tb, err)
+		files = append(files, matches...)
+	}
 	known := map[string]bool{}
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/snapshot/redact"
 )
 
 // Kind is the event kind: the second token of the subject and the suffix of
@@ -131,9 +132,9 @@ type Builder struct {
 	Source string
 	// Prefix is the first subject token.
 	Prefix string
-	// Redactor removes secrets from the records and changes an event
+	// Redact removes secrets from the records and changes an event
 	// carries; nil publishes records as they are.
-	Redactor *snapshot.Redactor
+	Redact *redact.Policy
 }
 
 // Build returns the event for change c, observed at observed. initial marks
@@ -143,7 +144,7 @@ type Builder struct {
 // The id is computed from the change as the diff saw it, before redaction,
 // so that a different secret still makes a different changed event.
 func (b Builder) Build(c snapshot.Change, observed time.Time, initial bool, lastSeen time.Time) (Event, error) {
-	conference, err := b.Redactor.Strip(c.Meeting().Raw())
+	conference, err := b.Redact.Strip(c.Meeting().Raw())
 	if err != nil {
 		return Event{}, fmt.Errorf("redacting %s: %w", c.Key, err)
 	}
@@ -161,10 +162,10 @@ func (b Builder) Build(c snapshot.Change, observed time.Time, initial bool, last
 	case snapshot.Started:
 		e.Data.Initial = initial
 	case snapshot.Changed:
-		if e.Data.Previous, err = b.Redactor.Strip(c.Old.Raw()); err != nil {
+		if e.Data.Previous, err = b.Redact.Strip(c.Old.Raw()); err != nil {
 			return Event{}, fmt.Errorf("redacting %s: %w", c.Key, err)
 		}
-		e.Data.Changes = b.Redactor.RedactChanges(c.Fields)
+		e.Data.Changes = b.Redact.RedactChanges(c.Fields)
 	case snapshot.Ended:
 		if !lastSeen.IsZero() {
 			ls := lastSeen.UTC()
@@ -197,8 +198,12 @@ func Decode(body []byte) (Event, error) {
 	return e, nil
 }
 
-// ErrNotMeetingEvent means a message is not a meetwatch meeting event.
-var ErrNotMeetingEvent = errors.New("not a meetwatch meeting event")
+// Errors returned when a message cannot be read as a meeting event.
+var (
+	// ErrNotMeetingEvent means a message is not a meetwatch meeting event,
+	// so a consumer sharing a stream can skip it rather than fail.
+	ErrNotMeetingEvent = errors.New("not a meetwatch meeting event")
+)
 
 // Summary renders the event as one line for people: time, kind, confUUID,
 // subject and, for changed events, the fields that changed.

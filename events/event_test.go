@@ -13,6 +13,7 @@ import (
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
 	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/snapshot/redact"
 )
 
 func meeting(tb testing.TB, js string) snapshot.Meeting {
@@ -211,10 +212,10 @@ func ExampleEvent_Summary() {
 }
 
 func TestBuildKeepsSecretsOut(t *testing.T) {
-	red, err := snapshot.ParseRedact("")
+	red, err := redact.Parse("")
 	require.NoError(t, err)
 	b := builder
-	b.Redactor = red
+	b.Redact = red
 	seal := func(js string) snapshot.Meeting {
 		m, err := red.Seal(meeting(t, js))
 		require.NoError(t, err)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meetwatch/meetwatch/watcher/backoff"
 )
 
 // Publisher delivers events to a JetStream stream and reports success only
@@ -118,6 +120,7 @@ func (p *Publisher) Publish(ctx context.Context, evs []Event) (PublishResult, er
 		pending[i] = i
 	}
 	var lastErr error
+	wait := backoff.Backoff{Base: 250 * time.Millisecond, Max: 2 * time.Second}
 	for attempt := 1; len(pending) > 0; attempt++ {
 		if attempt > 1 {
 			if attempt > p.cfg.Attempts {
@@ -125,10 +128,12 @@ func (p *Publisher) Publish(ctx context.Context, evs []Event) (PublishResult, er
 					len(pending), len(evs), p.cfg.Attempts, lastErr)
 			}
 			p.logger.Warn("retrying unacknowledged events", "pending", len(pending), "attempt", attempt, "err", lastErr)
+			t := time.NewTimer(wait.Next())
 			select {
 			case <-ctx.Done():
+				t.Stop()
 				return res, fmt.Errorf("publishing: %w", context.Cause(ctx))
-			case <-time.After(time.Duration(attempt-1) * 250 * time.Millisecond):
+			case <-t.C:
 			}
 		}
 		var failed []int

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+
+	"github.com/meetwatch/meetwatch/snapshot/internal/jsonedit"
 )
 
 // ChangeKind names what happened to a meeting between two snapshots.
@@ -49,12 +51,20 @@ func (c Change) Meeting() Meeting {
 // Arrays are compared and reported whole ("partAttendeeInfo"), because their
 // elements have no stable identity. Old or New is empty when the field was
 // absent on that side, which keeps "absent" apart from an explicit null.
+//
+// So that every path names exactly one field, a key holding a dot or a
+// backslash is escaped within the path: each `\` becomes `\\` and each `.`
+// becomes `\.`. The key "a.b" is the path `a\.b` (in JSON, "a\\.b"), while
+// the key "b" inside "a" is `a.b`. Keys without either, such as every key
+// of the documented API record, appear as they are, so such paths read as
+// they always did. JoinPath and SplitPath convert between keys and paths:
+// split a path with SplitPath, never at every dot.
 type FieldChange struct {
 	Field string          `json:"field"`
 	Old   json.RawMessage `json:"old,omitempty"`
 	New   json.RawMessage `json:"new,omitempty"`
 	// Redacted marks a change of a secret: it happened, but its values are
-	// not published (see Redactor.RedactChanges).
+	// not published (see Policy.RedactChanges in package snapshot/redact).
 	Redacted bool `json:"redacted,omitempty"`
 }
 
@@ -95,47 +105,33 @@ func Diff(prev, next Snapshot) []Change {
 // sorted by path. Values are compared by meaning, not by bytes: key order
 // and whitespace do not count, and numbers compare as written.
 //
-// A side that is not a JSON object is compared whole, under the path "".
+// A side that is not a JSON object is compared whole, under the path "";
+// that is then the only change. Otherwise "" is the path of the key "".
 func CompareRecords(oldRaw, newRaw json.RawMessage) []FieldChange {
-	oldV, newV := decodeValue(oldRaw), decodeValue(newRaw)
+	oldV, newV := jsonedit.Decode(oldRaw), jsonedit.Decode(newRaw)
 	var out []FieldChange
-	compareValues("", oldV, newV, &out)
+	compareValues("", true, oldV, newV, &out)
 	slices.SortFunc(out, func(a, b FieldChange) int { return strings.Compare(a.Field, b.Field) })
 	return out
 }
 
-// absent marks a field that one side does not have.
-type absentValue struct{}
-
-var absent any = absentValue{}
-
-func decodeValue(raw json.RawMessage) any {
-	if len(raw) == 0 {
-		return absent
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return string(raw) // not JSON: compared as opaque text
-	}
-	return v
-}
-
-func compareValues(path string, oldV, newV any, out *[]FieldChange) {
+// compareValues appends the changes between two decoded values at path;
+// root is set for the whole record, whose members' paths have no prefix
+// (a nested key "" still has one: the key "x" inside "" is ".x").
+func compareValues(path string, root bool, oldV, newV any, out *[]FieldChange) {
 	oldObj, oldIsObj := oldV.(map[string]any)
 	newObj, newIsObj := newV.(map[string]any)
 	if oldIsObj && newIsObj {
 		for k, ov := range oldObj {
 			nv, ok := newObj[k]
 			if !ok {
-				nv = absent
+				nv = jsonedit.Absent
 			}
-			compareValues(join(path, k), ov, nv, out)
+			compareValues(appendKey(path, root, k), false, ov, nv, out)
 		}
 		for k, nv := range newObj {
 			if _, ok := oldObj[k]; !ok {
-				compareValues(join(path, k), absent, nv, out)
+				compareValues(appendKey(path, root, k), false, jsonedit.Absent, nv, out)
 			}
 		}
 		return
@@ -146,15 +142,8 @@ func compareValues(path string, oldV, newV any, out *[]FieldChange) {
 	*out = append(*out, FieldChange{Field: path, Old: encodeValue(oldV), New: encodeValue(newV)})
 }
 
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
 func encodeValue(v any) json.RawMessage {
-	if v == absent {
+	if v == jsonedit.Absent {
 		return nil
 	}
 	b, err := json.Marshal(v)

@@ -100,6 +100,21 @@ func lenientString(raw json.RawMessage) string {
 // callers must not modify it.
 func (m Meeting) Raw() json.RawMessage { return m.raw }
 
+// WithRaw returns m with its record replaced by raw and its decoded fields
+// kept, without parsing raw. It is for code that rewrites values inside a
+// record it got from ParseMeeting (sealing secrets) and would otherwise pay
+// for a second parse of every record.
+//
+// The caller must guarantee what ParseMeeting would: raw is a compact JSON
+// object in valid UTF-8 whose confUUID, conferenceID, subject and startTime
+// decode exactly as m's do, for example m's record with only other fields'
+// values changed. Nothing checks this; a record whose known fields changed
+// must go through ParseMeeting instead. raw is kept, not copied.
+func (m Meeting) WithRaw(raw json.RawMessage) Meeting {
+	m.raw = raw
+	return m
+}
+
 // MarshalJSON writes the record as the API sent it, every field included.
 func (m Meeting) MarshalJSON() ([]byte, error) {
 	if m.raw == nil {

@@ -1,9 +1,11 @@
 package snapshot_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -177,44 +179,159 @@ func TestDiff(t *testing.T) {
 	}
 }
 
-// FuzzDiff checks the properties every diff must have, on arbitrary records:
-// a record never differs from itself, changes are sorted and name real
-// differences, and the diff is symmetric in what it reports.
+// fuzzSnapshot reads a listing for FuzzDiff: every JSON value in s, one
+// after another, up to the first that is not JSON. The values that
+// ParseMeeting accepts become the snapshot's meetings; a later record of
+// the same meeting replaces an earlier one.
+func fuzzSnapshot(s string) snapshot.Snapshot {
+	snap := snapshot.Snapshot{}
+	dec := json.NewDecoder(strings.NewReader(s))
+	for {
+		var raw json.RawMessage
+		if dec.Decode(&raw) != nil {
+			return snap
+		}
+		if m, err := snapshot.ParseMeeting(raw); err == nil {
+			snap[m.UUID] = m
+		}
+	}
+}
+
+// decodeJSON decodes v as the diff does, numbers as written.
+func decodeJSON(tb testing.TB, raw []byte) any {
+	tb.Helper()
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	require.NoError(tb, dec.Decode(&v), "%s", raw)
+	return v
+}
+
+// resolve returns the value that the keys name inside v.
+func resolve(v any, keys []string) (any, bool) {
+	for _, k := range keys {
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = obj[k]; !ok {
+			return nil, false
+		}
+	}
+	return v, true
+}
+
+// FuzzDiff checks the properties every diff must have, on arbitrary
+// listings of several meetings (each input holds any number of records,
+// one after another): a snapshot never differs from itself, nor a record
+// from itself; changes come ended, changed, started, each sorted by key, and
+// match the key sets; each change's fields are sorted, unique, name real
+// differences, and each path, split with SplitPath, leads to the reported
+// values in the old and new records; and the diff back is the mirror image.
 func FuzzDiff(f *testing.F) {
 	f.Add(`{"confUUID":"a","subject":"A"}`, `{"confUUID":"a","subject":"B"}`)
 	f.Add(`{"confUUID":"a","x":{"y":{"z":1}}}`, `{"confUUID":"a","x":{"y":[1]}}`)
 	f.Add(`{"confUUID":"a","n":1.0}`, `{"confUUID":"a","n":1}`)
 	f.Add(`{"confUUID":"a"}`, `{"confUUID":"b"}`)
+	f.Add(`{"confUUID":"a","s":1} {"confUUID":"b","s":1} {"confUUID":"c"}`,
+		`{"confUUID":"b","s":2} {"confUUID":"c"} {"confUUID":"d","s":3}`)
+	f.Add(`{"confUUID":"a","a.b":1,"a":{"b":2}}`+"\n"+`{"confUUID":"b","x\\":{"y":1},"x.y":1}`,
+		`{"confUUID":"a","a.b":3,"a":{"b":4}}`+"\n"+`{"confUUID":"b","x\\":{"y":2},"x.y":2}`)
+	f.Add(`[{"confUUID":"a","":{"x":1},"x":1}, {"confUUID":"b","":1}]`+`{"confUUID":"a","":{"x":1},"x":1}{"confUUID":"b","":1}`,
+		`{"confUUID":"a","":{"x":2},"x":2}{"confUUID":"b","":{"":null}}`)
 	f.Fuzz(func(t *testing.T, oldJS, newJS string) {
-		oldM, err1 := snapshot.ParseMeeting([]byte(oldJS))
-		newM, err2 := snapshot.ParseMeeting([]byte(newJS))
-		if err1 != nil || err2 != nil {
-			return
+		prev, next := fuzzSnapshot(oldJS), fuzzSnapshot(newJS)
+		for _, s := range []snapshot.Snapshot{prev, next} {
+			assert.Empty(t, snapshot.Diff(s, s))
+			for _, m := range s {
+				assert.Empty(t, snapshot.CompareRecords(m.Raw(), m.Raw()), "%s", m.Raw())
+			}
 		}
-		prev := snapshot.Snapshot{oldM.UUID: oldM}
-		next := snapshot.Snapshot{newM.UUID: newM}
-		assert.Empty(t, snapshot.Diff(prev, prev))
 
 		got := snapshot.Diff(prev, next)
 		back := snapshot.Diff(next, prev)
 		require.Len(t, back, len(got))
-		if oldM.UUID != newM.UUID {
-			require.Len(t, got, 2)
-			assert.Equal(t, snapshot.Ended, got[0].Kind)
-			assert.Equal(t, snapshot.Started, got[1].Kind)
-			return
+		mirror := map[snapshot.ChangeKind]snapshot.ChangeKind{
+			snapshot.Ended: snapshot.Started, snapshot.Changed: snapshot.Changed, snapshot.Started: snapshot.Ended,
 		}
-		for _, c := range got {
+		backByKey := make(map[string]snapshot.Change, len(back))
+		for _, c := range back {
+			backByKey[c.Key] = c
+		}
+		rank := map[snapshot.ChangeKind]int{snapshot.Ended: 0, snapshot.Changed: 1, snapshot.Started: 2}
+		var ended, started int
+		for i, c := range got {
+			if i > 0 {
+				p := got[i-1]
+				require.True(t, rank[p.Kind] < rank[c.Kind] || rank[p.Kind] == rank[c.Kind] && p.Key < c.Key,
+					"change %d (%s %q) after %s %q", i, c.Kind, c.Key, p.Kind, p.Key)
+			}
+			b, ok := backByKey[c.Key]
+			require.True(t, ok, "no change of %q back", c.Key)
+			assert.Equal(t, mirror[c.Kind], b.Kind, "the change of %q back", c.Key)
+
+			old, inPrev := prev[c.Key]
+			cur, inNext := next[c.Key]
+			switch c.Kind {
+			case snapshot.Ended:
+				ended++
+				require.True(t, inPrev && !inNext, "ended %q", c.Key)
+				assert.Equal(t, old.Raw(), c.Meeting().Raw())
+				continue
+			case snapshot.Started:
+				started++
+				require.True(t, !inPrev && inNext, "started %q", c.Key)
+				assert.Equal(t, cur.Raw(), c.Meeting().Raw())
+				continue
+			}
 			require.Equal(t, snapshot.Changed, c.Kind)
+			require.True(t, inPrev && inNext, "changed %q", c.Key)
+			require.NotEqual(t, string(old.Raw()), string(cur.Raw()))
 			require.NotEmpty(t, c.Fields)
+
+			oldV, newV := decodeJSON(t, old.Raw()), decodeJSON(t, cur.Raw())
+			seen := make(map[string]bool, len(c.Fields))
 			for i, fc := range c.Fields {
+				require.False(t, seen[fc.Field], "two changes of field %q", fc.Field)
+				seen[fc.Field] = true
 				assert.NotEqual(t, string(fc.Old), string(fc.New), "field %q", fc.Field)
 				if i > 0 {
 					assert.Less(t, c.Fields[i-1].Field, fc.Field)
 				}
+
+				keys := snapshot.SplitPath(fc.Field)
+				assert.Equal(t, fc.Field, snapshot.JoinPath(keys...), "the path of %q", keys)
+				ov, inOld := resolve(oldV, keys)
+				nv, inNew := resolve(newV, keys)
+				require.True(t, inOld || inNew, "field %q is in neither record", fc.Field)
+				require.Equal(t, inOld, len(fc.Old) > 0, "field %q in the old record", fc.Field)
+				require.Equal(t, inNew, len(fc.New) > 0, "field %q in the new record", fc.Field)
+				if inOld {
+					assert.Equal(t, ov, decodeJSON(t, fc.Old), "old value of %q", fc.Field)
+				}
+				if inNew {
+					assert.Equal(t, nv, decodeJSON(t, fc.New), "new value of %q", fc.Field)
+				}
 			}
-			require.Len(t, back[0].Fields, len(c.Fields))
+
+			require.Len(t, b.Fields, len(c.Fields))
+			for i, fc := range c.Fields {
+				assert.Equal(t, snapshot.FieldChange{Field: fc.Field, Old: fc.New, New: fc.Old}, b.Fields[i])
+			}
 		}
+		var onlyPrev, onlyNext int
+		for k := range prev {
+			if _, ok := next[k]; !ok {
+				onlyPrev++
+			}
+		}
+		for k := range next {
+			if _, ok := prev[k]; !ok {
+				onlyNext++
+			}
+		}
+		assert.Equal(t, onlyPrev, ended, "every meeting gone is ended")
+		assert.Equal(t, onlyNext, started, "every meeting new is started")
 	})
 }
 

@@ -15,8 +15,9 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/meetwatch/meetwatch/snapshot"
-	"github.com/meetwatch/meetwatch/watcher"
-	"github.com/meetwatch/meetwatch/watcher/apisim"
+	"github.com/meetwatch/meetwatch/snapshot/redact"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 )
 
 // isConfirmation tells the watcher's end confirmations from its listings.
@@ -28,7 +29,7 @@ func isConfirmation(r *http.Request) bool { return r.URL.Query().Get("searchKey"
 // one record falls between the pages. Only the meeting that really ended may
 // be reported.
 func TestShiftBetweenPagesIsNotAnEnd(t *testing.T) {
-	r := newRigWith(t, func(c *watcher.ClientConfig) {
+	r := newRigWith(t, func(c *meetingapi.ClientConfig) {
 		c.PageSize = 10
 		c.Concurrency = 1 // pages in order, so the shift is the one planned
 	})
@@ -136,8 +137,8 @@ func TestRetries(t *testing.T) {
 		{name: "500 html page is retried", fault: apisim.Fault{Status: 502, Body: "<html>bad gateway</html>"}, wantRequests: 2},
 		{name: "429 is retried", fault: apisim.Fault{Status: 429, Code: "100000429"}, wantRequests: 2},
 		{name: "reset mid-body is retried", fault: apisim.Fault{Reset: true}, wantRequests: 2},
-		{name: "403 is not retried", fault: apisim.Fault{Status: 403, Code: "USG.000000002"}, wantErr: watcher.ErrRejected, wantRequests: 1},
-		{name: "400 is not retried", fault: apisim.Fault{Status: 400}, wantErr: watcher.ErrRejected, wantRequests: 1},
+		{name: "403 is not retried", fault: apisim.Fault{Status: 403, Code: "USG.000000002"}, wantErr: meetingapi.ErrRejected, wantRequests: 1},
+		{name: "400 is not retried", fault: apisim.Fault{Status: 400}, wantErr: meetingapi.ErrRejected, wantRequests: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -197,8 +198,8 @@ func TestBodyThatNeverEnds(t *testing.T) {
 		}
 	}))
 	t.Cleanup(srv.Close)
-	c, err := watcher.NewClient(watcher.ClientConfig{
-		BaseURL: srv.URL, Tokens: watcher.StaticToken(watcher.NewSecret(testToken)),
+	c, err := meetingapi.NewClient(meetingapi.ClientConfig{
+		BaseURL: srv.URL, Tokens: meetingapi.StaticToken(redact.NewSecret(testToken)),
 		RequestTimeout: 300 * time.Millisecond, Retries: 1, BackoffBase: time.Millisecond,
 	})
 	require.NoError(t, err)
@@ -214,7 +215,7 @@ func TestBodyThatNeverEnds(t *testing.T) {
 }
 
 func TestBudgetIsSharedAndReported(t *testing.T) {
-	r := newRigWith(t, func(c *watcher.ClientConfig) {
+	r := newRigWith(t, func(c *meetingapi.ClientConfig) {
 		c.PageSize = 10
 		c.Budget = rate.NewLimiter(rate.Limit(600.0/60), 1) // 600 requests a minute
 	})
@@ -234,7 +235,7 @@ func TestBudgetIsSharedAndReported(t *testing.T) {
 // happened is the ground truth the published stream must match.
 func TestPropertyEventsMatchGroundTruth(t *testing.T) {
 	const polls = 200
-	r := newRigWith(t, func(c *watcher.ClientConfig) {
+	r := newRigWith(t, func(c *meetingapi.ClientConfig) {
 		c.PageSize = 10
 		c.BackoffBase, c.BackoffMax = time.Millisecond, 5*time.Millisecond
 	})

@@ -13,8 +13,10 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/snapshot/redact"
 	"github.com/meetwatch/meetwatch/watcher"
-	"github.com/meetwatch/meetwatch/watcher/apisim"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 )
 
 // TestPollsSurviveTokenExpiry runs the watcher across many token lifetimes,
@@ -29,12 +31,12 @@ func TestPollsSurviveTokenExpiry(t *testing.T) {
 		stepPerPoll         = 3 * time.Minute
 		forcedExpiryEachNth = 7
 	)
-	logins := map[string]func(watcher.LoginConfig) watcher.TokenSource{
-		"app id": func(c watcher.LoginConfig) watcher.TokenSource {
-			return watcher.NewAppIDLogin(c, watcher.AppIDCredentials{AppID: appID, AppKey: watcher.NewSecret(appKey)})
+	logins := map[string]func(meetingapi.LoginConfig) meetingapi.TokenSource{
+		"app id": func(c meetingapi.LoginConfig) meetingapi.TokenSource {
+			return meetingapi.NewAppIDLogin(c, meetingapi.AppIDCredentials{AppID: appID, AppKey: redact.NewSecret(appKey)})
 		},
-		"account": func(c watcher.LoginConfig) watcher.TokenSource {
-			return watcher.NewAccountLogin(c, watcher.AccountCredentials{Account: account, Password: watcher.NewSecret(password)})
+		"account": func(c meetingapi.LoginConfig) meetingapi.TokenSource {
+			return meetingapi.NewAccountLogin(c, meetingapi.AccountCredentials{Account: account, Password: redact.NewSecret(password)})
 		},
 	}
 	for name, newSource := range logins {
@@ -44,8 +46,8 @@ func TestPollsSurviveTokenExpiry(t *testing.T) {
 			r := newRigSim(t, apisim.Options{
 				AppID: appID, AppKey: appKey, Account: account, Password: password,
 				TokenTTL: ttl, Now: clock.Now, Seed: 3,
-			}, func(c *watcher.ClientConfig) {
-				c.Tokens = newSource(watcher.LoginConfig{BaseURL: c.BaseURL, HTTPClient: http.DefaultClient, Now: clock.Now})
+			}, func(c *meetingapi.ClientConfig) {
+				c.Tokens = newSource(meetingapi.LoginConfig{BaseURL: c.BaseURL, HTTPClient: http.DefaultClient, Now: clock.Now})
 			})
 			ids := r.api.Sim.AddN(5)
 			w := r.newWatcher(t, nil)
@@ -123,7 +125,7 @@ func secretsOf(tb testing.TB, recs []apisim.Record) []string {
 // TestNoSecretLeavesUnderTheDefaultPolicy checks every published message and
 // every stored key for every secret value the API handed out.
 func TestNoSecretLeavesUnderTheDefaultPolicy(t *testing.T) {
-	red, err := snapshot.ParseRedact("")
+	red, err := redact.Parse("")
 	require.NoError(t, err)
 	r := newRig(t)
 	ids := r.api.Sim.AddN(20)
@@ -190,7 +192,7 @@ func natstestMessages(tb testing.TB, r *rig) [][]byte {
 }
 
 func TestSlowPollIsReported(t *testing.T) {
-	r := newRigWith(t, func(c *watcher.ClientConfig) {
+	r := newRigWith(t, func(c *meetingapi.ClientConfig) {
 		c.PageSize = 10
 		c.Budget = rate.NewLimiter(rate.Limit(600.0/60), 1)
 	})

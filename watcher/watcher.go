@@ -3,6 +3,12 @@
 // committed snapshot, publishes the transitions, and only then commits the
 // new snapshot, so that a crash at any point repeats work instead of losing
 // it.
+//
+// The engine imports no adapter. It declares what it needs (a Lister, a
+// Publisher, a StateStore, a Lease) and asks errors how to treat them
+// through small interfaces (see errors.go); the packages beneath it
+// (meetingapi, kvstore, ha) implement them for HTTP, JetStream and the
+// lease.
 package watcher
 
 import (
@@ -18,6 +24,8 @@ import (
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/snapshot/redact"
+	"github.com/meetwatch/meetwatch/watcher/backoff"
 )
 
 // Lister returns a complete snapshot of the ongoing meetings, or an error,
@@ -43,11 +51,21 @@ type StateStore interface {
 	Commit(ctx context.Context, changes []snapshot.Change, observedAt time.Time, meetings int) error
 }
 
-var (
-	_ Lister     = (*Client)(nil)
-	_ StateStore = (*Store)(nil)
-	_ Publisher  = (*events.Publisher)(nil)
-)
+// Lease tells this replica when it leads. Run calls lead for each term this
+// replica holds the lease, with a context that ends as soon as the lease
+// may be lost, and returns when ctx ends.
+type Lease interface {
+	Run(ctx context.Context, lead func(ctx context.Context)) error
+}
+
+// Health hears of the watcher's progress, for the probes: NewTerm when this
+// replica starts leading, Polled after every committed poll.
+type Health interface {
+	NewTerm()
+	Polled(at time.Time)
+}
+
+var _ Publisher = (*events.Publisher)(nil)
 
 // Config wires a Watcher.
 type Config struct {
@@ -55,10 +73,10 @@ type Config struct {
 	Publisher Publisher
 	Store     StateStore
 	Builder   events.Builder
-	// Redactor seals secrets in every record before it is diffed or
-	// stored; nil keeps records as sent. The Builder should strip with the
-	// same policy.
-	Redactor *snapshot.Redactor
+	// Redact seals secrets in every record before it is diffed or stored;
+	// nil keeps records as sent. The Builder should strip with the same
+	// policy.
+	Redact *redact.Policy
 	// Interval is the time between the starts of two polls.
 	Interval time.Duration
 	// PollTimeout bounds the API part of a poll, the listing and the end
@@ -69,8 +87,8 @@ type Config struct {
 	PollTimeout time.Duration
 	// ConfirmConcurrency bounds the end confirmations in flight; 0 means 4.
 	ConfirmConcurrency int
-	// Health, when set, hears of every committed poll.
-	Health *Health
+	// Health, when set, hears of terms and committed polls.
+	Health Health
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -201,7 +219,9 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 		return PollResult{}, fmt.Errorf("committing state: %w", err)
 	}
 	w.state = State{Snapshot: next, ObservedAt: observedAt, Committed: true}
-	w.cfg.Health.Polled(time.Now())
+	if w.cfg.Health != nil {
+		w.cfg.Health.Polled(time.Now())
+	}
 	res.Total = w.cfg.Now().Sub(start)
 	return res, nil
 }
@@ -262,11 +282,11 @@ func withPending(changes []snapshot.Change, pending []snapshot.Meeting, next sna
 // seal replaces the secrets in every record by digests, in place, so that
 // the diff still sees a secret change but the state never holds the value.
 func (w *Watcher) seal(snap snapshot.Snapshot) error {
-	if w.cfg.Redactor == nil {
+	if w.cfg.Redact == nil {
 		return nil
 	}
 	for k, m := range snap {
-		sealed, err := w.cfg.Redactor.Seal(m)
+		sealed, err := w.cfg.Redact.Seal(m)
 		if err != nil {
 			return fmt.Errorf("redacting %s: %w", k, err)
 		}
@@ -318,7 +338,7 @@ func (w *Watcher) confirmEnds(ctx context.Context, changes []snapshot.Change, ne
 				res.Unconfirmed++
 				lastErr = err
 			case ongoing:
-				if sealed, err := w.cfg.Redactor.Seal(cur); err == nil {
+				if sealed, err := w.cfg.Redact.Seal(cur); err == nil {
 					next[c.Key] = sealed
 				} else {
 					next[c.Key] = c.Old
@@ -357,6 +377,18 @@ const maxAPITimeout = 15 * time.Minute
 // notice a fix.
 const maxRejectedBackoff = 5 * time.Minute
 
+// Lead runs a fresh Watcher for every term lease grants this replica, until
+// ctx ends. Each term starts from the stored state: a standby that takes
+// over knows only what the last leader committed.
+func Lead(ctx context.Context, lease Lease, cfg Config) error {
+	return lease.Run(ctx, func(lctx context.Context) {
+		if cfg.Health != nil {
+			cfg.Health.NewTerm()
+		}
+		_ = New(cfg).Run(lctx) // Run logs its own failures and returns when lctx ends
+	})
+}
+
 // Run polls now and then every Interval until ctx ends. A failed poll is
 // logged and retried at the next tick; Run returns nil when ctx ends, and an
 // unfinished poll is abandoned with nothing committed.
@@ -365,7 +397,8 @@ const maxRejectedBackoff = 5 * time.Minute
 // deadline grows to what the budget needs and polls run back to back. While
 // the API rejects the configuration, polls back off up to five minutes.
 func (w *Watcher) Run(ctx context.Context) error {
-	failures, rejected := 0, 0
+	failures := 0
+	rejected := backoff.Backoff{Base: 2 * w.cfg.Interval, Max: maxRejectedBackoff}
 	budget, _ := w.cfg.Lister.(budgeted)
 	for {
 		started := time.Now()
@@ -377,7 +410,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, errPollTimeout) || errors.Is(err, ErrOverBudget) {
+		if errors.Is(err, errPollTimeout) || errorIs(err, overBudget.OverBudget) {
 			// Too short for this listing (the budget may be what slows it):
 			// give the next one longer, up to a bound.
 			w.apiTimeout = min(w.apiTimeout*2, max(maxAPITimeout, w.cfg.PollTimeout))
@@ -395,15 +428,15 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case err != nil:
 			failures++
 			w.logPollError(err, failures)
-			if errors.Is(err, ErrRejected) {
-				rejected++
-				wait = min(w.cfg.Interval<<min(rejected, 10), maxRejectedBackoff)
+			if errorIs(err, rejecter.Rejected) {
+				wait = rejected.Next()
 			}
 		default:
 			if failures > 0 {
 				w.logger.Info("polling recovered", "consecutive_errors", failures)
 			}
-			failures, rejected = 0, 0
+			failures = 0
+			rejected.Reset()
 			w.logPoll(res)
 		}
 		t := time.NewTimer(max(wait, 0))
@@ -431,15 +464,15 @@ func (w *Watcher) logPoll(res PollResult) {
 
 func (w *Watcher) logPollError(err error, failures int) {
 	attrs := []any{"err", err, "consecutive_errors", failures}
-	var apiErr *APIError
-	if errors.As(err, &apiErr) {
-		attrs = append(attrs, apiErr.LogAttrs()...)
+	var withAttrs logAttrser
+	if errors.As(err, &withAttrs) {
+		attrs = append(attrs, withAttrs.LogAttrs()...)
 	}
 	msg := "poll failed; nothing published or committed"
 	switch {
-	case errors.Is(err, ErrUnauthorized):
+	case errorIs(err, unauthorized.Unauthorized):
 		msg = "authentication failed: the API refused the access token; retrying at the next tick"
-	case errors.Is(err, ErrRejected):
+	case errorIs(err, rejecter.Rejected):
 		msg = "the API rejected the request as configured (403: queryAll needs an enterprise admin; 400: check the parameters); backing off"
 	}
 	w.logger.Error(msg, attrs...)

@@ -21,8 +21,11 @@ import (
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
 	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/snapshot/redact"
 	"github.com/meetwatch/meetwatch/watcher"
-	"github.com/meetwatch/meetwatch/watcher/apisim"
+	"github.com/meetwatch/meetwatch/watcher/kvstore"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 )
 
 const (
@@ -38,7 +41,7 @@ type rig struct {
 	js     jetstream.JetStream
 	logs   *syncBuffer
 	now    time.Time
-	client *watcher.Client
+	client *meetingapi.Client
 }
 
 type syncBuffer struct {
@@ -63,16 +66,16 @@ func newRig(tb testing.TB) *rig { return newRigWith(tb, nil) }
 // newRigPaged is newRig with a smaller page, so that a test can page over
 // few meetings.
 func newRigPaged(tb testing.TB, pageSize int) *rig {
-	return newRigWith(tb, func(c *watcher.ClientConfig) { c.PageSize = pageSize })
+	return newRigWith(tb, func(c *meetingapi.ClientConfig) { c.PageSize = pageSize })
 }
 
 // newRigWith is newRig with the API client's configuration adjusted.
-func newRigWith(tb testing.TB, adjust func(*watcher.ClientConfig)) *rig {
+func newRigWith(tb testing.TB, adjust func(*meetingapi.ClientConfig)) *rig {
 	return newRigSim(tb, apisim.Options{Token: testToken, Seed: 1}, adjust)
 }
 
 // newRigSim is newRigWith with the simulator's options given.
-func newRigSim(tb testing.TB, opts apisim.Options, adjust func(*watcher.ClientConfig)) *rig {
+func newRigSim(tb testing.TB, opts apisim.Options, adjust func(*meetingapi.ClientConfig)) *rig {
 	tb.Helper()
 	srv := natstest.Start(tb)
 	nc := natstest.Connect(tb, srv)
@@ -80,14 +83,14 @@ func newRigSim(tb testing.TB, opts apisim.Options, adjust func(*watcher.ClientCo
 	require.NoError(tb, err)
 	api := apisim.NewServer(opts)
 	tb.Cleanup(api.Close)
-	cfg := watcher.ClientConfig{
-		BaseURL: api.URL, Tokens: watcher.StaticToken(watcher.NewSecret(testToken)), QueryAll: true,
+	cfg := meetingapi.ClientConfig{
+		BaseURL: api.URL, Tokens: meetingapi.StaticToken(redact.NewSecret(testToken)), QueryAll: true,
 		BackoffBase: 5 * time.Millisecond, BackoffMax: 20 * time.Millisecond,
 	}
 	if adjust != nil {
 		adjust(&cfg)
 	}
-	client, err := watcher.NewClient(cfg)
+	client, err := meetingapi.NewClient(cfg)
 	require.NoError(tb, err)
 	return &rig{api: api, nc: nc, js: js, logs: &syncBuffer{}, now: time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC), client: client}
 }
@@ -100,11 +103,11 @@ func (r *rig) newWatcher(tb testing.TB, store watcher.StateStore) *watcher.Watch
 }
 
 // newWatcherRedacting is newWatcher with a redaction policy.
-func (r *rig) newWatcherRedacting(tb testing.TB, store watcher.StateStore, red *snapshot.Redactor) *watcher.Watcher {
+func (r *rig) newWatcherRedacting(tb testing.TB, store watcher.StateStore, red *redact.Policy) *watcher.Watcher {
 	tb.Helper()
 	return r.newWatcherWith(tb, store, func(c *watcher.Config) {
-		c.Redactor = red
-		c.Builder.Redactor = red
+		c.Redact = red
+		c.Builder.Redact = red
 	})
 }
 
@@ -138,9 +141,9 @@ func contextWithCancel(tb testing.TB) (context.Context, context.CancelFunc) {
 	return context.WithCancel(tb.Context())
 }
 
-func (r *rig) store(tb testing.TB) *watcher.Store {
+func (r *rig) store(tb testing.TB) *kvstore.Store {
 	tb.Helper()
-	st, err := watcher.OpenStore(tb.Context(), r.js, watcher.StoreConfig{Bucket: testBucket})
+	st, err := kvstore.Open(tb.Context(), r.js, kvstore.Config{Bucket: testBucket})
 	require.NoError(tb, err)
 	return st
 }
@@ -283,20 +286,20 @@ func TestFailedPollPublishesAndCommitsNothing(t *testing.T) {
 		want  error
 	}{
 		{name: "server error", fault: apisim.Fault{Status: 500}},
-		{name: "token refused", fault: apisim.Fault{Status: 401, Code: "USG.000000004", Msg: "token " + testToken + " expired"}, want: watcher.ErrUnauthorized},
-		{name: "truncated body", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":[{"confUUID":"x"`}, want: watcher.ErrBadPage},
-		{name: "not json", fault: apisim.Fault{Body: `hello`}, want: watcher.ErrBadPage},
-		{name: "html error page", fault: apisim.Fault{Body: `<html><body>502 Bad Gateway</body></html>`}, want: watcher.ErrBadPage},
-		{name: "empty 200", fault: apisim.Fault{Body: " "}, want: watcher.ErrBadPage},
-		{name: "count as string", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":"59","data":[]}`}, want: watcher.ErrBadPage},
-		{name: "data as object", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":{}}`}, want: watcher.ErrBadPage},
-		{name: "data null where records are due", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":null}`}, want: watcher.ErrIncomplete},
+		{name: "token refused", fault: apisim.Fault{Status: 401, Code: "USG.000000004", Msg: "token " + testToken + " expired"}, want: meetingapi.ErrUnauthorized},
+		{name: "truncated body", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":[{"confUUID":"x"`}, want: meetingapi.ErrBadPage},
+		{name: "not json", fault: apisim.Fault{Body: `hello`}, want: meetingapi.ErrBadPage},
+		{name: "html error page", fault: apisim.Fault{Body: `<html><body>502 Bad Gateway</body></html>`}, want: meetingapi.ErrBadPage},
+		{name: "empty 200", fault: apisim.Fault{Body: " "}, want: meetingapi.ErrBadPage},
+		{name: "count as string", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":"59","data":[]}`}, want: meetingapi.ErrBadPage},
+		{name: "data as object", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":{}}`}, want: meetingapi.ErrBadPage},
+		{name: "data null where records are due", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":null}`}, want: meetingapi.ErrIncomplete},
 		{name: "record without confUUID", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":[{"subject":"x"}]}`}, want: snapshot.ErrNoUUID},
-		{name: "duplicate confUUID on a page", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":[{"confUUID":"x"},{"confUUID":"x"}]}`}, want: watcher.ErrInconsistent},
-		{name: "short page", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":[{"confUUID":"x"}]}`}, want: watcher.ErrIncomplete},
-		{name: "count moved", fault: apisim.Fault{Body: `{"offset":500,"limit":500,"count":60,"data":[]}`}, want: watcher.ErrInconsistent},
-		{name: "negative count", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":-1,"data":[]}`}, want: watcher.ErrBadPage},
-		{name: "huge count", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":99999999999,"data":[]}`}, want: watcher.ErrBadPage},
+		{name: "duplicate confUUID on a page", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":[{"confUUID":"x"},{"confUUID":"x"}]}`}, want: meetingapi.ErrInconsistent},
+		{name: "short page", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":[{"confUUID":"x"}]}`}, want: meetingapi.ErrIncomplete},
+		{name: "count moved", fault: apisim.Fault{Body: `{"offset":500,"limit":500,"count":60,"data":[]}`}, want: meetingapi.ErrInconsistent},
+		{name: "negative count", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":-1,"data":[]}`}, want: meetingapi.ErrBadPage},
+		{name: "huge count", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":99999999999,"data":[]}`}, want: meetingapi.ErrBadPage},
 		{name: "invalid utf-8", fault: apisim.Fault{Body: "{\"offset\":20,\"limit\":20,\"count\":59,\"data\":[{\"confUUID\":\"x\",\"subject\":\"\xff\"}]}"}, want: snapshot.ErrInvalidUTF8},
 		{name: "connection reset mid-body", fault: apisim.Fault{Reset: true}},
 	}
@@ -354,7 +357,7 @@ func TestListingThatKeepsChangingIsDiscarded(t *testing.T) {
 	w := r.newWatcher(t, nil)
 	_, err := w.Poll(t.Context())
 	require.Error(t, err)
-	assert.ErrorIs(t, err, watcher.ErrInconsistent)
+	assert.ErrorIs(t, err, meetingapi.ErrInconsistent)
 	assert.ErrorContains(t, err, "after 3 attempts")
 	assert.Equal(t, int32(3), ended.Load(), "the listing was taken three times")
 	assert.Empty(t, r.published(t))
@@ -474,7 +477,7 @@ func TestTokenNeverLogged(t *testing.T) {
 		return nil
 	})
 	_, err := w.Poll(t.Context())
-	require.ErrorIs(t, err, watcher.ErrUnauthorized)
+	require.ErrorIs(t, err, meetingapi.ErrUnauthorized)
 
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error)
@@ -490,11 +493,11 @@ func TestTokenNeverLogged(t *testing.T) {
 	assert.Contains(t, logs, "error_code=USG.000000004")
 	assert.Contains(t, logs, "polling recovered")
 	assert.NotContains(t, logs, testToken)
-	assert.NotContains(t, fmtAll(watcher.NewSecret(testToken)), testToken)
+	assert.NotContains(t, fmtAll(redact.NewSecret(testToken)), testToken)
 }
 
-func fmtAll(s watcher.Secret) string {
-	j, _ := json.Marshal(struct{ T watcher.Secret }{s})
+func fmtAll(s redact.Secret) string {
+	j, _ := json.Marshal(struct{ T redact.Secret }{s})
 	var b bytes.Buffer
 	slog.New(slog.NewJSONHandler(&b, nil)).Info("x", "token", s)
 	return strings.Join([]string{s.String(), s.GoString(), string(j), b.String()}, " ")
@@ -546,7 +549,7 @@ func BenchmarkPoll10k(b *testing.B) {
 // halfCommitStore lands half of the keys of its first commit, and not the
 // meta key, then fails: a process killed in the middle of a commit.
 type halfCommitStore struct {
-	*watcher.Store
+	*kvstore.Store
 	kv     jetstream.KeyValue
 	failed bool
 }

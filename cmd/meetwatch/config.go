@@ -12,9 +12,10 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed"
-	"github.com/meetwatch/meetwatch/snapshot"
-	"github.com/meetwatch/meetwatch/watcher"
+	"github.com/meetwatch/meetwatch/snapshot/redact"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi"
 )
 
 // envPrefix starts every configuration variable.
@@ -22,35 +23,35 @@ const envPrefix = "MEETWATCH_"
 
 // config is every setting, read from MEETWATCH_* environment variables.
 type config struct {
-	APIURL          string         `env:"API_URL" envDefault:"https://api.meeting.huaweicloud.com"`
-	AccessToken     watcher.Secret `env:"ACCESS_TOKEN"`
-	AppID           string         `env:"APP_ID"`
-	AppKey          watcher.Secret `env:"APP_KEY"`
-	UserID          string         `env:"USER_ID"`
-	CorpID          string         `env:"CORP_ID"`
-	Account         string         `env:"ACCOUNT"`
-	Password        watcher.Secret `env:"PASSWORD"`
-	APIRate         int            `env:"API_RATE" envDefault:"100"`
-	PollInterval    time.Duration  `env:"POLL_INTERVAL" envDefault:"15s"`
-	PollTimeout     time.Duration  `env:"POLL_TIMEOUT"`
-	PageSize        int            `env:"PAGE_SIZE" envDefault:"500"`
-	PageConcurrency int            `env:"PAGE_CONCURRENCY" envDefault:"4"`
-	RequestTimeout  time.Duration  `env:"REQUEST_TIMEOUT" envDefault:"30s"`
-	QueryAll        bool           `env:"QUERY_ALL" envDefault:"true"`
-	SearchKey       string         `env:"SEARCH_KEY"`
-	NATSURL         string         `env:"NATS_URL"`
-	NATSAuth                       // MEETWATCH_NATS_CREDS, _NKEY, _USER, _PASSWORD, _TOKEN, _CA, _CERT, _KEY
-	HA                             // MEETWATCH_REPLICAS, _LEASE_TTL, _LEASE_BUCKET, _REPLICA_ID, _HTTP_ADDR
-	EmbeddedListen  string         `env:"EMBEDDED_NATS_LISTEN" envDefault:"127.0.0.1:4222"`
-	DataDir         string         `env:"DATA_DIR" envDefault:"./meetwatch-data"`
-	SubjectPrefix   string         `env:"SUBJECT_PREFIX" envDefault:"meetings"`
-	Stream          string         `env:"STREAM" envDefault:"MEETINGS"`
-	StateBucket     string         `env:"STATE_BUCKET" envDefault:"meetwatch-state"`
-	DuplicateWindow time.Duration  `env:"DUPLICATE_WINDOW" envDefault:"1h"`
-	StreamMaxAge    time.Duration  `env:"STREAM_MAX_AGE"`
-	Redact          string         `env:"REDACT" envDefault:"chairJoinUri,guestJoinUri,audienceJoinUri,liveAddress,auxAddress,passwordEntry[].password,confConfigInfo.guestPwd"`
-	LogLevel        string         `env:"LOG_LEVEL" envDefault:"info"`
-	LogFormat       string         `env:"LOG_FORMAT" envDefault:"text"`
+	APIURL          string        `env:"API_URL" envDefault:"https://api.meeting.huaweicloud.com"`
+	AccessToken     redact.Secret `env:"ACCESS_TOKEN"`
+	AppID           string        `env:"APP_ID"`
+	AppKey          redact.Secret `env:"APP_KEY"`
+	UserID          string        `env:"USER_ID"`
+	CorpID          string        `env:"CORP_ID"`
+	Account         string        `env:"ACCOUNT"`
+	Password        redact.Secret `env:"PASSWORD"`
+	APIRate         int           `env:"API_RATE" envDefault:"100"`
+	PollInterval    time.Duration `env:"POLL_INTERVAL" envDefault:"15s"`
+	PollTimeout     time.Duration `env:"POLL_TIMEOUT"`
+	PageSize        int           `env:"PAGE_SIZE" envDefault:"500"`
+	PageConcurrency int           `env:"PAGE_CONCURRENCY" envDefault:"4"`
+	RequestTimeout  time.Duration `env:"REQUEST_TIMEOUT" envDefault:"30s"`
+	QueryAll        bool          `env:"QUERY_ALL" envDefault:"true"`
+	SearchKey       string        `env:"SEARCH_KEY"`
+	NATSURL         string        `env:"NATS_URL"`
+	events.NATSAuth               // MEETWATCH_NATS_CREDS, _NKEY, _USER, _PASSWORD, _TOKEN, _CA, _CERT, _KEY
+	HA                            // MEETWATCH_REPLICAS, _LEASE_TTL, _LEASE_BUCKET, _REPLICA_ID, _HTTP_ADDR
+	EmbeddedListen  string        `env:"EMBEDDED_NATS_LISTEN" envDefault:"127.0.0.1:4222"`
+	DataDir         string        `env:"DATA_DIR" envDefault:"./meetwatch-data"`
+	SubjectPrefix   string        `env:"SUBJECT_PREFIX" envDefault:"meetings"`
+	Stream          string        `env:"STREAM" envDefault:"MEETINGS"`
+	StateBucket     string        `env:"STATE_BUCKET" envDefault:"meetwatch-state"`
+	DuplicateWindow time.Duration `env:"DUPLICATE_WINDOW" envDefault:"1h"`
+	StreamMaxAge    time.Duration `env:"STREAM_MAX_AGE"`
+	Redact          string        `env:"REDACT"` // empty means redact.Default
+	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat       string        `env:"LOG_FORMAT" envDefault:"text"`
 }
 
 // minDuplicateWindow is the shortest deduplication window accepted: a
@@ -126,23 +127,23 @@ func (c config) validate(forRun bool) error {
 				return bad("NATSURL", "invalid URL %q", u)
 			}
 		}
-		if err := c.NATSAuth.validate(); err != nil { // the embedded server takes none
+		if err := natsAuthError(c.NATSAuth.Validate()); err != nil { // the embedded server takes none
 			return err
 		}
 	}
 	if !forRun {
 		return nil
 	}
-	u, err := url.Parse(c.APIURL)
+	_, err := meetingapi.ParseBaseURL(c.APIURL)
 	switch {
-	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+	case err != nil:
 		return bad("APIURL", "want an http(s)://host URL, got %q", c.APIURL)
 	case c.PollInterval < 100*time.Millisecond:
 		return bad("PollInterval", "must be at least 100ms, got %s", c.PollInterval)
 	case c.PollTimeout < 0:
 		return bad("PollTimeout", "must not be negative")
-	case c.PageSize < 1 || c.PageSize > watcher.MaxPageSize:
-		return bad("PageSize", "must be 1 to %d, got %d", watcher.MaxPageSize, c.PageSize)
+	case c.PageSize < 1 || c.PageSize > meetingapi.MaxPageSize:
+		return bad("PageSize", "must be 1 to %d, got %d", meetingapi.MaxPageSize, c.PageSize)
 	case c.PageConcurrency < 1 || c.PageConcurrency > 64:
 		return bad("PageConcurrency", "must be 1 to 64, got %d", c.PageConcurrency)
 	case c.RequestTimeout <= 0:
@@ -169,7 +170,7 @@ func (c config) validate(forRun bool) error {
 	if c.APIRate < 0 {
 		return bad("APIRate", "must be a number of requests per minute, or 0 for no budget; got %d", c.APIRate)
 	}
-	if _, err := snapshot.ParseRedact(c.Redact); err != nil {
+	if _, err := redact.Parse(c.Redact); err != nil {
 		return bad("Redact", "%v", err)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {

@@ -34,7 +34,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
-	"github.com/meetwatch/meetwatch/watcher/apisim"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 )
 
 var crashSeed = flag.Uint64("crash.seed", 0, "seed of TestKillNineAnywhere; 0 picks one from the clock")

@@ -1,17 +1,10 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"time"
-
-	"github.com/meetwatch/meetwatch/watcher"
 )
 
 // HA holds the settings for running several replicas side by side and for
@@ -55,24 +48,4 @@ func (h HA) replicaID() string {
 		host = "meetwatch"
 	}
 	return host + "-" + strconv.Itoa(os.Getpid())
-}
-
-// serveProbes serves /healthz and /readyz on addr until ctx ends.
-func serveProbes(ctx context.Context, addr string, h *watcher.Health, logger *slog.Logger) error {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listening for probes on %s: %w", addr, err)
-	}
-	logger.Info("serving probes", "addr", l.Addr().String())
-	srv := &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx) // the process is stopping; a probe cut short is fine
-	}()
-	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serving probes: %w", err)
-	}
-	return nil
 }

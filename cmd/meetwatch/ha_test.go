@@ -29,7 +29,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
-	"github.com/meetwatch/meetwatch/watcher/apisim"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 )
 
 // haMeetings is how many meetings are going on when a test starts; the

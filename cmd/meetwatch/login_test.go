@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
-	"github.com/meetwatch/meetwatch/watcher/apisim"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 )
 
 // TestRunLogsInAndSurvivesTokenExpiry runs the binary with App ID login and

@@ -33,7 +33,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
-	"github.com/meetwatch/meetwatch/watcher/apisim"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 )
 
 // binary is the meetwatch executable built once by TestMain.
@@ -780,16 +780,38 @@ func TestBadConfigurationExits2(t *testing.T) {
 }
 
 // rejectsConfiguration runs meetwatch with env, asserts that it exits 2
-// with one line on stderr, as a bad configuration must, and returns the
-// finished process for the caller's own checks of that line.
-func rejectsConfiguration(tb testing.TB, env map[string]string, command string) *process {
+// with one line on stderr, as a bad configuration must, and returns what it
+// printed for the caller's own checks of that line.
+func rejectsConfiguration(tb testing.TB, env map[string]string, command string) ranInProcess {
 	tb.Helper()
-	mw := startMeetwatch(tb, env, command)
-	code := mw.wait(tb, 10*time.Second)
+	mw := runInProcess(tb, env, command)
 	stderr := mw.stderr.String()
-	assert.Equal(tb, 2, code, "exit code; stderr:\n%s", stderr)
+	assert.Equal(tb, 2, mw.code, "exit code; stderr:\n%s", stderr)
 	assert.Equal(tb, 1, strings.Count(stderr, "\n"), "stderr is one line:\n%s", stderr)
 	return mw
+}
+
+// ranInProcess is what one in-process run of meetwatch printed, and how it
+// exited.
+type ranInProcess struct {
+	code           int
+	stdout, stderr *lockedBuffer
+}
+
+// runInProcess calls run as main would, with env as the whole environment,
+// for the tests that need no process of their own (configuration, help).
+// A run that does not return within 10 s is stopped, as a bad value that
+// were accepted would otherwise start watching.
+func runInProcess(tb testing.TB, env map[string]string, args ...string) ranInProcess {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(tb.Context(), 10*time.Second)
+	defer cancel()
+	r := ranInProcess{stdout: &lockedBuffer{}, stderr: &lockedBuffer{}}
+	if env == nil {
+		env = map[string]string{}
+	}
+	r.code = run(ctx, args, env, r.stdout, r.stderr)
+	return r
 }
 
 func TestHelpAndUsage(t *testing.T) {
@@ -813,10 +835,9 @@ func TestHelpAndUsage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			mw := startMeetwatch(t, nil, tt.args...)
-			code := mw.wait(t, 10*time.Second)
+			mw := runInProcess(t, nil, tt.args...)
 			got := mw.stdout.String() + mw.stderr.String()
-			assert.Equal(t, tt.wantCode, code, "exit code; output:\n%s", got)
+			assert.Equal(t, tt.wantCode, mw.code, "exit code; output:\n%s", got)
 			for _, w := range tt.want {
 				assert.Contains(t, got, w)
 			}

@@ -13,7 +13,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
@@ -21,8 +20,12 @@ import (
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed"
-	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/snapshot/redact"
 	"github.com/meetwatch/meetwatch/watcher"
+	"github.com/meetwatch/meetwatch/watcher/backoff"
+	"github.com/meetwatch/meetwatch/watcher/ha"
+	"github.com/meetwatch/meetwatch/watcher/kvstore"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi"
 )
 
 func runDaemon(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
@@ -42,19 +45,19 @@ func runDaemon(ctx context.Context, args []string, environ map[string]string, st
 func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 	natsURL := cfg.NATSURL
 	if natsURL == "" {
-		srv, err := startEmbedded(cfg.EmbeddedListen, cfg.DataDir)
+		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+			return fmt.Errorf("creating data dir: %w", err)
+		}
+		srv, err := natsembed.Start(natsembed.Options{Listen: cfg.EmbeddedListen, StoreDir: cfg.DataDir})
 		if err != nil {
 			return err
 		}
-		defer func() {
-			srv.Shutdown()
-			srv.WaitForShutdown()
-		}()
+		defer natsembed.Stop(srv)
 		natsURL = srv.ClientURL()
 		logger.Info("embedded nats started", "url", natsURL, "data_dir", cfg.DataDir)
 	}
 
-	hc := watcher.NewHTTPClient(cfg.PageConcurrency, cfg.RequestTimeout)
+	hc := meetingapi.NewHTTPClient(cfg.PageConcurrency, cfg.RequestTimeout)
 	var budget *rate.Limiter
 	if cfg.APIRate > 0 {
 		budget = rate.NewLimiter(rate.Limit(float64(cfg.APIRate)/60), cfg.PageConcurrency)
@@ -67,10 +70,12 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 			logger.Info("request budget", attrs...)
 		}
 	}
-	redactor, _ := snapshot.ParseRedact(cfg.Redact) // validated with the configuration
-	client, err := watcher.NewClient(watcher.ClientConfig{
+	policy, _ := redact.Parse(cfg.Redact) // validated with the configuration
+	tokens := tokenSource(cfg, hc, budget, logger)
+	defer tokens.Close()
+	client, err := meetingapi.NewClient(meetingapi.ClientConfig{
 		BaseURL:        cfg.APIURL,
-		Tokens:         tokenSource(cfg, hc, budget, logger),
+		Tokens:         tokens,
 		PageSize:       cfg.PageSize,
 		QueryAll:       cfg.QueryAll,
 		SearchKey:      cfg.SearchKey,
@@ -89,7 +94,7 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 	}
 	defer pipe.nc.Close()
 
-	health := &watcher.Health{
+	health := &ha.Health{
 		Connected:   pipe.nc.IsConnected,
 		Lease:       pipe.lease,
 		PollMaxAge:  3*cfg.PollInterval + 2*max(cfg.PollTimeout, cfg.RequestTimeout),
@@ -99,8 +104,8 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		Lister:      client,
 		Publisher:   pipe.publisher,
 		Store:       pipe.store,
-		Builder:     events.Builder{Source: events.Source(client.Host()), Prefix: cfg.SubjectPrefix, Redactor: redactor},
-		Redactor:    redactor,
+		Builder:     events.Builder{Source: events.Source(client.Host()), Prefix: cfg.SubjectPrefix, Redact: policy},
+		Redact:      policy,
 		Interval:    cfg.PollInterval,
 		PollTimeout: cfg.PollTimeout,
 		Logger:      logger,
@@ -115,20 +120,13 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		g.Go(func() error {
 			// Several replicas on one host share a configuration, and so a
 			// port: a replica without probes still watches.
-			if err := serveProbes(gctx, cfg.HTTPAddr, health, logger); err != nil {
+			if err := ha.Serve(gctx, cfg.HTTPAddr, health, logger); err != nil {
 				logger.Error("probes disabled", "err", err)
 			}
 			return nil
 		})
 	}
-	g.Go(func() error {
-		// Each term as leader starts from the stored state: a standby that
-		// takes over knows only what the last leader committed.
-		return pipe.lease.Run(gctx, func(lctx context.Context) {
-			health.NewTerm()
-			_ = watcher.New(wcfg).Run(lctx) // Run logs its own failures and returns when lctx ends
-		})
-	})
+	g.Go(func() error { return watcher.Lead(gctx, pipe.lease, wcfg) })
 	err = g.Wait()
 	logger.Info("stopped")
 	return err
@@ -136,35 +134,27 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 
 // tokenSource returns the configured way of getting an access token; the
 // configuration has checked that exactly one is set.
-func tokenSource(cfg config, hc *http.Client, budget *rate.Limiter, logger *slog.Logger) watcher.TokenSource {
-	login := watcher.LoginConfig{BaseURL: cfg.APIURL, HTTPClient: hc, Logger: logger}
+func tokenSource(cfg config, hc *http.Client, budget *rate.Limiter, logger *slog.Logger) meetingapi.TokenSource {
+	login := meetingapi.LoginConfig{BaseURL: cfg.APIURL, HTTPClient: hc, Logger: logger}
 	if budget != nil {
 		login.Wait = budget.Wait
 	}
 	switch {
 	case cfg.AppID != "":
-		return watcher.NewAppIDLogin(login, watcher.AppIDCredentials{AppID: cfg.AppID, AppKey: cfg.AppKey, UserID: cfg.UserID, CorpID: cfg.CorpID})
+		return meetingapi.NewAppIDLogin(login, meetingapi.AppIDCredentials{AppID: cfg.AppID, AppKey: cfg.AppKey, UserID: cfg.UserID, CorpID: cfg.CorpID})
 	case cfg.Account != "":
-		return watcher.NewAccountLogin(login, watcher.AccountCredentials{Account: cfg.Account, Password: cfg.Password})
+		return meetingapi.NewAccountLogin(login, meetingapi.AccountCredentials{Account: cfg.Account, Password: cfg.Password})
 	default:
-		return watcher.StaticToken(cfg.AccessToken)
+		return meetingapi.StaticToken(cfg.AccessToken)
 	}
-}
-
-// startEmbedded starts the in-process NATS server with its files under dir.
-func startEmbedded(listen, dir string) (*server.Server, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("creating data dir: %w", err)
-	}
-	return natsembed.Start(natsembed.Options{Listen: listen, StoreDir: dir})
 }
 
 // pipeline is what the watcher needs from NATS.
 type pipeline struct {
 	nc        *nats.Conn
 	publisher *events.Publisher
-	store     *watcher.Store
-	lease     *watcher.Lease
+	store     *kvstore.Store
+	lease     *ha.Lease
 }
 
 // openPipeline connects to NATS and makes sure the stream and the state
@@ -209,13 +199,14 @@ func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logg
 		return nil, fmt.Errorf("opening jetstream: %w", err)
 	}
 	p := &pipeline{nc: nc, publisher: publisher}
+	wait := backoff.Backoff{Base: time.Second, Max: 10 * time.Second}
 	for attempt := 1; ; attempt++ {
 		err := publisher.EnsureStream(ctx)
 		if err == nil {
-			p.store, err = watcher.OpenStore(ctx, js, watcher.StoreConfig{Bucket: cfg.StateBucket, Replicas: cfg.Replicas})
+			p.store, err = kvstore.Open(ctx, js, kvstore.Config{Bucket: cfg.StateBucket, Replicas: cfg.Replicas})
 		}
 		if err == nil {
-			p.lease, err = watcher.OpenLease(ctx, js, watcher.LeaseConfig{
+			p.lease, err = ha.OpenLease(ctx, js, ha.LeaseConfig{
 				Bucket: cfg.LeaseBucket, Replicas: cfg.Replicas, TTL: cfg.LeaseTTL, ID: cfg.replicaID(), Logger: logger,
 			})
 		}
@@ -231,7 +222,7 @@ func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logg
 		case <-ctx.Done():
 			nc.Close()
 			return nil, nil
-		case <-time.After(min(time.Duration(attempt)*time.Second, 10*time.Second)):
+		case <-time.After(wait.Next()):
 		}
 	}
 }
@@ -245,6 +236,9 @@ func envHelp() string {
 			continue // an embedded struct: its fields follow it
 		}
 		def := f.Tag.Get("envDefault")
+		if f.Name == "Redact" {
+			def = redact.DefaultSpec()
+		}
 		if def == "" {
 			def = "(empty)"
 		}

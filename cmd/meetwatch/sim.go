@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/meetwatch/meetwatch/watcher/apisim"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 )
 
 func runSim(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {

@@ -72,8 +72,15 @@ func Start(opts Options) (*server.Server, error) {
 	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
+		Stop(s)
 		return nil, fmt.Errorf("embedded nats did not become ready on %s (is the port in use?)", opts.Listen)
 	}
 	return s, nil
+}
+
+// Stop shuts s down and waits until it has, so that its files are closed
+// before the caller removes or reuses them.
+func Stop(s *server.Server) {
+	s.Shutdown()
+	s.WaitForShutdown()
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meetwatch/meetwatch/events/natsembed"
 )
 
 // Start runs a JetStream server on a free loopback port with its files in a
@@ -24,25 +26,11 @@ func Start(tb testing.TB) *server.Server {
 // restart a server on the same files.
 func StartWithDir(tb testing.TB, dir string) *server.Server {
 	tb.Helper()
-	s, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      server.RANDOM_PORT,
-		JetStream: true,
-		StoreDir:  dir,
-		NoLog:     true,
-		NoSigs:    true,
-	})
+	s, err := natsembed.Start(natsembed.Options{Listen: "127.0.0.1:0", StoreDir: dir})
 	if err != nil {
-		tb.Fatalf("configuring nats-server: %v", err)
+		tb.Fatalf("starting nats-server: %v", err)
 	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		tb.Fatal("nats-server did not start")
-	}
-	tb.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
+	tb.Cleanup(func() { natsembed.Stop(s) })
 	return s
 }
 

@@ -1,4 +1,4 @@
-package watcher_test
+package meetingapi_test
 
 import (
 	"bytes"
@@ -17,8 +17,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meetwatch/meetwatch/watcher"
-	"github.com/meetwatch/meetwatch/watcher/apisim"
+	"github.com/meetwatch/meetwatch/snapshot/redact"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 )
 
 const (
@@ -33,7 +34,7 @@ const (
 type authRig struct {
 	srv   *apisim.Server
 	clock *apisim.Clock
-	cfg   watcher.LoginConfig
+	cfg   meetingapi.LoginConfig
 	logs  *syncBuffer
 }
 
@@ -53,7 +54,7 @@ func newAuthRig(tb testing.TB, ttl time.Duration) *authRig {
 		srv:   srv,
 		clock: clock,
 		logs:  logs,
-		cfg: watcher.LoginConfig{
+		cfg: meetingapi.LoginConfig{
 			BaseURL:    srv.URL,
 			HTTPClient: hc,
 			Now:        clock.Now,
@@ -62,25 +63,25 @@ func newAuthRig(tb testing.TB, ttl time.Duration) *authRig {
 	}
 }
 
-func (r *authRig) appLogin(cred watcher.AppIDCredentials) watcher.TokenSource {
+func (r *authRig) appLogin(cred meetingapi.AppIDCredentials) meetingapi.TokenSource {
 	if cred.AppID == "" {
 		cred.AppID = authAppID
 	}
 	if cred.AppKey.IsZero() {
-		cred.AppKey = watcher.NewSecret(authAppKey)
+		cred.AppKey = redact.NewSecret(authAppKey)
 	}
-	return watcher.NewAppIDLogin(r.cfg, cred)
+	return meetingapi.NewAppIDLogin(r.cfg, cred)
 }
 
-func (r *authRig) accountLogin() watcher.TokenSource {
-	return watcher.NewAccountLogin(r.cfg, watcher.AccountCredentials{Account: authAccount, Password: watcher.NewSecret(authPassword)})
+func (r *authRig) accountLogin() meetingapi.TokenSource {
+	return meetingapi.NewAccountLogin(r.cfg, meetingapi.AccountCredentials{Account: authAccount, Password: redact.NewSecret(authPassword)})
 }
 
 // list asks the simulator for the listing with tok, the way the client
 // does, and returns the status.
-func (r *authRig) list(tb testing.TB, tok watcher.Secret) int {
+func (r *authRig) list(tb testing.TB, tok redact.Secret) int {
 	tb.Helper()
-	req, err := http.NewRequestWithContext(tb.Context(), http.MethodGet, r.srv.URL+watcher.OnlinePath, nil)
+	req, err := http.NewRequestWithContext(tb.Context(), http.MethodGet, r.srv.URL+meetingapi.OnlinePath, nil)
 	require.NoError(tb, err)
 	req.Header.Set("X-Access-Token", tok.Reveal())
 	resp, err := r.cfg.HTTPClient.Do(req)
@@ -90,7 +91,7 @@ func (r *authRig) list(tb testing.TB, tok watcher.Secret) int {
 	return resp.StatusCode
 }
 
-func mustToken(tb testing.TB, src watcher.TokenSource) watcher.Secret {
+func mustToken(tb testing.TB, src meetingapi.TokenSource) redact.Secret {
 	tb.Helper()
 	tok, err := src.Token(tb.Context())
 	require.NoError(tb, err)
@@ -136,44 +137,48 @@ func recordLogins(tb testing.TB, srv *apisim.Server) func() []loginSeen {
 func TestLogin(t *testing.T) {
 	tests := []struct {
 		name     string
-		source   func(*authRig) watcher.TokenSource
+		source   func(*authRig) meetingapi.TokenSource
 		wantPath string
 		wantAuth string // prefix of the Authorization header
 		wantBody map[string]any
 	}{
 		{
 			name:     "app id as enterprise admin",
-			source:   func(r *authRig) watcher.TokenSource { return r.appLogin(watcher.AppIDCredentials{}) },
+			source:   func(r *authRig) meetingapi.TokenSource { return r.appLogin(meetingapi.AppIDCredentials{}) },
 			wantPath: apisim.AppAuthPath,
 			wantAuth: "HMAC-SHA256 signature=",
 			wantBody: map[string]any{"appId": authAppID, "clientType": 72.0},
 		},
 		{
-			name:     "app id as a user",
-			source:   func(r *authRig) watcher.TokenSource { return r.appLogin(watcher.AppIDCredentials{UserID: "alice"}) },
+			name: "app id as a user",
+			source: func(r *authRig) meetingapi.TokenSource {
+				return r.appLogin(meetingapi.AppIDCredentials{UserID: "alice"})
+			},
 			wantPath: apisim.AppAuthPath,
 			wantAuth: "HMAC-SHA256 signature=",
 			wantBody: map[string]any{"appId": authAppID, "clientType": 72.0, "userId": "alice"},
 		},
 		{
 			name: "app id multi-tenant",
-			source: func(r *authRig) watcher.TokenSource {
-				return r.appLogin(watcher.AppIDCredentials{UserID: "alice", CorpID: "corp-9"})
+			source: func(r *authRig) meetingapi.TokenSource {
+				return r.appLogin(meetingapi.AppIDCredentials{UserID: "alice", CorpID: "corp-9"})
 			},
 			wantPath: apisim.AppAuthPath,
 			wantAuth: "HMAC-SHA256 signature=",
 			wantBody: map[string]any{"appId": authAppID, "clientType": 72.0, "userId": "alice", "corpId": "corp-9"},
 		},
 		{
-			name:     "app id multi-tenant admin",
-			source:   func(r *authRig) watcher.TokenSource { return r.appLogin(watcher.AppIDCredentials{CorpID: "corp-9"}) },
+			name: "app id multi-tenant admin",
+			source: func(r *authRig) meetingapi.TokenSource {
+				return r.appLogin(meetingapi.AppIDCredentials{CorpID: "corp-9"})
+			},
 			wantPath: apisim.AppAuthPath,
 			wantAuth: "HMAC-SHA256 signature=",
 			wantBody: map[string]any{"appId": authAppID, "clientType": 72.0, "corpId": "corp-9"},
 		},
 		{
 			name:     "account",
-			source:   func(r *authRig) watcher.TokenSource { return r.accountLogin() },
+			source:   func(r *authRig) meetingapi.TokenSource { return r.accountLogin() },
 			wantPath: apisim.AccountAuthPath,
 			wantAuth: "Basic ",
 			wantBody: map[string]any{"account": authAccount, "clientType": 72.0},
@@ -214,7 +219,7 @@ func TestLogin(t *testing.T) {
 func TestLoginNoncesDiffer(t *testing.T) {
 	r := newAuthRig(t, 0)
 	seen := recordLogins(t, r.srv)
-	src := r.appLogin(watcher.AppIDCredentials{})
+	src := r.appLogin(meetingapi.AppIDCredentials{})
 	first := mustToken(t, src)
 	src.Invalidate(first)
 	second := mustToken(t, src)
@@ -228,27 +233,27 @@ func TestLoginNoncesDiffer(t *testing.T) {
 func TestLoginRefused(t *testing.T) {
 	tests := []struct {
 		name     string
-		source   func(*authRig) watcher.TokenSource
+		source   func(*authRig) meetingapi.TokenSource
 		hook     func(*http.Request) *apisim.Fault
 		wantText []string
 	}{
 		{
 			name: "wrong app key",
-			source: func(r *authRig) watcher.TokenSource {
-				return r.appLogin(watcher.AppIDCredentials{AppKey: watcher.NewSecret("wrong-" + authAppKey)})
+			source: func(r *authRig) meetingapi.TokenSource {
+				return r.appLogin(meetingapi.AppIDCredentials{AppKey: redact.NewSecret("wrong-" + authAppKey)})
 			},
 			wantText: []string{"app id login", "401", "USG.000000004", "signature does not match", "request_id "},
 		},
 		{
 			name: "wrong password",
-			source: func(r *authRig) watcher.TokenSource {
-				return watcher.NewAccountLogin(r.cfg, watcher.AccountCredentials{Account: authAccount, Password: watcher.NewSecret("wrong-" + authPassword)})
+			source: func(r *authRig) meetingapi.TokenSource {
+				return meetingapi.NewAccountLogin(r.cfg, meetingapi.AccountCredentials{Account: authAccount, Password: redact.NewSecret("wrong-" + authPassword)})
 			},
 			wantText: []string{"account login", "401", "USG.000000004", "request_id "},
 		},
 		{
 			name:   "server echoes the credentials",
-			source: func(r *authRig) watcher.TokenSource { return r.appLogin(watcher.AppIDCredentials{}) },
+			source: func(r *authRig) meetingapi.TokenSource { return r.appLogin(meetingapi.AppIDCredentials{}) },
 			hook: func(r *http.Request) *apisim.Fault {
 				authz := r.Header.Get("Authorization")
 				sig := strings.TrimSuffix(strings.TrimPrefix(authz, "HMAC-SHA256 signature="), ",access=")
@@ -258,7 +263,7 @@ func TestLoginRefused(t *testing.T) {
 		},
 		{
 			name:   "server echoes the password",
-			source: func(r *authRig) watcher.TokenSource { return r.accountLogin() },
+			source: func(r *authRig) meetingapi.TokenSource { return r.accountLogin() },
 			hook: func(r *http.Request) *apisim.Fault {
 				return &apisim.Fault{Status: http.StatusForbidden, Code: "USG.000000009", Msg: "got " + r.Header.Get("Authorization") + " password " + authPassword}
 			},
@@ -266,7 +271,7 @@ func TestLoginRefused(t *testing.T) {
 		},
 		{
 			name:   "gateway html",
-			source: func(r *authRig) watcher.TokenSource { return r.accountLogin() },
+			source: func(r *authRig) meetingapi.TokenSource { return r.accountLogin() },
 			hook: func(*http.Request) *apisim.Fault {
 				return &apisim.Fault{Status: http.StatusBadGateway, Body: "<html>bad gateway</html>"}
 			},
@@ -274,13 +279,13 @@ func TestLoginRefused(t *testing.T) {
 		},
 		{
 			name:     "200 without a token",
-			source:   func(r *authRig) watcher.TokenSource { return r.accountLogin() },
+			source:   func(r *authRig) meetingapi.TokenSource { return r.accountLogin() },
 			hook:     func(*http.Request) *apisim.Fault { return &apisim.Fault{Body: `{"validPeriod":43200}`} },
 			wantText: []string{"no accessToken", "request_id "},
 		},
 		{
 			name:     "200 with a token of the wrong type",
-			source:   func(r *authRig) watcher.TokenSource { return r.accountLogin() },
+			source:   func(r *authRig) meetingapi.TokenSource { return r.accountLogin() },
 			hook:     func(*http.Request) *apisim.Fault { return &apisim.Fault{Body: `{"accessToken":31415926535}`} },
 			wantText: []string{"not a token"},
 		},
@@ -294,8 +299,8 @@ func TestLoginRefused(t *testing.T) {
 			src := tt.source(r)
 
 			tok, err := src.Token(t.Context())
-			require.ErrorIs(t, err, watcher.ErrLoginFailed)
-			assert.NotErrorIs(t, err, watcher.ErrUnauthorized, "a refused login is not a refused token")
+			require.ErrorIs(t, err, meetingapi.ErrLoginFailed)
+			assert.NotErrorIs(t, err, meetingapi.ErrUnauthorized, "a refused login is not a refused token")
 			assert.True(t, tok.IsZero())
 			for _, want := range tt.wantText {
 				assert.Contains(t, err.Error(), want)
@@ -313,17 +318,17 @@ func TestLoginRefused(t *testing.T) {
 func TestLoginConfigErrors(t *testing.T) {
 	tests := []struct {
 		name string
-		cfg  watcher.LoginConfig
+		cfg  meetingapi.LoginConfig
 		want string
 	}{
-		{name: "no http client", cfg: watcher.LoginConfig{BaseURL: "https://api.example.com"}, want: "no http client"},
-		{name: "bad url", cfg: watcher.LoginConfig{BaseURL: "api.example.com", HTTPClient: &http.Client{}}, want: "want http(s)://host"},
+		{name: "no http client", cfg: meetingapi.LoginConfig{BaseURL: "https://api.example.com"}, want: "no http client"},
+		{name: "bad url", cfg: meetingapi.LoginConfig{BaseURL: "api.example.com", HTTPClient: &http.Client{}}, want: "want http(s)://host"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			src := watcher.NewAccountLogin(tt.cfg, watcher.AccountCredentials{Account: authAccount, Password: watcher.NewSecret(authPassword)})
+			src := meetingapi.NewAccountLogin(tt.cfg, meetingapi.AccountCredentials{Account: authAccount, Password: redact.NewSecret(authPassword)})
 			_, err := src.Token(t.Context())
-			require.ErrorIs(t, err, watcher.ErrLoginFailed)
+			require.ErrorIs(t, err, meetingapi.ErrLoginFailed)
 			assert.Contains(t, err.Error(), tt.want)
 		})
 	}
@@ -347,7 +352,7 @@ func TestLoginWaitsForBudget(t *testing.T) {
 
 	_, err := src.Token(t.Context())
 	require.ErrorIs(t, err, errBudget)
-	require.ErrorIs(t, err, watcher.ErrLoginFailed)
+	require.ErrorIs(t, err, meetingapi.ErrLoginFailed)
 	assert.Zero(t, r.srv.Sim.Logins(), "no request without budget")
 
 	mustToken(t, src)
@@ -357,7 +362,7 @@ func TestLoginWaitsForBudget(t *testing.T) {
 
 func TestTokenCached(t *testing.T) {
 	r := newAuthRig(t, 0)
-	src := r.appLogin(watcher.AppIDCredentials{})
+	src := r.appLogin(meetingapi.AppIDCredentials{})
 	first := mustToken(t, src)
 	for range 20 {
 		assert.Equal(t, first.Reveal(), mustToken(t, src).Reveal())
@@ -383,7 +388,7 @@ func TestTokenRenewal(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newAuthRig(t, 100*time.Second)
 			r.cfg.RenewAt = tt.renewAt
-			src := r.appLogin(watcher.AppIDCredentials{})
+			src := r.appLogin(meetingapi.AppIDCredentials{})
 			first := mustToken(t, src)
 
 			r.clock.Advance(tt.advance)
@@ -414,7 +419,7 @@ func TestTokenRenewalFailureKeepsWorkingToken(t *testing.T) {
 
 	r.clock.Advance(10 * time.Second)
 	_, err := src.Token(t.Context())
-	require.ErrorIs(t, err, watcher.ErrLoginFailed, "an expired token is not handed out")
+	require.ErrorIs(t, err, meetingapi.ErrLoginFailed, "an expired token is not handed out")
 
 	r.srv.Sim.SetHook(nil)
 	got = mustToken(t, src)
@@ -480,11 +485,11 @@ func TestTokenLifetimeFromAnswer(t *testing.T) {
 func TestTokenInvalidate(t *testing.T) {
 	r := newAuthRig(t, 0)
 	r.srv.Sim.AddN(2)
-	src := r.appLogin(watcher.AppIDCredentials{})
+	src := r.appLogin(meetingapi.AppIDCredentials{})
 	first := mustToken(t, src)
 
-	src.Invalidate(watcher.NewSecret("some-stale-token"))
-	src.Invalidate(watcher.Secret{})
+	src.Invalidate(redact.NewSecret("some-stale-token"))
+	src.Invalidate(redact.Secret{})
 	assert.Equal(t, first.Reveal(), mustToken(t, src).Reveal(), "a token that is not the cached one changes nothing")
 	assert.Equal(t, 1, r.srv.Sim.Logins())
 
@@ -516,7 +521,7 @@ func TestTokenInvalidate(t *testing.T) {
 
 func TestTokenSingleFlight(t *testing.T) {
 	r := newAuthRig(t, 0)
-	src := r.appLogin(watcher.AppIDCredentials{})
+	src := r.appLogin(meetingapi.AppIDCredentials{})
 
 	const callers = 50
 	start := make(chan struct{})
@@ -550,7 +555,7 @@ func TestTokenFirstCallerCancelled(t *testing.T) {
 		}
 		return nil
 	})
-	src := r.appLogin(watcher.AppIDCredentials{})
+	src := r.appLogin(meetingapi.AppIDCredentials{})
 
 	ctx, cancel := context.WithCancel(t.Context())
 	firstErr := make(chan error)
@@ -574,7 +579,7 @@ func TestTokenFirstCallerCancelled(t *testing.T) {
 	cancel()
 	err := <-firstErr
 	require.ErrorIs(t, err, context.Canceled)
-	assert.NotErrorIs(t, err, watcher.ErrLoginFailed, "the login did not fail; the caller stopped waiting")
+	assert.NotErrorIs(t, err, meetingapi.ErrLoginFailed, "the login did not fail; the caller stopped waiting")
 
 	close(release)
 	wg.Wait()
@@ -587,11 +592,11 @@ func TestTokenFirstCallerCancelled(t *testing.T) {
 
 func TestTokenSecretsNotPrinted(t *testing.T) {
 	r := newAuthRig(t, 0)
-	appCred := watcher.AppIDCredentials{AppID: authAppID, AppKey: watcher.NewSecret(authAppKey), UserID: "alice"}
-	accCred := watcher.AccountCredentials{Account: authAccount, Password: watcher.NewSecret(authPassword)}
-	app := watcher.NewAppIDLogin(r.cfg, appCred)
-	acc := watcher.NewAccountLogin(r.cfg, accCred)
-	static := watcher.StaticToken(watcher.NewSecret("static-t0ken-value"))
+	appCred := meetingapi.AppIDCredentials{AppID: authAppID, AppKey: redact.NewSecret(authAppKey), UserID: "alice"}
+	accCred := meetingapi.AccountCredentials{Account: authAccount, Password: redact.NewSecret(authPassword)}
+	app := meetingapi.NewAppIDLogin(r.cfg, appCred)
+	acc := meetingapi.NewAccountLogin(r.cfg, accCred)
+	static := meetingapi.StaticToken(redact.NewSecret("static-t0ken-value"))
 	secrets := []string{authAppKey, authPassword, "static-t0ken-value", mustToken(t, app).Reveal(), mustToken(t, acc).Reveal()}
 
 	var printed strings.Builder
@@ -616,13 +621,13 @@ func TestTokenSecretsNotPrinted(t *testing.T) {
 }
 
 func TestStaticToken(t *testing.T) {
-	src := watcher.StaticToken(watcher.NewSecret("static-t0ken-value"))
+	src := meetingapi.StaticToken(redact.NewSecret("static-t0ken-value"))
 	tok := mustToken(t, src)
 	assert.Equal(t, "static-t0ken-value", tok.Reveal())
 	src.Invalidate(tok)
 	assert.Equal(t, "static-t0ken-value", mustToken(t, src).Reveal(), "nothing to renew with")
 
-	_, err := watcher.StaticToken(watcher.Secret{}).Token(t.Context())
+	_, err := meetingapi.StaticToken(redact.Secret{}).Token(t.Context())
 	require.Error(t, err)
 }
 

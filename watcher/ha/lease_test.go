@@ -1,4 +1,4 @@
-package watcher_test
+package ha_test
 
 import (
 	"context"
@@ -15,8 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
-	"github.com/meetwatch/meetwatch/snapshot"
-	"github.com/meetwatch/meetwatch/watcher"
+	"github.com/meetwatch/meetwatch/watcher/ha"
 )
 
 const leaseTTL = 2 * time.Second
@@ -24,7 +23,7 @@ const leaseTTL = 2 * time.Second
 // replica is one Lease running in the test, with its own connection, so
 // that the connection can be cut like a partition or a dead process.
 type replica struct {
-	lease   *watcher.Lease
+	lease   *ha.Lease
 	cancel  context.CancelFunc
 	done    chan struct{}
 	mu      sync.Mutex
@@ -44,7 +43,7 @@ func startReplica(t *testing.T, url, id string) (*replica, func()) {
 	require.NoError(t, err)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	lease, err := watcher.OpenLease(t.Context(), js, watcher.LeaseConfig{Bucket: "meetwatch-lease", TTL: leaseTTL, ID: id})
+	lease, err := ha.OpenLease(t.Context(), js, ha.LeaseConfig{Bucket: "meetwatch-lease", TTL: leaseTTL, ID: id})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
 	r := &replica{lease: lease, cancel: cancel, done: make(chan struct{})}
@@ -100,34 +99,13 @@ func TestLeaseHasOneLeaderAndFailsOver(t *testing.T) {
 	t.Logf("lease hand-over on shutdown: %s", time.Since(handed).Round(time.Millisecond))
 }
 
-func TestCommitIsFencedByTheMetaRevision(t *testing.T) {
-	r := newRig(t)
-	stale := r.store(t)
-	_, err := stale.Load(t.Context())
-	require.NoError(t, err)
-
-	fresh := r.store(t)
-	_, err = fresh.Load(t.Context())
-	require.NoError(t, err)
-	m, err := snapshot.ParseMeeting([]byte(`{"confUUID":"u1"}`))
-	require.NoError(t, err)
-	require.NoError(t, fresh.Commit(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "u1", New: m}}, time.Now(), 1))
-
-	err = stale.Commit(t.Context(), nil, time.Now(), 0)
-	require.ErrorIs(t, err, watcher.ErrFenced, "a replica that read the state before another committed cannot commit over it")
-	st, err := fresh.Load(t.Context())
-	require.NoError(t, err)
-	assert.Contains(t, st.Snapshot, "u1")
-	assert.Equal(t, 1, len(st.Snapshot))
-}
-
 func TestHealthProbes(t *testing.T) {
 	connected := true
-	h := &watcher.Health{Connected: func() bool { return connected }, PollMaxAge: time.Minute, LeaseMaxAge: time.Minute}
-	get := func(path string) (int, watcher.Report) {
+	h := &ha.Health{Connected: func() bool { return connected }, PollMaxAge: time.Minute, LeaseMaxAge: time.Minute}
+	get := func(path string) (int, ha.Report) {
 		rec := httptest.NewRecorder()
 		h.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
-		var rep watcher.Report
+		var rep ha.Report
 		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &rep))
 		return rec.Code, rep
 	}

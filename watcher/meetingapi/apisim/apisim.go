@@ -32,8 +32,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -784,16 +784,43 @@ func newRequestID() string {
 }
 
 // Server is a Sim listening on a loopback port, like httptest.Server: the
-// client under test gets a real URL and real connections.
+// client under test gets a real URL and real connections. It is written
+// here rather than on httptest so that the meetwatch binary, which serves
+// the simulator in `demo` and `sim`, does not link a test package.
 type Server struct {
-	*httptest.Server
+	// URL is http://127.0.0.1:port, without a trailing slash.
+	URL string
 	// Sim is the simulator behind the server, for adding meetings and
 	// injecting faults while the client polls.
 	Sim *Sim
+
+	srv    *http.Server
+	served chan struct{}
 }
 
-// NewServer starts a Server on 127.0.0.1. The caller must Close it.
+// NewServer starts a Server on 127.0.0.1. The caller must Close it. It
+// panics if no loopback port is free, as httptest.NewServer does.
 func NewServer(opts Options) *Server {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(fmt.Sprintf("apisim: listening on a loopback port: %v", err))
+	}
 	sim := New(opts)
-	return &Server{Server: httptest.NewServer(sim), Sim: sim}
+	s := &Server{
+		URL:    "http://" + l.Addr().String(),
+		Sim:    sim,
+		srv:    &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second},
+		served: make(chan struct{}),
+	}
+	go func() {
+		defer close(s.served)
+		_ = s.srv.Serve(l) // returns ErrServerClosed once Close is called
+	}()
+	return s
+}
+
+// Close stops the server, cutting open connections, and waits for it.
+func (s *Server) Close() {
+	_ = s.srv.Close() // Serve's error is the only one worth having, and it is ErrServerClosed
+	<-s.served
 }

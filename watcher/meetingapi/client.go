@@ -1,14 +1,20 @@
-package watcher
+// Package meetingapi is meetwatch's client of the Huawei Cloud Meeting API:
+// it lists the ongoing meetings completely or not at all, logs in (a static
+// token, an App ID, or an account), and spends a request budget with
+// polite retries.
+//
+// The watcher sees it only through its Lister interface and through the
+// methods its errors carry (Rejected, Unauthorized, OverBudget), so that
+// the engine never depends on HTTP.
+package meetingapi
 
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -21,6 +27,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/watcher/backoff"
 )
 
 // OnlinePath is the API's ongoing-meeting list.
@@ -30,72 +37,13 @@ const OnlinePath = "/v1/mmc/management/conferences/online"
 const MaxPageSize = 500
 
 // maxCount is the largest count a listing may claim. It is far above any
-// real enterprise and guards the snapshot allocation against a hostile or
-// broken answer.
+// real enterprise and guards against a hostile or broken answer.
 const maxCount = 10_000_000
 
-// Errors of a listing that cannot become a snapshot.
-var (
-	// ErrIncomplete means the listing did not cover every meeting the API
-	// counted, so a missing meeting cannot be read as ended.
-	ErrIncomplete = errors.New("incomplete listing")
-	// ErrInconsistent means the list changed while it was read: the count
-	// moved between pages or a confUUID appeared twice.
-	ErrInconsistent = errors.New("inconsistent listing")
-	// ErrBadPage means a page could not be decoded as the API's answer.
-	ErrBadPage = errors.New("malformed page")
-	// ErrUnauthorized means the API refused the access token.
-	ErrUnauthorized = errors.New("authentication failed")
-	// ErrOverBudget means the request budget could not allow the next
-	// request before the poll's deadline.
-	ErrOverBudget = errors.New("the request budget cannot fit the listing before the deadline")
-	// ErrRejected means the API refused the request as configured: a 400
-	// (invalid parameters) or a 403 (queryAll without an admin's token).
-	// Retrying would only repeat it, so polls back off instead.
-	ErrRejected = errors.New("request rejected by the api")
-)
-
-// APIError is an answer other than 200, with the API's error fields where it
-// sent them. Gateways also answer with HTML or empty bodies; then only the
-// status is known.
-type APIError struct {
-	Status    int
-	Code      string // error_code, e.g. "USG.000000004"
-	Message   string // error_msg
-	RequestID string // request_id, or the X-Request-Id header
-}
-
-func (e *APIError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "api answered %d %s", e.Status, http.StatusText(e.Status))
-	if e.Code != "" {
-		fmt.Fprintf(&b, ": %s", e.Code)
-	}
-	if e.Message != "" {
-		fmt.Fprintf(&b, " %q", e.Message)
-	}
-	if e.RequestID != "" {
-		fmt.Fprintf(&b, " (request_id %s)", e.RequestID)
-	}
-	return b.String()
-}
-
-// Is makes a 401, or the API's invalid-token code, match ErrUnauthorized,
-// and a 400 or 403 match ErrRejected.
-func (e *APIError) Is(target error) bool {
-	switch target {
-	case ErrUnauthorized:
-		return e.Status == http.StatusUnauthorized || e.Code == "USG.000000004"
-	case ErrRejected:
-		return e.Status == http.StatusBadRequest || e.Status == http.StatusForbidden
-	}
-	return false
-}
-
-// LogAttrs returns the error's API fields for a log line.
-func (e *APIError) LogAttrs() []any {
-	return []any{"status", e.Status, "error_code", e.Code, "error_msg", e.Message, "request_id", e.RequestID}
-}
+// maxPrealloc caps the snapshot preallocated from a listing's count: the
+// count is the API's word, and a wrong one must not reserve gigabytes
+// before a single record arrived. Larger listings grow the map as usual.
+const maxPrealloc = 200_000
 
 // ClientConfig configures a Client.
 type ClientConfig struct {
@@ -145,9 +93,9 @@ type Client struct {
 
 // NewClient checks cfg and returns a Client.
 func NewClient(cfg ClientConfig) (*Client, error) {
-	base, err := url.Parse(cfg.BaseURL)
-	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
-		return nil, fmt.Errorf("api url %q: want http(s)://host", cfg.BaseURL)
+	base, err := ParseBaseURL(cfg.BaseURL)
+	if err != nil {
+		return nil, err
 	}
 	switch {
 	case cfg.PageSize == 0:
@@ -173,6 +121,17 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		hc = NewHTTPClient(cfg.Concurrency, cfg.RequestTimeout)
 	}
 	return &Client{cfg: cfg, base: base, http: hc, logger: cfg.Logger.With("component", "api")}, nil
+}
+
+// ParseBaseURL checks the API's base URL: an http or https scheme and a
+// host. It is the one check of that URL, for the configuration, the client
+// and the logins.
+func ParseBaseURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("api url %q: want http(s)://host", s)
+	}
+	return u, nil
 }
 
 // NewHTTPClient returns the *http.Client meetwatch uses for the API: its
@@ -267,7 +226,7 @@ func (c *Client) listOnce(ctx context.Context, searchKey string) (snapshot.Snaps
 	if first.Limit > 0 && first.Limit < step {
 		step = first.Limit
 	}
-	snap := make(snapshot.Snapshot, count)
+	snap := make(snapshot.Snapshot, min(count, maxPrealloc))
 	var mu sync.Mutex
 	add := func(p Page) error {
 		if p.Count != count {
@@ -330,35 +289,36 @@ func (c *Client) pageURL(searchKey string, offset, limit int) string {
 // again. Every attempt waits for the request budget first.
 func (c *Client) fetchPage(ctx context.Context, searchKey string, offset, limit int) (Page, error) {
 	reloggedIn := false
+	wait := backoff.Backoff{Base: c.cfg.BackoffBase, Max: c.cfg.BackoffMax}
 	for attempt := 0; ; attempt++ {
 		p, retryAfter, err := c.fetchPageOnce(ctx, searchKey, offset, limit)
 		if err == nil {
 			return p, nil
 		}
-		var apiErr *APIError
-		isAPI := errors.As(err, &apiErr)
 		switch {
 		case ctx.Err() != nil:
 			return Page{}, err
-		case isAPI && errors.Is(apiErr, ErrUnauthorized) && !reloggedIn:
+		case errors.Is(err, ErrUnauthorized) && !reloggedIn:
 			reloggedIn = true
 			c.logger.Info("access token refused; renewing it once", "offset", offset)
 			continue
 		case attempt >= c.cfg.Retries || !retryable(err):
 			return Page{}, err
 		}
-		wait := backoff(c.cfg.BackoffBase, c.cfg.BackoffMax, attempt)
+		d := wait.Next()
 		if retryAfter > 0 {
-			wait = retryAfter
+			d = retryAfter
 		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
 			return Page{}, err // the poll's deadline comes first
 		}
-		c.logger.Debug("retrying request", "offset", offset, "attempt", attempt+1, "wait_ms", wait.Milliseconds(), "err", err)
+		c.logger.Debug("retrying request", "offset", offset, "attempt", attempt+1, "wait_ms", d.Milliseconds(), "err", err)
+		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return Page{}, err
-		case <-time.After(wait):
+		case <-t.C:
 		}
 	}
 }
@@ -370,18 +330,9 @@ func (c *Client) fetchPage(ctx context.Context, searchKey string, offset, limit 
 func retryable(err error) bool {
 	var apiErr *APIError
 	if errors.As(err, &apiErr) {
-		return apiErr.Status == http.StatusTooManyRequests || apiErr.Status >= 500
+		return apiErr.Temporary()
 	}
 	return true
-}
-
-// backoff returns a full-jitter exponential delay for attempt (0-based).
-func backoff(base, maxWait time.Duration, attempt int) time.Duration {
-	d := base << min(attempt, 16)
-	if d <= 0 || d > maxWait {
-		d = maxWait
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 // retryAfter reads a Retry-After header: seconds or an HTTP date.
@@ -431,8 +382,9 @@ func (c *Client) fetchPageOnce(ctx context.Context, searchKey string, offset, li
 	}()
 	body := &cappedReader{r: resp.Body, left: c.cfg.MaxBodyBytes}
 	if resp.StatusCode != http.StatusOK {
-		apiErr := c.apiError(resp, body, token)
-		if errors.Is(apiErr, ErrUnauthorized) {
+		b, _ := io.ReadAll(io.LimitReader(body, maxErrorBody)) // best effort: the status already says it failed
+		apiErr := parseAPIError(resp.StatusCode, resp.Header.Get("X-Request-Id"), b, token.Reveal())
+		if apiErr.Unauthorized() {
 			c.cfg.Tokens.Invalidate(token)
 		}
 		return Page{}, retryAfter(resp.Header, time.Now()), fmt.Errorf("listing page at offset %d: %w", offset, apiErr)
@@ -445,27 +397,8 @@ func (c *Client) fetchPageOnce(ctx context.Context, searchKey string, offset, li
 	return p, 0, nil
 }
 
-// apiError reads the API's JSON error body, if there is one. The token is
-// scrubbed from what the server said, in case it echoed it.
-func (c *Client) apiError(resp *http.Response, body io.Reader, token Secret) *APIError {
-	e := &APIError{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")}
-	var fields struct {
-		Code      string `json:"error_code"`
-		Message   string `json:"error_msg"`
-		RequestID string `json:"request_id"`
-	}
-	b, _ := io.ReadAll(io.LimitReader(body, 64<<10)) // best effort: the status already says it failed
-	if json.Unmarshal(b, &fields) == nil {
-		e.Code, e.Message = fields.Code, fields.Message
-		if fields.RequestID != "" {
-			e.RequestID = fields.RequestID
-		}
-	}
-	if tok := token.Reveal(); tok != "" {
-		e.Message = strings.ReplaceAll(e.Message, tok, redacted)
-	}
-	return e
-}
+// maxErrorBody caps how much of an error answer is read.
+const maxErrorBody = 64 << 10
 
 // cappedReader fails a body that grows past its cap, rather than silently
 // truncating it into something that might still decode.

@@ -1,4 +1,4 @@
-package snapshot_test
+package redact_test
 
 import (
 	"bytes"
@@ -16,12 +16,21 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/snapshot/redact"
 )
 
-// fixtureRecord is the one record of the API reference's response example.
+func meeting(tb testing.TB, js string) snapshot.Meeting {
+	tb.Helper()
+	m, err := snapshot.ParseMeeting([]byte(js))
+	require.NoError(tb, err)
+	return m
+}
+
+// fixtureRecord is the one record of the API reference's response example,
+// which package snapshot's tests share.
 func fixtureRecord(tb testing.TB) string {
 	tb.Helper()
-	body, err := os.ReadFile("testdata/online-example.json")
+	body, err := os.ReadFile("../testdata/online-example.json")
 	require.NoError(tb, err)
 	var page struct {
 		Data []json.RawMessage `json:"data"`
@@ -31,14 +40,14 @@ func fixtureRecord(tb testing.TB) string {
 	return string(page.Data[0])
 }
 
-func redactor(tb testing.TB, spec string) *snapshot.Redactor {
+func redactor(tb testing.TB, spec string) *redact.Policy {
 	tb.Helper()
-	r, err := snapshot.ParseRedact(spec)
+	r, err := redact.Parse(spec)
 	require.NoError(tb, err)
 	return r
 }
 
-func seal(tb testing.TB, r *snapshot.Redactor, m snapshot.Meeting) snapshot.Meeting {
+func seal(tb testing.TB, r *redact.Policy, m snapshot.Meeting) snapshot.Meeting {
 	tb.Helper()
 	got, err := r.Seal(m)
 	require.NoError(tb, err)
@@ -108,17 +117,17 @@ func present(v any, segs []string) bool {
 	return false
 }
 
-func TestParseRedact(t *testing.T) {
+func TestParse(t *testing.T) {
 	tests := []struct {
 		name string
 		spec string
 		want []string
 		// wantErr is what the error must say, beside wrapping
-		// ErrInvalidRedactPath; empty means no error.
+		// ErrInvalidPath; empty means no error.
 		wantErr string
 	}{
-		{name: "empty means the default", spec: "", want: snapshot.DefaultRedact},
-		{name: "blank means the default", spec: " \t", want: snapshot.DefaultRedact},
+		{name: "empty means the default", spec: "", want: redact.Default},
+		{name: "blank means the default", spec: " \t", want: redact.Default},
 		{name: "none", spec: "none", want: nil},
 		{name: "none in any case, padded", spec: " None ", want: nil},
 		{
@@ -143,9 +152,9 @@ func TestParseRedact(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := snapshot.ParseRedact(tt.spec)
+			got, err := redact.Parse(tt.spec)
 			if tt.wantErr != "" {
-				require.ErrorIs(t, err, snapshot.ErrInvalidRedactPath)
+				require.ErrorIs(t, err, redact.ErrInvalidPath)
 				assert.ErrorContains(t, err, tt.wantErr)
 				assert.Nil(t, got)
 				return
@@ -156,15 +165,22 @@ func TestParseRedact(t *testing.T) {
 	}
 }
 
-func TestParseRedactErrorMessage(t *testing.T) {
-	_, err := snapshot.ParseRedact("chairJoinUri, confConfigInfo..guestPwd")
+func TestParseErrorMessage(t *testing.T) {
+	_, err := redact.Parse("chairJoinUri, confConfigInfo..guestPwd")
 	assert.EqualError(t, err, `invalid redact path "confConfigInfo..guestPwd": empty segment`)
 }
 
-func TestRedactorPathsIsACopy(t *testing.T) {
+func TestDefaultSpec(t *testing.T) {
+	p, err := redact.Parse(redact.DefaultSpec())
+	require.NoError(t, err)
+	assert.Equal(t, redact.Default, p.Paths(), "the help text's list is the default")
+	assert.Equal(t, "chairJoinUri,guestJoinUri,audienceJoinUri,liveAddress,auxAddress,passwordEntry[].password,confConfigInfo.guestPwd", redact.DefaultSpec())
+}
+
+func TestPolicyPathsIsACopy(t *testing.T) {
 	r := redactor(t, "")
 	r.Paths()[0] = "changed"
-	assert.Equal(t, snapshot.DefaultRedact, r.Paths())
+	assert.Equal(t, redact.Default, r.Paths())
 }
 
 func TestSealFixture(t *testing.T) {
@@ -350,7 +366,7 @@ func TestSealKnownFields(t *testing.T) {
 
 func TestSealNothing(t *testing.T) {
 	m := meeting(t, fixtureRecord(t))
-	for name, r := range map[string]*snapshot.Redactor{"none": redactor(t, "none"), "nil": nil, "zero": {}} {
+	for name, r := range map[string]*redact.Policy{"none": redactor(t, "none"), "nil": nil, "zero": {}} {
 		t.Run(name, func(t *testing.T) {
 			assert.Equal(t, m, seal(t, r, m))
 			got, err := r.Strip(m.Raw())
@@ -372,7 +388,7 @@ func TestStripFixture(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			got, err := r.Strip(in.Raw())
 			require.NoError(t, err)
-			assert.Empty(t, redactedKeysIn(t, got, snapshot.DefaultRedact))
+			assert.Empty(t, redactedKeysIn(t, got, redact.Default))
 			assert.NotContains(t, string(got), "redacted:")
 			assert.NotContains(t, string(got), "JoinUri")
 
@@ -653,6 +669,19 @@ func TestRedactChanges(t *testing.T) {
 			want: []snapshot.FieldChange{{Field: "confConfigInfo", Redacted: true}},
 		},
 		{
+			name: "an escaped dot is part of a key, not a step into a secret",
+			in: []snapshot.FieldChange{
+				{Field: `confConfigInfo\.guestPwd`, Old: raw(`"1"`), New: raw(`"2"`)},
+				{Field: "confConfigInfo.guestPwd", Old: raw(`"3"`), New: raw(`"4"`)},
+				{Field: `chairJoinUri\\.a`, Old: raw(`5`)},
+			},
+			want: []snapshot.FieldChange{
+				{Field: `chairJoinUri\\.a`, Old: raw(`5`)},
+				{Field: "confConfigInfo.guestPwd", Redacted: true},
+				{Field: `confConfigInfo\.guestPwd`, Old: raw(`"1"`), New: raw(`"2"`)},
+			},
+		},
+		{
 			name: "a field that looks like a redacted entry is hidden",
 			in: []snapshot.FieldChange{
 				{Field: "passwordEntry", Old: raw(`[{"password":"1"}]`), New: raw(`[{"password":"2"}]`)},
@@ -690,11 +719,11 @@ func FuzzSeal(f *testing.F) {
 	f.Add(`{"confUUID":"u","chair\u004aoinUri":"c","chairJoinUri":"redacted:sha256:0123456789abcdef01234567","x":"\"\\"}`)
 	f.Add(`{"confUUID":"u","liveAddress":[],"auxAddress":{},"confConfigInfo":[{"guestPwd":"p"}]}`)
 
-	def, err := snapshot.ParseRedact("")
+	def, err := redact.Parse("")
 	require.NoError(f, err)
-	none, err := snapshot.ParseRedact("none")
+	none, err := redact.Parse("none")
 	require.NoError(f, err)
-	custom, err := snapshot.ParseRedact("a,a.b,c[].d,c[].e[].f,passwordEntry,confConfigInfo[].guestPwd")
+	custom, err := redact.Parse("a,a.b,c[].d,c[].e[].f,passwordEntry,confConfigInfo[].guestPwd")
 	require.NoError(f, err)
 
 	f.Fuzz(func(t *testing.T, record string) {
@@ -702,7 +731,7 @@ func FuzzSeal(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for _, r := range []*snapshot.Redactor{nil, none} {
+		for _, r := range []*redact.Policy{nil, none} {
 			got, err := r.Seal(m)
 			require.NoError(t, err)
 			require.Equal(t, m, got)
@@ -710,7 +739,7 @@ func FuzzSeal(f *testing.F) {
 			require.NoError(t, err)
 			require.Equal(t, string(m.Raw()), string(stripped))
 		}
-		for _, r := range []*snapshot.Redactor{def, custom} {
+		for _, r := range []*redact.Policy{def, custom} {
 			sealed, err := r.Seal(m)
 			require.NoError(t, err)
 			require.Equal(t, m.UUID, sealed.UUID)
@@ -772,8 +801,8 @@ func BenchmarkStrip(b *testing.B) {
 	}
 }
 
-func ExampleRedactor_RedactChanges() {
-	r, _ := snapshot.ParseRedact("") // the default policy
+func ExamplePolicy_RedactChanges() {
+	r, _ := redact.Parse("") // the default policy
 	before, _ := snapshot.ParseMeeting([]byte(`{"confUUID":"u","subject":"standup","confConfigInfo":{"guestPwd":"123456"}}`))
 	after, _ := snapshot.ParseMeeting([]byte(`{"confUUID":"u","subject":"stand-up","confConfigInfo":{"guestPwd":"654321"}}`))
 	before, _ = r.Seal(before)

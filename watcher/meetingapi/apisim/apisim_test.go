@@ -19,12 +19,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meetwatch/meetwatch/watcher/apisim"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 )
 
 const (
-	token       = "test-token"
-	fixturePath = "../../../shared/fixtures/online-example.json"
+	token = "test-token"
+	// fixturePath is the example answer of the API reference's "Querying the
+	// Ongoing Meeting List" page, copied verbatim.
+	fixturePath = "testdata/online-example.json"
 	timeLayout  = "2006-01-02 15:04"
 )
 

@@ -1,4 +1,4 @@
-package watcher
+package meetingapi
 
 import (
 	"bufio"
@@ -21,9 +21,11 @@ type pageWire struct {
 
 // DecodePage reads one answer of the list endpoint. It accepts only a JSON
 // object with an integer count and an array (or null) of records that each
-// have a confUUID; anything else is ErrBadPage with the reason. Records are
-// decoded straight from the stream, so a page's raw body is never held
-// beside its records.
+// have a confUUID; anything else is ErrBadPage with the reason.
+//
+// encoding/json's Decoder reads the whole object into its buffer before it
+// decodes it, so a page's body is held beside its records while it is
+// decoded; the client's MaxBodyBytes is what bounds that.
 func DecodePage(r io.Reader) (Page, error) {
 	br := bufio.NewReader(r)
 	if err := expectObject(br); err != nil {

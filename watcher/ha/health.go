@@ -1,7 +1,12 @@
-package watcher
+package ha
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -130,4 +135,29 @@ func (h *Health) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", serve(func(ready, _ Report) Report { return ready }))
 	mux.HandleFunc("GET /healthz", serve(func(_, healthy Report) Report { return healthy }))
 	return mux
+}
+
+// Serve serves h's probes on addr until ctx ends, then shuts the server
+// down within a second: a probe cut short by a stopping process is fine.
+func Serve(ctx context.Context, addr string, h *Health, logger *slog.Logger) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening for probes on %s: %w", addr, err)
+	}
+	logger.Info("serving probes", "addr", l.Addr().String())
+	srv := &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("serving probes: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx) // the process is stopping; a probe cut short is fine
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving probes: %w", err)
+	}
+	return nil
 }

@@ -1,4 +1,8 @@
-package watcher
+// Package ha lets several meetwatch replicas share one deployment: a lease
+// in a JetStream key-value bucket elects the one that polls and publishes,
+// and the /healthz and /readyz probes tell an orchestrator how each replica
+// is doing.
+package ha
 
 import (
 	"context"
@@ -10,6 +14,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meetwatch/meetwatch/watcher"
 )
 
 // Lease elects one leader among meetwatch replicas that share a NATS
@@ -51,9 +57,7 @@ type LeaseConfig struct {
 
 const leaseKey = "leader"
 
-// ErrFenced means this replica lost the lease, or another replica wrote the
-// state since this one read it: whatever it was about to write is stale.
-var ErrFenced = errors.New("fenced: another replica leads")
+var _ watcher.Lease = (*Lease)(nil)
 
 // OpenLease creates or updates the lease bucket.
 func OpenLease(ctx context.Context, js jetstream.JetStream, cfg LeaseConfig) (*Lease, error) {
@@ -189,7 +193,7 @@ func (l *Lease) term(ctx context.Context, value []byte, rev uint64, lead func(co
 			case <-lctx.Done():
 				return
 			case <-deadline.C:
-				cancel(fmt.Errorf("%w: no renewal for %s", ErrFenced, l.cfg.TTL*9/10))
+				cancel(fmt.Errorf("%w: no renewal for %s", watcher.ErrFenced, l.cfg.TTL*9/10))
 				return
 			case <-tick.C:
 			}
@@ -198,7 +202,7 @@ func (l *Lease) term(ctx context.Context, value []byte, rev uint64, lead func(co
 			next, err := l.kv.Update(rctx, leaseKey, value, rev)
 			rcancel()
 			if err != nil {
-				cancel(fmt.Errorf("%w: renewing the lease: %w", ErrFenced, err))
+				cancel(fmt.Errorf("%w: renewing the lease: %w", watcher.ErrFenced, err))
 				return
 			}
 			rev = next

@@ -1,4 +1,4 @@
-package watcher
+package meetingapi
 
 import (
 	"bytes"
@@ -14,23 +14,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"golang.org/x/sync/singleflight"
-)
-
-// Errors of getting an access token.
-var (
-	// ErrLoginFailed means no access token could be had: the API refused
-	// the credentials, answered without a token, or could not be reached.
-	// It never matches ErrUnauthorized, which is about a token the API
-	// refused, so a caller that logs in again on ErrUnauthorized does not
-	// loop on credentials that will never work.
-	ErrLoginFailed = errors.New("login failed")
+	"github.com/meetwatch/meetwatch/snapshot/redact"
 )
 
 const (
@@ -64,35 +53,39 @@ const (
 type TokenSource interface {
 	// Token returns a token that is valid now, logging in first if need
 	// be.
-	Token(ctx context.Context) (Secret, error)
+	Token(ctx context.Context) (redact.Secret, error)
+	// Close stops a login under way and waits for it.
+	Close()
 	// Invalidate is called with a token the API refused (401 or
 	// USG.000000004). The next Token logs in again, but only if the cached
 	// token is still bad, so that ten requests refused at once cause one
 	// login, not ten.
-	Invalidate(bad Secret)
+	Invalidate(bad redact.Secret)
 }
 
 // StaticToken returns a TokenSource for a token obtained elsewhere (the
 // MEETWATCH_ACCESS_TOKEN setting). It never renews the token, since it has
 // no credentials to do so, and Invalidate does nothing: once the API
 // refuses the token, every request fails until the token is replaced.
-func StaticToken(tok Secret) TokenSource { return staticToken{tok: tok} }
+func StaticToken(tok redact.Secret) TokenSource { return staticToken{tok: tok} }
 
-type staticToken struct{ tok Secret }
+type staticToken struct{ tok redact.Secret }
 
-func (s staticToken) Token(context.Context) (Secret, error) {
+func (s staticToken) Token(context.Context) (redact.Secret, error) {
 	if s.tok.IsZero() {
-		return Secret{}, errors.New("static access token is empty")
+		return redact.Secret{}, errors.New("static access token is empty")
 	}
 	return s.tok, nil
 }
 
-func (staticToken) Invalidate(Secret) {}
+func (staticToken) Invalidate(redact.Secret) {}
+
+func (staticToken) Close() {}
 
 // Format prints a description instead of the fields, because fmt prints
 // unexported fields raw, without the Secret's redaction.
 func (staticToken) Format(f fmt.State, _ rune) {
-	io.WriteString(f, "watcher.StaticToken("+redacted+")")
+	io.WriteString(f, "meetingapi.StaticToken("+redact.Placeholder+")")
 }
 
 // LogValue implements slog.LogValuer.
@@ -125,7 +118,7 @@ type LoginConfig struct {
 // app management page. They print with AppKey redacted.
 type AppIDCredentials struct {
 	AppID  string
-	AppKey Secret
+	AppKey redact.Secret
 	// UserID is the user the token acts for; empty means the enterprise
 	// administrator.
 	UserID string
@@ -138,7 +131,7 @@ type AppIDCredentials struct {
 // Password redacted.
 type AccountCredentials struct {
 	Account  string
-	Password Secret
+	Password redact.Secret
 }
 
 // NewAppIDLogin returns a TokenSource that logs in with an App ID and its
@@ -233,12 +226,27 @@ type loginSource struct {
 	log     *slog.Logger
 	now     func() time.Time
 	renewAt float64
-	flight  singleflight.Group
+
+	// base parents every login; Close cancels it and waits for the login
+	// goroutine, which so has an owner.
+	base context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
 
 	mu        sync.Mutex
-	tok       Secret
+	tok       redact.Secret
 	renewTime time.Time // when Token starts logging in again
 	expiry    time.Time // when the token stops working
+	inFlight  *flight   // the login under way, shared by every caller
+	closed    bool
+}
+
+// flight is one login that several callers wait for: each login takes one
+// of the user's 64 token slots, so ten callers must cause one, not ten.
+type flight struct {
+	done chan struct{}
+	tok  redact.Secret
+	err  error
 }
 
 func newLoginSource(cfg LoginConfig, name, idKey, id string, build func(time.Time) (loginRequest, error)) *loginSource {
@@ -252,13 +260,24 @@ func newLoginSource(cfg LoginConfig, name, idKey, id string, build func(time.Tim
 	if !(l.renewAt > 0 && l.renewAt <= 1) {
 		l.renewAt = defaultRenewAt
 	}
+	l.base, l.stop = context.WithCancel(context.Background())
 	return l
+}
+
+// Close stops a login under way and waits for it; Token fails afterwards.
+// It is idempotent.
+func (l *loginSource) Close() {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.stop()
+	l.wg.Wait()
 }
 
 // Format prints who logs in and nothing else, because fmt prints
 // unexported fields raw, without the Secret's redaction.
 func (l *loginSource) Format(f fmt.State, _ rune) {
-	fmt.Fprintf(f, "watcher.TokenSource(%s login as %q)", l.name, l.id)
+	fmt.Fprintf(f, "meetingapi.TokenSource(%s login as %q)", l.name, l.id)
 }
 
 // LogValue implements slog.LogValuer, for the same reason as Format.
@@ -267,46 +286,58 @@ func (l *loginSource) LogValue() slog.Value {
 }
 
 // Token returns the cached token while it is fresh. Otherwise it joins the
-// login in flight, or starts one. The login runs under the first caller's
-// context without its cancellation, bounded by loginTimeout, so every
-// caller gives up on its own context only. A login that every caller gave
-// up on still finishes, within loginTimeout, and its token is cached.
-func (l *loginSource) Token(ctx context.Context) (Secret, error) {
+// login in flight, or starts one. The login runs in a goroutine the source
+// owns, bounded by loginTimeout and by Close, so every caller gives up on
+// its own context only. A login that every caller gave up on still
+// finishes, within loginTimeout, and its token is cached.
+func (l *loginSource) Token(ctx context.Context) (redact.Secret, error) {
 	if tok, ok := l.fresh(); ok {
 		return tok, nil
 	}
 	if err := context.Cause(ctx); err != nil {
-		return Secret{}, fmt.Errorf("%s login: %w", l.name, err) // nobody would wait for it
+		return redact.Secret{}, fmt.Errorf("%s login: %w", l.name, err) // nobody would wait for it
 	}
-	ch := l.flight.DoChan("login", func() (any, error) {
-		return l.refresh(context.WithoutCancel(ctx))
-	})
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return redact.Secret{}, fmt.Errorf("%s login: %w: the token source is closed", l.name, ErrLoginFailed)
+	}
+	f := l.inFlight
+	if f == nil {
+		f = &flight{done: make(chan struct{})}
+		l.inFlight = f
+		l.wg.Go(func() {
+			f.tok, f.err = l.refresh(l.base)
+			l.mu.Lock()
+			l.inFlight = nil
+			l.mu.Unlock()
+			close(f.done)
+		})
+	}
+	l.mu.Unlock()
 	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return Secret{}, res.Err
-		}
-		return res.Val.(Secret), nil
+	case <-f.done:
+		return f.tok, f.err
 	case <-ctx.Done():
-		return Secret{}, fmt.Errorf("waiting for the %s login: %w", l.name, context.Cause(ctx))
+		return redact.Secret{}, fmt.Errorf("waiting for the %s login: %w", l.name, context.Cause(ctx))
 	}
 }
 
 // Invalidate forgets bad if it is still the cached token. A token renewed
 // since bad was handed out is kept: it is not the one the API refused.
-func (l *loginSource) Invalidate(bad Secret) {
+func (l *loginSource) Invalidate(bad redact.Secret) {
 	if bad.IsZero() {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.tok.Reveal() == bad.Reveal() {
-		l.tok, l.renewTime, l.expiry = Secret{}, time.Time{}, time.Time{}
+		l.tok, l.renewTime, l.expiry = redact.Secret{}, time.Time{}, time.Time{}
 	}
 }
 
 // fresh returns the cached token if it is not yet due for renewal.
-func (l *loginSource) fresh() (Secret, bool) {
+func (l *loginSource) fresh() (redact.Secret, bool) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -316,7 +347,7 @@ func (l *loginSource) fresh() (Secret, bool) {
 // refresh logs in and caches the token. When a renewal fails while the old
 // token still works, it returns the old token: the caller's request can
 // still succeed, and the next Token tries the login again.
-func (l *loginSource) refresh(ctx context.Context) (Secret, error) {
+func (l *loginSource) refresh(ctx context.Context) (redact.Secret, error) {
 	// A caller that found the cache stale may arrive just after another
 	// flight stored a new token; it takes that token instead of logging in.
 	if tok, ok := l.fresh(); ok {
@@ -334,7 +365,7 @@ func (l *loginSource) refresh(ctx context.Context) (Secret, error) {
 			l.log.Warn("keeping the current token after a failed renewal", "err", err, "expires_at", expiry)
 			return old, nil
 		}
-		return Secret{}, err
+		return redact.Secret{}, err
 	}
 	renew := sent.Add(time.Duration(float64(life) * l.renewAt))
 	expiry := sent.Add(life)
@@ -354,31 +385,31 @@ type loginAnswer struct {
 
 // login sends one login request. It returns the token, the local time the
 // request was sent, and the token's life measured from then.
-func (l *loginSource) login(ctx context.Context) (tok Secret, sent time.Time, life time.Duration, err error) {
+func (l *loginSource) login(ctx context.Context) (tok redact.Secret, sent time.Time, life time.Duration, err error) {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%s login: %w: %s", l.name, ErrLoginFailed, fmt.Sprintf(format, args...))
 	}
 	if l.cfg.HTTPClient == nil {
-		return Secret{}, time.Time{}, 0, fail("no http client configured")
+		return redact.Secret{}, time.Time{}, 0, fail("no http client configured")
 	}
-	u, err := url.Parse(l.cfg.BaseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return Secret{}, time.Time{}, 0, fail("api url %q: want http(s)://host", l.cfg.BaseURL)
+	u, err := ParseBaseURL(l.cfg.BaseURL)
+	if err != nil {
+		return redact.Secret{}, time.Time{}, 0, fail("%v", err)
 	}
 	if l.cfg.Wait != nil {
 		if err := l.cfg.Wait(ctx); err != nil {
-			return Secret{}, time.Time{}, 0, fmt.Errorf("%s login: %w: waiting for the request budget: %w", l.name, ErrLoginFailed, err)
+			return redact.Secret{}, time.Time{}, 0, fmt.Errorf("%s login: %w: waiting for the request budget: %w", l.name, ErrLoginFailed, err)
 		}
 	}
 	sent = l.now()
 	lr, err := l.build(sent)
 	if err != nil {
-		return Secret{}, time.Time{}, 0, fmt.Errorf("%s login: %w: %w", l.name, ErrLoginFailed, err)
+		return redact.Secret{}, time.Time{}, 0, fmt.Errorf("%s login: %w: %w", l.name, ErrLoginFailed, err)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/") + lr.path
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(lr.body))
 	if err != nil {
-		return Secret{}, time.Time{}, 0, fmt.Errorf("%s login: %w: building the request: %w", l.name, ErrLoginFailed, err)
+		return redact.Secret{}, time.Time{}, 0, fmt.Errorf("%s login: %w: building the request: %w", l.name, ErrLoginFailed, err)
 	}
 	req.Header.Set("Authorization", lr.authz)
 	req.Header.Set("X-Token-Type", "LongTicket")
@@ -389,27 +420,27 @@ func (l *loginSource) login(ctx context.Context) (tok Secret, sent time.Time, li
 	if err != nil {
 		// The error names the URL and the cause; the credentials are only
 		// in the header and body, which it never shows.
-		return Secret{}, time.Time{}, 0, fmt.Errorf("%s login: %w: %w", l.name, ErrLoginFailed, err)
+		return redact.Secret{}, time.Time{}, 0, fmt.Errorf("%s login: %w: %w", l.name, ErrLoginFailed, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxLoginAnswer))
 	reqID := resp.Header.Get("X-Request-Id")
 	if resp.StatusCode != http.StatusOK {
-		return Secret{}, time.Time{}, 0, fail("%s", loginAPIError(resp.StatusCode, reqID, b, lr.secrets))
+		return redact.Secret{}, time.Time{}, 0, fail("%s", parseAPIError(resp.StatusCode, reqID, b, lr.secrets...))
 	}
 	if err != nil {
-		return Secret{}, time.Time{}, 0, fmt.Errorf("%s login: %w: reading the answer (request_id %s): %w", l.name, ErrLoginFailed, reqID, err)
+		return redact.Secret{}, time.Time{}, 0, fmt.Errorf("%s login: %w: reading the answer (request_id %s): %w", l.name, ErrLoginFailed, reqID, err)
 	}
 	var ans loginAnswer
 	if err := json.Unmarshal(b, &ans); err != nil {
 		// Not the decoder's message: for a mistyped field it quotes the
 		// value, which may be the token.
-		return Secret{}, time.Time{}, 0, fail("answer 200 is not a token (request_id %s)", reqID)
+		return redact.Secret{}, time.Time{}, 0, fail("answer 200 is not a token (request_id %s)", reqID)
 	}
 	if ans.AccessToken == "" {
-		return Secret{}, time.Time{}, 0, fail("answer 200 has no accessToken (request_id %s)", reqID)
+		return redact.Secret{}, time.Time{}, 0, fail("answer 200 has no accessToken (request_id %s)", reqID)
 	}
-	return NewSecret(ans.AccessToken), sent, l.lifetime(sent, ans), nil
+	return redact.NewSecret(ans.AccessToken), sent, l.lifetime(sent, ans), nil
 }
 
 // lifetime prefers validPeriod, which measured from the local send time is
@@ -435,32 +466,8 @@ func (l *loginSource) lifetime(sent time.Time, ans loginAnswer) time.Duration {
 	return fallbackLife
 }
 
-// loginAPIError describes a refused login from the API's JSON error, when
-// there is one, with every secret scrubbed from what the server said. It is
-// text, not an *APIError, so that a refused login never matches
-// ErrUnauthorized.
-func loginAPIError(status int, reqID string, body []byte, secrets []string) string {
-	e := &APIError{Status: status, RequestID: reqID}
-	var fields struct {
-		Code      string `json:"error_code"`
-		Message   string `json:"error_msg"`
-		RequestID string `json:"request_id"`
-	}
-	if json.Unmarshal(body, &fields) == nil {
-		e.Code, e.Message = fields.Code, fields.Message
-		if fields.RequestID != "" {
-			e.RequestID = fields.RequestID
-		}
-	}
-	for _, s := range secrets {
-		if s != "" {
-			e.Code = strings.ReplaceAll(e.Code, s, redacted)
-			e.Message = strings.ReplaceAll(e.Message, s, redacted)
-			e.RequestID = strings.ReplaceAll(e.RequestID, s, redacted)
-		}
-	}
-	return e.Error()
-}
+// A refused login is reported as text, not as an *APIError, so that it
+// never matches ErrUnauthorized: logging in again cannot fix credentials.
 
 // flexInt reads a JSON number or a numeric string, defensively, since the
 // answer's types are unverified against a live account; anything else reads

@@ -1,4 +1,4 @@
-package watcher_test
+package meetingapi_test
 
 import (
 	"os"
@@ -8,14 +8,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meetwatch/meetwatch/watcher"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi"
 )
 
 func TestDecodePageFixture(t *testing.T) {
 	f, err := os.Open("testdata/online-example.json")
 	require.NoError(t, err)
 	defer f.Close()
-	p, err := watcher.DecodePage(f)
+	p, err := meetingapi.DecodePage(f)
 	require.NoError(t, err)
 	assert.Equal(t, 1, p.Count)
 	assert.Equal(t, 20, p.Limit)
@@ -36,8 +36,8 @@ func TestDecodePageErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := watcher.DecodePage(strings.NewReader(tt.body))
-			require.ErrorIs(t, err, watcher.ErrBadPage)
+			_, err := meetingapi.DecodePage(strings.NewReader(tt.body))
+			require.ErrorIs(t, err, meetingapi.ErrBadPage)
 			assert.ErrorContains(t, err, tt.want)
 		})
 	}
@@ -54,7 +54,7 @@ func FuzzDecodePage(f *testing.F) {
 	f.Add([]byte(`{"count":1,"data":null}`))
 	f.Add([]byte(`<html>`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		p, err := watcher.DecodePage(strings.NewReader(string(body)))
+		p, err := meetingapi.DecodePage(strings.NewReader(string(body)))
 		if err != nil {
 			return
 		}

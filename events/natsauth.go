@@ -1,71 +1,83 @@
-package main
+package events
 
 import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"log/slog"
 	"os"
 	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
-	"github.com/meetwatch/meetwatch/watcher"
+	"github.com/meetwatch/meetwatch/snapshot/redact"
 )
 
 // NATSAuth is how meetwatch proves who it is to a secured NATS server at
 // MEETWATCH_NATS_URL, and how it checks that server's certificate.
 //
-// The settings apply to `run` and `tail` only when MEETWATCH_NATS_URL is
-// set. Without it, `run` starts its own embedded server, which listens on
+// The daemon, `meetwatch tail` and any consumer share it: its env tags are
+// the MEETWATCH_ variables without their prefix. The settings apply to `run`
+// and `tail` only when MEETWATCH_NATS_URL is set. Without it, `run` starts its own embedded server, which listens on
 // loopback without TLS or users, and `tail` reads from that server: a
 // client asking it for TLS or signing with an nkey would fail to connect, so
 // the settings are ignored there rather than checked.
 //
-// The type is exported because config embeds it, and the env package skips
-// an unexported embedded field without a word, which would leave every
-// setting empty. The field names carry a NATS prefix because config already
-// has a Password (the meeting API's): a promoted field of the same name would
-// be hidden, and varName could not name its variable.
+// The field names carry a NATS prefix because the daemon's configuration,
+// which embeds this struct, already has a Password (the meeting API's): a
+// promoted field of the same name would be hidden.
 type NATSAuth struct {
-	NATSCreds    string         `env:"NATS_CREDS"`
-	NATSNKey     string         `env:"NATS_NKEY"`
-	NATSUser     string         `env:"NATS_USER"`
-	NATSPassword watcher.Secret `env:"NATS_PASSWORD"`
-	NATSToken    watcher.Secret `env:"NATS_TOKEN"`
-	NATSCA       string         `env:"NATS_CA"`
-	NATSCert     string         `env:"NATS_CERT"`
-	NATSKey      string         `env:"NATS_KEY"`
+	NATSCreds    string        `env:"NATS_CREDS"`
+	NATSNKey     string        `env:"NATS_NKEY"`
+	NATSUser     string        `env:"NATS_USER"`
+	NATSPassword redact.Secret `env:"NATS_PASSWORD"`
+	NATSToken    redact.Secret `env:"NATS_TOKEN"`
+	NATSCA       string        `env:"NATS_CA"`
+	NATSCert     string        `env:"NATS_CERT"`
+	NATSKey      string        `env:"NATS_KEY"`
 }
 
-// validate checks the settings, so that a wrong path or a mismatched key
-// stops meetwatch at once with exit code 2, instead of surfacing as a
-// connection that keeps failing. Files are read and parsed here: a seed or a
-// key that does not parse would otherwise fail only at the first handshake.
-func (a NATSAuth) validate() error {
+// SettingError names the NATSAuth fields at fault, so that a caller can
+// report them as its own settings (the daemon names the variables).
+type SettingError struct {
+	Fields []string
+	Msg    string
+}
+
+func (e *SettingError) Error() string { return strings.Join(e.Fields, ", ") + ": " + e.Msg }
+
+func bad(field, format string, args ...any) *SettingError {
+	return &SettingError{Fields: []string{field}, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Validate checks the settings, so that a wrong path or a mismatched key
+// stops meetwatch at once, instead of surfacing as a connection that keeps
+// failing. Files are read and parsed here: a seed or a key that does not
+// parse would otherwise fail only at the first handshake. Its errors are
+// *SettingError.
+func (a NATSAuth) Validate() error {
 	var ways []string
 	if a.NATSCreds != "" {
-		ways = append(ways, varName("NATSCreds"))
+		ways = append(ways, "NATSCreds")
 	}
 	if a.NATSNKey != "" {
-		ways = append(ways, varName("NATSNKey"))
+		ways = append(ways, "NATSNKey")
 	}
 	if a.NATSUser != "" {
-		ways = append(ways, varName("NATSUser"))
+		ways = append(ways, "NATSUser")
 	}
 	if !a.NATSToken.IsZero() {
-		ways = append(ways, varName("NATSToken"))
+		ways = append(ways, "NATSToken")
 	}
 	switch {
 	case len(ways) > 1:
-		return &configError{Var: strings.Join(ways, ", "), Msg: "more than one way to authenticate to NATS is set: keep at most one"}
+		return &SettingError{Fields: ways, Msg: "more than one way to authenticate to NATS is set: keep at most one"}
 	case !a.NATSPassword.IsZero() && a.NATSUser == "":
-		return bad("NATSUser", "required with %s", varName("NATSPassword"))
+		return bad("NATSUser", "required with the password")
 	case a.NATSCert != "" && a.NATSKey == "":
-		return bad("NATSKey", "required with %s: a client certificate needs its private key", varName("NATSCert"))
+		return bad("NATSKey", "required with a client certificate: it needs its private key")
 	case a.NATSCert == "" && a.NATSKey != "":
-		return bad("NATSCert", "required with %s: a private key needs its client certificate", varName("NATSKey"))
+		return bad("NATSCert", "required with a private key: it needs its client certificate")
 	}
 
 	if a.NATSCreds != "" {
@@ -121,10 +133,10 @@ func readFile(field, path string) ([]byte, error) {
 	return b, nil
 }
 
-// options returns the nats.Connect options for the settings; validate has
-// checked them. The password and the token leave their Secret only here, on
+// Options returns the nats.Connect options for the settings; call Validate
+// first for errors that name the setting. The password and the token leave their Secret only here, on
 // their way into the connection.
-func (a NATSAuth) options() ([]nats.Option, error) {
+func (a NATSAuth) Options() ([]nats.Option, error) {
 	var opts []nats.Option
 	switch {
 	case a.NATSCreds != "":
@@ -149,8 +161,8 @@ func (a NATSAuth) options() ([]nats.Option, error) {
 	return opts, nil
 }
 
-// set returns the variables of the settings that are set.
-func (a NATSAuth) set() []string {
+// Set returns the names of the fields that are set.
+func (a NATSAuth) Set() []string {
 	var names []string
 	for _, f := range []struct {
 		field string
@@ -161,23 +173,8 @@ func (a NATSAuth) set() []string {
 		{"NATSCA", a.NATSCA != ""}, {"NATSCert", a.NATSCert != ""}, {"NATSKey", a.NATSKey != ""},
 	} {
 		if f.on {
-			names = append(names, varName(f.field))
+			names = append(names, f.field)
 		}
 	}
 	return names
-}
-
-// natsSecurity returns the security options for connecting to
-// MEETWATCH_NATS_URL, or none when it is empty: then the server is the
-// embedded one, which takes no credentials and speaks no TLS (see
-// NATSAuth). Settings left over in that case are named in a warning, since
-// they suggest MEETWATCH_NATS_URL was meant to be set.
-func natsSecurity(cfg config, logger *slog.Logger) ([]nats.Option, error) {
-	if cfg.NATSURL == "" {
-		if names := cfg.set(); len(names) > 0 {
-			logger.Warn("nats security settings ignored: they apply only with "+varName("NATSURL"), "vars", strings.Join(names, ","))
-		}
-		return nil, nil
-	}
-	return cfg.NATSAuth.options()
 }

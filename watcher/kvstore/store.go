@@ -1,4 +1,7 @@
-package watcher
+// Package kvstore keeps the watcher's state, the last committed snapshot, in
+// a JetStream key-value bucket, one key per meeting, so that a restarted or
+// newly elected replica diffs against exactly what was announced.
+package kvstore
 
 import (
 	"context"
@@ -15,27 +18,10 @@ import (
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/watcher"
 )
 
-// State is the last committed snapshot: what the watcher believes was
-// ongoing at ObservedAt, and has already announced.
-type State struct {
-	Snapshot snapshot.Snapshot
-	// ObservedAt is when the committed snapshot was observed. Every meeting
-	// in Snapshot was seen then, so it is each one's lastSeen.
-	ObservedAt time.Time
-	// Committed is false until a first snapshot was ever committed, which
-	// marks the started events of that first snapshot as initial.
-	Committed bool
-	// Pending holds meetings whose started event a poll was about to
-	// publish, or had published, when it stopped short of its commit. The
-	// next poll publishes them again (the same ids, so JetStream keeps one)
-	// and commits them before it diffs, so a meeting that ends meanwhile
-	// still gets its ended event.
-	Pending []snapshot.Meeting
-}
-
-// Store keeps State in a JetStream key-value bucket, one key per meeting.
+// Store keeps watcher.State in a JetStream key-value bucket, one key per meeting.
 //
 // A snapshot of thousands of meetings is far larger than a NATS message may
 // be, so it is never one value. Keys are "m.<confUUID>" (see events.Token)
@@ -52,8 +38,10 @@ type Store struct {
 	metaRev uint64
 }
 
-// StoreConfig configures the state bucket.
-type StoreConfig struct {
+var _ watcher.StateStore = (*Store)(nil)
+
+// Config configures the state bucket.
+type Config struct {
 	// Bucket is the key-value bucket's name.
 	Bucket string
 	// Replicas is the bucket's replica count; 0 means 1.
@@ -73,8 +61,8 @@ const (
 	storeWriters = 64
 )
 
-// OpenStore creates or updates the state bucket.
-func OpenStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*Store, error) {
+// Open creates or updates the state bucket.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
 	replicas := max(cfg.Replicas, 1)
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:         cfg.Bucket,
@@ -106,8 +94,8 @@ type metaValue struct {
 func meetingKey(confUUID string) string { return meetingPrefix + events.Token(confUUID) }
 
 // Load reads the committed state.
-func (s *Store) Load(ctx context.Context) (State, error) {
-	st := State{Snapshot: snapshot.Snapshot{}}
+func (s *Store) Load(ctx context.Context) (watcher.State, error) {
+	st := watcher.State{Snapshot: snapshot.Snapshot{}}
 	e, err := s.kv.Get(ctx, metaKey)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
@@ -118,19 +106,19 @@ func (s *Store) Load(ctx context.Context) (State, error) {
 		if p, err := s.kv.Get(ctx, preparedKey); err == nil {
 			var m metaValue
 			if err := json.Unmarshal(p.Value(), &m); err != nil {
-				return State{}, fmt.Errorf("decoding prepared time: %w", err)
+				return watcher.State{}, fmt.Errorf("decoding prepared time: %w", err)
 			}
 			st.ObservedAt = m.ObservedAt
 		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-			return State{}, fmt.Errorf("reading prepared time: %w", err)
+			return watcher.State{}, fmt.Errorf("reading prepared time: %w", err)
 		}
 	case err != nil:
-		return State{}, fmt.Errorf("reading state meta: %w", err)
+		return watcher.State{}, fmt.Errorf("reading state meta: %w", err)
 	default:
 		s.setMetaRev(e.Revision())
 		var m metaValue
 		if err := json.Unmarshal(e.Value(), &m); err != nil {
-			return State{}, fmt.Errorf("decoding state meta: %w", err)
+			return watcher.State{}, fmt.Errorf("decoding state meta: %w", err)
 		}
 		st.ObservedAt, st.Committed = m.ObservedAt, true
 	}
@@ -141,16 +129,20 @@ func (s *Store) Load(ctx context.Context) (State, error) {
 	// the number of entries still to come.
 	w, err := s.kv.WatchFiltered(ctx, []string{meetingPrefix + ">", pendingPrefix + ">"})
 	if err != nil {
-		return State{}, fmt.Errorf("watching state: %w", err)
+		return watcher.State{}, fmt.Errorf("watching state: %w", err)
 	}
 	defer w.Stop()
 	pending := snapshot.Snapshot{}
 	for seen := 0; ; {
 		var e jetstream.KeyValueEntry
+		var open bool
 		select {
 		case <-ctx.Done():
-			return State{}, fmt.Errorf("loading state: %w", context.Cause(ctx))
-		case e = <-w.Updates():
+			return watcher.State{}, fmt.Errorf("loading state: %w", context.Cause(ctx))
+		case e, open = <-w.Updates():
+		}
+		if !open {
+			return watcher.State{}, errors.New("loading state: the watch ended before every key was read")
 		}
 		if e == nil {
 			if seen == 0 {
@@ -162,7 +154,7 @@ func (s *Store) Load(ctx context.Context) (State, error) {
 		if e.Operation() == jetstream.KeyValuePut {
 			m, err := snapshot.ParseMeeting(e.Value())
 			if err != nil {
-				return State{}, fmt.Errorf("decoding state key %s: %w", e.Key(), err)
+				return watcher.State{}, fmt.Errorf("decoding state key %s: %w", e.Key(), err)
 			}
 			if strings.HasPrefix(e.Key(), pendingPrefix) {
 				pending[m.UUID] = m
@@ -178,7 +170,7 @@ func (s *Store) Load(ctx context.Context) (State, error) {
 		if _, committed := st.Snapshot[id]; !committed {
 			st.Pending = append(st.Pending, m)
 		} else if err := s.purge(ctx, pendingPrefix+events.Token(id)); err != nil {
-			return State{}, fmt.Errorf("clearing the pending record of committed %s: %w", id, err)
+			return watcher.State{}, fmt.Errorf("clearing the pending record of committed %s: %w", id, err)
 		}
 	}
 	slices.SortFunc(st.Pending, func(a, b snapshot.Meeting) int { return strings.Compare(a.UUID, b.UUID) })
@@ -224,7 +216,7 @@ func (s *Store) Prepare(ctx context.Context, changes []snapshot.Change, observed
 // duplicates if they were already stored; then it writes the keys again.
 //
 // The meta key is written with a compare-and-set on the revision this
-// replica last saw, so a replica that lost the lead gets ErrFenced instead
+// replica last saw, so a replica that lost the lead gets watcher.ErrFenced instead
 // of committing over a newer leader's state.
 func (s *Store) Commit(ctx context.Context, changes []snapshot.Change, observedAt time.Time, meetings int) error {
 	g, gctx := errgroup.WithContext(ctx)
@@ -266,7 +258,7 @@ func (s *Store) Commit(ctx context.Context, changes []snapshot.Change, observedA
 	}
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
-		return fmt.Errorf("committing state meta: %w: %w", ErrFenced, err)
+		return fmt.Errorf("committing state meta: %w: %w", watcher.ErrFenced, err)
 	case err != nil:
 		return fmt.Errorf("committing state meta: %w", err)
 	}

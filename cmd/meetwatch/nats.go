@@ -1,0 +1,44 @@
+package main
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/meetwatch/meetwatch/events"
+)
+
+// natsSecurity returns the security options for connecting to
+// MEETWATCH_NATS_URL, or none when it is empty: then the server is the
+// embedded one, which takes no credentials and speaks no TLS (see
+// events.NATSAuth). Settings left over in that case are named in a warning,
+// since they suggest MEETWATCH_NATS_URL was meant to be set.
+func natsSecurity(cfg config, logger *slog.Logger) ([]nats.Option, error) {
+	if cfg.NATSURL == "" {
+		if names := varNames(cfg.NATSAuth.Set()); len(names) > 0 {
+			logger.Warn("nats security settings ignored: they apply only with "+varName("NATSURL"), "vars", strings.Join(names, ","))
+		}
+		return nil, nil
+	}
+	return cfg.NATSAuth.Options()
+}
+
+// natsAuthError turns the NATS settings' error into a configuration error
+// that names the variables.
+func natsAuthError(err error) error {
+	var se *events.SettingError
+	if errors.As(err, &se) {
+		return &configError{Var: strings.Join(varNames(se.Fields), ", "), Msg: se.Msg}
+	}
+	return err
+}
+
+func varNames(fields []string) []string {
+	names := make([]string, len(fields))
+	for i, f := range fields {
+		names[i] = varName(f)
+	}
+	return names
+}

@@ -1,0 +1,30 @@
+package watcher
+
+import "errors"
+
+// ErrFenced means this replica lost the lease, or another replica wrote the
+// state since this one read it: whatever it was about to write is stale.
+var ErrFenced = errors.New("fenced: another replica leads")
+
+// The behaviours the engine asks of an error. Adapters give their errors
+// these methods, so that the engine decides how to treat a failure without
+// importing the adapter or matching its sentinels.
+type (
+	// rejecter is an error of a request refused as configured (a 400 or a
+	// 403): retrying at once would only repeat it, so polls back off.
+	rejecter interface{ Rejected() bool }
+	// unauthorized is an error of a refused access token.
+	unauthorized interface{ Unauthorized() bool }
+	// overBudget is an error of a request budget that cannot fit the poll
+	// into its deadline, so the next poll gets a longer one.
+	overBudget interface{ OverBudget() bool }
+	// logAttrser is an error with fields worth a log line's keys.
+	logAttrser interface{ LogAttrs() []any }
+)
+
+// errorIs reports whether some error in err's chain has the behaviour T and
+// says yes to it.
+func errorIs[T any](err error, says func(T) bool) bool {
+	var target T
+	return errors.As(err, &target) && says(target)
+}

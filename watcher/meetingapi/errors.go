@@ -1,0 +1,140 @@
+package meetingapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/meetwatch/meetwatch/snapshot/redact"
+)
+
+// Errors of a listing that cannot become a snapshot, and of getting a token.
+// The watcher does not import this package: it asks an error how to treat
+// it through the methods below (Rejected, Unauthorized, OverBudget).
+var (
+	// ErrIncomplete means the listing did not cover every meeting the API
+	// counted, so a missing meeting cannot be read as ended.
+	ErrIncomplete = errors.New("incomplete listing")
+	// ErrInconsistent means the list changed while it was read: the count
+	// moved between pages or a confUUID appeared twice.
+	ErrInconsistent = errors.New("inconsistent listing")
+	// ErrBadPage means a page could not be decoded as the API's answer.
+	ErrBadPage = errors.New("malformed page")
+	// ErrUnauthorized means the API refused the access token.
+	ErrUnauthorized = errors.New("authentication failed")
+	// ErrRejected means the API refused the request as configured: a 400
+	// (invalid parameters) or a 403 (queryAll without an admin's token).
+	// Retrying would only repeat it, so polls back off instead.
+	ErrRejected = errors.New("request rejected by the api")
+	// ErrOverBudget means the request budget could not allow the next
+	// request before the poll's deadline.
+	ErrOverBudget error = overBudgetError{}
+	// ErrLoginFailed means no access token could be had: the API refused
+	// the credentials, answered without a token, or could not be reached.
+	// It never matches ErrUnauthorized, which is about a token the API
+	// refused, so a caller that logs in again on ErrUnauthorized does not
+	// loop on credentials that will never work.
+	ErrLoginFailed = errors.New("login failed")
+)
+
+// overBudgetError is ErrOverBudget's type, so that it can say OverBudget.
+type overBudgetError struct{}
+
+func (overBudgetError) Error() string {
+	return "the request budget cannot fit the listing before the deadline"
+}
+
+// OverBudget tells the watcher that the poll needs a longer deadline.
+func (overBudgetError) OverBudget() bool { return true }
+
+// APIError is an answer other than 200, with the API's error fields where it
+// sent them. Gateways also answer with HTML or empty bodies; then only the
+// status is known.
+type APIError struct {
+	Status    int
+	Code      string // error_code, e.g. "USG.000000004"
+	Message   string // error_msg
+	RequestID string // request_id, or the X-Request-Id header
+}
+
+// invalidTokenCode is the API's error_code for a missing, wrong or expired
+// access token.
+const invalidTokenCode = "USG.000000004"
+
+// parseAPIError reads the API's JSON error body, when there is one, and
+// scrubs every secret from what the server said, in case it echoed the
+// request. A body that is not the API's JSON leaves only the status and the
+// request id known.
+func parseAPIError(status int, requestID string, body []byte, secrets ...string) *APIError {
+	e := &APIError{Status: status, RequestID: requestID}
+	var fields struct {
+		Code      string `json:"error_code"`
+		Message   string `json:"error_msg"`
+		RequestID string `json:"request_id"`
+	}
+	if json.Unmarshal(body, &fields) == nil {
+		e.Code, e.Message = fields.Code, fields.Message
+		if fields.RequestID != "" {
+			e.RequestID = fields.RequestID
+		}
+	}
+	for _, s := range secrets {
+		if s != "" {
+			e.Code = strings.ReplaceAll(e.Code, s, redact.Placeholder)
+			e.Message = strings.ReplaceAll(e.Message, s, redact.Placeholder)
+			e.RequestID = strings.ReplaceAll(e.RequestID, s, redact.Placeholder)
+		}
+	}
+	return e
+}
+
+func (e *APIError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "api answered %d %s", e.Status, http.StatusText(e.Status))
+	if e.Code != "" {
+		fmt.Fprintf(&b, ": %s", e.Code)
+	}
+	if e.Message != "" {
+		fmt.Fprintf(&b, " %q", e.Message)
+	}
+	if e.RequestID != "" {
+		fmt.Fprintf(&b, " (request_id %s)", e.RequestID)
+	}
+	return b.String()
+}
+
+// Is makes a 401, or the API's invalid-token code, match ErrUnauthorized,
+// and a 400 or 403 match ErrRejected.
+func (e *APIError) Is(target error) bool {
+	switch target {
+	case ErrUnauthorized:
+		return e.Unauthorized()
+	case ErrRejected:
+		return e.Rejected()
+	}
+	return false
+}
+
+// Unauthorized reports a refused access token: a 401 or the API's
+// invalid-token code.
+func (e *APIError) Unauthorized() bool {
+	return e.Status == http.StatusUnauthorized || e.Code == invalidTokenCode
+}
+
+// Rejected reports a request refused as configured (400, 403), which a
+// retry would only repeat.
+func (e *APIError) Rejected() bool {
+	return e.Status == http.StatusBadRequest || e.Status == http.StatusForbidden
+}
+
+// Temporary reports an answer that another try may not get: 429 and 5xx.
+func (e *APIError) Temporary() bool {
+	return e.Status == http.StatusTooManyRequests || e.Status >= 500
+}
+
+// LogAttrs returns the error's API fields for a log line.
+func (e *APIError) LogAttrs() []any {
+	return []any{"status", e.Status, "error_code", e.Code, "error_msg", e.Message, "request_id", e.RequestID}
+}
