@@ -2,9 +2,17 @@ package watcher
 
 import "errors"
 
-// ErrFenced means this replica lost the lease, or another replica wrote the
-// state since this one read it: whatever it was about to write is stale.
-var ErrFenced = errors.New("fenced: another replica leads")
+// Errors of the engine.
+var (
+	// ErrFenced means this replica lost the lease, or another replica wrote
+	// the state since this one read it: whatever it was about to write is
+	// stale.
+	ErrFenced = errors.New("fenced: another replica leads")
+
+	// errPollTimeout is the cause of a poll whose API part outlived its
+	// deadline; Run gives the next poll longer.
+	errPollTimeout = errors.New("the api part of the poll took longer than its deadline")
+)
 
 // The behaviours the engine asks of an error. Adapters give their errors
 // these methods, so that the engine decides how to treat a failure without

@@ -449,8 +449,6 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
-var errPollTimeout = errors.New("the api part of the poll took longer than its deadline")
-
 func (w *Watcher) logPoll(res PollResult) {
 	w.polls++
 	level := slog.LevelDebug

@@ -12,7 +12,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -35,9 +34,8 @@ import (
 
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim/simtest"
 )
-
-var crashSeed = flag.Uint64("crash.seed", 0, "seed of TestKillNineAnywhere; 0 picks one from the clock")
 
 const (
 	crashStream = "MEETINGS"
@@ -235,17 +233,21 @@ func waitForCommits(tb testing.TB, st *stateView, n int) {
 
 // settle waits until three polls in a row commit without adding a message
 // to the stream, so that at least two of them listed after the stream was
-// last seen growing, and returns every message.
-func settle(tb testing.TB, nc *nats.Conn, st *stateView) []message {
+// last seen growing, and until the committed snapshot holds as many
+// meetings as sim: a poll whose end confirmations ran out of time commits
+// without publishing, and only the count shows that an end is still owed.
+// It returns every message.
+func settle(tb testing.TB, nc *nats.Conn, st *stateView, sim *apisim.Sim) []message {
 	tb.Helper()
 	deadline := time.Now().Add(2 * eventWait)
 	for {
 		before := streamLen(nc, crashStream)
 		waitForCommits(tb, st, 3)
-		if streamLen(nc, crashStream) == before {
+		_, meetings := st.meta()
+		if streamLen(nc, crashStream) == before && meetings == sim.Len() {
 			return storedMessages(tb, nc, crashStream)
 		}
-		require.True(tb, time.Now().Before(deadline), "the stream never stopped growing")
+		require.True(tb, time.Now().Before(deadline), "the stream never stopped growing, or the state never caught up with the API")
 	}
 }
 
@@ -656,11 +658,7 @@ func TestKillNineAnywhere(t *testing.T) {
 		restarts = 10
 		maxDelay = 1500 * time.Millisecond
 	)
-	seed := *crashSeed
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
-	}
-	t.Logf("seed %d (-crash.seed=%d replays the same delays and changes)", seed, seed)
+	seed := simtest.Seed(t, 20261201)
 	rng := rand.New(rand.NewPCG(seed, seed>>1|1))
 
 	srv := natstest.Start(t)
@@ -768,7 +766,7 @@ func TestKillNineAnywhere(t *testing.T) {
 	}
 
 	last := startMeetwatch(t, env, "run")
-	msgs := settle(t, nc, st)
+	msgs := settle(t, nc, st, api.Sim)
 	last.stop(t, syscall.SIGTERM)
 
 	f := checkTruth(t, msgs, w, nil)
@@ -808,12 +806,13 @@ func newCrashRig(t *testing.T, token string) *crashRig {
 	t.Helper()
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
-	api := apisim.NewServer(apisim.Options{Token: token, Seed: 11})
+	seed := simtest.Seed(t, 11)
+	api := apisim.NewServer(apisim.Options{Token: token, Seed: int64(seed)})
 	t.Cleanup(api.Close)
 	return &crashRig{
 		t: t, srv: srv, nc: nc, st: newStateView(t, nc), api: api,
 		w: newWorld(api.Sim, rigMeetings), lst: watchListings(api.Sim),
-		gate: startGate(t, srv.ClientURL()), rng: rand.New(rand.NewPCG(11, 12)),
+		gate: startGate(t, srv.ClientURL()), rng: rand.New(rand.NewPCG(seed, seed+1)),
 	}
 }
 
@@ -842,7 +841,7 @@ func (r *crashRig) waitHeld(held <-chan struct{}) {
 func (r *crashRig) restart(owed map[string]bool) (*process, tally, []message) {
 	r.t.Helper()
 	p := r.start(false)
-	msgs := settle(r.t, r.nc, r.st)
+	msgs := settle(r.t, r.nc, r.st, r.api.Sim)
 	p.stop(r.t, syscall.SIGTERM)
 	return p, checkTruth(r.t, msgs, r.w, owed), msgs
 }
@@ -1039,7 +1038,7 @@ func TestCrashPoints(t *testing.T) {
 		// A restart repairs the commit and reports the four ends.
 		second := r.start(false)
 		waitForLen(t, r.nc, rigMeetings+len(owed))
-		settle(t, r.nc, r.st)
+		settle(t, r.nc, r.st, r.api.Sim)
 		keys, pending := r.st.keys(t, "m."), r.st.keys(t, "p.")
 		var stale []string
 		for id := range pending {
@@ -1139,11 +1138,12 @@ func TestNATSOutage(t *testing.T) {
 	srv := startNATSAt(t, port, dir)
 	nc := natstest.Connect(t, srv)
 	st := newStateView(t, nc)
-	api := apisim.NewServer(apisim.Options{Token: token, Seed: 5})
+	seed := simtest.Seed(t, 5)
+	api := apisim.NewServer(apisim.Options{Token: token, Seed: int64(seed)})
 	t.Cleanup(api.Close)
 	w := newWorld(api.Sim, meetings)
 	lst := watchListings(api.Sim)
-	rng := rand.New(rand.NewPCG(5, 6))
+	rng := rand.New(rand.NewPCG(seed, seed+1))
 
 	mw := startMeetwatch(t, crashEnv(api.URL, token, srv.ClientURL()), "run")
 	waitForMessages(t, nc, crashStream, meetings)
@@ -1185,7 +1185,7 @@ func TestNATSOutage(t *testing.T) {
 	st = newStateView(t, nc)
 	waitForMessages(t, nc, crashStream, meetings+5)
 	recovered := time.Since(up)
-	msgs := settle(t, nc, st)
+	msgs := settle(t, nc, st, api.Sim)
 	require.False(t, mw.exited(), "meetwatch exited (code %d); stderr:\n%s", mw.code, mw.stderr)
 	mw.stop(t, syscall.SIGTERM)
 

@@ -30,6 +30,7 @@ import (
 
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim/simtest"
 )
 
 // haMeetings is how many meetings are going on when a test starts; the
@@ -450,8 +451,9 @@ func TestFailoverThreeReplicas(t *testing.T) {
 	waitForMessages(t, nc, "MEETINGS", haMeetings)
 	waitForRoles(t, hc, reps)
 
-	ch := startChurn(t, api.Sim, 100*time.Millisecond, 1)
-	rng := rand.New(rand.NewPCG(2, 0))
+	seed := simtest.Seed(t, 1)
+	ch := startChurn(t, api.Sim, 100*time.Millisecond, seed)
+	rng := rand.New(rand.NewPCG(seed, 2))
 	var failovers []time.Duration
 	for range kills {
 		leader := waitForRoles(t, hc, reps)
@@ -626,7 +628,7 @@ func TestClusterLosesStreamLeader(t *testing.T) {
 		}
 	}
 
-	ch := startChurn(t, api.Sim, 100*time.Millisecond, 3)
+	ch := startChurn(t, api.Sim, 100*time.Millisecond, simtest.Seed(t, 3))
 	time.Sleep(2 * time.Second)
 
 	old, err := streamLeader(js, "MEETINGS")

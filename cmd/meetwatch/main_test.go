@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io/fs"
 	"net"
@@ -40,7 +41,26 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	waitBoundParallelism()
 	os.Exit(buildAndRun(m))
+}
+
+// minParallel is how many of this package's tests run at once unless
+// -test.parallel is given. They spend their time waiting for meetwatch
+// processes and timers rather than computing, so running only GOMAXPROCS
+// of them at once (go test's default) leaves the cores idle.
+const minParallel = 4
+
+// waitBoundParallelism raises -test.parallel to minParallel when it was not
+// set on the command line.
+func waitBoundParallelism() {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if f := flag.Lookup("test.parallel"); !set && f != nil {
+		if n, err := strconv.Atoi(f.Value.String()); err == nil && n < minParallel {
+			_ = f.Value.Set(strconv.Itoa(minParallel)) // a numeric string always parses
+		}
+	}
 }
 
 // buildAndRun builds the command into a temporary directory, runs the tests

@@ -29,7 +29,7 @@ import (
 // after the last write, so a dead leader's lease lapses on the server's
 // clock, and no replica's clock has to agree with another's.
 type Lease struct {
-	kv     jetstream.KeyValue
+	kv     keyValue
 	cfg    LeaseConfig
 	logger *slog.Logger
 
@@ -55,17 +55,27 @@ type LeaseConfig struct {
 	Logger *slog.Logger
 }
 
+// keyValue is what a Lease uses of a jetstream.KeyValue: the three
+// compare-and-set writes. It is this small so that tests can drive the
+// lease's timing through an in-memory bucket inside a synctest bubble,
+// where a real connection would stop fake time.
+type keyValue interface {
+	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
+	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
+	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
+}
+
 const leaseKey = "leader"
 
-var _ watcher.Lease = (*Lease)(nil)
+var (
+	_ watcher.Lease = (*Lease)(nil)
+	_ keyValue      = jetstream.KeyValue(nil)
+)
 
 // OpenLease creates or updates the lease bucket.
 func OpenLease(ctx context.Context, js jetstream.JetStream, cfg LeaseConfig) (*Lease, error) {
 	if cfg.TTL < time.Second {
 		return nil, fmt.Errorf("lease ttl %s: must be at least 1s", cfg.TTL)
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:         cfg.Bucket,
@@ -79,7 +89,15 @@ func OpenLease(ctx context.Context, js jetstream.JetStream, cfg LeaseConfig) (*L
 	if err != nil {
 		return nil, fmt.Errorf("creating or updating lease bucket %s: %w", cfg.Bucket, err)
 	}
-	return &Lease{kv: kv, cfg: cfg, logger: cfg.Logger.With("component", "lease", "replica", cfg.ID)}, nil
+	return newLease(kv, cfg), nil
+}
+
+// newLease returns a Lease held in kv, a bucket whose TTL is cfg.TTL.
+func newLease(kv keyValue, cfg LeaseConfig) *Lease {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Lease{kv: kv, cfg: cfg, logger: cfg.Logger.With("component", "lease", "replica", cfg.ID)}
 }
 
 // Leader reports whether this replica leads now.

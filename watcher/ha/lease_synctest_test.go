@@ -1,0 +1,374 @@
+package ha
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meetwatch/meetwatch/watcher"
+)
+
+// testTTL makes the lease's intervals whole seconds: a leader renews every
+// 10s and fences itself 27s after a good renewal; a standby campaigns
+// every 6s.
+const testTTL = 30 * time.Second
+
+// testReplica runs a Lease over a memKV inside a synctest bubble and
+// records its terms as leader.
+type testReplica struct {
+	id    string
+	lease *Lease
+	conn  *memConn
+	done  chan struct{}
+	stop  context.CancelFunc
+
+	mu    sync.Mutex
+	terms []leadTerm
+}
+
+// leadTerm is one call of lead: from its start until its context ended.
+type leadTerm struct {
+	start, end time.Time // end is zero while leading
+	cause      error
+}
+
+func startTestReplica(t *testing.T, kv *memKV, id string) *testReplica {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r := &testReplica{id: id, conn: kv.connect(id), done: make(chan struct{})}
+	r.lease = newLease(r.conn, LeaseConfig{Bucket: "test", TTL: testTTL, ID: id, Logger: logger})
+	ctx, cancel := context.WithCancel(t.Context())
+	r.stop = func() { cancel(); <-r.done }
+	go func() {
+		defer close(r.done)
+		if err := r.lease.Run(ctx, r.lead); err != nil {
+			t.Errorf("replica %s: %v", id, err)
+		}
+	}()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *testReplica) lead(ctx context.Context) {
+	r.mu.Lock()
+	r.terms = append(r.terms, leadTerm{start: time.Now()})
+	r.mu.Unlock()
+	<-ctx.Done()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	last := &r.terms[len(r.terms)-1]
+	last.end, last.cause = time.Now(), context.Cause(ctx)
+}
+
+func (r *testReplica) leading() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.terms) > 0 && r.terms[len(r.terms)-1].end.IsZero()
+}
+
+func (r *testReplica) Terms() []leadTerm {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]leadTerm(nil), r.terms...)
+}
+
+// leaders returns the replicas whose lead runs, and checks that Leader
+// agrees and that there is at most one.
+func leaders(t *testing.T, at time.Duration, rs ...*testReplica) []*testReplica {
+	t.Helper()
+	var got []*testReplica
+	var ids []string
+	for _, r := range rs {
+		if r.leading() {
+			got = append(got, r)
+			ids = append(ids, r.id)
+		}
+		assert.Equal(t, r.leading(), r.lease.Leader(), "at %s, replica %s: Leader and lead disagree", at, r.id)
+	}
+	assert.LessOrEqual(t, len(got), 1, "at %s, leaders %v", at, ids)
+	return got
+}
+
+// step lets d of fake time pass, and every replica do what it does then.
+func step(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
+func writesBy(kv *memKV, id string) []memWrite {
+	var got []memWrite
+	for _, w := range kv.Writes() {
+		if w.by == id {
+			got = append(got, w)
+		}
+	}
+	return got
+}
+
+func TestLeaseKeepsOneLeaderOverManyRenewals(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		kv := newMemKV(t, testTTL)
+		a := startTestReplica(t, kv, "a")
+		synctest.Wait() // a holds the lease before the others campaign
+		b := startTestReplica(t, kv, "b")
+		c := startTestReplica(t, kv, "c")
+
+		const run = 5 * time.Minute
+		var leaderAge, standbyAge time.Duration
+		for now := time.Duration(0); now < run; {
+			step(time.Second)
+			now = time.Since(start)
+			got := leaders(t, now, a, b, c)
+			if now < testTTL/3 {
+				assert.Empty(t, got, "at %s: nobody leads before one renewal", now)
+				continue
+			}
+			require.Equal(t, []*testReplica{a}, got, "at %s", now)
+			leaderAge = max(leaderAge, time.Since(a.lease.LastCheck()))
+			standbyAge = max(standbyAge, time.Since(b.lease.LastCheck()), time.Since(c.lease.LastCheck()))
+		}
+
+		want := []leadTerm{{start: start.Add(10 * time.Second)}}
+		assert.Equal(t, want, a.Terms(), "a leads from one renewal after it took the lease, and on")
+		renewals := writesBy(kv, "a")[1:]
+		require.Len(t, renewals, 30, "a renews every 10s, from 10s to 5m0s")
+		for i, w := range renewals {
+			assert.Equal(t, "update", w.op)
+			assert.Equal(t, time.Duration(i+1)*10*time.Second, w.at.Sub(start), "renewal %d", i)
+		}
+		assert.Empty(t, writesBy(kv, "b"), "a standby never writes")
+		assert.Empty(t, writesBy(kv, "c"), "a standby never writes")
+		assert.Equal(t, 9*time.Second, leaderAge, "the leader's last check, sampled every second, is at most one renewal old")
+		assert.Equal(t, 5*time.Second, standbyAge, "a standby's last check, sampled every second, is at most one campaign old")
+		assert.Equal(t, run, b.lease.LastCheck().Sub(start), "b campaigned at 5m0s, a multiple of 6s")
+		t.Logf("over %s: a led from %s and renewed %d times every %s; its last check was at most %s old, the standbys' at most %s (sampled every second)",
+			run, want[0].start.Sub(start), len(renewals), testTTL/3, leaderAge, standbyAge)
+	})
+}
+
+func TestLeaseFailsOverWhenTheLeaderIsCutOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		kv := newMemKV(t, testTTL)
+		a := startTestReplica(t, kv, "a")
+		synctest.Wait()
+		b := startTestReplica(t, kv, "b")
+		c := startTestReplica(t, kv, "c")
+		step(45 * time.Second)
+		require.True(t, a.leading())
+		lastRenewal := a.lease.LastCheck()
+		require.Equal(t, 40*time.Second, lastRenewal.Sub(start), "a renews at 10s, 20s, 30s, 40s")
+
+		// a is cut off from NATS: its renewals go unanswered, and its key
+		// expires one TTL after it last wrote it.
+		a.conn.Cut(true)
+		cut := time.Since(start)
+		var next *testReplica
+		for next == nil && time.Since(start) < cut+2*testTTL {
+			step(time.Second)
+			if got := leaders(t, time.Since(start), a, b, c); len(got) == 1 && got[0] != a {
+				next = got[0]
+			}
+		}
+		require.NotNil(t, next, "a standby leads within two leases of the cut")
+
+		aTerms := a.Terms()
+		require.Len(t, aTerms, 1)
+		stopped := aTerms[0].end
+		assert.ErrorIs(t, aTerms[0].cause, watcher.ErrFenced)
+		assert.Equal(t, 60*time.Second, stopped.Sub(start), "the renewal sent at 50s times out after 10s")
+		assert.LessOrEqual(t, stopped.Sub(lastRenewal), testTTL*9/10)
+
+		expired := lastRenewal.Add(testTTL)
+		taken := kv.Writes()[len(writesBy(kv, "a"))]
+		assert.Equal(t, memWrite{op: "create", by: next.id, rev: taken.rev, at: start.Add(72 * time.Second)}, taken,
+			"the key expires at 70s and the next campaign, at 72s, takes it")
+		nextTerms := next.Terms()
+		require.Len(t, nextTerms, 1)
+		led := nextTerms[0].start
+		assert.Equal(t, testTTL/3, led.Sub(taken.at), "the new leader waits one renewal")
+		failover := led.Sub(start) - cut
+		assert.Equal(t, 37*time.Second, failover)
+		assert.LessOrEqual(t, failover, 2*testTTL)
+		t.Logf("leader cut off at %s, last renewed at %s: it stopped leading at %s (%s after its last renewal, bound %s); its key expired at %s; %s took the lease at %s and led at %s: failover %s after the cut (bound %s), %s without a leader",
+			cut, lastRenewal.Sub(start), stopped.Sub(start), stopped.Sub(lastRenewal), testTTL*9/10, expired.Sub(start),
+			next.id, taken.at.Sub(start), led.Sub(start), failover, 2*testTTL, led.Sub(stopped))
+
+		// a comes back and stands by.
+		a.conn.Cut(false)
+		for range 2 * testTTL / time.Second {
+			step(time.Second)
+			assert.Equal(t, []*testReplica{next}, leaders(t, time.Since(start), a, b, c))
+		}
+		assert.Less(t, time.Since(a.lease.LastCheck()), testTTL/5, "a checks the lease again")
+	})
+}
+
+func TestLeaseHandsOverOnGracefulStop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		kv := newMemKV(t, testTTL)
+		a := startTestReplica(t, kv, "a")
+		synctest.Wait()
+		b := startTestReplica(t, kv, "b")
+		c := startTestReplica(t, kv, "c")
+		step(45 * time.Second)
+		require.True(t, a.leading())
+
+		a.stop()
+		stopped := time.Since(start)
+		aTerms := a.Terms()
+		require.Len(t, aTerms, 1)
+		assert.ErrorIs(t, aTerms[0].cause, context.Canceled)
+		assert.Equal(t, stopped, aTerms[0].end.Sub(start))
+		aWrites := writesBy(kv, "a")
+		released := aWrites[len(aWrites)-1]
+		assert.Equal(t, memWrite{op: "delete", by: "a", rev: aWrites[len(aWrites)-2].rev + 1, at: start.Add(stopped)}, released,
+			"a deletes the key at the revision it last wrote, as it stops")
+
+		var next *testReplica
+		for next == nil && time.Since(start) < stopped+testTTL {
+			step(time.Second)
+			if got := leaders(t, time.Since(start), a, b, c); len(got) == 1 {
+				next = got[0]
+			}
+		}
+		require.NotNil(t, next)
+		taken := kv.Writes()[len(kv.Writes())-2]
+		assert.Equal(t, memWrite{op: "create", by: next.id, rev: released.rev + 1, at: start.Add(48 * time.Second)}, taken,
+			"the next campaign, at 48s, takes the released lease")
+		led := next.Terms()[0].start
+		handOver := led.Sub(start) - stopped
+		assert.Equal(t, 13*time.Second, handOver, "3s to the next campaign, 10s to one renewal")
+		assert.LessOrEqual(t, handOver, testTTL/5+testTTL/3)
+		t.Logf("leader stopped at %s and released the lease; %s took it at %s and led at %s: hand-over %s (bound: one campaign %s + one renewal %s)",
+			stopped, next.id, taken.at.Sub(start), led.Sub(start), handOver, testTTL/5, testTTL/3)
+	})
+}
+
+func TestLeaseWaitsOneRenewalBeforeLeading(t *testing.T) {
+	tests := []struct {
+		name string
+		// cut cuts the replica off right after it takes the lease.
+		cut bool
+		// stop stops the replica just before it would lead.
+		stop bool
+		// wantOp, wantRev and wantAt describe the last write the bucket
+		// accepted; a took the lease at revision 1 at 0s.
+		wantOp  string
+		wantRev uint64
+		wantAt  time.Duration
+	}{
+		{name: "renewal answered", wantOp: "update", wantRev: 2, wantAt: testTTL / 3},
+		{name: "renewal lost", cut: true, wantOp: "create", wantRev: 1},
+		{name: "stopped while waiting", stop: true, wantOp: "delete", wantRev: 2, wantAt: testTTL/3 - time.Nanosecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				start := time.Now()
+				kv := newMemKV(t, testTTL)
+				a := startTestReplica(t, kv, "a")
+				synctest.Wait()
+				require.Len(t, kv.Writes(), 1, "a takes the lease at once")
+				a.conn.Cut(tt.cut)
+
+				step(testTTL/3 - time.Nanosecond)
+				assert.False(t, a.leading(), "not yet")
+				assert.False(t, a.lease.Leader())
+				switch {
+				case tt.stop:
+					// a gives the lease up rather than let it lapse.
+					a.stop()
+				case tt.cut:
+					// The renewal waits out jetstream's default timeout;
+					// a then campaigns again, in vain, and never leads.
+					step(time.Nanosecond + time.Minute)
+				default:
+					step(time.Nanosecond)
+				}
+				writes := kv.Writes()
+				want := memWrite{op: tt.wantOp, by: "a", rev: tt.wantRev, at: start.Add(tt.wantAt)}
+				assert.Equal(t, want, writes[len(writes)-1])
+				if tt.stop || tt.cut {
+					assert.Empty(t, a.Terms())
+					assert.False(t, a.lease.Leader())
+					return
+				}
+				assert.True(t, a.leading())
+				assert.True(t, a.lease.Leader())
+				assert.Equal(t, testTTL/3, a.Terms()[0].start.Sub(start))
+				assert.Equal(t, testTTL/3, a.lease.LastCheck().Sub(start))
+				t.Logf("took the lease at 0s, led at %s: one renewal interval", a.Terms()[0].start.Sub(start))
+			})
+		})
+	}
+}
+
+// TestHealthFollowsTheLease checks that a standby's probes fail once its
+// last look at the lease is older than LeaseMaxAge, and recover with it.
+func TestHealthFollowsTheLease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		kv := newMemKV(t, testTTL)
+		a := startTestReplica(t, kv, "a")
+		synctest.Wait()
+		b := startTestReplica(t, kv, "b")
+		h := &Health{Lease: b.lease, LeaseMaxAge: 2 * testTTL / 5}
+		probe := func(path string) (int, Report) {
+			rec := httptest.NewRecorder()
+			h.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+			var rep Report
+			require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &rep))
+			return rec.Code, rep
+		}
+		// fresh reports whether both probes answer 200, and checks that
+		// they agree.
+		fresh := func() bool {
+			readyCode, ready := probe("/readyz")
+			healthyCode, healthy := probe("/healthz")
+			assert.Equal(t, "standby", ready.Role)
+			assert.Equal(t, readyCode, healthyCode)
+			if readyCode != http.StatusOK {
+				assert.Equal(t, "no recent lease check", ready.Reason)
+				assert.Equal(t, "no recent lease check", healthy.Reason)
+			}
+			return readyCode == http.StatusOK
+		}
+
+		step(45 * time.Second)
+		require.True(t, a.leading())
+		require.True(t, fresh())
+		lastCheck := b.lease.LastCheck()
+		require.Equal(t, 42*time.Second, lastCheck.Sub(start), "b campaigns every 6s")
+
+		b.conn.Cut(true)
+		for fresh() {
+			step(time.Second)
+		}
+		stale := time.Since(start)
+		assert.Equal(t, 55*time.Second, stale, "the first whole second past 42s + LeaseMaxAge")
+
+		step(60*time.Second - stale)
+		b.conn.Cut(false)
+		for !fresh() {
+			step(time.Second)
+		}
+		back := time.Since(start)
+		// b's campaigns at 48s and 59s are lost and time out after 5s; the
+		// one at 70s is answered.
+		assert.Equal(t, 70*time.Second, back)
+		t.Logf("standby last checked the lease at %s, was cut off at 45s, failed its probes at %s (LeaseMaxAge %s), was reconnected at 60s and passed them again at %s",
+			lastCheck.Sub(start), stale, h.LeaseMaxAge, back)
+	})
+}
