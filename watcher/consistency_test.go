@@ -1,10 +1,8 @@
 package watcher_test
 
 import (
-	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,12 +10,11 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/time/rate"
 
 	"github.com/meetwatch/meetwatch/snapshot"
-	"github.com/meetwatch/meetwatch/snapshot/redact"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim/simtest"
 )
 
 // isConfirmation tells the watcher's end confirmations from its listings.
@@ -126,121 +123,20 @@ func TestEndsThatCannotBeConfirmedWait(t *testing.T) {
 	assert.Equal(t, snapshot.Ended, evs[12].Kind())
 }
 
-func TestRetries(t *testing.T) {
-	tests := []struct {
-		name         string
-		fault        apisim.Fault
-		wantErr      error
-		wantRequests int
-	}{
-		{name: "503 is retried", fault: apisim.Fault{Status: 503}, wantRequests: 2},
-		{name: "500 html page is retried", fault: apisim.Fault{Status: 502, Body: "<html>bad gateway</html>"}, wantRequests: 2},
-		{name: "429 is retried", fault: apisim.Fault{Status: 429, Code: "100000429"}, wantRequests: 2},
-		{name: "reset mid-body is retried", fault: apisim.Fault{Reset: true}, wantRequests: 2},
-		{name: "403 is not retried", fault: apisim.Fault{Status: 403, Code: "USG.000000002"}, wantErr: meetingapi.ErrRejected, wantRequests: 1},
-		{name: "400 is not retried", fault: apisim.Fault{Status: 400}, wantErr: meetingapi.ErrRejected, wantRequests: 1},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			r := newRig(t)
-			r.api.Sim.AddN(3)
-			r.api.Sim.FailOnce(0, tt.fault)
-			_, err := r.newWatcher(t, nil).Poll(t.Context())
-			if tt.wantErr != nil {
-				require.ErrorIs(t, err, tt.wantErr)
-				assert.Empty(t, r.published(t))
-			} else {
-				require.NoError(t, err)
-				assert.Len(t, r.published(t), 3)
-			}
-			assert.Equal(t, tt.wantRequests, r.api.Sim.Requests())
-		})
-	}
-}
-
-func TestRetryAfterIsHonoured(t *testing.T) {
-	r := newRig(t)
-	r.api.Sim.AddN(1)
-	var mu sync.Mutex
-	var times []time.Time
-	first := true
-	r.api.Sim.SetHook(func(*http.Request) *apisim.Fault {
-		mu.Lock()
-		defer mu.Unlock()
-		times = append(times, time.Now())
-		if first {
-			first = false
-			return &apisim.Fault{Status: 429, Code: "100000429", Header: http.Header{"Retry-After": {"1"}}}
-		}
-		return nil
-	})
-	_, err := r.newWatcher(t, nil).Poll(t.Context())
-	require.NoError(t, err)
-	require.Len(t, times, 2)
-	assert.GreaterOrEqual(t, times[1].Sub(times[0]), time.Second, "the retry waited as Retry-After asked")
-}
-
-// TestBodyThatNeverEnds is a slowloris server: it answers 200 and then
-// trickles a body forever. The request timeout must end it.
-func TestBodyThatNeverEnds(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		w.WriteHeader(http.StatusOK)
-		fmt.Fprint(w, `{"offset":0,"limit":500,"count":1,"data":[`)
-		for {
-			select {
-			case <-req.Context().Done():
-				return
-			case <-time.After(20 * time.Millisecond):
-				fmt.Fprint(w, " ")
-				w.(http.Flusher).Flush()
-			}
-		}
-	}))
-	t.Cleanup(srv.Close)
-	c, err := meetingapi.NewClient(meetingapi.ClientConfig{
-		BaseURL: srv.URL, Tokens: meetingapi.StaticToken(redact.NewSecret(testToken)),
-		RequestTimeout: 300 * time.Millisecond, Retries: 1, BackoffBase: time.Millisecond,
-	})
-	require.NoError(t, err)
-	done := make(chan error)
-	go func() { _, err := c.List(t.Context()); done <- err }()
-	select {
-	case err := <-done:
-		require.Error(t, err)
-		assert.ErrorContains(t, err, "offset 0")
-	case <-time.After(10 * time.Second):
-		t.Fatal("a body that never ends stalled the listing")
-	}
-}
-
-func TestBudgetIsSharedAndReported(t *testing.T) {
-	r := newRigWith(t, func(c *meetingapi.ClientConfig) {
-		c.PageSize = 10
-		c.Budget = rate.NewLimiter(rate.Limit(600.0/60), 1) // 600 requests a minute
-	})
-	r.api.Sim.AddN(30)
-	w := r.newWatcher(t, nil)
-	start := time.Now()
-	_, err := w.Poll(t.Context())
-	require.NoError(t, err)
-	assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond, "three pages at ten a second")
-	assert.Equal(t, int64(3), r.client.Requests())
-	assert.Equal(t, 300*time.Millisecond, r.client.BudgetTime(3))
-}
-
 // TestPropertyEventsMatchGroundTruth drives the simulator with a random
 // schedule: meetings start, change and end between polls and during
 // listings, and pages fail at random. The simulator's own record of what
 // happened is the ground truth the published stream must match.
 func TestPropertyEventsMatchGroundTruth(t *testing.T) {
+	t.Parallel()
 	const polls = 200
-	r := newRigWith(t, func(c *meetingapi.ClientConfig) {
+	seed := simtest.Seed(t, 20261125)
+	r := newRigSim(t, apisim.Options{Token: testToken, Seed: int64(seed)}, func(c *meetingapi.ClientConfig) {
 		c.PageSize = 10
 		c.BackoffBase, c.BackoffMax = time.Millisecond, 5*time.Millisecond
 	})
 	sim := r.api.Sim
-	rng := rand.New(rand.NewPCG(20261125, 7))
+	rng := rand.New(rand.NewPCG(seed, ^seed)) // the schedule; the records come from the simulator's Seed
 
 	// Ground truth, on a logical clock that ticks with every mutation.
 	type life struct{ born, died int64 }

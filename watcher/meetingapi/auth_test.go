@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -20,6 +21,7 @@ import (
 	"github.com/meetwatch/meetwatch/snapshot/redact"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim/simtest"
 )
 
 const (
@@ -29,35 +31,29 @@ const (
 	authPassword = "pa55w0rd-9c2e-s3cret"
 )
 
-// authRig is a simulated API that issues tokens, and what a token source
-// needs to log in to it.
+// authRig is a simulated API that issues tokens, reached over in-memory
+// pipes, and what a token source needs to log in to it. Built inside a
+// synctest bubble, its tokens live and expire in fake time.
 type authRig struct {
-	srv   *apisim.Server
-	clock *apisim.Clock
-	cfg   meetingapi.LoginConfig
-	logs  *syncBuffer
+	api  *simtest.Pipe
+	cfg  meetingapi.LoginConfig
+	logs *syncBuffer
 }
 
 func newAuthRig(tb testing.TB, ttl time.Duration) *authRig {
 	tb.Helper()
-	clock := apisim.NewClock(time.Date(2024, 1, 19, 8, 0, 0, 0, time.UTC))
-	srv := apisim.NewServer(apisim.Options{
+	api := simtest.NewPipe(tb, apisim.Options{
 		AppID: authAppID, AppKey: authAppKey,
 		Account: authAccount, Password: authPassword,
-		TokenTTL: ttl, Now: clock.Now,
+		TokenTTL: ttl,
 	})
-	tb.Cleanup(srv.Close)
-	hc := &http.Client{Timeout: 10 * time.Second}
-	tb.Cleanup(hc.CloseIdleConnections)
 	logs := &syncBuffer{}
 	return &authRig{
-		srv:   srv,
-		clock: clock,
-		logs:  logs,
+		api:  api,
+		logs: logs,
 		cfg: meetingapi.LoginConfig{
-			BaseURL:    srv.URL,
-			HTTPClient: hc,
-			Now:        clock.Now,
+			BaseURL:    api.URL,
+			HTTPClient: api.Client(),
 			Logger:     slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		},
 	}
@@ -81,7 +77,7 @@ func (r *authRig) accountLogin() meetingapi.TokenSource {
 // does, and returns the status.
 func (r *authRig) list(tb testing.TB, tok redact.Secret) int {
 	tb.Helper()
-	req, err := http.NewRequestWithContext(tb.Context(), http.MethodGet, r.srv.URL+meetingapi.OnlinePath, nil)
+	req, err := http.NewRequestWithContext(tb.Context(), http.MethodGet, r.api.URL+meetingapi.OnlinePath, nil)
 	require.NoError(tb, err)
 	req.Header.Set("X-Access-Token", tok.Reveal())
 	resp, err := r.cfg.HTTPClient.Do(req)
@@ -107,13 +103,13 @@ type loginSeen struct {
 }
 
 // recordLogins makes the simulator keep every login request it receives.
-func recordLogins(tb testing.TB, srv *apisim.Server) func() []loginSeen {
+func recordLogins(tb testing.TB, sim *apisim.Sim) func() []loginSeen {
 	tb.Helper()
 	var (
 		mu   sync.Mutex
 		seen []loginSeen
 	)
-	srv.Sim.SetHook(func(r *http.Request) *apisim.Fault {
+	sim.SetHook(func(r *http.Request) *apisim.Fault {
 		if r.URL.Path == apisim.Path {
 			return nil
 		}
@@ -186,39 +182,41 @@ func TestLogin(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newAuthRig(t, 0)
-			seen := recordLogins(t, r.srv)
-			src := tt.source(r)
+			synctest.Test(t, func(t *testing.T) {
+				r := newAuthRig(t, 0)
+				seen := recordLogins(t, r.api.Sim)
+				src := tt.source(r)
 
-			tok := mustToken(t, src)
-			assert.Equal(t, http.StatusOK, r.list(t, tok), "the issued token lists")
-			assert.Equal(t, 1, r.srv.Sim.Logins())
+				tok := mustToken(t, src)
+				assert.Equal(t, http.StatusOK, r.list(t, tok), "the issued token lists")
+				assert.Equal(t, 1, r.api.Sim.Logins())
 
-			got := seen()
-			require.Len(t, got, 1)
-			assert.Equal(t, tt.wantPath, got[0].path)
-			assert.True(t, strings.HasPrefix(got[0].header.Get("Authorization"), tt.wantAuth), got[0].header.Get("Authorization"))
-			assert.Equal(t, "LongTicket", got[0].header.Get("X-Token-Type"))
-			assert.Equal(t, "application/json; charset=UTF-8", got[0].header.Get("Content-Type"))
-			body := got[0].body
-			if tt.wantPath == apisim.AppAuthPath {
-				nonce, _ := body["nonce"].(string)
-				assert.GreaterOrEqual(t, len(nonce), 32)
-				assert.LessOrEqual(t, len(nonce), 64)
-				assert.InDelta(t, r.clock.Now().Add(10*time.Minute).Unix(), body["expireTime"], 1, "signature valid for ten minutes")
-				delete(body, "nonce")
-				delete(body, "expireTime")
-			}
-			assert.Equal(t, tt.wantBody, body)
-			assert.Contains(t, r.logs.String(), "logged in")
-			assert.Contains(t, r.logs.String(), "expires_at=")
+				got := seen()
+				require.Len(t, got, 1)
+				assert.Equal(t, tt.wantPath, got[0].path)
+				assert.True(t, strings.HasPrefix(got[0].header.Get("Authorization"), tt.wantAuth), got[0].header.Get("Authorization"))
+				assert.Equal(t, "LongTicket", got[0].header.Get("X-Token-Type"))
+				assert.Equal(t, "application/json; charset=UTF-8", got[0].header.Get("Content-Type"))
+				body := got[0].body
+				if tt.wantPath == apisim.AppAuthPath {
+					nonce, _ := body["nonce"].(string)
+					assert.GreaterOrEqual(t, len(nonce), 32)
+					assert.LessOrEqual(t, len(nonce), 64)
+					assert.Equal(t, float64(time.Now().Add(10*time.Minute).Unix()), body["expireTime"], "signature valid for ten minutes")
+					delete(body, "nonce")
+					delete(body, "expireTime")
+				}
+				assert.Equal(t, tt.wantBody, body)
+				assert.Contains(t, r.logs.String(), "logged in")
+				assert.Contains(t, r.logs.String(), "expires_at=")
+			})
 		})
 	}
 }
 
 func TestLoginNoncesDiffer(t *testing.T) {
 	r := newAuthRig(t, 0)
-	seen := recordLogins(t, r.srv)
+	seen := recordLogins(t, r.api.Sim)
 	src := r.appLogin(meetingapi.AppIDCredentials{})
 	first := mustToken(t, src)
 	src.Invalidate(first)
@@ -294,7 +292,7 @@ func TestLoginRefused(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newAuthRig(t, 0)
 			if tt.hook != nil {
-				r.srv.Sim.SetHook(tt.hook)
+				r.api.Sim.SetHook(tt.hook)
 			}
 			src := tt.source(r)
 
@@ -310,7 +308,7 @@ func TestLoginRefused(t *testing.T) {
 				assert.NotContains(t, fmt.Sprintf("%+v %#v", err, err), secret)
 				assert.NotContains(t, r.logs.String(), secret)
 			}
-			assert.Zero(t, r.srv.Sim.Logins())
+			assert.Zero(t, r.api.Sim.Logins())
 		})
 	}
 }
@@ -353,11 +351,11 @@ func TestLoginWaitsForBudget(t *testing.T) {
 	_, err := src.Token(t.Context())
 	require.ErrorIs(t, err, errBudget)
 	require.ErrorIs(t, err, meetingapi.ErrLoginFailed)
-	assert.Zero(t, r.srv.Sim.Logins(), "no request without budget")
+	assert.Zero(t, r.api.Sim.Logins(), "no request without budget")
 
 	mustToken(t, src)
 	assert.Equal(t, 2, waits)
-	assert.Equal(t, 1, r.srv.Sim.Logins())
+	assert.Equal(t, 1, r.api.Sim.Logins())
 }
 
 func TestTokenCached(t *testing.T) {
@@ -367,9 +365,11 @@ func TestTokenCached(t *testing.T) {
 	for range 20 {
 		assert.Equal(t, first.Reveal(), mustToken(t, src).Reveal())
 	}
-	assert.Equal(t, 1, r.srv.Sim.Logins())
+	assert.Equal(t, 1, r.api.Sim.Logins())
 }
 
+// TestTokenRenewal: a token is renewed once RenewAt of its life has
+// passed, to the nanosecond of fake time, and not before.
 func TestTokenRenewal(t *testing.T) {
 	tests := []struct {
 		name       string
@@ -377,133 +377,149 @@ func TestTokenRenewal(t *testing.T) {
 		advance    time.Duration
 		wantLogins int
 	}{
-		{name: "before 80% of the life", advance: 79 * time.Second, wantLogins: 1},
-		{name: "after 80% of the life", advance: 81 * time.Second, wantLogins: 2},
+		{name: "just before 80% of the life", advance: 80*time.Second - time.Nanosecond, wantLogins: 1},
+		{name: "at 80% of the life", advance: 80 * time.Second, wantLogins: 2},
 		{name: "after the life", advance: 101 * time.Second, wantLogins: 2},
-		{name: "RenewAt 0.5, before", renewAt: 0.5, advance: 49 * time.Second, wantLogins: 1},
-		{name: "RenewAt 0.5, after", renewAt: 0.5, advance: 51 * time.Second, wantLogins: 2},
-		{name: "RenewAt out of range means 0.8", renewAt: 1.5, advance: 81 * time.Second, wantLogins: 2},
+		{name: "RenewAt 0.5, just before", renewAt: 0.5, advance: 50*time.Second - time.Nanosecond, wantLogins: 1},
+		{name: "RenewAt 0.5, at", renewAt: 0.5, advance: 50 * time.Second, wantLogins: 2},
+		{name: "RenewAt out of range means 0.8, just before", renewAt: 1.5, advance: 80*time.Second - time.Nanosecond, wantLogins: 1},
+		{name: "RenewAt out of range means 0.8, at", renewAt: 1.5, advance: 80 * time.Second, wantLogins: 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newAuthRig(t, 100*time.Second)
-			r.cfg.RenewAt = tt.renewAt
-			src := r.appLogin(meetingapi.AppIDCredentials{})
-			first := mustToken(t, src)
+			synctest.Test(t, func(t *testing.T) {
+				r := newAuthRig(t, 100*time.Second)
+				r.cfg.RenewAt = tt.renewAt
+				src := r.appLogin(meetingapi.AppIDCredentials{})
+				first := mustToken(t, src)
 
-			r.clock.Advance(tt.advance)
-			got := mustToken(t, src)
-			assert.Equal(t, tt.wantLogins, r.srv.Sim.Logins())
-			assert.Equal(t, tt.wantLogins == 1, got.Reveal() == first.Reveal())
-			assert.Equal(t, http.StatusOK, r.list(t, got))
+				time.Sleep(tt.advance)
+				got := mustToken(t, src)
+				assert.Equal(t, tt.wantLogins, r.api.Sim.Logins())
+				assert.Equal(t, tt.wantLogins == 1, got.Reveal() == first.Reveal())
+				assert.Equal(t, http.StatusOK, r.list(t, got))
+			})
 		})
 	}
 }
 
 func TestTokenRenewalFailureKeepsWorkingToken(t *testing.T) {
-	r := newAuthRig(t, 100*time.Second)
-	src := r.accountLogin()
-	first := mustToken(t, src)
-	r.srv.Sim.SetHook(func(req *http.Request) *apisim.Fault {
-		if req.URL.Path == apisim.AccountAuthPath {
-			return &apisim.Fault{Status: http.StatusServiceUnavailable}
-		}
-		return nil
+	synctest.Test(t, func(t *testing.T) {
+		r := newAuthRig(t, 100*time.Second)
+		src := r.accountLogin()
+		first := mustToken(t, src)
+		r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
+			if req.URL.Path == apisim.AccountAuthPath {
+				return &apisim.Fault{Status: http.StatusServiceUnavailable}
+			}
+			return nil
+		})
+
+		time.Sleep(90 * time.Second)
+		got := mustToken(t, src)
+		assert.Equal(t, first.Reveal(), got.Reveal(), "the old token still works for 10s")
+		assert.Contains(t, r.logs.String(), "failed renewal")
+		assert.Contains(t, r.logs.String(), "503")
+
+		time.Sleep(10*time.Second - time.Nanosecond)
+		assert.Equal(t, first.Reveal(), mustToken(t, src).Reveal(), "up to the last nanosecond of its life")
+		time.Sleep(time.Nanosecond)
+		_, err := src.Token(t.Context())
+		require.ErrorIs(t, err, meetingapi.ErrLoginFailed, "an expired token is not handed out")
+
+		r.api.Sim.SetHook(nil)
+		got = mustToken(t, src)
+		assert.NotEqual(t, first.Reveal(), got.Reveal())
+		assert.Equal(t, 2, r.api.Sim.Logins())
 	})
-
-	r.clock.Advance(90 * time.Second)
-	got := mustToken(t, src)
-	assert.Equal(t, first.Reveal(), got.Reveal(), "the old token still works for 10s")
-	assert.Contains(t, r.logs.String(), "failed renewal")
-	assert.Contains(t, r.logs.String(), "503")
-
-	r.clock.Advance(10 * time.Second)
-	_, err := src.Token(t.Context())
-	require.ErrorIs(t, err, meetingapi.ErrLoginFailed, "an expired token is not handed out")
-
-	r.srv.Sim.SetHook(nil)
-	got = mustToken(t, src)
-	assert.NotEqual(t, first.Reveal(), got.Reveal())
-	assert.Equal(t, 2, r.srv.Sim.Logins())
 }
 
 // TestTokenLifetimeFromAnswer checks which field of the answer times the
 // renewal, with answers the simulator would not give.
 func TestTokenLifetimeFromAnswer(t *testing.T) {
-	start := apisim.NewClock(time.Date(2024, 1, 19, 8, 0, 0, 0, time.UTC)).Now()
 	tests := []struct {
 		name   string
-		answer string
+		answer func(now time.Time) string
 	}{
-		{name: "validPeriod wins over expireTime", answer: fmt.Sprintf(`{"accessToken":"t","validPeriod":100,"expireTime":%d}`, start.Add(time.Hour).Unix())},
-		{name: "validPeriod as a string", answer: `{"accessToken":"t","validPeriod":"100"}`},
-		{name: "expireTime in seconds", answer: fmt.Sprintf(`{"accessToken":"t","expireTime":%d}`, start.Add(100*time.Second).Unix())},
-		{name: "expireTime in milliseconds", answer: fmt.Sprintf(`{"accessToken":"t","expireTime":%d}`, start.Add(100*time.Second).UnixMilli())},
+		{name: "validPeriod wins over expireTime", answer: func(now time.Time) string {
+			return fmt.Sprintf(`{"accessToken":"t","validPeriod":100,"expireTime":%d}`, now.Add(time.Hour).Unix())
+		}},
+		{name: "validPeriod as a string", answer: func(time.Time) string { return `{"accessToken":"t","validPeriod":"100"}` }},
+		{name: "expireTime in seconds", answer: func(now time.Time) string {
+			return fmt.Sprintf(`{"accessToken":"t","expireTime":%d}`, now.Add(100*time.Second).Unix())
+		}},
+		{name: "expireTime in milliseconds", answer: func(now time.Time) string {
+			return fmt.Sprintf(`{"accessToken":"t","expireTime":%d}`, now.Add(100*time.Second).UnixMilli())
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newAuthRig(t, 0)
-			var mu sync.Mutex
-			logins := 0
-			r.srv.Sim.SetHook(func(*http.Request) *apisim.Fault {
-				mu.Lock()
-				defer mu.Unlock()
-				logins++
-				return &apisim.Fault{Body: tt.answer}
+			synctest.Test(t, func(t *testing.T) {
+				r := newAuthRig(t, 0)
+				var mu sync.Mutex
+				logins := 0
+				r.api.Sim.SetHook(func(*http.Request) *apisim.Fault {
+					mu.Lock()
+					defer mu.Unlock()
+					logins++
+					return &apisim.Fault{Body: tt.answer(time.Now())}
+				})
+				count := func() int {
+					mu.Lock()
+					defer mu.Unlock()
+					return logins
+				}
+				src := r.accountLogin()
+				assert.Equal(t, "t", mustToken(t, src).Reveal())
+				time.Sleep(80*time.Second - time.Nanosecond)
+				mustToken(t, src)
+				assert.Equal(t, 1, count(), "a life of 100s: renewed at 80s")
+				time.Sleep(time.Nanosecond)
+				mustToken(t, src)
+				assert.Equal(t, 2, count())
 			})
-			count := func() int {
-				mu.Lock()
-				defer mu.Unlock()
-				return logins
-			}
-			src := r.accountLogin()
-			assert.Equal(t, "t", mustToken(t, src).Reveal())
-			r.clock.Advance(79 * time.Second)
-			mustToken(t, src)
-			assert.Equal(t, 1, count())
-			r.clock.Advance(2 * time.Second)
-			mustToken(t, src)
-			assert.Equal(t, 2, count())
 		})
 	}
 
 	t.Run("no lifetime assumes 12h", func(t *testing.T) {
-		r := newAuthRig(t, 0)
-		r.srv.Sim.SetHook(func(*http.Request) *apisim.Fault { return &apisim.Fault{Body: `{"accessToken":"t"}`} })
-		src := r.accountLogin()
-		mustToken(t, src)
-		r.clock.Advance(9 * time.Hour)
-		mustToken(t, src)
-		assert.Contains(t, r.logs.String(), "no lifetime")
-		assert.Equal(t, 1, strings.Count(r.logs.String(), "logged in"))
-		r.clock.Advance(time.Hour)
-		mustToken(t, src)
-		assert.Equal(t, 2, strings.Count(r.logs.String(), "logged in"))
+		synctest.Test(t, func(t *testing.T) {
+			r := newAuthRig(t, 0)
+			r.api.Sim.SetHook(func(*http.Request) *apisim.Fault { return &apisim.Fault{Body: `{"accessToken":"t"}`} })
+			src := r.accountLogin()
+			mustToken(t, src)
+			time.Sleep(12*time.Hour*8/10 - time.Nanosecond)
+			mustToken(t, src)
+			assert.Contains(t, r.logs.String(), "no lifetime")
+			assert.Equal(t, 1, strings.Count(r.logs.String(), "logged in"))
+			time.Sleep(time.Nanosecond)
+			mustToken(t, src)
+			assert.Equal(t, 2, strings.Count(r.logs.String(), "logged in"))
+		})
 	})
 }
 
 func TestTokenInvalidate(t *testing.T) {
 	r := newAuthRig(t, 0)
-	r.srv.Sim.AddN(2)
+	r.api.Sim.AddN(2)
 	src := r.appLogin(meetingapi.AppIDCredentials{})
 	first := mustToken(t, src)
 
 	src.Invalidate(redact.NewSecret("some-stale-token"))
 	src.Invalidate(redact.Secret{})
 	assert.Equal(t, first.Reveal(), mustToken(t, src).Reveal(), "a token that is not the cached one changes nothing")
-	assert.Equal(t, 1, r.srv.Sim.Logins())
+	assert.Equal(t, 1, r.api.Sim.Logins())
 
-	r.srv.Sim.ExpireTokens()
+	r.api.Sim.ExpireTokens()
 	require.Equal(t, http.StatusUnauthorized, r.list(t, first))
 	src.Invalidate(first)
 	second := mustToken(t, src)
 	assert.NotEqual(t, first.Reveal(), second.Reveal())
 	assert.Equal(t, http.StatusOK, r.list(t, second))
-	assert.Equal(t, 2, r.srv.Sim.Logins())
+	assert.Equal(t, 2, r.api.Sim.Logins())
 
 	src.Invalidate(first)
 	assert.Equal(t, second.Reveal(), mustToken(t, src).Reveal(), "the refused token was already replaced")
-	assert.Equal(t, 2, r.srv.Sim.Logins())
+	assert.Equal(t, 2, r.api.Sim.Logins())
 
 	t.Run("ten refusals at once", func(t *testing.T) {
 		var wg sync.WaitGroup
@@ -515,7 +531,7 @@ func TestTokenInvalidate(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		assert.Equal(t, 3, r.srv.Sim.Logins(), "one login, not ten")
+		assert.Equal(t, 3, r.api.Sim.Logins(), "one login, not ten")
 	})
 }
 
@@ -538,7 +554,7 @@ func TestTokenSingleFlight(t *testing.T) {
 	close(start)
 	wg.Wait()
 
-	assert.Equal(t, 1, r.srv.Sim.Logins())
+	assert.Equal(t, 1, r.api.Sim.Logins())
 	for _, tok := range toks {
 		assert.Equal(t, toks[0], tok)
 	}
@@ -548,7 +564,7 @@ func TestTokenFirstCallerCancelled(t *testing.T) {
 	r := newAuthRig(t, 0)
 	entered, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	r.srv.Sim.SetHook(func(req *http.Request) *apisim.Fault {
+	r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
 		if req.URL.Path != apisim.Path {
 			once.Do(func() { close(entered) })
 			<-release
@@ -584,7 +600,7 @@ func TestTokenFirstCallerCancelled(t *testing.T) {
 	close(release)
 	wg.Wait()
 	after := mustToken(t, src)
-	assert.Equal(t, 1, r.srv.Sim.Logins(), "the login finished for the others and was cached")
+	assert.Equal(t, 1, r.api.Sim.Logins(), "the login finished for the others and was cached")
 	for _, tok := range toks {
 		assert.Equal(t, after.Reveal(), tok)
 	}
@@ -639,9 +655,49 @@ func TestTokenCancelledBeforeLogin(t *testing.T) {
 
 	_, err := src.Token(ctx)
 	require.ErrorIs(t, err, context.Canceled)
-	assert.Zero(t, r.srv.Sim.Logins(), "no login that nobody waits for")
+	assert.Zero(t, r.api.Sim.Logins(), "no login that nobody waits for")
 
 	mustToken(t, src)
 	_, err = src.Token(ctx)
 	require.NoError(t, err, "a cached token needs no waiting")
+}
+
+// TestClientKeepsItsTokenValid: the client lists with a token renewed
+// before it expires, so that no request is refused for an old token; and
+// when the API refuses a token anyway, it logs in again and repeats the
+// request at once, without a backoff.
+func TestClientKeepsItsTokenValid(t *testing.T) {
+	tests := []struct {
+		name         string
+		between      func(*apisim.Sim) // between the two listings
+		wantLogins   int
+		wantRequests int
+	}{
+		{name: "a fresh token is kept", between: func(*apisim.Sim) { time.Sleep(80*time.Second - time.Nanosecond) }, wantLogins: 1, wantRequests: 2},
+		{name: "renewed at 80% of its life, before a refusal", between: func(*apisim.Sim) { time.Sleep(80 * time.Second) }, wantLogins: 2, wantRequests: 2},
+		{name: "dropped by the server: refused once, then replaced", between: (*apisim.Sim).ExpireTokens, wantLogins: 2, wantRequests: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := newAuthRig(t, 100*time.Second)
+				r.api.Sim.AddN(2)
+				src := r.accountLogin()
+				t.Cleanup(src.Close)
+				c, err := meetingapi.NewClient(meetingapi.ClientConfig{BaseURL: r.api.URL, HTTPClient: r.cfg.HTTPClient, Tokens: src})
+				require.NoError(t, err)
+				_, err = c.List(t.Context())
+				require.NoError(t, err)
+
+				tt.between(r.api.Sim)
+				start := time.Now()
+				snap, err := c.List(t.Context())
+				require.NoError(t, err)
+				assert.Len(t, snap, 2)
+				assert.Zero(t, time.Since(start), "no waiting")
+				assert.Equal(t, tt.wantLogins, r.api.Sim.Logins())
+				assert.Equal(t, tt.wantRequests, r.api.Sim.Requests())
+			})
+		})
+	}
 }

@@ -106,8 +106,8 @@ type Options struct {
 	Seed int64
 	// Now is the clock for startTime and endTime of generated records, for
 	// the expiry of issued tokens, and for the expireTime of login
-	// signatures; nil means time.Now. Tests fix it to get stable records,
-	// and move it to make tokens expire.
+	// signatures; nil means time.Now. Tests fix it to get stable records;
+	// tokens expire on synctest's fake time with it left nil.
 	Now func() time.Time
 }
 

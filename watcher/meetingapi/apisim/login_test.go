@@ -13,12 +13,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim/simtest"
 )
 
 const (
@@ -43,6 +45,12 @@ type appLogin struct {
 
 func (l appLogin) request(tb testing.TB, srv *apisim.Server) *http.Request {
 	tb.Helper()
+	return l.requestTo(tb, srv.URL)
+}
+
+// requestTo is request for the simulator at baseURL.
+func (l appLogin) requestTo(tb testing.TB, baseURL string) *http.Request {
+	tb.Helper()
 	body := map[string]any{"appId": appID, "clientType": 72, "expireTime": fixedNow().Add(10 * time.Minute).Unix(), "nonce": nonce40}
 	for k, v := range l.body {
 		if v == nil {
@@ -66,7 +74,7 @@ func (l appLogin) request(tb testing.TB, srv *apisim.Server) *http.Request {
 	if l.tamperBody != nil {
 		l.tamperBody(body)
 	}
-	return loginRequest(tb, srv, cmpOr(l.method, http.MethodPost), apisim.AppAuthPath, authz, body)
+	return loginRequest(tb, baseURL, cmpOr(l.method, http.MethodPost), apisim.AppAuthPath, authz, body)
 }
 
 func cmpOr(s, def string) string {
@@ -76,11 +84,11 @@ func cmpOr(s, def string) string {
 	return s
 }
 
-func loginRequest(tb testing.TB, srv *apisim.Server, method, path, authz string, body any) *http.Request {
+func loginRequest(tb testing.TB, baseURL, method, path, authz string, body any) *http.Request {
 	tb.Helper()
 	b, err := json.Marshal(body)
 	require.NoError(tb, err)
-	req, err := http.NewRequestWithContext(tb.Context(), method, srv.URL+path, bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(tb.Context(), method, baseURL+path, bytes.NewReader(b))
 	require.NoError(tb, err)
 	req.Header.Set("Authorization", authz)
 	req.Header.Set("X-Token-Type", "LongTicket")
@@ -90,7 +98,13 @@ func loginRequest(tb testing.TB, srv *apisim.Server, method, path, authz string,
 
 func send(tb testing.TB, req *http.Request) reply {
 	tb.Helper()
-	resp, err := newClient().Do(req)
+	return sendVia(tb, newClient(), req)
+}
+
+// sendVia is send with hc, such as the client of a simtest.Pipe.
+func sendVia(tb testing.TB, hc *http.Client, req *http.Request) reply {
+	tb.Helper()
+	resp, err := hc.Do(req)
 	require.NoError(tb, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -120,12 +134,21 @@ func requireToken(tb testing.TB, r reply) tokenBody {
 func accountLogin(tb testing.TB, srv *apisim.Server, user, pass string, body any) reply {
 	tb.Helper()
 	authz := "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
-	return send(tb, loginRequest(tb, srv, http.MethodPost, apisim.AccountAuthPath, authz, body))
+	return send(tb, loginRequest(tb, srv.URL, http.MethodPost, apisim.AccountAuthPath, authz, body))
 }
 
 func listWith(tb testing.TB, srv *apisim.Server, tok string) reply {
 	tb.Helper()
 	return do(tb, srv, http.MethodGet, apisim.Path, "", tok)
+}
+
+// listVia is listWith for the simulator behind p.
+func listVia(tb testing.TB, p *simtest.Pipe, tok string) reply {
+	tb.Helper()
+	req, err := http.NewRequestWithContext(tb.Context(), http.MethodGet, p.URL+apisim.Path, nil)
+	require.NoError(tb, err)
+	req.Header.Set("X-Access-Token", tok)
+	return sendVia(tb, p.Client(), req)
 }
 
 func TestAppAuth(t *testing.T) {
@@ -228,7 +251,7 @@ func TestAccountAuth(t *testing.T) {
 			srv := newServer(t, apisim.Options{Account: account, Password: password})
 			var r reply
 			if tt.raw != "" {
-				r = send(t, loginRequest(t, srv, http.MethodPost, apisim.AccountAuthPath, tt.raw, tt.body))
+				r = send(t, loginRequest(t, srv.URL, http.MethodPost, apisim.AccountAuthPath, tt.raw, tt.body))
 			} else {
 				r = accountLogin(t, srv, tt.user, tt.pass, tt.body)
 			}
@@ -248,33 +271,36 @@ func TestAccountAuth(t *testing.T) {
 	}
 }
 
+// TestIssuedTokenExpires runs in a synctest bubble, where the simulator's
+// clock (Options.Now left nil) is the bubble's fake one.
 func TestIssuedTokenExpires(t *testing.T) {
 	tests := []struct {
 		name   string
-		expire func(*apisim.Server, *apisim.Clock)
+		expire func(*apisim.Sim)
 	}{
-		{name: "ExpireTokens", expire: func(srv *apisim.Server, _ *apisim.Clock) { srv.Sim.ExpireTokens() }},
-		{name: "clock passes the TTL", expire: func(_ *apisim.Server, c *apisim.Clock) { c.Advance(100 * time.Second) }},
+		{name: "ExpireTokens", expire: (*apisim.Sim).ExpireTokens},
+		{name: "the TTL passes", expire: func(*apisim.Sim) { time.Sleep(time.Nanosecond) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := apisim.NewClock(fixedNow())
-			srv := newServer(t, apisim.Options{Token: token, AppID: appID, AppKey: appKey, TokenTTL: 100 * time.Second, Now: c.Now})
-			srv.Sim.AddN(3)
-			tok := requireToken(t, send(t, appLogin{}.request(t, srv))).AccessToken
+			synctest.Test(t, func(t *testing.T) {
+				p := simtest.NewPipe(t, apisim.Options{Token: token, AppID: appID, AppKey: appKey, TokenTTL: 100 * time.Second})
+				p.Sim.AddN(3)
+				hc := p.Client()
+				tok := requireToken(t, sendVia(t, hc, appLogin{body: map[string]any{"expireTime": time.Now().Add(10 * time.Minute).Unix()}}.requestTo(t, p.URL))).AccessToken
 
-			c.Advance(99 * time.Second)
-			assert.Equal(t, http.StatusOK, listWith(t, srv, tok).status, "valid until its TTL")
-			c.Advance(-99 * time.Second)
+				time.Sleep(100*time.Second - time.Nanosecond)
+				assert.Equal(t, http.StatusOK, listVia(t, p, tok).status, "valid until its TTL")
 
-			tt.expire(srv, c)
-			requireAPIError(t, listWith(t, srv, tok), http.StatusUnauthorized, apisim.CodeInvalidToken)
-			assert.Equal(t, http.StatusOK, listWith(t, srv, token).status, "Options.Token never expires")
+				tt.expire(p.Sim)
+				requireAPIError(t, listVia(t, p, tok), http.StatusUnauthorized, apisim.CodeInvalidToken)
+				assert.Equal(t, http.StatusOK, listVia(t, p, token).status, "Options.Token never expires")
 
-			again := requireToken(t, send(t, appLogin{body: map[string]any{"expireTime": 0}}.request(t, srv))).AccessToken
-			assert.NotEqual(t, tok, again)
-			assert.Equal(t, http.StatusOK, listWith(t, srv, again).status, "a new login gets a working token")
-			assert.Equal(t, 2, srv.Sim.Logins())
+				again := requireToken(t, sendVia(t, hc, appLogin{body: map[string]any{"expireTime": 0}}.requestTo(t, p.URL))).AccessToken
+				assert.NotEqual(t, tok, again)
+				assert.Equal(t, http.StatusOK, listVia(t, p, again).status, "a new login gets a working token")
+				assert.Equal(t, 2, p.Sim.Logins())
+			})
 		})
 	}
 }

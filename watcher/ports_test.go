@@ -1,0 +1,153 @@
+package watcher_test
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meetwatch/meetwatch/events"
+	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/watcher"
+)
+
+// The engine's ports in memory, for tests inside a synctest bubble, where a
+// real NATS server's sockets would stop fake time. The JetStream adapters
+// keep their own tests (events, kvstore), and the tests of this package
+// that do not depend on time run on a real NATS server.
+
+var (
+	_ watcher.Publisher  = (*memPublisher)(nil)
+	_ watcher.StateStore = (*memStore)(nil)
+)
+
+// memPublisher is a watcher.Publisher that keeps what it is given and, like
+// JetStream with a duplicate window, stores an id once.
+type memPublisher struct {
+	// hold, when set, runs first in Publish, which fails with its error,
+	// or goes on if it returns nil: a test's control over acknowledgements.
+	hold func(ctx context.Context) error
+
+	mu  sync.Mutex
+	evs []events.Event
+	at  []time.Time // when each stored event was published
+	ids map[string]bool
+}
+
+func (p *memPublisher) Publish(ctx context.Context, evs []events.Event) (events.PublishResult, error) {
+	if p.hold != nil {
+		if err := p.hold(ctx); err != nil {
+			return events.PublishResult{}, fmt.Errorf("waiting for acks: %w", err)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ids == nil {
+		p.ids = map[string]bool{}
+	}
+	var res events.PublishResult
+	for _, e := range evs {
+		if p.ids[e.ID] {
+			res.Duplicates++
+			continue
+		}
+		p.ids[e.ID] = true
+		p.evs = append(p.evs, e)
+		p.at = append(p.at, time.Now())
+		res.Stored++
+	}
+	return res, nil
+}
+
+// events returns every event stored, in the order published.
+func (p *memPublisher) events() []events.Event {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.evs)
+}
+
+// times returns when each stored event was published.
+func (p *memPublisher) times() []time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.at)
+}
+
+// memStore is a watcher.StateStore in memory with kvstore.Store's
+// contract: Prepare records the started meetings about to be announced,
+// Commit writes the changes and then the meta, and Load returns as Pending
+// the prepared meetings that no commit covered.
+type memStore struct {
+	mu        sync.Mutex
+	snap      snapshot.Snapshot
+	pending   map[string]snapshot.Meeting
+	prepared  time.Time
+	observed  time.Time
+	committed bool
+	commits   []time.Time // when each commit landed
+}
+
+func (s *memStore) Load(context.Context) (watcher.State, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := watcher.State{Snapshot: maps.Clone(s.snap), ObservedAt: s.observed, Committed: s.committed}
+	if st.Snapshot == nil {
+		st.Snapshot = snapshot.Snapshot{}
+	}
+	if !s.committed {
+		st.ObservedAt = s.prepared
+	}
+	for id, m := range s.pending {
+		if _, ok := st.Snapshot[id]; !ok {
+			st.Pending = append(st.Pending, m)
+		}
+	}
+	slices.SortFunc(st.Pending, func(a, b snapshot.Meeting) int { return strings.Compare(a.UUID, b.UUID) })
+	return st, nil
+}
+
+func (s *memStore) Prepare(_ context.Context, changes []snapshot.Change, observedAt time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending == nil {
+		s.pending = map[string]snapshot.Meeting{}
+	}
+	s.prepared = observedAt
+	for _, c := range changes {
+		if c.Kind == snapshot.Started {
+			s.pending[c.Key] = c.New
+		}
+	}
+	return nil
+}
+
+func (s *memStore) Commit(_ context.Context, changes []snapshot.Change, observedAt time.Time, _ int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.snap == nil {
+		s.snap = snapshot.Snapshot{}
+	}
+	for _, c := range changes {
+		if c.Kind == snapshot.Ended {
+			delete(s.snap, c.Key)
+		} else {
+			s.snap[c.Key] = c.New
+		}
+		if c.Kind != snapshot.Changed {
+			delete(s.pending, c.Key)
+		}
+	}
+	s.observed, s.committed = observedAt, true
+	s.commits = append(s.commits, time.Now())
+	return nil
+}
+
+// commitTimes returns when each commit landed.
+func (s *memStore) commitTimes() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.commits)
+}
