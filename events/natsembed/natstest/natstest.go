@@ -45,12 +45,15 @@ func Connect(tb testing.TB, s *server.Server) *nats.Conn {
 	return nc
 }
 
-// Messages returns every message stored in stream, in order, with headers,
-// so that a test can assert on exactly what was published. It fails the
-// test if the stream does not exist.
+// Messages returns every message stored in stream when it is called, in
+// order, with headers, so that a test can assert on exactly what was
+// published. It reads them through an ordered consumer, in batches, and
+// fails the test rather than return fewer than the stream holds: a
+// message skipped because the server was slow would look like an event
+// meetwatch lost.
 func Messages(tb testing.TB, nc *nats.Conn, stream string) []*jetstream.RawStreamMsg {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -61,13 +64,42 @@ func Messages(tb testing.TB, nc *nats.Conn, stream string) []*jetstream.RawStrea
 		tb.Fatalf("stream %s: %v", stream, err)
 	}
 	state := st.CachedInfo().State
-	var out []*jetstream.RawStreamMsg
-	for seq := state.FirstSeq; state.Msgs > 0 && seq <= state.LastSeq; seq++ {
-		m, err := st.GetMsg(ctx, seq)
+	if state.Msgs == 0 {
+		return nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		tb.Fatalf("reading stream %s: %v", stream, err)
+	}
+	out := make([]*jetstream.RawStreamMsg, 0, state.Msgs)
+	for last := uint64(0); len(out) < int(state.Msgs); {
+		// Asking for exactly what is left means Fetch never waits out its
+		// MaxWait for messages that will not come.
+		batch, err := cons.Fetch(min(1000, int(state.Msgs)-len(out)), jetstream.FetchMaxWait(10*time.Second))
 		if err != nil {
-			continue // deleted
+			tb.Fatalf("reading stream %s: %v", stream, err)
 		}
-		out = append(out, m)
+		read := 0
+		for m := range batch.Messages() {
+			md, err := m.Metadata()
+			if err != nil {
+				tb.Fatalf("reading stream %s: %v", stream, err)
+			}
+			read++
+			last = md.Sequence.Stream
+			if last > state.LastSeq {
+				continue // published after the call: not asked for
+			}
+			out = append(out, &jetstream.RawStreamMsg{
+				Subject: m.Subject(), Sequence: last, Header: m.Headers(), Data: m.Data(), Time: md.Timestamp,
+			})
+		}
+		if err := batch.Error(); err != nil {
+			tb.Fatalf("reading stream %s after sequence %d: %v", stream, last, err)
+		}
+		if read == 0 {
+			tb.Fatalf("reading stream %s: no message after sequence %d of %d", stream, last, state.LastSeq)
+		}
 	}
 	return out
 }
