@@ -16,6 +16,7 @@ import (
 	"github.com/meetwatch/meetwatch/snapshot/redact"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim/simtest"
 )
 
 // TestPollsSurviveTokenExpiry runs the watcher across many token lifetimes,
@@ -42,12 +43,12 @@ func TestPollsSurviveTokenExpiry(t *testing.T) {
 	for name, newSource := range logins {
 		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				var loginLogs *syncBuffer
+				var loginLogs *simtest.Buffer
 				r := newBubbleRig(t, apisim.Options{
 					AppID: appID, AppKey: appKey, Account: account, Password: password,
 					TokenTTL: ttl, Seed: 3,
 				}, func(c *meetingapi.ClientConfig) {
-					loginLogs = &syncBuffer{}
+					loginLogs = &simtest.Buffer{}
 					c.Tokens = newSource(meetingapi.LoginConfig{
 						BaseURL: c.BaseURL, HTTPClient: c.HTTPClient,
 						Logger: slog.New(slog.NewTextHandler(loginLogs, nil)),

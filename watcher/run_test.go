@@ -40,7 +40,7 @@ type bubbleRig struct {
 	client *meetingapi.Client
 	pub    *memPublisher
 	store  *memStore
-	logs   *syncBuffer
+	logs   *simtest.Buffer
 	t0     time.Time // fake time when the rig was built
 }
 
@@ -59,7 +59,7 @@ func newBubbleRig(tb testing.TB, opts apisim.Options, adjust func(*meetingapi.Cl
 	}
 	client, err := meetingapi.NewClient(cfg)
 	require.NoError(tb, err)
-	return &bubbleRig{api: api, client: client, pub: &memPublisher{}, store: &memStore{}, logs: &syncBuffer{}, t0: time.Now()}
+	return &bubbleRig{api: api, client: client, pub: &memPublisher{}, store: &memStore{}, logs: &simtest.Buffer{}, t0: time.Now()}
 }
 
 // newWatcher returns a watcher on the rig's ports, polling every 10s, with

@@ -1,12 +1,10 @@
 package watcher_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,6 +22,7 @@ import (
 	"github.com/meetwatch/meetwatch/watcher/kvstore"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim/simtest"
 )
 
 const (
@@ -37,26 +36,9 @@ type rig struct {
 	api    *apisim.Server
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	logs   *syncBuffer
+	logs   *simtest.Buffer
 	now    time.Time
 	client *meetingapi.Client
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newRig(tb testing.TB) *rig { return newRigWith(tb, nil) }
@@ -90,7 +72,7 @@ func newRigSim(tb testing.TB, opts apisim.Options, adjust func(*meetingapi.Clien
 	}
 	client, err := meetingapi.NewClient(cfg)
 	require.NoError(tb, err)
-	return &rig{api: api, nc: nc, js: js, logs: &syncBuffer{}, now: time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC), client: client}
+	return &rig{api: api, nc: nc, js: js, logs: &simtest.Buffer{}, now: time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC), client: client}
 }
 
 // newWatcher returns a fresh watcher, as after a restart: it knows only

@@ -268,7 +268,7 @@ var committedLine = regexp.MustCompile(`msg="poll committed".* started=(\d+) cha
 // committed poll a process logged.
 func firstCommit(tb testing.TB, p *process) (started, ended, duplicates int) {
 	tb.Helper()
-	for _, l := range p.stderr.lines() {
+	for _, l := range p.stderr.Lines() {
 		if m := committedLine.FindStringSubmatch(l); m != nil {
 			started, _ = strconv.Atoi(m[1])
 			ended, _ = strconv.Atoi(m[3])
@@ -1062,7 +1062,7 @@ func TestCrashPoints(t *testing.T) {
 		// Nothing was left unfinished, so a restart has nothing to redo.
 		third, f, _ := r.restart(owed)
 		var settled []string
-		for _, l := range third.stderr.lines() {
+		for _, l := range third.stderr.Lines() {
 			if strings.Contains(l, "pending started events settled") {
 				settled = append(settled, l)
 			}
@@ -1150,7 +1150,7 @@ func TestNATSOutage(t *testing.T) {
 	waitForCommits(t, st, 2)
 	nc.Close()
 
-	logged := len(mw.stderr.lines())
+	logged := len(mw.stderr.Lines())
 	srv.Shutdown()
 	srv.WaitForShutdown()
 	down := time.Now()
@@ -1177,7 +1177,7 @@ func TestNATSOutage(t *testing.T) {
 		time.Sleep(tick)
 	}
 	assert.Equal(t, pollsDown, lst.count(), "no poll while NATS is down")
-	duringOutage := mw.stderr.lines()[logged:]
+	duringOutage := mw.stderr.Lines()[logged:]
 
 	srv = startNATSAt(t, port, dir)
 	up := time.Now()
@@ -1207,7 +1207,7 @@ func TestNATSOutage(t *testing.T) {
 	assert.ElementsMatch(t, ended, gotEnded, "ended after the outage")
 
 	var outageLines []string
-	for _, l := range mw.stderr.lines() {
+	for _, l := range mw.stderr.Lines() {
 		if outageLine.MatchString(l) {
 			outageLines = append(outageLines, l)
 		}

@@ -249,7 +249,7 @@ var slogLine = regexp.MustCompile(`^time=(\S+) level=\S+ msg=("(?:[^"\\]|\\.)*"|
 // message.
 func slogEntries(p *process) []slogEntry {
 	var out []slogEntry
-	for _, l := range p.stderr.lines() {
+	for _, l := range p.stderr.Lines() {
 		m := slogLine.FindStringSubmatch(l)
 		if m == nil {
 			continue
@@ -324,7 +324,7 @@ var droppedDuplicates = regexp.MustCompile(`msg="poll committed" .*\bduplicates=
 // duplicates, as a process's committed polls report them.
 func republishedCount(p *process) int {
 	n := 0
-	for _, l := range p.stderr.lines() {
+	for _, l := range p.stderr.Lines() {
 		if m := droppedDuplicates.FindStringSubmatch(l); m != nil {
 			d, _ := strconv.Atoi(m[1])
 			n += d
@@ -658,7 +658,7 @@ func TestClusterLosesStreamLeader(t *testing.T) {
 	mw.stop(t, syscall.SIGTERM)
 
 	var failedPolls, reconnects int
-	for _, l := range mw.stderr.lines() {
+	for _, l := range mw.stderr.Lines() {
 		switch {
 		case strings.Contains(l, "poll failed"):
 			failedPolls++

@@ -7,7 +7,6 @@ package main
 // it exits.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -35,6 +34,7 @@ import (
 
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim/simtest"
 )
 
 // binary is the meetwatch executable built once by TestMain.
@@ -98,39 +98,11 @@ const (
 	tick         = 25 * time.Millisecond
 )
 
-// lockedBuffer is a bytes.Buffer that a process writes to while the test
-// reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// lines returns the complete lines written so far.
-func (b *lockedBuffer) lines() []string {
-	s := b.String()
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		return strings.Split(s[:i], "\n")
-	}
-	return nil
-}
-
 // process is a running meetwatch.
 type process struct {
 	cmd    *exec.Cmd
-	stdout *lockedBuffer
-	stderr *lockedBuffer
+	stdout *simtest.Buffer
+	stderr *simtest.Buffer
 	done   chan struct{}
 	code   int // exit code, set before done is closed
 }
@@ -148,7 +120,7 @@ func startMeetwatch(tb testing.TB, env map[string]string, args ...string) *proce
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	p := &process{cmd: cmd, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &process{cmd: cmd, stdout: &simtest.Buffer{}, stderr: &simtest.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	require.NoError(tb, cmd.Start(), "starting meetwatch %s", strings.Join(args, " "))
 	go func() {
@@ -523,9 +495,9 @@ func TestSeparateProcessesSimRunTail(t *testing.T) {
 		ids[i] = m.Event.Subject
 	}
 
-	require.Eventually(t, func() bool { return len(startedTail.stdout.lines()) >= meetings },
+	require.Eventually(t, func() bool { return len(startedTail.stdout.Lines()) >= meetings },
 		eventWait, tick, "waiting for tail to print %d events", meetings)
-	lines := startedTail.stdout.lines()
+	lines := startedTail.stdout.Lines()
 	assert.Len(t, lines, meetings)
 	for _, id := range ids {
 		n := 0
@@ -542,10 +514,10 @@ func TestSeparateProcessesSimRunTail(t *testing.T) {
 	replay := startTail(t, srv.ClientURL(), "--all", "--json", "meetings.started.>")
 
 	for _, tail := range []*process{jsonTail, replay} {
-		require.Eventually(t, func() bool { return len(tail.stdout.lines()) >= meetings },
+		require.Eventually(t, func() bool { return len(tail.stdout.Lines()) >= meetings },
 			eventWait, tick, "waiting for tail to print %d events", meetings)
 		var gotIDs []string
-		for _, l := range tail.stdout.lines() {
+		for _, l := range tail.stdout.Lines() {
 			var e event
 			if assert.NoError(t, json.Unmarshal([]byte(l), &e), "line %q", l) {
 				assert.Equal(t, "1.0", e.SpecVersion)
@@ -815,7 +787,7 @@ func rejectsConfiguration(tb testing.TB, env map[string]string, command string) 
 // exited.
 type ranInProcess struct {
 	code           int
-	stdout, stderr *lockedBuffer
+	stdout, stderr *simtest.Buffer
 }
 
 // runInProcess calls run as main would, with env as the whole environment,
@@ -826,7 +798,7 @@ func runInProcess(tb testing.TB, env map[string]string, args ...string) ranInPro
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(tb.Context(), 10*time.Second)
 	defer cancel()
-	r := ranInProcess{stdout: &lockedBuffer{}, stderr: &lockedBuffer{}}
+	r := ranInProcess{stdout: &simtest.Buffer{}, stderr: &simtest.Buffer{}}
 	if env == nil {
 		env = map[string]string{}
 	}
@@ -873,7 +845,7 @@ func TestDemo(t *testing.T) {
 
 	started := func() int {
 		n := 0
-		for _, l := range mw.stdout.lines() {
+		for _, l := range mw.stdout.Lines() {
 			if strings.Contains(l, "started") {
 				n++
 			}
@@ -881,7 +853,7 @@ func TestDemo(t *testing.T) {
 		return n
 	}
 	require.Eventually(t, func() bool { return started() > 0 }, 10*time.Second, tick, "waiting for started events")
-	assert.True(t, slices.ContainsFunc(mw.stdout.lines(), func(l string) bool {
+	assert.True(t, slices.ContainsFunc(mw.stdout.Lines(), func(l string) bool {
 		return strings.Contains(l, "started") && strings.Contains(l, "[already running]")
 	}), "the meetings running at start are shown as already running:\n%s", mw.stdout)
 	mw.stop(t, syscall.SIGINT)

@@ -650,9 +650,9 @@ func TestRunSecuredNATS(t *testing.T) {
 			assert.ElementsMatch(t, api.Sim.UUIDs(), gotIDs, "one started event per meeting")
 
 			if tail != nil {
-				require.Eventually(t, func() bool { return len(tail.stdout.lines()) >= tt.meetings },
+				require.Eventually(t, func() bool { return len(tail.stdout.Lines()) >= tt.meetings },
 					eventWait, tick, "waiting for tail to print %d events", tt.meetings)
-				for _, l := range tail.stdout.lines() {
+				for _, l := range tail.stdout.Lines() {
 					assert.Contains(t, l, "started")
 				}
 			}

@@ -37,7 +37,7 @@ const (
 type authRig struct {
 	api  *simtest.Pipe
 	cfg  meetingapi.LoginConfig
-	logs *syncBuffer
+	logs *simtest.Buffer
 }
 
 func newAuthRig(tb testing.TB, ttl time.Duration) *authRig {
@@ -47,7 +47,7 @@ func newAuthRig(tb testing.TB, ttl time.Duration) *authRig {
 		Account: authAccount, Password: authPassword,
 		TokenTTL: ttl,
 	})
-	logs := &syncBuffer{}
+	logs := &simtest.Buffer{}
 	return &authRig{
 		api:  api,
 		logs: logs,

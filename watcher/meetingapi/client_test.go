@@ -323,7 +323,7 @@ func TestRequestTimeoutBoundsAnAnswer(t *testing.T) {
 			serve: func(tb testing.TB) (dialFunc, func() int) {
 				p := simtest.NewPipe(tb, apisim.Options{Token: clientToken})
 				p.Sim.SetHook(func(*http.Request) *apisim.Fault { return &apisim.Fault{Delay: time.Hour} })
-				return p.Client().Transport.(*http.Transport).DialContext, p.Sim.Requests
+				return p.Dial, p.Sim.Requests
 			},
 		},
 		{
@@ -333,7 +333,7 @@ func TestRequestTimeoutBoundsAnAnswer(t *testing.T) {
 					mu sync.Mutex
 					n  int
 				)
-				dial := servePipe(tb, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				p := simtest.Serve(tb, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 					mu.Lock()
 					n++
 					mu.Unlock()
@@ -349,7 +349,7 @@ func TestRequestTimeoutBoundsAnAnswer(t *testing.T) {
 						}
 					}
 				}))
-				return dial, func() int {
+				return p.Dial, func() int {
 					mu.Lock()
 					defer mu.Unlock()
 					return n
@@ -389,55 +389,3 @@ func TestRequestTimeoutBoundsAnAnswer(t *testing.T) {
 }
 
 type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
-
-// servePipe serves h over in-memory connections, as simtest.NewPipe does
-// for the simulator, for a server that the simulator cannot play. It
-// returns the dialer that reaches it. Call it inside the bubble.
-func servePipe(tb testing.TB, h http.Handler) dialFunc {
-	tb.Helper()
-	l := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = srv.Serve(l) // ends with ErrServerClosed at Close
-	}()
-	tb.Cleanup(func() {
-		_ = srv.Close()
-		<-served
-	})
-	return func(ctx context.Context, _, _ string) (net.Conn, error) {
-		client, server := net.Pipe()
-		select {
-		case l.conns <- server:
-			return client, nil
-		case <-l.done:
-			return nil, net.ErrClosed
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-}
-
-// pipeListener hands the server ends of net.Pipe connections to Serve.
-type pipeListener struct {
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func (l *pipeListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *pipeListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *pipeListener) Addr() net.Addr { return &net.UnixAddr{Name: "pipe", Net: "pipe"} }

@@ -1,17 +1,20 @@
 // Package simtest is test support around the meeting API simulator: a
-// reproducible seed for randomised tests, and a simulator reached over
-// in-memory connections, so that tests of time logic can run inside a
-// testing/synctest bubble, where real sockets would stop fake time.
+// reproducible seed for randomised tests, a simulator (or any handler)
+// reached over in-memory connections, so that tests of time logic can run
+// inside a testing/synctest bubble, where real sockets would stop fake
+// time, and a buffer that collects the logs of concurrent code.
 //
 // Only tests import it; the meetwatch binary does not.
 package simtest
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -40,14 +43,14 @@ func Seed(tb testing.TB, def uint64) uint64 {
 	return seed
 }
 
-// Pipe is a simulator served over in-memory connections (net.Pipe): no
+// Pipe is a handler served over in-memory connections (net.Pipe): no
 // socket, no port, so a test may run it inside a synctest bubble. Client
 // returns an *http.Client that reaches it at URL.
 type Pipe struct {
-	// URL is the address to give the client under test; only Client can
-	// reach it.
+	// URL is the address to give the client under test; only Client, or a
+	// transport that dials with Dial, can reach it.
 	URL string
-	// Sim is the simulator behind the pipe.
+	// Sim is the simulator behind the pipe, when NewPipe made it.
 	Sim *apisim.Sim
 
 	l      *pipeListener
@@ -55,16 +58,25 @@ type Pipe struct {
 	served chan struct{}
 }
 
-// NewPipe starts a Pipe and closes it when the test ends. Inside a synctest
-// bubble, call it inside the bubble, so that its goroutines belong there.
+// NewPipe starts a simulator on a Pipe and closes it when the test ends.
+// Inside a synctest bubble, call it inside the bubble, so that its
+// goroutines belong there.
 func NewPipe(tb testing.TB, opts apisim.Options) *Pipe {
 	tb.Helper()
 	sim := apisim.New(opts)
+	p := Serve(tb, sim)
+	p.Sim = sim
+	return p
+}
+
+// Serve starts h on a Pipe, for a server the simulator cannot play, and
+// closes it when the test ends.
+func Serve(tb testing.TB, h http.Handler) *Pipe {
+	tb.Helper()
 	p := &Pipe{
 		URL:    "http://apisim.test",
-		Sim:    sim,
 		l:      &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})},
-		srv:    &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second},
+		srv:    &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second},
 		served: make(chan struct{}),
 	}
 	go func() {
@@ -76,12 +88,14 @@ func NewPipe(tb testing.TB, opts apisim.Options) *Pipe {
 }
 
 // Client returns an HTTP client whose every connection is a new in-memory
-// pipe to the simulator.
+// pipe to the server.
 func (p *Pipe) Client() *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return p.l.dial(ctx) },
-	}}
+	return &http.Client{Transport: &http.Transport{DialContext: p.Dial}}
 }
+
+// Dial opens a new in-memory connection to the server, whatever the
+// address: it is an http.Transport's DialContext.
+func (p *Pipe) Dial(ctx context.Context, _, _ string) (net.Conn, error) { return p.l.dial(ctx) }
 
 // Close stops the server and waits for it. It is idempotent.
 func (p *Pipe) Close() {
@@ -128,3 +142,32 @@ type pipeAddr struct{}
 
 func (pipeAddr) Network() string { return "pipe" }
 func (pipeAddr) String() string  { return "apisim.test:80" }
+
+// Buffer collects what concurrent code writes, such as a logger's lines
+// or a process's output, for a test to read while it is written.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// Lines returns the complete lines written so far.
+func (b *Buffer) Lines() []string {
+	s := b.String()
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return strings.Split(s[:i], "\n")
+	}
+	return nil
+}
