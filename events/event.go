@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -68,6 +69,12 @@ type Data struct {
 	// LastSeen, on ended events only, is when the last snapshot that still
 	// held the meeting was observed. The real end lies between it and Time.
 	LastSeen *time.Time `json:"lastSeen,omitempty"`
+	// Truncated lists, sorted, the fields of Conference and Previous that
+	// hold a truncation marker instead of their value, so that the event
+	// fits the size limit: "conference.partAttendeeInfo" (the record's
+	// path, see snapshot.FieldChange, after "conference." or "previous.").
+	// A marker is {"truncated":true,"count":n}; see snapshot.Trim.
+	Truncated []string `json:"truncated,omitempty"`
 }
 
 // Kind returns the event kind read from its type.
@@ -126,6 +133,33 @@ func ID(c snapshot.Change) string {
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
+// HeaderRoom is the part of a NATS message's maximum payload that
+// MaxEventBytes leaves for the headers the publisher sends beside the
+// body (Content-Type, Nats-Msg-Id, Nats-Expected-Stream): the server
+// counts headers and body together.
+const HeaderRoom = 4 << 10
+
+// MaxEventBytes returns the largest event body that fits in a message of
+// maxPayload bytes (nats.Conn.MaxPayload, known once connected), for
+// Builder.MaxBytes; 0, meaning no limit, when maxPayload is not known.
+func MaxEventBytes(maxPayload int64) int {
+	if maxPayload <= 0 {
+		return 0
+	}
+	return int(max(maxPayload-HeaderRoom, 1))
+}
+
+// MaxRecordBytes returns the size a watcher should trim each record to
+// (snapshot.Trim) before it diffs and stores it, for messages of
+// maxPayload bytes; 0, meaning no limit, when maxPayload is not known.
+// A record of that size fits in a key-value value, and a started or ended
+// event that carries it keeps an eighth of MaxEventBytes for the rest of
+// the envelope, so it seldom needs cutting again.
+func MaxRecordBytes(maxPayload int64) int {
+	n := MaxEventBytes(maxPayload)
+	return n - n/8
+}
+
 // Builder turns diff changes into events for one watcher.
 type Builder struct {
 	// Source is the CloudEvents source; see Source.
@@ -135,14 +169,36 @@ type Builder struct {
 	// Redact removes secrets from the records and changes an event
 	// carries; nil publishes records as they are.
 	Redact *redact.Policy
+	// Ignore holds the fields whose changes are not worth an event: they
+	// are left out of data.changes, and a change confined to them gets no
+	// event at all (see Publishes). The zero set ignores nothing.
+	Ignore snapshot.FieldSet
+	// MaxBytes bounds the encoded event: a larger one has its records
+	// trimmed to fit (see Build). 0 means no limit.
+	MaxBytes int
+}
+
+// Publishes reports whether c gets an event: every change does except a
+// changed meeting whose every changed field is in Ignore. Build does not
+// ask; the watcher does, and still takes the new record as its state.
+func (b Builder) Publishes(c snapshot.Change) bool {
+	return !b.Ignore.Covers(c)
 }
 
 // Build returns the event for change c, observed at observed. initial marks
 // changes from the first snapshot a watcher ever took; lastSeen is when the
 // previous snapshot was observed, reported on ended events.
 //
-// The id is computed from the change as the diff saw it, before redaction,
-// so that a different secret still makes a different changed event.
+// The id is computed from the change as the diff saw it, before redaction
+// and trimming, so that a different secret still makes a different changed
+// event, and an event trimmed to fit has the id it would have had whole.
+//
+// When the encoded event would be larger than MaxBytes, its records are
+// trimmed with snapshot.TrimRaw, largest values first, until it fits;
+// the changes of a field trimmed from either record lose their values
+// and say "truncated" instead; and data.truncated lists what was cut.
+// If even that cannot make it fit, Build returns an error wrapping
+// snapshot.ErrTooLarge.
 func (b Builder) Build(c snapshot.Change, observed time.Time, initial bool, lastSeen time.Time) (Event, error) {
 	conference, err := b.Redact.Strip(c.Meeting().Raw())
 	if err != nil {
@@ -156,23 +212,205 @@ func (b Builder) Build(c snapshot.Change, observed time.Time, initial bool, last
 		Subject:         c.Key,
 		Time:            observed.UTC(),
 		DataContentType: DataContentType,
-		Data:            Data{Conference: conference},
 	}
+	var previous json.RawMessage
+	var changes []snapshot.FieldChange
 	switch c.Kind {
 	case snapshot.Started:
 		e.Data.Initial = initial
 	case snapshot.Changed:
-		if e.Data.Previous, err = b.Redact.Strip(c.Old.Raw()); err != nil {
+		if previous, err = b.Redact.Strip(c.Old.Raw()); err != nil {
 			return Event{}, fmt.Errorf("redacting %s: %w", c.Key, err)
 		}
-		e.Data.Changes = b.Redact.RedactChanges(c.Fields)
+		changes = b.Redact.RedactChanges(b.Ignore.Filter(c.Fields))
 	case snapshot.Ended:
 		if !lastSeen.IsZero() {
 			ls := lastSeen.UTC()
 			e.Data.LastSeen = &ls
 		}
 	}
+	setRecords(&e, conference, previous, changes)
+	if b.MaxBytes > 0 && !surelyFits(e, b.MaxBytes) {
+		if err := b.fit(&e, conference, previous, changes); err != nil {
+			return Event{}, fmt.Errorf("fitting the %s event of %s in %d bytes: %w", c.Kind, c.Key, b.MaxBytes, err)
+		}
+	}
 	return e, nil
+}
+
+// setRecords puts the records and changes into e, with the paths of the
+// records' truncation markers in data.truncated, and the values of every
+// change that shares a value with one of them left out.
+func setRecords(e *Event, conference, previous json.RawMessage, changes []snapshot.FieldChange) {
+	e.Data.Conference, e.Data.Previous, e.Data.Changes, e.Data.Truncated = conference, previous, changes, nil
+	inConference, inPrevious := snapshot.TruncatedPaths(conference), snapshot.TruncatedPaths(previous)
+	if len(inConference) == 0 && len(inPrevious) == 0 {
+		return
+	}
+	for _, p := range inConference {
+		e.Data.Truncated = append(e.Data.Truncated, "conference."+p)
+	}
+	for _, p := range inPrevious {
+		e.Data.Truncated = append(e.Data.Truncated, "previous."+p)
+	}
+	markers := slices.Concat(inConference, inPrevious)
+	cut := snapshot.NewFieldSet(markers...)
+	cloned, renamed := false, false
+	for i, fc := range changes {
+		if (len(fc.Old) == 0 && len(fc.New) == 0) || !cut.Overlaps(fc.Field) {
+			continue
+		}
+		if !cloned {
+			e.Data.Changes = slices.Clone(changes) // changes may be the diff's own
+			cloned = true
+		}
+		field := fc.Field
+		// Two markers differ in their count, which names no field of the
+		// record: the change is of the field the markers stand for.
+		if keys := snapshot.SplitPath(field); len(keys) > 1 && (keys[len(keys)-1] == "count" || keys[len(keys)-1] == "truncated") {
+			if parent := snapshot.JoinPath(keys[:len(keys)-1]...); slices.Contains(markers, parent) {
+				field, renamed = parent, true
+			}
+		}
+		e.Data.Changes[i] = snapshot.FieldChange{Field: field, Truncated: true}
+	}
+	if renamed {
+		slices.SortStableFunc(e.Data.Changes, func(a, b snapshot.FieldChange) int { return strings.Compare(a.Field, b.Field) })
+		e.Data.Changes = slices.CompactFunc(e.Data.Changes, func(a, b snapshot.FieldChange) bool { return a.Field == b.Field && a.Truncated && b.Truncated })
+	}
+}
+
+// surelyFits reports, without encoding e, whether it cannot be larger
+// than limit: no byte of JSON text takes more than six once encoded (an
+// escape such as \u003c), and the rest of the envelope is small.
+func surelyFits(e Event, limit int) bool {
+	const envelope, perChange = 1 << 10, 64
+	n := len(e.ID) + len(e.Source) + len(e.Type) + len(e.Subject) + len(e.Data.Conference) + len(e.Data.Previous)
+	for _, fc := range e.Data.Changes {
+		n += len(fc.Field) + len(fc.Old) + len(fc.New) + perChange
+	}
+	for _, p := range e.Data.Truncated {
+		n += len(p) + perChange
+	}
+	return 6*n+envelope <= limit
+}
+
+// encodedSize returns the size of e as the publisher encodes it.
+func encodedSize(e Event) (int, error) {
+	body, err := json.Marshal(e)
+	if err != nil {
+		return 0, fmt.Errorf("encoding event: %w", err)
+	}
+	return len(body), nil
+}
+
+// trimmed is one record of an event being fitted to the size limit.
+type trimmed struct {
+	whole, cur json.RawMessage
+	limit      int
+	// floor is set once the record is as small as trimming makes it.
+	floor bool
+}
+
+// fit trims the records of e until it encodes in b.MaxBytes.
+//
+// The records share a budget: the limit less everything else the event
+// holds, counting the changes without their values at first (a change of
+// a field trimmed loses them). A record smaller than its share keeps its
+// size, and the other gets the rest. While the event is still too large,
+// the budget shrinks by the excess and the records are trimmed again, from
+// their whole form, which snapshot.TrimRaw does the same way each time.
+// Each round cuts at least one more value or finds a record at its
+// smallest, so it ends.
+func (b Builder) fit(e *Event, conference, previous json.RawMessage, changes []snapshot.FieldChange) error {
+	size, err := encodedSize(*e)
+	if err != nil || size <= b.MaxBytes {
+		return err
+	}
+	recs := []*trimmed{{whole: conference, cur: conference}}
+	if previous != nil {
+		recs = append(recs, &trimmed{whole: previous, cur: previous})
+	}
+
+	// The budget at first: the event with empty records and bare changes.
+	bare := *e
+	bare.Data.Conference = json.RawMessage(`{}`)
+	if previous != nil {
+		bare.Data.Previous = json.RawMessage(`{}`)
+	}
+	bare.Data.Changes = make([]snapshot.FieldChange, len(changes))
+	for i, fc := range changes {
+		bare.Data.Changes[i] = snapshot.FieldChange{Field: fc.Field, Redacted: fc.Redacted, Truncated: fc.Truncated || len(fc.Old) > 0 || len(fc.New) > 0}
+	}
+	bare.Data.Truncated = nil
+	overhead, err := encodedSize(bare)
+	if err != nil {
+		return err
+	}
+	budget := b.MaxBytes - (overhead - 2*len(recs))
+
+	for {
+		share(recs, budget)
+		for _, r := range recs {
+			if r.floor {
+				continue
+			}
+			out, _, err := snapshot.TrimRaw(r.whole, r.limit)
+			switch {
+			case errors.Is(err, snapshot.ErrTooLarge):
+				r.floor = true
+			case err != nil:
+				return err
+			}
+			r.cur = out
+		}
+		var prev json.RawMessage
+		if len(recs) > 1 {
+			prev = recs[1].cur
+		}
+		setRecords(e, recs[0].cur, prev, changes)
+		if size, err = encodedSize(*e); err != nil || size <= b.MaxBytes {
+			return err
+		}
+		budget = -(size - b.MaxBytes)
+		stuck := true
+		for _, r := range recs {
+			budget += len(r.cur)
+			stuck = stuck && r.floor
+		}
+		if stuck {
+			return fmt.Errorf("%w: %d bytes with every record trimmed as far as it goes", snapshot.ErrTooLarge, size)
+		}
+	}
+}
+
+// share splits budget between the records that may still shrink: a record
+// that fits in an even share keeps its size, and the other gets the rest.
+// A record at its smallest keeps its size.
+func share(recs []*trimmed, budget int) {
+	var free []*trimmed
+	for _, r := range recs {
+		if r.floor {
+			budget -= len(r.cur)
+			continue
+		}
+		free = append(free, r)
+	}
+	switch len(free) {
+	case 1:
+		free[0].limit = budget
+	case 2:
+		small, large := free[0], free[1]
+		if len(large.cur) < len(small.cur) {
+			small, large = large, small
+		}
+		if len(small.cur) <= budget/2 {
+			small.limit = len(small.cur)
+		} else {
+			small.limit = budget / 2
+		}
+		large.limit = budget - small.limit
+	}
 }
 
 // NATSSubject returns the subject the event is published on under prefix.

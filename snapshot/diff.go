@@ -66,6 +66,10 @@ type FieldChange struct {
 	// Redacted marks a change of a secret: it happened, but its values are
 	// not published (see Policy.RedactChanges in package snapshot/redact).
 	Redacted bool `json:"redacted,omitempty"`
+	// Truncated marks a change of a field that was cut from the event to
+	// make it fit the size limit (see Trim): it happened, but its values
+	// are not published.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Diff returns the transitions from prev to next: ended, then changed, then

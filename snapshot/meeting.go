@@ -1,6 +1,7 @@
 // Package snapshot is meetwatch's domain: the meeting record as the API sends
 // it, a Snapshot of every ongoing meeting keyed by confUUID, and Diff, which
-// turns two snapshots into started, ended and changed meetings.
+// turns two snapshots into started, ended and changed meetings. Trim cuts
+// a record down to a size limit, and FieldSet names fields by path.
 //
 // The package is pure: no network, no clock, no storage. That keeps the part
 // that decides what happened small enough to test exhaustively and to fuzz.
@@ -33,7 +34,8 @@ type Meeting struct {
 	StartTime string
 }
 
-// Errors returned when a record cannot be part of a snapshot.
+// Errors returned when a record cannot be part of a snapshot, cannot be
+// trimmed to size, or when a field path cannot be read.
 var (
 	// ErrNotObject means a record was not a JSON object.
 	ErrNotObject = errors.New("record is not a JSON object")
@@ -43,6 +45,12 @@ var (
 	// ErrNoUUID means a record has no usable confUUID, so it cannot be
 	// keyed, and a listing holding it is not a complete picture.
 	ErrNoUUID = errors.New("record has no confUUID")
+	// ErrTooLarge means a record stays larger than the limit it must fit
+	// in even with every value that Trim may cut cut.
+	ErrTooLarge = errors.New("record too large")
+	// ErrInvalidField means a field path given as configuration cannot
+	// name a field (see ParseFieldSet).
+	ErrInvalidField = errors.New("invalid field path")
 )
 
 // known holds the fields the watcher reads. Each is decoded leniently: a

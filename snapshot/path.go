@@ -56,6 +56,32 @@ func SplitPath(path string) []string {
 	return append(keys, key.String())
 }
 
+// nextKey splits the first key off path as SplitPath reads it, without
+// copying unless the key holds an escape: the key, what follows its
+// separator, and whether a separator followed.
+func nextKey(path string) (key, rest string, more bool) {
+	i := strings.IndexAny(path, `.\`)
+	switch {
+	case i < 0:
+		return path, "", false
+	case path[i] == pathSep:
+		return path[:i], path[i+1:], true
+	}
+	var b strings.Builder
+	for i := 0; i < len(path); i++ {
+		switch c := path[i]; {
+		case c == pathEscape && i+1 < len(path):
+			i++
+			b.WriteByte(path[i])
+		case c == pathSep:
+			return b.String(), path[i+1:], true
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), "", false
+}
+
 // appendKey returns the path of the member key of the value at path; root
 // is set when that value is the record itself, whose members have no
 // prefix. (A path alone cannot tell: "" is both the record and its key "".)

@@ -33,6 +33,16 @@ func TestJoinSplitPath(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			assert.Equal(t, tt.path, snapshot.JoinPath(tt.keys...))
 			assert.Equal(t, tt.keys, snapshot.SplitPath(tt.path))
+
+			// FieldSet reads paths key by key, the way SplitPath does.
+			set := snapshot.NewFieldSet(tt.path)
+			assert.True(t, set.Contains(tt.path))
+			assert.True(t, set.Contains(snapshot.JoinPath(append(tt.keys, "z")...)))
+			assert.False(t, set.Contains(snapshot.JoinPath(tt.keys[:len(tt.keys)-1]...)+"z"))
+			if len(tt.keys) > 1 {
+				assert.False(t, set.Contains(snapshot.JoinPath(tt.keys[:len(tt.keys)-1]...)))
+				assert.True(t, set.Overlaps(snapshot.JoinPath(tt.keys[:len(tt.keys)-1]...)))
+			}
 		})
 	}
 }
@@ -49,6 +59,7 @@ func TestSplitPathLenient(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			assert.Equal(t, tt.want, snapshot.SplitPath(tt.path))
+			assert.True(t, snapshot.NewFieldSet(snapshot.JoinPath(tt.want...)).Contains(tt.path))
 		})
 	}
 }

@@ -20,75 +20,128 @@ import (
 // isConfirmation tells the watcher's end confirmations from its listings.
 func isConfirmation(r *http.Request) bool { return r.URL.Query().Get("searchKey") != "" }
 
-// TestShiftBetweenPagesIsNotAnEnd plays the failure offset paging invites:
-// a meeting near the front ends between page 1 and page 2 while another
-// starts, so the count holds, every later record moves forward by one, and
-// one record falls between the pages. Only the meeting that really ended may
-// be reported.
-func TestShiftBetweenPagesIsNotAnEnd(t *testing.T) {
-	r := newRigWith(t, func(c *meetingapi.ClientConfig) {
-		c.PageSize = 10
-		c.Concurrency = 1 // pages in order, so the shift is the one planned
-	})
-	r.api.Sim.AddN(30)
-	ids := r.api.Sim.UUIDs() // in list order: by start time
-	w := r.newWatcher(t, nil)
-	_, err := w.Poll(t.Context())
-	require.NoError(t, err)
-
-	var once sync.Once
-	var added []string
-	r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
-		if req.URL.Query().Get("offset") == "10" && !isConfirmation(req) {
-			once.Do(func() {
-				r.api.Sim.End(ids[0])
-				late := r.api.Sim.NewRecord()
-				late["startTime"] = "2099-01-01 00:00" // sorts last
-				added = r.api.Sim.Add(late)
-			})
+// beforeSecondPage returns a simulator hook that calls change once per
+// listing, right before the listing's first page after offset 0 is served:
+// whichever page that is, some two pages that follow each other straddle
+// the change.
+func beforeSecondPage(change func()) func(*http.Request) *apisim.Fault {
+	var (
+		mu      sync.Mutex
+		pending bool
+	)
+	return func(req *http.Request) *apisim.Fault {
+		if isConfirmation(req) {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case req.URL.Query().Get("offset") == "0":
+			pending = true
+		case pending:
+			pending = false
+			change()
 		}
 		return nil
-	})
-	res, err := w.Poll(t.Context())
-	require.NoError(t, err)
-	assert.Equal(t, 1, res.StillOngoing, "the record that fell between the pages is confirmed ongoing")
-
-	// Page 1 was read before ids[0] ended, so this listing still holds it;
-	// ids[10] fell between the pages.
-	k := kinds(r.published(t)[30:])
-	assert.Empty(t, k[snapshot.Ended], "no phantom end for the skipped meeting")
-	assert.Equal(t, added, k[snapshot.Started])
-	assert.Empty(t, k[snapshot.Changed])
-	st, err := r.store(t).Load(t.Context())
-	require.NoError(t, err)
-	assert.Equal(t, 31, len(st.Snapshot))
-	assert.Contains(t, st.Snapshot, ids[10], "the skipped meeting stays in the state")
-
-	r.api.Sim.SetHook(nil)
-	res, err = w.Poll(t.Context())
-	require.NoError(t, err)
-	assert.Zero(t, res.StillOngoing)
-	k = kinds(r.published(t)[31:])
-	assert.Equal(t, []string{ids[0]}, k[snapshot.Ended], "the meeting that really ended is reported, once")
-	assert.Len(t, r.published(t), 32)
+	}
 }
 
+// TestShiftBetweenPagesIsNotAnEnd plays the failure offset paging invites:
+// a meeting near the front ends between two page requests while another
+// starts, so the count holds, every later record moves forward by one, and
+// without an overlap one record falls between the pages. Only the meeting
+// that really ended may be reported: with overlapping pages the shifted
+// record is read anyway; without, the end lookup finds it still ongoing.
+func TestShiftBetweenPagesIsNotAnEnd(t *testing.T) {
+	tests := []struct {
+		name      string
+		overlap   int
+		wantProbe int // records that only a lookup found still ongoing
+	}{
+		{name: "pages overlap", overlap: 0 /* the default: half a page of 10 */, wantProbe: 0},
+		{name: "pages meet end to end", overlap: -1, wantProbe: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRigWith(t, func(c *meetingapi.ClientConfig) {
+				c.PageSize = 10
+				c.Overlap = tt.overlap
+				c.Concurrency = 1 // pages in order, so the shift is the one planned
+			})
+			r.api.Sim.AddN(30)
+			ids := r.api.Sim.UUIDs() // in list order: by start time
+			w := r.newWatcher(t, nil)
+			_, err := w.Poll(t.Context())
+			require.NoError(t, err)
+
+			// The change comes right before the second page.
+			var (
+				once  sync.Once
+				pages atomic.Int32
+				added []string
+			)
+			r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
+				if !isConfirmation(req) && pages.Add(1) == 2 {
+					once.Do(func() {
+						r.api.Sim.End(ids[0])
+						late := r.api.Sim.NewRecord()
+						late["startTime"] = "2099-01-01 00:00" // sorts last
+						added = r.api.Sim.Add(late)
+					})
+				}
+				return nil
+			})
+			res, err := w.Poll(t.Context())
+			require.NoError(t, err)
+			assert.Equal(t, tt.wantProbe, res.StillOngoing, "meetings only a lookup found")
+
+			// The page at offset 0 was read before ids[0] ended, so this
+			// listing still holds it.
+			k := kinds(r.published(t)[30:])
+			assert.Empty(t, k[snapshot.Ended], "no phantom end for the shifted meeting")
+			assert.Equal(t, added, k[snapshot.Started])
+			assert.Empty(t, k[snapshot.Changed])
+			st, err := r.store(t).Load(t.Context())
+			require.NoError(t, err)
+			assert.Equal(t, 31, len(st.Snapshot))
+			assert.Contains(t, st.Snapshot, ids[10], "the shifted meeting stays in the state")
+
+			r.api.Sim.SetHook(nil)
+			res, err = w.Poll(t.Context())
+			require.NoError(t, err)
+			assert.Zero(t, res.StillOngoing)
+			k = kinds(r.published(t)[31:])
+			assert.Equal(t, []string{ids[0]}, k[snapshot.Ended], "the meeting that really ended is reported, once")
+			assert.Len(t, r.published(t), 32)
+		})
+	}
+}
+
+// TestInconsistentListingIsTakenAgain shifts the list by more than the
+// overlap between two pages once: that listing is discarded, and the next
+// try, on a list that holds still, is published.
 func TestInconsistentListingIsTakenAgain(t *testing.T) {
-	r := newRigPaged(t, 10)
-	ids := r.api.Sim.AddN(30)
+	r := newRigPaged(t, 10) // overlap 5
+	r.api.Sim.AddN(30)
+	ids := r.api.Sim.UUIDs() // in list order
 	var once sync.Once
-	r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
-		if req.URL.Query().Get("offset") == "10" {
-			once.Do(func() { r.api.Sim.End(ids[5]) }) // count moves: 30 then 29
-		}
-		return nil
-	})
+	r.api.Sim.SetHook(beforeSecondPage(func() {
+		once.Do(func() {
+			for _, id := range ids[1:7] {
+				r.api.Sim.End(id)
+			}
+		})
+	}))
 	res, err := r.newWatcher(t, nil).Poll(t.Context())
 	require.NoError(t, err)
-	assert.Equal(t, 29, res.Meetings)
-	assert.Equal(t, 29, res.Started)
-	assert.NotContains(t, kinds(r.published(t))[snapshot.Started], ids[5])
-	assert.GreaterOrEqual(t, r.api.Sim.Requests(), 3+3, "the listing was taken again")
+	assert.Equal(t, 24, res.Meetings)
+	assert.Equal(t, 24, res.Started)
+	started := kinds(r.published(t))[snapshot.Started]
+	for _, id := range ids[1:7] {
+		assert.NotContains(t, started, id)
+	}
+	assert.GreaterOrEqual(t, r.api.Sim.Requests(), 2+5, "the listing was taken again")
 }
 
 func TestEndsThatCannotBeConfirmedWait(t *testing.T) {
@@ -129,6 +182,19 @@ func TestEndsThatCannotBeConfirmedWait(t *testing.T) {
 // happened is the ground truth the published stream must match.
 func TestPropertyEventsMatchGroundTruth(t *testing.T) {
 	t.Parallel()
+	for _, lookups := range []bool{true, false} {
+		name := "lookups answered"
+		if !lookups {
+			name = "lookups never answered" // every end waits for a second listing
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			propertyEventsMatchGroundTruth(t, lookups)
+		})
+	}
+}
+
+func propertyEventsMatchGroundTruth(t *testing.T, lookups bool) {
 	const polls = 200
 	seed := simtest.Seed(t, 20261125)
 	r := newRigSim(t, apisim.Options{Token: testToken, Seed: int64(seed)}, func(c *meetingapi.ClientConfig) {
@@ -163,6 +229,9 @@ func TestPropertyEventsMatchGroundTruth(t *testing.T) {
 	var chaos atomic.Bool
 	chaos.Store(true)
 	sim.SetHook(func(req *http.Request) *apisim.Fault {
+		if !lookups && isConfirmation(req) {
+			return &apisim.Fault{Status: http.StatusServiceUnavailable}
+		}
 		if !chaos.Load() {
 			return nil
 		}

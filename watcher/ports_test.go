@@ -22,6 +22,7 @@ import (
 var (
 	_ watcher.Publisher  = (*memPublisher)(nil)
 	_ watcher.StateStore = (*memStore)(nil)
+	_ watcher.Health     = (*memHealth)(nil)
 )
 
 // memPublisher is a watcher.Publisher that keeps what it is given and, like
@@ -87,13 +88,18 @@ type memStore struct {
 	prepared  time.Time
 	observed  time.Time
 	committed bool
+	missing   map[string]time.Time
 	commits   []time.Time // when each commit landed
+	// failCommit, when set, is asked before the i-th call of Commit
+	// (0-based) lands; an error fails that call, which writes nothing.
+	failCommit func(i int) error
+	calls      int
 }
 
 func (s *memStore) Load(context.Context) (watcher.State, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := watcher.State{Snapshot: maps.Clone(s.snap), ObservedAt: s.observed, Committed: s.committed}
+	st := watcher.State{Snapshot: maps.Clone(s.snap), ObservedAt: s.observed, Committed: s.committed, Missing: maps.Clone(s.missing)}
 	if st.Snapshot == nil {
 		st.Snapshot = snapshot.Snapshot{}
 	}
@@ -124,13 +130,28 @@ func (s *memStore) Prepare(_ context.Context, changes []snapshot.Change, observe
 	return nil
 }
 
-func (s *memStore) Commit(_ context.Context, changes []snapshot.Change, observedAt time.Time, _ int) error {
+func (s *memStore) Commit(_ context.Context, commit watcher.Commit) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.calls++
+	if s.failCommit != nil {
+		if err := s.failCommit(s.calls - 1); err != nil {
+			return err
+		}
+	}
 	if s.snap == nil {
 		s.snap = snapshot.Snapshot{}
 	}
-	for _, c := range changes {
+	for _, id := range commit.Settled {
+		delete(s.missing, id)
+	}
+	for id, at := range commit.Missed {
+		if s.missing == nil {
+			s.missing = map[string]time.Time{}
+		}
+		s.missing[id] = at
+	}
+	for _, c := range commit.Changes {
 		if c.Kind == snapshot.Ended {
 			delete(s.snap, c.Key)
 		} else {
@@ -140,7 +161,7 @@ func (s *memStore) Commit(_ context.Context, changes []snapshot.Change, observed
 			delete(s.pending, c.Key)
 		}
 	}
-	s.observed, s.committed = observedAt, true
+	s.observed, s.committed = commit.ObservedAt, true
 	s.commits = append(s.commits, time.Now())
 	return nil
 }
@@ -150,4 +171,30 @@ func (s *memStore) commitTimes() []time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.commits)
+}
+
+// memHealth is a watcher.Health that keeps the loop's heartbeats: the
+// deadline each one announced, as fake time since t0.
+type memHealth struct {
+	t0 time.Time
+
+	mu    sync.Mutex
+	beats []time.Duration
+}
+
+func (h *memHealth) NewTerm()           {}
+func (h *memHealth) Polled(_ time.Time) {}
+
+// Alive is the heartbeat Run sends when its Health listens.
+func (h *memHealth) Alive(until time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.beats = append(h.beats, until.Sub(h.t0))
+}
+
+// heard returns the deadlines announced so far.
+func (h *memHealth) heard() []time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.beats)
 }

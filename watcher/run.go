@@ -3,27 +3,52 @@ package watcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
+	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/watcher/backoff"
 )
 
-// budgeted is a Lister that spends a request budget, so that the watcher
-// can tell when a poll needs more time than the interval gives.
-type budgeted interface {
-	Requests() int64
-	BudgetTime(requests int64) time.Duration
-}
+// The behaviours Run asks of its Lister and its Health when they have them.
+// The adapters do; without them Run still polls, with a fixed deadline, no
+// pause and no heartbeat.
+type (
+	// budgeted is a Lister that spends a request budget, so that Run can
+	// tell when a poll needs more time than the interval gives.
+	budgeted interface {
+		Requests() int64
+		BudgetTime(requests int64) time.Duration
+	}
+	// paced is a Lister that knows the time before which a request has no
+	// use: the end of a pause the API asked for (Retry-After), or of a
+	// refused login's backoff. Run does not poll before it.
+	paced interface{ NotBefore() time.Time }
+	// sizer is a Lister that learns from a listing's first page when the
+	// whole listing should be done: see apiClock.
+	sizer interface {
+		ListingDeadline(since time.Time) time.Time
+	}
+	// heartbeat is a Health that hears that the loop is alive, and until
+	// when it may go without hearing again: the loop's own deadline of the
+	// moment (the poll's, or the end of the wait for the next one).
+	heartbeat interface{ Alive(until time.Time) }
+)
 
-// maxAPITimeout caps how far the API part of a poll's deadline grows when
-// listings keep running out of time.
-const maxAPITimeout = 15 * time.Minute
-
-// maxRejectedBackoff caps the wait between polls while the API rejects the
-// configuration (400, 403): long enough not to hammer it, short enough to
-// notice a fix.
-const maxRejectedBackoff = 5 * time.Minute
+const (
+	// maxAPITimeout caps how far the floor of a poll's API deadline grows
+	// when listings keep running out of time.
+	maxAPITimeout = 15 * time.Minute
+	// MaxBackoff caps the wait after failed polls: long enough not to
+	// hammer an API that refuses them, short enough to notice a fix. It is
+	// exported so that a refused login can back off the same way.
+	MaxBackoff = 5 * time.Minute
+	// apiCeiling is the deadline Run lets Poll give the API part of a poll:
+	// a backstop only, since apiClock keeps the real one.
+	apiCeiling = 24 * time.Hour
+)
 
 // Lead runs a fresh Watcher for every term lease grants this replica, until
 // ctx ends. Each term starts from the stored state: a standby that takes
@@ -37,19 +62,40 @@ func Lead(ctx context.Context, lease Lease, cfg Config) error {
 	})
 }
 
-// Run polls now and then every Interval until ctx ends. A failed poll is
-// logged and retried at the next tick; Run returns nil when ctx ends, and an
-// unfinished poll is abandoned with nothing committed.
+// Run polls now and then every Interval until ctx ends. Run returns nil
+// when ctx ends, and an unfinished poll is abandoned with nothing
+// committed.
 //
-// When the request budget cannot fit a poll into the interval, the poll's
-// deadline grows to what the budget needs and polls run back to back. While
-// the API rejects the configuration, polls back off up to five minutes.
+//   - A failed poll is logged, and the next one waits a jittered backoff
+//     that starts at Interval, doubles with each failure in a row up to
+//     MaxBackoff, and starts over after a success; never less than
+//     Interval from the failed poll's start.
+//   - No poll starts before the Lister's NotBefore, when it has one: a
+//     pause the API asked for, or a refused login's backoff.
+//   - The API part of a poll gets PollTimeout at least, and as long as the
+//     listing's first page says the request budget needs (see apiClock).
+//     A listing that runs out of time doubles PollTimeout for the next,
+//     up to 15 minutes, unless a pause the API asked for is what held it;
+//     a success brings it back.
+//   - Health, when it listens, hears a heartbeat with the loop's deadline
+//     at each poll's start, each time the poll's deadline moves, and at
+//     the start of each wait.
 func (w *Watcher) Run(ctx context.Context) error {
+	lister := w.cfg.Lister
+	clock := &apiClock{Lister: lister, floor: w.cfg.PollTimeout, beat: w.beat}
+	clock.sizer, _ = lister.(sizer)
+	// Poll reads both: for as long as Run runs, its calls to the Lister go
+	// through the clock, and its own deadline is only a backstop.
+	w.cfg.Lister, w.apiTimeout = clock, apiCeiling
+	defer func() { w.cfg.Lister, w.apiTimeout = lister, w.cfg.PollTimeout }()
+	budget, _ := lister.(budgeted)
+	pace, _ := lister.(paced)
+
 	failures := 0
-	rejected := backoff.Backoff{Base: 2 * w.cfg.Interval, Max: maxRejectedBackoff}
-	budget, _ := w.cfg.Lister.(budgeted)
+	retry := backoff.Backoff{Base: w.cfg.Interval, Max: MaxBackoff}
 	for {
 		started := time.Now()
+		w.beat(started.Add(clock.floor))
 		var before int64
 		if budget != nil {
 			before = budget.Requests()
@@ -58,36 +104,49 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, errPollTimeout) || errorIs(err, overBudget.OverBudget) {
-			// Too short for this listing (the budget may be what slows it):
-			// give the next one longer, up to a bound.
-			w.apiTimeout = min(w.apiTimeout*2, max(maxAPITimeout, w.cfg.PollTimeout))
-		} else if budget != nil {
+		held := pace != nil && pace.NotBefore().After(started)
+		switch {
+		case err == nil:
+			clock.floor = w.cfg.PollTimeout
+		case (errors.Is(err, errPollTimeout) || errorIs(err, overBudget.OverBudget)) && !held:
+			// Too short for this listing: give the next one longer, up to
+			// a bound. A pause the API asked for is no reason to.
+			clock.floor = min(clock.floor*2, max(maxAPITimeout, w.cfg.PollTimeout))
+		}
+		if err == nil && budget != nil {
 			n := budget.Requests() - before
-			need := budget.BudgetTime(n)
-			w.apiTimeout = max(w.cfg.PollTimeout, need*3/2)
-			if need > w.cfg.Interval {
+			if need := budget.BudgetTime(n); need > w.cfg.Interval {
 				w.logger.Warn("the request budget cannot fit a poll into the interval; polls run back to back",
 					"requests", n, "budget_needs_ms", need.Milliseconds(), "interval_ms", w.cfg.Interval.Milliseconds())
 			}
 		}
-		wait := w.cfg.Interval - time.Since(started)
-		switch {
-		case err != nil:
+
+		next := started.Add(w.cfg.Interval)
+		if err != nil {
 			failures++
 			w.logPollError(err, failures)
-			if errorIs(err, rejecter.Rejected) {
-				wait = rejected.Next()
+			if after := time.Now().Add(retry.Next()); after.After(next) {
+				next = after
 			}
-		default:
+		} else {
 			if failures > 0 {
 				w.logger.Info("polling recovered", "consecutive_errors", failures)
 			}
 			failures = 0
-			rejected.Reset()
+			retry.Reset()
 			w.logPoll(res)
 		}
-		t := time.NewTimer(max(wait, 0))
+		if pace != nil {
+			if nb := pace.NotBefore(); nb.After(next) {
+				w.logger.Info("the api asked for a pause; the next poll waits for it", "not_before", nb)
+				next = nb
+			}
+		}
+		if now := time.Now(); next.Before(now) {
+			next = now // the poll took longer than the interval: the next one starts now
+		}
+		w.beat(next)
+		t := time.NewTimer(time.Until(next))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -95,6 +154,103 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// beat tells Health, when it listens, that the loop is alive until until.
+func (w *Watcher) beat(until time.Time) {
+	if hb, ok := w.cfg.Health.(heartbeat); ok {
+		hb.Alive(until)
+	}
+}
+
+// apiClock times the API part of Run's polls, the listing and the end
+// lookups, in place of Poll's own deadline, which Run makes a backstop
+// (apiCeiling). Run puts it between the Watcher and its Lister.
+//
+// A listing gets floor from its start: PollTimeout, or more while listings
+// run out of time. When the Lister sizes its listings (sizer), the deadline
+// moves to when the listing's first page says the whole listing should be
+// done, at the request budget's pace and after any pause the API asked
+// for, however far that is: a big listing under a small budget is not cut
+// short by a fixed PollTimeout, and a small one on a hung API still gives
+// way after PollTimeout. Every move is a heartbeat. End lookups get two
+// thirds of the time left after the listing, so that a mass of them still
+// leaves time to publish.
+type apiClock struct {
+	Lister
+	sizer sizer // nil: the floor is the deadline
+	beat  func(until time.Time)
+	floor time.Duration // set by Run between polls
+
+	mu       sync.Mutex
+	lookupBy time.Time // end lookups of the poll in flight end by then
+}
+
+// List lists with a deadline of floor from now, moved as the listing
+// sizes itself. A listing cut short fails with errPollTimeout.
+func (c *apiClock) List(ctx context.Context) (snapshot.Snapshot, error) {
+	start := time.Now()
+	deadline := start.Add(c.floor)
+	c.mu.Lock()
+	c.lookupBy = time.Time{}
+	c.mu.Unlock()
+
+	lctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			next := deadline
+			if c.sizer != nil {
+				if d := c.sizer.ListingDeadline(start); d.After(next) {
+					next = d
+				}
+			}
+			now := time.Now()
+			if !next.After(now) {
+				cancel(errPollTimeout)
+				return
+			}
+			deadline = next // read by List only after wg.Wait
+			c.beat(next)
+			t.Reset(next.Sub(now))
+		}
+	})
+	snap, err := c.Lister.List(lctx)
+	close(done)
+	wg.Wait()
+	if err != nil {
+		if context.Cause(lctx) == errPollTimeout {
+			err = fmt.Errorf("%w (%s): %w", errPollTimeout, deadline.Sub(start), err)
+		}
+		return nil, err
+	}
+	now := time.Now()
+	c.mu.Lock()
+	c.lookupBy = now.Add(max(deadline.Sub(now), 0) * 2 / 3)
+	c.mu.Unlock()
+	return snap, nil
+}
+
+// Confirm looks a meeting up by the deadline the listing left to lookups.
+func (c *apiClock) Confirm(ctx context.Context, m snapshot.Meeting) (snapshot.Meeting, bool, error) {
+	c.mu.Lock()
+	by := c.lookupBy
+	c.mu.Unlock()
+	if !by.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadlineCause(ctx, by, errPollTimeout)
+		defer cancel()
+	}
+	return c.Lister.Confirm(ctx, m)
 }
 
 func (w *Watcher) logPoll(res PollResult) {
@@ -105,7 +261,8 @@ func (w *Watcher) logPoll(res PollResult) {
 	}
 	w.logger.Log(context.Background(), level, "poll committed",
 		"meetings", res.Meetings, "started", res.Started, "changed", res.Changed, "ended", res.Ended,
-		"duplicates", res.Duplicates, "listing_ms", res.Listing.Milliseconds(), "total_ms", res.Total.Milliseconds())
+		"duplicates", res.Duplicates, "missing", res.Unconfirmed, "ignored", res.Ignored,
+		"listing_ms", res.Listing.Milliseconds(), "total_ms", res.Total.Milliseconds())
 }
 
 func (w *Watcher) logPollError(err error, failures int) {
@@ -117,7 +274,7 @@ func (w *Watcher) logPollError(err error, failures int) {
 	msg := "poll failed; nothing published or committed"
 	switch {
 	case errorIs(err, unauthorized.Unauthorized):
-		msg = "authentication failed: the API refused the access token; retrying at the next tick"
+		msg = "authentication failed: the API refused the access token; retrying with backoff"
 	case errorIs(err, rejecter.Rejected):
 		msg = "the API rejected the request as configured (403: queryAll needs an enterprise admin; 400: check the parameters); backing off"
 	}

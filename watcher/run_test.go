@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -21,6 +22,8 @@ import (
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
 	"github.com/meetwatch/meetwatch/watcher"
+	"github.com/meetwatch/meetwatch/watcher/backoff"
+	"github.com/meetwatch/meetwatch/watcher/ha"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim/simtest"
@@ -195,126 +198,424 @@ func TestRunPollsEveryInterval(t *testing.T) {
 	}
 }
 
-// TestRunBacksOffWhileRejected: while the API refuses the configuration
-// (403), polls back off from twice the interval, doubling up to five
-// minutes, with jitter in the upper half of each wait; a success polls
-// again after the interval and starts the backoff over.
-func TestRunBacksOffWhileRejected(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		const interval = time.Second
-		r := newBubbleRig(t, apisim.Options{Token: testToken}, nil)
-		id := r.api.Sim.AddN(1)[0]
-		reached := make(chan struct{})
-		// Listings 0 to 9, and 11, are refused; 10, 12 and 13 succeed.
-		arrivals := recordListings(t, r.api.Sim, func(i int) *apisim.Fault {
-			if i == 13 {
-				close(reached)
-			}
-			if i < 10 || i == 11 {
-				return &apisim.Fault{Status: http.StatusForbidden, Code: "USG.000000002", Msg: "not an administrator"}
-			}
-			return nil
-		})
-		w := r.newWatcher(t, func(c *watcher.Config) { c.Interval = interval })
-		stop := r.run(t, w)
-		<-reached
-		_, err := stop()
-		require.NoError(t, err)
-
-		at := arrivals()
-		require.Len(t, at, 14, "one request a poll: a 403 is not retried")
-		got := gaps(at)
-		for k := range 10 {
-			d := min(2*interval<<k, 5*time.Minute)
-			assert.GreaterOrEqual(t, got[k], d/2, "wait after rejection %d", k+1)
-			assert.LessOrEqual(t, got[k], d, "wait after rejection %d", k+1)
-		}
-		assert.Equal(t, interval, got[10], "after a success, the next poll comes after the interval")
-		assert.GreaterOrEqual(t, got[11], interval, "a new rejection backs off from the start again")
-		assert.LessOrEqual(t, got[11], 2*interval, "a new rejection backs off from the start again")
-		assert.Equal(t, interval, got[12])
-
-		evs := r.pub.events()
-		require.Len(t, evs, 1, "nothing is published while the API rejects the listing")
-		assert.Equal(t, id, evs[0].Subject)
-		assert.Equal(t, []time.Duration{at[10]}, since(r.t0, r.pub.times()), "published by the first poll that succeeded")
-		logs := r.logs.String()
-		assert.Equal(t, 11, strings.Count(logs, "rejected the request as configured"))
-		assert.Contains(t, logs, "error_code=USG.000000002")
-		assert.Regexp(t, `polling recovered.* consecutive_errors=10`, logs)
-	})
+// pollStarts returns the distinct instants of at, in order: when each poll
+// sent its requests, when a poll sends several at once.
+func pollStarts(at []time.Duration) []time.Duration {
+	return slices.Compact(slices.Clone(at))
 }
 
-// TestRunLengthensTheDeadlineOfASlowListing: a listing that outlasts the
-// API deadline gets twice as long at the next poll, until it fits; once a
-// poll succeeds, the deadline goes back to PollTimeout.
+// assertBackoff checks the gaps between the starts of polls that failed in
+// a row: after the k-th failure (0-based), a jittered wait in the upper
+// half of interval doubled k times, capped at watcher.MaxBackoff, and never
+// less than the interval.
+func assertBackoff(t *testing.T, interval time.Duration, gaps []time.Duration) {
+	t.Helper()
+	for k, got := range gaps {
+		d := min(interval<<k, watcher.MaxBackoff)
+		assert.GreaterOrEqual(t, got, max(d/2, interval), "wait after failure %d", k+1)
+		assert.LessOrEqual(t, got, d, "wait after failure %d", k+1)
+	}
+}
+
+// TestRunBacksOffAfterFailedPolls: every failed poll, whatever failed,
+// waits a jittered backoff before the next one: from the interval,
+// doubling up to five minutes, never sooner than the interval; a success
+// polls again after the interval and starts the backoff over. The
+// messages for a refused token and a rejected configuration stay.
+func TestRunBacksOffAfterFailedPolls(t *testing.T) {
+	const interval = time.Second
+	// failing reports whether poll i fails: polls 0 to 9, and 11.
+	failing := func(i int) bool { return i < 10 || i == 11 }
+	tests := []struct {
+		name string
+		// fault answers listing request i; perPoll is how many requests
+		// a failing poll sends.
+		fault   func(i int) *apisim.Fault
+		perPoll int
+		// commitFails makes the i-th poll's commit fail instead.
+		commitFails bool
+		wantMsg     string
+		wantAttrs   string
+	}{
+		{
+			name: "rejected configuration (403)",
+			fault: func(i int) *apisim.Fault {
+				if failing(i) {
+					return &apisim.Fault{Status: http.StatusForbidden, Code: "USG.000000002", Msg: "not an administrator"}
+				}
+				return nil
+			},
+			perPoll:   1,
+			wantMsg:   "rejected the request as configured",
+			wantAttrs: "error_code=USG.000000002",
+		},
+		{
+			// A refused token is renewed (a static one cannot be) and
+			// tried once more at once: two requests a failing poll.
+			name: "refused token (401)",
+			fault: func(i int) *apisim.Fault {
+				if i < 20 || i == 21 || i == 22 {
+					return &apisim.Fault{Status: http.StatusUnauthorized}
+				}
+				return nil
+			},
+			perPoll:   2,
+			wantMsg:   "authentication failed: the API refused the access token",
+			wantAttrs: "error_code=USG.000000004",
+		},
+		{name: "committing fails", commitFails: true, perPoll: 1, wantMsg: "poll failed; nothing published or committed", wantAttrs: "nats unreachable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := newBubbleRig(t, apisim.Options{Token: testToken}, nil)
+				r.api.Sim.AddN(1)
+				wantRequests := 10*tt.perPoll + 1 + tt.perPoll + 1
+				reached := make(chan struct{})
+				arrivals := recordListings(t, r.api.Sim, func(i int) *apisim.Fault {
+					if i == wantRequests-1 {
+						close(reached)
+					}
+					if tt.fault != nil {
+						return tt.fault(i)
+					}
+					return nil
+				})
+				if tt.commitFails {
+					r.store.failCommit = func(i int) error {
+						if failing(i) {
+							return errors.New("nats unreachable")
+						}
+						return nil
+					}
+				}
+				w := r.newWatcher(t, func(c *watcher.Config) { c.Interval = interval })
+				stop := r.run(t, w)
+				<-reached
+				_, err := stop()
+				require.NoError(t, err)
+
+				at := arrivals()
+				require.Len(t, at, wantRequests, "%d requests a failing poll, none more", tt.perPoll)
+				got := gaps(pollStarts(at))
+				require.Len(t, got, 12, "13 polls")
+				assertBackoff(t, interval, got[:10])
+				assert.Equal(t, interval, got[10], "after a success, the next poll comes after the interval")
+				assert.Equal(t, interval, got[11], "a new failure backs off from the start again: the interval")
+				t.Logf("waits after 10 failures in a row: %v", got[:10])
+
+				commits := since(r.t0, r.store.commitTimes())
+				require.NotEmpty(t, commits)
+				assert.Equal(t, pollStarts(at)[10], commits[0], "poll 10 is the first to succeed")
+				logs := r.logs.String()
+				assert.Equal(t, 11, strings.Count(logs, tt.wantMsg), logs)
+				assert.Contains(t, logs, tt.wantAttrs)
+				assert.Regexp(t, `polling recovered.* consecutive_errors=10`, logs)
+			})
+		})
+	}
+}
+
+// TestRunWaitsForRetryAfter: a 429 with Retry-After holds the poll
+// scheduler too. A pause that outlasts the poll's deadline fails the poll,
+// without lengthening the next poll's deadline (the API, not the listing,
+// was slow: a slow listing right after still gets 1s), and the next poll
+// starts when the pause ends rather than after the interval or the
+// backoff; a pause that fits is waited for within the poll.
+func TestRunWaitsForRetryAfter(t *testing.T) {
+	s := time.Second
+	tests := []struct {
+		name        string
+		pollTimeout time.Duration
+		retryAfter  string
+		slowAfter   bool            // the listing after the pause takes 1.5s
+		watch       time.Duration   // how long Run runs
+		wantAt      []time.Duration // when each listing request arrived
+		wantCommits []time.Duration
+		wantLogs    map[string]int
+	}{
+		{
+			name: "a pause past the poll's deadline", pollTimeout: s, retryAfter: "30", slowAfter: true, watch: 50 * s,
+			wantAt:      []time.Duration{0, 10 * s, 40 * s},
+			wantCommits: []time.Duration{0},
+			wantLogs: map[string]int{
+				"longer than its deadline (1s)": 2, "(2s)": 0, "api answered 429": 1,
+				"the api asked for a pause; the next poll waits for it": 1,
+			},
+		},
+		{
+			name: "a pause within the poll's deadline", pollTimeout: 5 * s, retryAfter: "2", watch: 55 * s,
+			wantAt:      []time.Duration{0, 10 * s, 12 * s, 20 * s, 30 * s, 40 * s, 50 * s},
+			wantCommits: []time.Duration{0, 12 * s, 20 * s, 30 * s, 40 * s, 50 * s},
+			wantLogs:    map[string]int{"longer than its deadline": 0, "asked for a pause": 0, "poll failed": 0},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := newBubbleRig(t, apisim.Options{Token: testToken}, nil)
+				r.api.Sim.AddN(2)
+				arrivals := recordListings(t, r.api.Sim, func(i int) *apisim.Fault {
+					switch {
+					case i == 1:
+						return &apisim.Fault{Status: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {tt.retryAfter}}}
+					case i == 2 && tt.slowAfter:
+						return &apisim.Fault{Delay: 1500 * time.Millisecond}
+					}
+					return nil
+				})
+				w := r.newWatcher(t, func(c *watcher.Config) {
+					c.Interval = 10 * s
+					c.PollTimeout = tt.pollTimeout
+				})
+				stop := r.run(t, w)
+				time.Sleep(tt.watch)
+				_, err := stop()
+				require.NoError(t, err)
+
+				assert.Equal(t, tt.wantAt, arrivals())
+				assert.Equal(t, tt.wantCommits, since(r.t0, r.store.commitTimes()))
+				logs := r.logs.String()
+				for msg, n := range tt.wantLogs {
+					assert.Equal(t, n, strings.Count(logs, msg), "%q in the logs:\n%s", msg, logs)
+				}
+			})
+		})
+	}
+}
+
+// TestRunLengthensTheDeadlineOfASlowListing: without a request budget to
+// size it by, a listing that outlasts the API deadline fails the poll,
+// which backs off, and gets twice as long at the next poll, until it fits;
+// once a poll succeeds, the deadline goes back to PollTimeout.
 func TestRunLengthensTheDeadlineOfASlowListing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newBubbleRig(t, apisim.Options{Token: testToken}, nil)
 		r.api.Sim.AddN(2)
-		arrivals := recordListings(t, r.api.Sim, func(int) *apisim.Fault { return &apisim.Fault{Delay: 5 * time.Second} })
+		reached := make(chan struct{})
+		arrivals := recordListings(t, r.api.Sim, func(i int) *apisim.Fault {
+			if i == 4 {
+				close(reached)
+			}
+			return &apisim.Fault{Delay: 5 * time.Second}
+		})
 		w := r.newWatcher(t, func(c *watcher.Config) {
 			c.Interval = 10 * time.Second
 			c.PollTimeout = 2 * time.Second
 		})
 		stop := r.run(t, w)
-		time.Sleep(59 * time.Second)
+		<-reached
 		_, err := stop()
 		require.NoError(t, err)
 
 		s := time.Second
-		assert.Equal(t, []time.Duration{0, 10 * s, 20 * s, 30 * s, 40 * s, 50 * s}, arrivals(), "one request a poll")
-		assert.Equal(t, []time.Duration{25 * s, 55 * s}, since(r.t0, r.store.commitTimes()),
-			"deadlines of 2s and 4s cut the 5s listing short, 8s lets it finish; then it starts from 2s again")
+		at := arrivals()
+		require.Len(t, at, 5, "one request a poll")
+		got := gaps(at)
+		// Poll 0 ends at 2s, poll 1 at its start + 4s; each backs off.
+		assert.GreaterOrEqual(t, got[0], 10*s)
+		assert.LessOrEqual(t, got[0], 2*s+10*s)
+		assert.GreaterOrEqual(t, got[1], 4*s+10*s)
+		assert.LessOrEqual(t, got[1], 4*s+20*s)
+		assert.Equal(t, 10*s, got[2], "poll 2 succeeds: the next one after the interval")
+		assert.GreaterOrEqual(t, got[3], 10*s, "poll 3 fails again, from the start of the backoff")
+		assert.LessOrEqual(t, got[3], 12*s)
+		assert.Equal(t, []time.Duration{at[2] + 5*s}, since(r.t0, r.store.commitTimes()),
+			"deadlines of 2s and 4s cut the 5s listing short, 8s lets it finish")
 		logs := r.logs.String()
-		assert.Equal(t, 2, strings.Count(logs, "longer than its deadline (2s)"), logs)
-		assert.Equal(t, 2, strings.Count(logs, "longer than its deadline (4s)"), logs)
+		assert.Equal(t, 2, strings.Count(logs, "longer than its deadline (2s)"), "polls 0 and 3:\n%s", logs)
+		assert.Equal(t, 1, strings.Count(logs, "longer than its deadline (4s)"), logs)
 		assert.NotContains(t, logs, "(8s)")
 		assert.Len(t, r.pub.events(), 2)
 	})
 }
 
-// TestRunFitsPollsToTheBudget: a request budget too small for the
-// interval fails the first polls (ErrOverBudget, as soon as the budget
-// cannot fit the next request before the deadline), and each failure
-// doubles the deadline until the listing fits; then the deadline is what
-// the budget needs, with a margin, polls run back to back at the budget's
-// pace, and the watcher warns that they do.
-func TestRunFitsPollsToTheBudget(t *testing.T) {
+// TestRunSizesTheDeadlineFromTheFirstPage: a listing that the request
+// budget cannot fit into PollTimeout is not cut short: once its first page
+// has told the count, its deadline moves to what the budget needs for the
+// pages left, plus a request timeout, and each move is a heartbeat. Every
+// poll succeeds, at the budget's pace, back to back, and the watcher warns
+// that they run back to back.
+func TestRunSizesTheDeadlineFromTheFirstPage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newBubbleRig(t, apisim.Options{Token: testToken}, func(c *meetingapi.ClientConfig) {
 			c.PageSize = 10
-			// Pages in turn, so that no reservation of the budget is
-			// cancelled: which ones a failed listing gives back would
-			// depend on the order its pages gave up in.
+			c.Overlap = -1 // pages that meet end to end
 			c.Concurrency = 1
+			c.RequestTimeout = time.Second
 			c.Budget = rate.NewLimiter(rate.Limit(600.0/60), 1) // 10 requests a second
 		})
 		r.api.Sim.AddN(50) // five pages: half a second of budget, five times the interval
 		arrivals := recordListings(t, r.api.Sim, nil)
+		health := &memHealth{t0: r.t0}
 		w := r.newWatcher(t, func(c *watcher.Config) {
 			c.Interval = 100 * time.Millisecond
-			c.PollTimeout = 0 // 90% of the interval
+			c.PollTimeout = 150 * time.Millisecond // room for the first page's turn in the budget
+			c.Health = health
 		})
 		stop := r.run(t, w)
-		time.Sleep(1750 * time.Millisecond)
+		time.Sleep(1450 * time.Millisecond)
 		_, err := stop()
 		require.NoError(t, err)
 
+		ms := time.Millisecond
 		var want []time.Duration
-		for k := range 18 {
-			want = append(want, time.Duration(k)*100*time.Millisecond)
+		for k := range 15 {
+			want = append(want, time.Duration(k)*100*ms)
 		}
 		assert.Equal(t, want, arrivals(), "the budget is spent at its pace, never faster")
-		// Deadlines of 90ms, 180ms and 360ms leave room for 1, 2 and 3
-		// pages (at 0, 100-200 and 300-500ms); 720ms fits all five (600ms
-		// to 1s). The next poll gets 750ms and starts at once.
-		assert.Equal(t, []time.Duration{time.Second, 1500 * time.Millisecond}, since(r.t0, r.store.commitTimes()))
+		assert.Equal(t, []time.Duration{400 * ms, 900 * ms, 1400 * ms}, since(r.t0, r.store.commitTimes()),
+			"each poll lists its five pages in one go")
+		// Each poll starts with PollTimeout (150ms); when it runs out, the
+		// first page (at 0, 500ms, 1s) has sized the listing: four pages
+		// at 100ms, and a second. The wait for the next poll is nothing.
+		assert.Equal(t, []time.Duration{
+			150 * ms, 1400 * ms, 400 * ms,
+			550 * ms, 1900 * ms, 900 * ms,
+			1050 * ms, 2400 * ms, 1400 * ms,
+			1550 * ms,
+		}, health.heard())
 		logs := r.logs.String()
-		assert.Equal(t, 3, strings.Count(logs, "the request budget cannot fit the listing before the deadline"), logs)
-		assert.Equal(t, 2, strings.Count(logs, "request budget cannot fit a poll into the interval; polls run back to back"), logs)
+		assert.NotContains(t, logs, "longer than its deadline")
+		assert.NotContains(t, logs, "poll failed")
+		assert.Equal(t, 3, strings.Count(logs, "request budget cannot fit a poll into the interval; polls run back to back"), logs)
 		assert.Contains(t, logs, "requests=5 budget_needs_ms=500 interval_ms=100")
-		assert.Len(t, r.pub.events(), 50, "the slow poll still completes")
+		assert.Len(t, r.pub.events(), 50)
+	})
+}
+
+// TestRunBacksOffWhileTheLoginIsRefused: while the API refuses the
+// credentials, each poll sends one login and nothing else, and polls back
+// off like any failed poll, waiting for the login's own backoff too. With
+// the default 15s interval and the five-minute cap, an hour sees 16 logins
+// when every wait is drawn longest, and never more than 28 (see
+// docs/operations.md).
+func TestRunBacksOffWhileTheLoginIsRefused(t *testing.T) {
+	const interval = 15 * time.Second
+	tests := []struct {
+		name   string
+		jitter func(n int64) int64 // the login backoff's
+		exact  bool
+	}{
+		{name: "longest waits", jitter: func(n int64) int64 { return n - 1 }, exact: true},
+		{name: "shortest login waits", jitter: func(int64) int64 { return 0 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				api := simtest.NewPipe(t, apisim.Options{Account: "ops@example.com", Password: "right"})
+				api.Sim.AddN(3)
+				t0 := time.Now()
+				var (
+					mu     sync.Mutex
+					logins []time.Duration
+				)
+				api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
+					if req.URL.Path == apisim.AccountAuthPath {
+						mu.Lock()
+						logins = append(logins, time.Since(t0))
+						mu.Unlock()
+						return &apisim.Fault{Status: http.StatusUnauthorized, Code: "USG.000000004", Msg: "wrong account or password"}
+					}
+					return nil
+				})
+				r := newBubbleRig(t, apisim.Options{}, func(c *meetingapi.ClientConfig) {
+					c.BaseURL, c.HTTPClient = api.URL, api.Client()
+					c.Gate = &meetingapi.Gate{}
+					c.Tokens = meetingapi.NewAccountLogin(meetingapi.LoginConfig{
+						BaseURL: api.URL, HTTPClient: api.Client(), Gate: c.Gate,
+						Backoff: backoff.Backoff{Base: interval, Max: watcher.MaxBackoff, Jitter: tt.jitter},
+					}, meetingapi.AccountCredentials{Account: "ops@example.com", Password: redact.NewSecret("wrong")})
+					t.Cleanup(c.Tokens.Close)
+				})
+				w := r.newWatcher(t, func(c *watcher.Config) { c.Interval = interval })
+				stop := r.run(t, w)
+				time.Sleep(time.Hour - time.Nanosecond)
+				_, err := stop()
+				require.NoError(t, err)
+
+				mu.Lock()
+				got := slices.Clone(logins)
+				mu.Unlock()
+				assert.Zero(t, api.Sim.Requests(), "no page without a token")
+				assert.Equal(t, len(got), strings.Count(r.logs.String(), "poll failed"), "one login a poll")
+				assert.Equal(t, len(got), strings.Count(r.logs.String(), "the api refused the credentials"), "each poll says why")
+				assert.LessOrEqual(t, len(got), 28, "the most failed logins an hour")
+				if tt.exact {
+					s := time.Second
+					assert.Equal(t, []time.Duration{
+						0, 15 * s, 45 * s, 105 * s, 225 * s, 465 * s,
+						765 * s, 1065 * s, 1365 * s, 1665 * s, 1965 * s, 2265 * s, 2565 * s, 2865 * s, 3165 * s, 3465 * s,
+					}, got)
+					return
+				}
+				assertBackoff(t, interval, gaps(got))
+				assert.GreaterOrEqual(t, len(got), 16)
+				t.Logf("%d refused logins in an hour, at %v", len(got), got)
+			})
+		})
+	}
+}
+
+// TestHealthFollowsTheLoop: /healthz answers for a loop that is alive,
+// not for a recent poll: a first listing of ten minutes under the request
+// budget stays healthy at every second, with a grace of one second only,
+// while a loop stuck past its own deadline fails the probe exactly one
+// grace after it.
+func TestHealthFollowsTheLoop(t *testing.T) {
+	probe := func(h *ha.Health) string {
+		_, healthy := h.Check(time.Now())
+		return healthy.Reason
+	}
+	t.Run("a ten-minute listing", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			r := newBubbleRig(t, apisim.Options{Token: testToken}, func(c *meetingapi.ClientConfig) {
+				c.PageSize = 2
+				c.Overlap = -1
+				c.Budget = rate.NewLimiter(rate.Limit(1), 1) // a request a second
+			})
+			r.api.Sim.AddN(1201) // 601 pages: ten minutes after the first
+			h := &ha.Health{LoopGrace: time.Second}
+			w := r.newWatcher(t, func(c *watcher.Config) {
+				c.Interval = 15 * time.Second
+				c.Health = h
+			})
+			r.run(t, w)
+			var unhealthy []string
+			for range 1300 {
+				if reason := probe(h); reason != "" {
+					unhealthy = append(unhealthy, time.Since(r.t0).String()+": "+reason)
+				}
+				time.Sleep(time.Second)
+			}
+			assert.Empty(t, unhealthy)
+			commits := since(r.t0, r.store.commitTimes())
+			require.NotEmpty(t, commits)
+			assert.Equal(t, 600*time.Second, commits[0], "the first poll lists every page")
+			assert.NotContains(t, r.logs.String(), "poll failed")
+		})
+	})
+	t.Run("a stuck loop", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			r := newBubbleRig(t, apisim.Options{Token: testToken}, nil)
+			r.api.Sim.AddN(3)
+			r.pub.hold = func(ctx context.Context) error { // acknowledgements that never come
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			h := &ha.Health{LoopGrace: time.Second}
+			w := r.newWatcher(t, func(c *watcher.Config) {
+				c.Interval = 10 * time.Second
+				c.PollTimeout = 9 * time.Second
+				c.Health = h
+			})
+			assert.Empty(t, probe(h), "healthy before the first heartbeat")
+			r.run(t, w)
+			time.Sleep(10 * time.Second)
+			assert.Empty(t, probe(h), "9s of deadline and 1s of grace")
+			time.Sleep(time.Nanosecond)
+			assert.Equal(t, "the poll loop is more than 1s past its own deadline", probe(h))
+		})
 	})
 }
 

@@ -11,7 +11,8 @@ import (
 type State struct {
 	Snapshot snapshot.Snapshot
 	// ObservedAt is when the committed snapshot was observed. Every meeting
-	// in Snapshot was seen then, so it is each one's lastSeen.
+	// in Snapshot but those in Missing was seen then, so it is their
+	// lastSeen.
 	ObservedAt time.Time
 	// Committed is false until a first snapshot was ever committed, which
 	// marks the started events of that first snapshot as initial.
@@ -22,4 +23,28 @@ type State struct {
 	// and commits them before it diffs, so a meeting that ends meanwhile
 	// still gets its ended event.
 	Pending []snapshot.Meeting
+	// Missing holds the meetings of Snapshot that the last complete listing
+	// lacked and whose end no lookup confirmed, each with when it was last
+	// seen. They stay in Snapshot, so that nothing is forgotten; the next
+	// complete listing that lacks them too ends them.
+	Missing map[string]time.Time
+}
+
+// Commit is what a poll hands the state store once every one of its events
+// is acknowledged.
+type Commit struct {
+	// Changes are the poll's transitions, and the started meetings that an
+	// earlier poll announced but never committed.
+	Changes []snapshot.Change
+	// ObservedAt is when the listing was taken.
+	ObservedAt time.Time
+	// Meetings counts the committed snapshot.
+	Meetings int
+	// Missed are the meetings this listing lacked for the first time and
+	// that stay in the snapshot until the next one, with when each was last
+	// seen.
+	Missed map[string]time.Time
+	// Settled are meetings that were missing and are not any more: they
+	// ended (Changes says so), or they are listed again.
+	Settled []string
 }

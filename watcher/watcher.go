@@ -13,6 +13,7 @@ package watcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -27,11 +28,12 @@ import (
 )
 
 // Lister returns a complete snapshot of the ongoing meetings, or an error,
-// and confirms that a meeting missing from a snapshot really ended.
+// and can look up one meeting that a snapshot no longer holds.
 type Lister interface {
 	List(ctx context.Context) (snapshot.Snapshot, error)
 	// Confirm returns the meeting's current record and true while it is
-	// still ongoing, false once it is confirmed gone.
+	// still ongoing, false once it is confirmed gone. It may fail at once
+	// when it cannot afford the lookup: lookups only speed ends up.
 	Confirm(ctx context.Context, m snapshot.Meeting) (snapshot.Meeting, bool, error)
 }
 
@@ -46,7 +48,8 @@ type StateStore interface {
 	// Prepare records the started meetings of changes before their events
 	// are published; Load returns those a commit never covered as Pending.
 	Prepare(ctx context.Context, changes []snapshot.Change, observedAt time.Time) error
-	Commit(ctx context.Context, changes []snapshot.Change, observedAt time.Time, meetings int) error
+	// Commit makes the poll's snapshot the committed state.
+	Commit(ctx context.Context, c Commit) error
 }
 
 // Lease tells this replica when it leads. Run calls lead for each term this
@@ -75,6 +78,11 @@ type Config struct {
 	// nil keeps records as sent. The Builder should strip with the same
 	// policy.
 	Redact *redact.Policy
+	// MaxRecordBytes trims every record to at most that many bytes before
+	// it is diffed or stored (see snapshot.Trim), so that one huge meeting
+	// can neither overflow a state value nor wedge the polls; 0 keeps
+	// records whole. Set it from events.MaxRecordBytes.
+	MaxRecordBytes int
 	// Interval is the time between the starts of two polls.
 	Interval time.Duration
 	// PollTimeout bounds the API part of a poll, the listing and the end
@@ -83,7 +91,7 @@ type Config struct {
 	// they have their own acknowledgement timeouts, and a first snapshot of
 	// many meetings must be able to finish.
 	PollTimeout time.Duration
-	// ConfirmConcurrency bounds the end confirmations in flight; 0 means 4.
+	// ConfirmConcurrency bounds the end lookups in flight; 0 means 4.
 	ConfirmConcurrency int
 	// Health, when set, hears of terms and committed polls.
 	Health Health
@@ -127,9 +135,12 @@ type PollResult struct {
 	Meetings                int
 	Started, Changed, Ended int
 	Stored, Duplicates      int
-	// StillOngoing counts meetings a listing missed that the API confirmed
-	// still ongoing; Unconfirmed, those whose confirmation failed and that
-	// wait for the next poll.
+	// Ignored counts changes confined to ignored fields: committed, not
+	// published.
+	Ignored int
+	// StillOngoing counts meetings a listing missed that a lookup found
+	// still ongoing; Unconfirmed, those the listing missed for the first
+	// time that no lookup confirmed, whose end waits for the next listing.
 	StillOngoing, Unconfirmed int
 	ObservedAt                time.Time
 	Listing, Total            time.Duration
@@ -171,18 +182,33 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 
 	changes := snapshot.Diff(w.state.Snapshot, next)
 	res.ObservedAt, res.Listing = observedAt, listed.Sub(observedAt)
-	if n := w.confirmEnds(apiCtx, changes, next, &res); n > 0 {
+	missed, settled, put := w.settleEnds(apiCtx, changes, next, &res)
+	if put > 0 {
 		changes = snapshot.Diff(w.state.Snapshot, next)
 	}
 	cancel()
 	res.Meetings = len(next)
-	evs := make([]events.Event, len(changes))
-	for i, c := range changes {
-		e, err := w.cfg.Builder.Build(c, listed, !w.state.Committed, w.state.ObservedAt)
+	evs := make([]events.Event, 0, len(changes))
+	for _, c := range changes {
+		if !w.cfg.Builder.Publishes(c) {
+			res.Ignored++ // committed all the same, so later diffs start from it
+			continue
+		}
+		lastSeen := w.state.ObservedAt
+		if t, ok := w.state.Missing[c.Key]; ok {
+			lastSeen = t
+		}
+		e, err := w.cfg.Builder.Build(c, listed, !w.state.Committed, lastSeen)
+		if errors.Is(err, snapshot.ErrTooLarge) {
+			// Trimmed as far as it goes and still too big: holding every
+			// other meeting's events back for it would be worse.
+			w.logger.Error("event too large to publish even trimmed; skipped", "kind", c.Kind, "meeting", c.Key, "err", err)
+			continue
+		}
 		if err != nil {
 			return PollResult{}, err
 		}
-		evs[i] = e
+		evs = append(evs, e)
 		switch c.Kind {
 		case snapshot.Started:
 			res.Started++
@@ -209,14 +235,21 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 	if err := ctx.Err(); err != nil {
 		return PollResult{}, fmt.Errorf("before commit: %w", context.Cause(ctx))
 	}
-	if err := w.cfg.Store.Commit(ctx, withPending(changes, w.state.Pending, next), observedAt, len(next)); err != nil {
+	commit := Commit{
+		Changes:    withPending(changes, w.state.Pending, next),
+		ObservedAt: observedAt,
+		Meetings:   len(next),
+		Missed:     missed,
+		Settled:    settled,
+	}
+	if err := w.cfg.Store.Commit(ctx, commit); err != nil {
 		// Part of the commit may have landed. Reading the store again on the
 		// next poll makes it diff against what is really there, so it
 		// re-publishes (under the same ids) and re-writes only the rest.
 		w.loaded = false
 		return PollResult{}, fmt.Errorf("committing state: %w", err)
 	}
-	w.state = State{Snapshot: next, ObservedAt: observedAt, Committed: true}
+	w.state = State{Snapshot: next, ObservedAt: observedAt, Committed: true, Missing: missed}
 	if w.cfg.Health != nil {
 		w.cfg.Health.Polled(time.Now())
 	}
@@ -235,13 +268,17 @@ func (w *Watcher) settle(ctx context.Context, st *State, res *PollResult) error 
 	if len(st.Pending) == 0 {
 		return nil
 	}
-	evs := make([]events.Event, len(st.Pending))
-	for i, m := range st.Pending {
+	evs := make([]events.Event, 0, len(st.Pending))
+	for _, m := range st.Pending {
 		e, err := w.cfg.Builder.Build(snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: m}, w.cfg.Now(), !st.Committed, time.Time{})
+		if errors.Is(err, snapshot.ErrTooLarge) {
+			w.logger.Error("event too large to publish even trimmed; skipped", "kind", snapshot.Started, "meeting", m.UUID, "err", err)
+			continue
+		}
 		if err != nil {
 			return err
 		}
-		evs[i] = e
+		evs = append(evs, e)
 	}
 	pr, err := w.cfg.Publisher.Publish(ctx, evs)
 	if err != nil {
@@ -277,40 +314,77 @@ func withPending(changes []snapshot.Change, pending []snapshot.Meeting, next sna
 	return out
 }
 
-// seal replaces the secrets in every record by digests, in place, so that
-// the diff still sees a secret change but the state never holds the value.
+// seal readies every record of a listing for the diff and the state, in
+// place (see fit).
 func (w *Watcher) seal(snap snapshot.Snapshot) error {
-	if w.cfg.Redact == nil {
+	if w.cfg.Redact == nil && w.cfg.MaxRecordBytes <= 0 {
 		return nil
 	}
 	for k, m := range snap {
-		sealed, err := w.cfg.Redact.Seal(m)
+		fitted, err := w.fit(m)
 		if err != nil {
-			return fmt.Errorf("redacting %s: %w", k, err)
+			return err
 		}
-		snap[k] = sealed
+		snap[k] = fitted
 	}
 	return nil
 }
 
-// confirmEnds asks the API about every meeting that vanished from the
-// listing, because offset paging over a live list can skip a record. A
-// meeting still there goes back into next, with its current record; one
-// whose confirmation failed goes back with its old record, so it is neither
-// announced nor forgotten and is asked about again next poll. It returns how
-// many meetings it put back.
+// fit replaces the secrets of a record by digests, so that the diff still
+// sees a secret change but the state never holds the value, and trims it
+// to MaxRecordBytes, the same way every time, so that a huge record diffs
+// stably against itself. A record that cannot be trimmed enough is kept
+// as small as it goes, and said so.
+func (w *Watcher) fit(m snapshot.Meeting) (snapshot.Meeting, error) {
+	m, err := w.cfg.Redact.Seal(m)
+	if err != nil {
+		return snapshot.Meeting{}, fmt.Errorf("redacting %s: %w", m.UUID, err)
+	}
+	if w.cfg.MaxRecordBytes <= 0 {
+		return m, nil
+	}
+	trimmed, _, err := snapshot.Trim(m, w.cfg.MaxRecordBytes)
+	switch {
+	case errors.Is(err, snapshot.ErrTooLarge):
+		w.logger.Error("meeting record too large even trimmed", "meeting", m.UUID, "err", err)
+	case err != nil:
+		return snapshot.Meeting{}, fmt.Errorf("trimming %s: %w", m.UUID, err)
+	}
+	return trimmed, nil
+}
+
+// settleEnds decides, for every meeting that vanished from a complete
+// listing, whether it ended. Offset paging over a live list is checked
+// page by page, but the API is the API: a meeting is only declared ended
+// when two complete listings in a row lack it, or sooner when a lookup (a
+// listing filtered by its meeting ID) confirms it gone.
 //
-// Confirmations get two thirds of the poll's remaining time, so that a mass
-// of them still leaves time to publish what was confirmed.
-func (w *Watcher) confirmEnds(ctx context.Context, changes []snapshot.Change, next snapshot.Snapshot, res *PollResult) int {
-	var ended []snapshot.Change
+//   - A meeting that the previous listing lacked too ends now, whatever the
+//     request budget: no end waits more than one listing after it was
+//     first missed.
+//   - A meeting missing for the first time is looked up, while the budget
+//     has room. Gone: it ends now. Still ongoing: it goes back into next,
+//     with its current record. Not looked up, or the lookup failed: it goes
+//     back with its old record, neither announced nor forgotten, and is
+//     returned in missed, with when it was last seen.
+//
+// Missing meetings that are listed again, or end now, are returned in
+// settled. put counts the meetings put back into next. Lookups get two
+// thirds of the poll's remaining time, so that a mass of them still leaves
+// time to publish.
+func (w *Watcher) settleEnds(ctx context.Context, changes []snapshot.Change, next snapshot.Snapshot, res *PollResult) (missed map[string]time.Time, settled []string, put int) {
+	for key := range w.state.Missing {
+		settled = append(settled, key) // ended now, or listed again
+	}
+	slices.Sort(settled)
+	var fresh []snapshot.Change
 	for _, c := range changes {
-		if c.Kind == snapshot.Ended {
-			ended = append(ended, c)
+		if _, before := w.state.Missing[c.Key]; c.Kind == snapshot.Ended && !before {
+			fresh = append(fresh, c)
 		}
 	}
-	if len(ended) == 0 {
-		return 0
+	if len(fresh) == 0 {
+		return nil, settled, 0
 	}
 	cctx := ctx
 	if dl, ok := ctx.Deadline(); ok {
@@ -320,12 +394,12 @@ func (w *Watcher) confirmEnds(ctx context.Context, changes []snapshot.Change, ne
 	}
 	var (
 		mu      sync.Mutex
-		put     int
 		lastErr error
 	)
+	missed = map[string]time.Time{}
 	g := new(errgroup.Group)
 	g.SetLimit(w.cfg.ConfirmConcurrency)
-	for _, c := range ended {
+	for _, c := range fresh {
 		g.Go(func() error {
 			cur, ongoing, err := w.cfg.Lister.Confirm(cctx, c.Old)
 			mu.Lock()
@@ -333,11 +407,12 @@ func (w *Watcher) confirmEnds(ctx context.Context, changes []snapshot.Change, ne
 			switch {
 			case err != nil:
 				next[c.Key] = c.Old
+				missed[c.Key] = w.state.ObservedAt
 				res.Unconfirmed++
 				lastErr = err
 			case ongoing:
-				if sealed, err := w.cfg.Redact.Seal(cur); err == nil {
-					next[c.Key] = sealed
+				if fitted, err := w.fit(cur); err == nil {
+					next[c.Key] = fitted
 				} else {
 					next[c.Key] = c.Old
 				}
@@ -354,7 +429,11 @@ func (w *Watcher) confirmEnds(ctx context.Context, changes []snapshot.Change, ne
 		w.logger.Info("meetings missing from the listing are still ongoing", "still_ongoing", res.StillOngoing)
 	}
 	if res.Unconfirmed > 0 {
-		w.logger.Warn("could not confirm some ends; they wait for the next poll", "unconfirmed", res.Unconfirmed, "err", lastErr)
+		w.logger.Info("meetings missing from the listing for the first time; the next listing settles their end",
+			"missing", res.Unconfirmed, "lookup_err", lastErr)
 	}
-	return put
+	if len(missed) == 0 {
+		missed = nil
+	}
+	return missed, settled, put
 }

@@ -273,7 +273,7 @@ func TestFailedPollPublishesAndCommitsNothing(t *testing.T) {
 		{name: "record without confUUID", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":[{"subject":"x"}]}`}, want: snapshot.ErrNoUUID},
 		{name: "duplicate confUUID on a page", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":[{"confUUID":"x"},{"confUUID":"x"}]}`}, want: meetingapi.ErrInconsistent},
 		{name: "short page", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":59,"data":[{"confUUID":"x"}]}`}, want: meetingapi.ErrIncomplete},
-		{name: "count moved", fault: apisim.Fault{Body: `{"offset":500,"limit":500,"count":60,"data":[]}`}, want: meetingapi.ErrInconsistent},
+		{name: "empty page inside the count", fault: apisim.Fault{Body: `{"offset":500,"limit":500,"count":60,"data":[]}`}, want: meetingapi.ErrIncomplete},
 		{name: "negative count", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":-1,"data":[]}`}, want: meetingapi.ErrBadPage},
 		{name: "huge count", fault: apisim.Fault{Body: `{"offset":20,"limit":20,"count":99999999999,"data":[]}`}, want: meetingapi.ErrBadPage},
 		{name: "invalid utf-8", fault: apisim.Fault{Body: "{\"offset\":20,\"limit\":20,\"count\":59,\"data\":[{\"confUUID\":\"x\",\"subject\":\"\xff\"}]}"}, want: snapshot.ErrInvalidUTF8},
@@ -293,9 +293,10 @@ func TestFailedPollPublishesAndCommitsNothing(t *testing.T) {
 			require.NoError(t, err)
 
 			require.True(t, r.api.Sim.End(ids[0]))
-			// Every try at that page fails, retries included.
+			// Every try at every page after the first fails, retries
+			// included.
 			r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
-				if req.URL.Query().Get("offset") == "20" {
+				if req.URL.Query().Get("offset") != "0" {
 					return &tt.fault
 				}
 				return nil
@@ -324,20 +325,22 @@ func TestFailedPollPublishesAndCommitsNothing(t *testing.T) {
 
 func TestListingThatKeepsChangingIsDiscarded(t *testing.T) {
 	r := newRigPaged(t, 10)
-	ids := r.api.Sim.AddN(30)
+	r.api.Sim.AddN(30)
+	ids := r.api.Sim.UUIDs() // in list order
+	// Pages of 10 overlap by 5; ending 6 meetings ahead of the second page
+	// shifts the list by more than the overlap, every time.
 	var ended atomic.Int32
-	r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
-		if req.URL.Query().Get("offset") == "10" { // ends one between page 1 and page 2, every time
+	r.api.Sim.SetHook(beforeSecondPage(func() {
+		for range 6 {
 			r.api.Sim.End(ids[ended.Add(1)])
 		}
-		return nil
-	})
+	}))
 	w := r.newWatcher(t, nil)
 	_, err := w.Poll(t.Context())
 	require.Error(t, err)
 	assert.ErrorIs(t, err, meetingapi.ErrInconsistent)
 	assert.ErrorContains(t, err, "after 3 attempts")
-	assert.Equal(t, int32(3), ended.Load(), "the listing was taken three times")
+	assert.Equal(t, int32(3*6), ended.Load(), "the listing was taken three times")
 	assert.Empty(t, r.published(t))
 	st, err := r.store(t).Load(t.Context())
 	require.NoError(t, err)
@@ -392,7 +395,7 @@ func TestRestartNeitherRepeatsNorLoses(t *testing.T) {
 // failingStore commits nothing, as if the process died after publishing.
 type failingStore struct{ watcher.StateStore }
 
-func (failingStore) Commit(context.Context, []snapshot.Change, time.Time, int) error {
+func (failingStore) Commit(context.Context, watcher.Commit) error {
 	return errors.New("killed before commit")
 }
 
@@ -472,12 +475,12 @@ type halfCommitStore struct {
 	failed bool
 }
 
-func (s *halfCommitStore) Commit(ctx context.Context, changes []snapshot.Change, at time.Time, n int) error {
+func (s *halfCommitStore) Commit(ctx context.Context, commit watcher.Commit) error {
 	if s.failed {
-		return s.Store.Commit(ctx, changes, at, n)
+		return s.Store.Commit(ctx, commit)
 	}
 	s.failed = true
-	for _, c := range changes[:len(changes)/2] {
+	for _, c := range commit.Changes[:len(commit.Changes)/2] {
 		if _, err := s.kv.Put(ctx, "m."+events.Token(c.Key), c.New.Raw()); err != nil {
 			return err
 		}

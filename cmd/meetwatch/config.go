@@ -14,6 +14,7 @@ import (
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed"
+	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi"
 )
@@ -35,6 +36,7 @@ type config struct {
 	PollInterval    time.Duration `env:"POLL_INTERVAL" envDefault:"15s"`
 	PollTimeout     time.Duration `env:"POLL_TIMEOUT"`
 	PageSize        int           `env:"PAGE_SIZE" envDefault:"500"`
+	PageOverlap     int           `env:"PAGE_OVERLAP" envDefault:"20"` // the list may shift this much between pages; at most half a page
 	PageConcurrency int           `env:"PAGE_CONCURRENCY" envDefault:"4"`
 	RequestTimeout  time.Duration `env:"REQUEST_TIMEOUT" envDefault:"30s"`
 	QueryAll        bool          `env:"QUERY_ALL" envDefault:"true"`
@@ -48,8 +50,9 @@ type config struct {
 	Stream          string        `env:"STREAM" envDefault:"MEETINGS"`
 	StateBucket     string        `env:"STATE_BUCKET" envDefault:"meetwatch-state"`
 	DuplicateWindow time.Duration `env:"DUPLICATE_WINDOW" envDefault:"1h"`
-	StreamMaxAge    time.Duration `env:"STREAM_MAX_AGE"`
-	Redact          string        `env:"REDACT"` // empty means redact.Default
+	StreamMaxAge    time.Duration `env:"STREAM_MAX_AGE" envDefault:"720h"` // 30 days; 0 keeps events until removed by hand
+	Redact          string        `env:"REDACT"`                           // empty means redact.Default
+	IgnoreFields    string        `env:"IGNORE_FIELDS"`                    // paths whose changes alone publish no event (snapshot.ParseFieldSet)
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat       string        `env:"LOG_FORMAT" envDefault:"text"`
 }
@@ -142,6 +145,8 @@ func (c config) validate(forRun bool) error {
 		return bad("PollInterval", "must be at least 100ms, got %s", c.PollInterval)
 	case c.PollTimeout < 0:
 		return bad("PollTimeout", "must not be negative")
+	case c.PageOverlap < 0:
+		return bad("PageOverlap", "must be 0 (pages meet end to end) or more, got %d", c.PageOverlap)
 	case c.PageSize < 1 || c.PageSize > meetingapi.MaxPageSize:
 		return bad("PageSize", "must be 1 to %d, got %d", meetingapi.MaxPageSize, c.PageSize)
 	case c.PageConcurrency < 1 || c.PageConcurrency > 64:
@@ -157,7 +162,8 @@ func (c config) validate(forRun bool) error {
 	case c.DuplicateWindow < minDuplicateWindow:
 		return bad("DuplicateWindow", "must be at least %s so a restart fits in it, got %s", minDuplicateWindow, c.DuplicateWindow)
 	case c.StreamMaxAge < 0 || (c.StreamMaxAge > 0 && c.StreamMaxAge < c.DuplicateWindow):
-		return bad("StreamMaxAge", "must be 0 (keep events) or at least %s (the duplicate window), got %s", c.DuplicateWindow, c.StreamMaxAge)
+		return bad("StreamMaxAge", "must be 0 (keep events until removed by hand) or at least %s (the duplicate window, %s), got %s (the default is 720h)",
+			c.DuplicateWindow, varName("DuplicateWindow"), c.StreamMaxAge)
 	case c.DataDir == "" && c.NATSURL == "":
 		return bad("DataDir", "required for the embedded NATS server")
 	}
@@ -172,6 +178,9 @@ func (c config) validate(forRun bool) error {
 	}
 	if _, err := redact.Parse(c.Redact); err != nil {
 		return bad("Redact", "%v", err)
+	}
+	if _, err := snapshot.ParseFieldSet(c.IgnoreFields); err != nil {
+		return bad("IgnoreFields", "%v", err)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return bad("LogLevel", "%v", err)

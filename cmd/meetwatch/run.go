@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed"
+	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
 	"github.com/meetwatch/meetwatch/watcher"
 	"github.com/meetwatch/meetwatch/watcher/backoff"
@@ -71,17 +73,22 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		}
 	}
 	policy, _ := redact.Parse(cfg.Redact) // validated with the configuration
-	tokens := tokenSource(cfg, hc, budget, logger)
+	// One gate for the client and its logins: a pause the API asks for in
+	// any answer holds every request.
+	gate := &meetingapi.Gate{}
+	tokens := tokenSource(cfg, hc, budget, gate, logger)
 	defer tokens.Close()
 	client, err := meetingapi.NewClient(meetingapi.ClientConfig{
 		BaseURL:        cfg.APIURL,
 		Tokens:         tokens,
 		PageSize:       cfg.PageSize,
+		Overlap:        cmp.Or(cfg.PageOverlap, -1), // the setting's 0 is the client's "none"
 		QueryAll:       cfg.QueryAll,
 		SearchKey:      cfg.SearchKey,
 		Concurrency:    cfg.PageConcurrency,
 		RequestTimeout: cfg.RequestTimeout,
 		Budget:         budget,
+		Gate:           gate,
 		HTTPClient:     hc,
 		Logger:         logger,
 	})
@@ -97,19 +104,30 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 	health := &ha.Health{
 		Connected:   pipe.nc.IsConnected,
 		Lease:       pipe.lease,
-		PollMaxAge:  3*cfg.PollInterval + 2*max(cfg.PollTimeout, cfg.RequestTimeout),
+		LoopGrace:   3*cfg.PollInterval + 2*max(cfg.PollTimeout, cfg.RequestTimeout),
 		LeaseMaxAge: 3 * cfg.LeaseTTL,
 	}
+	ignore, _ := snapshot.ParseFieldSet(cfg.IgnoreFields) // validated with the configuration
+	// The server's max payload bounds every event and state value: records
+	// are trimmed to fit rather than wedge the polls (it is read once, at
+	// start; a cluster should agree on it).
+	maxPayload := pipe.nc.MaxPayload()
+	logger.Info("size limits", "max_payload", maxPayload,
+		"max_event_bytes", events.MaxEventBytes(maxPayload), "max_record_bytes", events.MaxRecordBytes(maxPayload))
 	wcfg := watcher.Config{
-		Lister:      client,
-		Publisher:   pipe.publisher,
-		Store:       pipe.store,
-		Builder:     events.Builder{Source: events.Source(client.Host()), Prefix: cfg.SubjectPrefix, Redact: policy},
-		Redact:      policy,
-		Interval:    cfg.PollInterval,
-		PollTimeout: cfg.PollTimeout,
-		Logger:      logger,
-		Health:      health,
+		Lister:    client,
+		Publisher: pipe.publisher,
+		Store:     pipe.store,
+		Builder: events.Builder{
+			Source: events.Source(client.Host()), Prefix: cfg.SubjectPrefix, Redact: policy,
+			Ignore: ignore, MaxBytes: events.MaxEventBytes(maxPayload),
+		},
+		Redact:         policy,
+		MaxRecordBytes: events.MaxRecordBytes(maxPayload),
+		Interval:       cfg.PollInterval,
+		PollTimeout:    cfg.PollTimeout,
+		Logger:         logger,
+		Health:         health,
 	}
 	logger.Info("watching", "api", cfg.APIURL, "interval", cfg.PollInterval, "stream", cfg.Stream,
 		"subjects", cfg.SubjectPrefix+".>", "state_bucket", cfg.StateBucket, "replica", cfg.replicaID(),
@@ -133,9 +151,14 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 }
 
 // tokenSource returns the configured way of getting an access token; the
-// configuration has checked that exactly one is set.
-func tokenSource(cfg config, hc *http.Client, budget *rate.Limiter, logger *slog.Logger) meetingapi.TokenSource {
-	login := meetingapi.LoginConfig{BaseURL: cfg.APIURL, HTTPClient: hc, Logger: logger}
+// configuration has checked that exactly one is set. Logins wait for gate
+// and the budget like every request, and after a refusal back off like
+// failed polls.
+func tokenSource(cfg config, hc *http.Client, budget *rate.Limiter, gate *meetingapi.Gate, logger *slog.Logger) meetingapi.TokenSource {
+	login := meetingapi.LoginConfig{
+		BaseURL: cfg.APIURL, HTTPClient: hc, Logger: logger, Gate: gate,
+		Backoff: backoff.Backoff{Base: cfg.PollInterval, Max: watcher.MaxBackoff},
+	}
 	if budget != nil {
 		login.Wait = budget.Wait
 	}

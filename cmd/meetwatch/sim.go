@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -31,6 +34,8 @@ MEETWATCH_API_URL at the URL it prints to try meetwatch without an account.`, st
 	account := fs.String("account", "", "account whose login (Basic) the simulator accepts")
 	password := fs.String("password", "", "password for --account")
 	tokenTTL := fs.Duration("token-ttl", 0, "lifetime of tokens issued by a login (default 12h)")
+	pageDelay := fs.Duration("page-delay", 0, "wait this long before answering each request for the meeting list, as a distant API does")
+	control := fs.String("control", "", "listen address of a control endpoint for tests (POST /churn, GET /listings); empty for none")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -45,31 +50,54 @@ MEETWATCH_API_URL at the URL it prints to try meetwatch without an account.`, st
 		AppID: *appID, AppKey: *appKey, Account: *account, Password: *password,
 	})
 	sim.AddN(*meetings)
+	var ctl *simControl
+	if *control != "" {
+		ctl = &simControl{sim: sim, rng: rand.New(rand.NewPCG(uint64(*seed), 2))}
+	}
+	if *pageDelay > 0 || ctl != nil {
+		delay := *pageDelay
+		sim.SetHook(func(r *http.Request) *apisim.Fault {
+			if r.URL.Path != apisim.Path {
+				return nil
+			}
+			if ctl != nil {
+				ctl.record(r)
+			}
+			if delay > 0 {
+				return &apisim.Fault{Delay: delay}
+			}
+			return nil
+		})
+	}
 
 	l, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("listening: %w", err)
 	}
 	fmt.Fprintf(stdout, "simulated meeting API on http://%s (token %q)\n", l.Addr(), *token)
-	return serveSim(ctx, sim, l, *churn, *seed)
+	if ctl == nil {
+		return serveSim(ctx, sim, l, *churn, *seed)
+	}
+	cl, err := net.Listen("tcp", *control)
+	if err != nil {
+		l.Close()
+		return fmt.Errorf("listening for control: %w", err)
+	}
+	fmt.Fprintf(stdout, "control on http://%s\n", cl.Addr())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveSim(gctx, sim, l, *churn, *seed) })
+	g.Go(func() error {
+		return serveHTTP(gctx, &http.Server{Handler: ctl.handler(), ReadHeaderTimeout: 10 * time.Second}, cl)
+	})
+	return g.Wait()
 }
 
 // serveSim serves sim on l and, every churn, makes one random change, until
 // ctx ends.
 func serveSim(ctx context.Context, sim *apisim.Sim, l net.Listener, churn time.Duration, seed int64) error {
-	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serving: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
+		return serveHTTP(ctx, &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}, l)
 	})
 	if churn > 0 {
 		g.Go(func() error {
@@ -87,4 +115,124 @@ func serveSim(ctx context.Context, sim *apisim.Sim, l net.Listener, churn time.D
 		})
 	}
 	return g.Wait()
+}
+
+// serveHTTP serves srv on l until ctx ends, then shuts it down within 2 s.
+func serveHTTP(ctx context.Context, srv *http.Server, l net.Listener) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serving: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	return g.Wait()
+}
+
+// simControl lets a test drive a simulator that runs as its own process:
+// POST /churn starts, changes and ends given numbers of meetings at once,
+// between two polls, and GET /listings returns the list requests received
+// since the last call, so that the test can fetch the very same pages.
+type simControl struct {
+	sim *apisim.Sim
+
+	mu       sync.Mutex
+	rng      *rand.Rand
+	listings []simListing
+}
+
+// simListing is one request for the meeting list.
+type simListing struct {
+	Offset    string `json:"offset"`
+	Limit     string `json:"limit"`
+	SearchKey string `json:"searchKey,omitempty"`
+}
+
+func (c *simControl) record(r *http.Request) {
+	q := r.URL.Query()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.listings = append(c.listings, simListing{Offset: q.Get("offset"), Limit: q.Get("limit"), SearchKey: q.Get("searchKey")})
+}
+
+func (c *simControl) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /churn", func(w http.ResponseWriter, r *http.Request) {
+		var n [3]int
+		for i, name := range []string{"starts", "changes", "ends"} {
+			v, err := strconv.Atoi(r.URL.Query().Get(name))
+			if err != nil || v < 0 {
+				http.Error(w, name+": want a whole number", http.StatusBadRequest)
+				return
+			}
+			n[i] = v
+		}
+		writeJSON(w, c.churn(n[0], n[1], n[2]))
+	})
+	mux.HandleFunc("GET /listings", func(w http.ResponseWriter, _ *http.Request) {
+		c.mu.Lock()
+		got := c.listings
+		c.listings = nil
+		c.mu.Unlock()
+		writeJSON(w, got)
+	})
+	return mux
+}
+
+// churn ends `ends` random meetings, changes `changes` others (one field
+// each: the attendee count, the mute flag or the mute setting) and starts
+// `starts` new ones.
+func (c *simControl) churn(starts, changes, ends int) map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ids := c.sim.UUIDs()
+	pick := min(ends+changes, len(ids))
+	for i := range pick { // a partial Fisher-Yates shuffle: pick distinct meetings
+		j := i + c.rng.IntN(len(ids)-i)
+		ids[i], ids[j] = ids[j], ids[i]
+	}
+	ended, changed := 0, 0
+	for _, id := range ids[:min(ends, pick)] {
+		if c.sim.End(id) {
+			ended++
+		}
+	}
+	for i, id := range ids[min(ends, pick):pick] {
+		if c.sim.Update(id, func(rec apisim.Record) { changeField(rec, i) }) {
+			changed++
+		}
+	}
+	started := len(c.sim.AddN(starts))
+	return map[string]int{"started": started, "changed": changed, "ended": ended, "meetings": c.sim.Len()}
+}
+
+// changeField changes one field of rec, chosen by i.
+func changeField(rec apisim.Record, i int) {
+	switch i % 3 {
+	case 0:
+		n, _ := rec["onlineAttendeeAmount"].(int)
+		rec["onlineAttendeeAmount"] = n + 1
+	case 1:
+		n, _ := rec["isAutoMute"].(int)
+		rec["isAutoMute"] = 1 - n
+	default:
+		cfg, ok := rec["confConfigInfo"].(map[string]any)
+		if !ok {
+			cfg = map[string]any{}
+			rec["confConfigInfo"] = cfg
+		}
+		on, _ := cfg["isAutoMute"].(bool)
+		cfg["isAutoMute"] = !on
+	}
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v) // a client that hung up is no error of the simulator's
 }

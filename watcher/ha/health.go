@@ -19,8 +19,15 @@ import (
 //   - /readyz is 200 once NATS is connected and this replica is either the
 //     leader with a committed snapshot, or a standby that heard from the
 //     lease recently.
-//   - /healthz is 200 while the last complete poll (leader) or the last
-//     lease check (standby) is recent.
+//   - /healthz is 200 while the poll loop is alive (leader) or the last
+//     lease check is recent (standby). The loop tells Alive its own
+//     deadline of the moment, at each poll's start, each time the poll's
+//     deadline moves, and at the start of each wait; it is alive while
+//     that deadline is at most LoopGrace past. A long but healthy poll (a
+//     first listing of ten minutes under the request budget) says so, and
+//     stays healthy; a failing poll that backs off is alive too, since a
+//     restart would not mend it. A leader whose loop has not beaten yet
+//     this term is healthy while its lease renewals are recent.
 //
 // Both answer JSON with the reason when they are not 200.
 type Health struct {
@@ -29,25 +36,39 @@ type Health struct {
 	// Lease tells leader from standby; nil means a single replica that
 	// always leads.
 	Lease *Lease
-	// PollMaxAge is how old the last complete poll may be while healthy.
-	PollMaxAge time.Duration
+	// LoopGrace is how far past its own deadline the poll loop may be
+	// while healthy: publishing and committing have no deadline of their
+	// own, and a loaded machine runs late.
+	LoopGrace time.Duration
 	// LeaseMaxAge is how old the last lease check may be while healthy.
 	LeaseMaxAge time.Duration
 
-	mu        sync.Mutex
-	lastPoll  time.Time
-	committed bool
+	mu         sync.Mutex
+	lastPoll   time.Time
+	committed  bool
+	aliveUntil time.Time // the loop's deadline, from its last heartbeat
 }
 
-// NewTerm forgets the last term's polls: a replica that leads again is
-// not ready until it has committed in this term.
+// NewTerm forgets the last term's polls and heartbeats: a replica that
+// leads again is not ready until it has committed in this term.
 func (h *Health) NewTerm() {
 	if h == nil {
 		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.lastPoll, h.committed = time.Time{}, false
+	h.lastPoll, h.committed, h.aliveUntil = time.Time{}, false, time.Time{}
+}
+
+// Alive records a heartbeat of the poll loop: it is alive, and its own
+// deadline of the moment is until.
+func (h *Health) Alive(until time.Time) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.aliveUntil = until
 }
 
 // Polled records a complete, committed poll.
@@ -73,7 +94,7 @@ type Report struct {
 // Check returns the readiness and liveness reports.
 func (h *Health) Check(now time.Time) (ready, healthy Report) {
 	h.mu.Lock()
-	lastPoll, committed := h.lastPoll, h.committed
+	lastPoll, committed, aliveUntil := h.lastPoll, h.committed, h.aliveUntil
 	h.mu.Unlock()
 
 	base := Report{Role: "leader", NATSConnected: h.Connected == nil || h.Connected()}
@@ -103,9 +124,9 @@ func (h *Health) Check(now time.Time) (ready, healthy Report) {
 		ready.Reason = "no recent lease check"
 	}
 	switch {
-	case leader && committed && !fresh(lastPoll, h.PollMaxAge):
-		healthy.Reason = "the last complete poll is older than " + h.PollMaxAge.String()
-	case leader && !committed && h.Lease != nil && !fresh(lastCheck, h.LeaseMaxAge):
+	case leader && !aliveUntil.IsZero() && now.Sub(aliveUntil) > h.LoopGrace:
+		healthy.Reason = "the poll loop is more than " + h.LoopGrace.String() + " past its own deadline"
+	case leader && aliveUntil.IsZero() && h.Lease != nil && !fresh(lastCheck, h.LeaseMaxAge):
 		healthy.Reason = "no recent lease renewal"
 	case !leader && !fresh(lastCheck, h.LeaseMaxAge):
 		healthy.Reason = "no recent lease check"

@@ -102,7 +102,7 @@ func TestLeaseHasOneLeaderAndFailsOver(t *testing.T) {
 
 func TestHealthProbes(t *testing.T) {
 	connected := true
-	h := &ha.Health{Connected: func() bool { return connected }, PollMaxAge: time.Minute, LeaseMaxAge: time.Minute}
+	h := &ha.Health{Connected: func() bool { return connected }, LoopGrace: time.Minute, LeaseMaxAge: time.Minute}
 	get := func(path string) (int, ha.Report) {
 		rec := httptest.NewRecorder()
 		h.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
@@ -127,9 +127,16 @@ func TestHealthProbes(t *testing.T) {
 	assert.Equal(t, "nats is not connected", rep.Reason)
 
 	h.Polled(time.Now().Add(-2 * time.Minute))
+	code, _ = get("/healthz")
+	assert.Equal(t, http.StatusOK, code, "an old poll alone says nothing of the loop")
+
+	h.Alive(time.Now().Add(-2 * time.Minute))
 	code, rep = get("/healthz")
 	assert.Equal(t, http.StatusServiceUnavailable, code)
-	assert.Contains(t, rep.Reason, "the last complete poll is older than")
+	assert.Equal(t, "the poll loop is more than 1m0s past its own deadline", rep.Reason)
+	h.Alive(time.Now().Add(time.Hour))
+	code, _ = get("/healthz")
+	assert.Equal(t, http.StatusOK, code)
 }
 
 func natsConnect(url string) (*nats.Conn, error) { return nats.Connect(url) }

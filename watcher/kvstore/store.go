@@ -53,6 +53,9 @@ const (
 	preparedKey   = "prepared"
 	meetingPrefix = "m."
 	pendingPrefix = "p."
+	// missingPrefix keys a meeting that a complete listing lacked and whose
+	// end waits for the next one; its value says when it was last seen.
+	missingPrefix = "e."
 	// tombstoneTTL is how long the marker of an ended meeting's key stays.
 	// Without a limit, every meeting that ever ended would leave a marker
 	// behind for good, and every start-up would read them all.
@@ -127,12 +130,17 @@ func (s *Store) Load(ctx context.Context) (watcher.State, error) {
 	// faster than a Get per key. Its "initial values done" marker may come
 	// early on large buckets, so the end is taken from each entry's Delta,
 	// the number of entries still to come.
-	w, err := s.kv.WatchFiltered(ctx, []string{meetingPrefix + ">", pendingPrefix + ">"})
+	//
+	// It watches every key rather than filtering by prefix: nats-server
+	// serves a watch over several filters slowly once many delete markers
+	// have expired, and the few other keys cost nothing to skip.
+	w, err := s.kv.WatchAll(ctx)
 	if err != nil {
 		return watcher.State{}, fmt.Errorf("watching state: %w", err)
 	}
 	defer w.Stop()
 	pending := snapshot.Snapshot{}
+	missing := map[string]time.Time{}
 	for seen := 0; ; {
 		var e jetstream.KeyValueEntry
 		var open bool
@@ -152,14 +160,8 @@ func (s *Store) Load(ctx context.Context) (watcher.State, error) {
 		}
 		seen++
 		if e.Operation() == jetstream.KeyValuePut {
-			m, err := snapshot.ParseMeeting(e.Value())
-			if err != nil {
+			if err := load(e, &st, pending, missing); err != nil {
 				return watcher.State{}, fmt.Errorf("decoding state key %s: %w", e.Key(), err)
-			}
-			if strings.HasPrefix(e.Key(), pendingPrefix) {
-				pending[m.UUID] = m
-			} else {
-				st.Snapshot[m.UUID] = m
 			}
 		}
 		if e.Delta() == 0 {
@@ -174,7 +176,51 @@ func (s *Store) Load(ctx context.Context) (watcher.State, error) {
 		}
 	}
 	slices.SortFunc(st.Pending, func(a, b snapshot.Meeting) int { return strings.Compare(a.UUID, b.UUID) })
+	for id, lastSeen := range missing {
+		if _, held := st.Snapshot[id]; !held {
+			// Its end was committed, and the commit was cut short before
+			// this record went: it is done with.
+			if err := s.purge(ctx, missingPrefix+events.Token(id)); err != nil {
+				return watcher.State{}, fmt.Errorf("clearing the missing record of ended %s: %w", id, err)
+			}
+			continue
+		}
+		if st.Missing == nil {
+			st.Missing = map[string]time.Time{}
+		}
+		st.Missing[id] = lastSeen
+	}
 	return st, nil
+}
+
+// missingValue is the value of a missing meeting's key.
+type missingValue struct {
+	ConfUUID string    `json:"confUUID"`
+	LastSeen time.Time `json:"lastSeen"`
+}
+
+// load files one key of the bucket where Load wants it.
+func load(e jetstream.KeyValueEntry, st *watcher.State, pending snapshot.Snapshot, missing map[string]time.Time) error {
+	key := e.Key()
+	switch {
+	case strings.HasPrefix(key, meetingPrefix), strings.HasPrefix(key, pendingPrefix):
+		m, err := snapshot.ParseMeeting(e.Value())
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(key, pendingPrefix) {
+			pending[m.UUID] = m
+		} else {
+			st.Snapshot[m.UUID] = m
+		}
+	case strings.HasPrefix(key, missingPrefix):
+		var v missingValue
+		if err := json.Unmarshal(e.Value(), &v); err != nil {
+			return err
+		}
+		missing[v.ConfUUID] = v.LastSeen
+	}
+	return nil // meta and prepared were read before the watch
 }
 
 // Prepare records the meetings whose started events are about to be
@@ -218,10 +264,30 @@ func (s *Store) Prepare(ctx context.Context, changes []snapshot.Change, observed
 // The meta key is written with a compare-and-set on the revision this
 // replica last saw, so a replica that lost the lead gets watcher.ErrFenced instead
 // of committing over a newer leader's state.
-func (s *Store) Commit(ctx context.Context, changes []snapshot.Change, observedAt time.Time, meetings int) error {
+func (s *Store) Commit(ctx context.Context, commit watcher.Commit) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(storeWriters)
-	for _, c := range changes {
+	for id, lastSeen := range commit.Missed {
+		g.Go(func() error {
+			v, err := json.Marshal(missingValue{ConfUUID: id, LastSeen: lastSeen.UTC()})
+			if err == nil {
+				_, err = s.kv.Put(gctx, missingPrefix+events.Token(id), v)
+			}
+			if err != nil {
+				return fmt.Errorf("recording %s as missing: %w", id, err)
+			}
+			return nil
+		})
+	}
+	for _, id := range commit.Settled {
+		g.Go(func() error {
+			if err := s.purge(gctx, missingPrefix+events.Token(id)); err != nil {
+				return fmt.Errorf("clearing the missing record of %s: %w", id, err)
+			}
+			return nil
+		})
+	}
+	for _, c := range commit.Changes {
 		key := meetingKey(c.Key)
 		g.Go(func() error {
 			var err error
@@ -244,7 +310,7 @@ func (s *Store) Commit(ctx context.Context, changes []snapshot.Change, observedA
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	meta, err := json.Marshal(metaValue{ObservedAt: observedAt.UTC(), Meetings: meetings})
+	meta, err := json.Marshal(metaValue{ObservedAt: commit.ObservedAt.UTC(), Meetings: commit.Meetings})
 	if err != nil {
 		return fmt.Errorf("encoding state meta: %w", err)
 	}

@@ -32,9 +32,9 @@ func TestCommitIsFencedByTheMetaRevision(t *testing.T) {
 	require.NoError(t, err)
 	m, err := snapshot.ParseMeeting([]byte(`{"confUUID":"u1"}`))
 	require.NoError(t, err)
-	require.NoError(t, fresh.Commit(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "u1", New: m}}, time.Now(), 1))
+	require.NoError(t, fresh.Commit(t.Context(), watcher.Commit{Changes: []snapshot.Change{{Kind: snapshot.Started, Key: "u1", New: m}}, ObservedAt: time.Now(), Meetings: 1}))
 
-	err = stale.Commit(t.Context(), nil, time.Now(), 0)
+	err = stale.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now()})
 	require.ErrorIs(t, err, watcher.ErrFenced, "a replica that read the state before another committed cannot commit over it")
 	st, err := fresh.Load(t.Context())
 	require.NoError(t, err)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/meetwatch/meetwatch/snapshot/redact"
+	"github.com/meetwatch/meetwatch/watcher/backoff"
 )
 
 const (
@@ -45,6 +46,11 @@ const (
 	// defaultRenewAt is the share of a token's life after which it is
 	// renewed, leaving a fifth of it to cover a slow or failing login.
 	defaultRenewAt = 0.8
+	// defaultRefusalBase and defaultRefusalMax space the logins after a
+	// refusal when LoginConfig.Backoff is not set: the default poll
+	// interval, and the longest wait between two polls.
+	defaultRefusalBase = 15 * time.Second
+	defaultRefusalMax  = 5 * time.Minute
 )
 
 // TokenSource hands out the API access token. Implementations cache it,
@@ -103,6 +109,20 @@ type LoginConfig struct {
 	// logins then share the client's request budget with the listing. An
 	// error from it fails the login.
 	Wait func(ctx context.Context) error
+	// Gate, when set, holds every login while the API asked for a pause,
+	// and a 429 or 503 with Retry-After from the login endpoint closes it.
+	// Give it the client's gate (ClientConfig.Gate), so that a pause asked
+	// for by any answer holds logins and pages alike.
+	Gate *Gate
+	// Backoff spaces the logins after the API refused the credentials (a
+	// 4xx other than 429): once refused, Token fails at once, with the
+	// refusal, and sends no login until Backoff's next wait has passed;
+	// the waits grow with each refusal in a row and start over after a
+	// login succeeds. While a token from before still works, Token hands it
+	// out meanwhile. Set Base to the poll interval and Max to the poll's
+	// longest backoff, so that logins back off like polls; zero Base and
+	// Max mean 15s and 5m.
+	Backoff backoff.Backoff
 	// Now is the clock that times the token's life; nil means time.Now.
 	Now func() time.Time
 	// Logger receives "logged in" with the token's expiry (never the
@@ -239,6 +259,11 @@ type loginSource struct {
 	expiry    time.Time // when the token stops working
 	inFlight  *flight   // the login under way, shared by every caller
 	closed    bool
+	// refusal is the last login the API refused, while no login has
+	// succeeded since; no login is sent before retryAt.
+	refusal error
+	retryAt time.Time
+	refused backoff.Backoff // the waits after refusals in a row
 }
 
 // flight is one login that several callers wait for: each login takes one
@@ -259,6 +284,13 @@ func newLoginSource(cfg LoginConfig, name, idKey, id string, build func(time.Tim
 	}
 	if !(l.renewAt > 0 && l.renewAt <= 1) {
 		l.renewAt = defaultRenewAt
+	}
+	l.refused = cfg.Backoff
+	if l.refused.Base <= 0 {
+		l.refused.Base = defaultRefusalBase
+	}
+	if l.refused.Max <= 0 {
+		l.refused.Max = defaultRefusalMax
 	}
 	l.base, l.stop = context.WithCancel(context.Background())
 	return l
@@ -293,6 +325,9 @@ func (l *loginSource) LogValue() slog.Value {
 func (l *loginSource) Token(ctx context.Context) (redact.Secret, error) {
 	if tok, ok := l.fresh(); ok {
 		return tok, nil
+	}
+	if tok, held, err := l.held(); held {
+		return tok, err
 	}
 	if err := context.Cause(ctx); err != nil {
 		return redact.Secret{}, fmt.Errorf("%s login: %w", l.name, err) // nobody would wait for it
@@ -336,6 +371,34 @@ func (l *loginSource) Invalidate(bad redact.Secret) {
 	}
 }
 
+// held answers a Token call while a refused login is held back: the token
+// from before while it still works, or else the refusal, at once.
+func (l *loginSource) held() (redact.Secret, bool, error) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.refusal == nil || !now.Before(l.retryAt):
+		return redact.Secret{}, false, nil
+	case !l.tok.IsZero() && now.Before(l.expiry):
+		return l.tok, true, nil
+	default:
+		return redact.Secret{}, true, fmt.Errorf("%w (no login before %s)", l.refusal, l.retryAt.Format(time.RFC3339))
+	}
+}
+
+// NotBefore returns when a refused login is tried again, while Token
+// cannot hand out a working token until then; the zero time otherwise.
+func (l *loginSource) NotBefore() time.Time {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.refusal == nil || (!l.tok.IsZero() && now.Before(l.expiry)) {
+		return time.Time{}
+	}
+	return l.retryAt
+}
+
 // fresh returns the cached token if it is not yet due for renewal.
 func (l *loginSource) fresh() (redact.Secret, bool) {
 	now := l.now()
@@ -353,6 +416,9 @@ func (l *loginSource) refresh(ctx context.Context) (redact.Secret, error) {
 	if tok, ok := l.fresh(); ok {
 		return tok, nil
 	}
+	if tok, held, err := l.held(); held {
+		return tok, err // a caller that found the cache stale as a refusal came in
+	}
 	ctx, cancel := context.WithTimeout(ctx, loginTimeout)
 	defer cancel()
 	tok, sent, life, err := l.login(ctx)
@@ -360,7 +426,16 @@ func (l *loginSource) refresh(ctx context.Context) (redact.Secret, error) {
 		now := l.now()
 		l.mu.Lock()
 		old, expiry := l.tok, l.expiry
+		refused := errors.Is(err, ErrLoginRefused)
+		if refused {
+			l.refusal, l.retryAt = err, now.Add(l.refused.Next())
+		}
+		refusals, retryAt := l.refused.Failures(), l.retryAt
 		l.mu.Unlock()
+		if refused {
+			l.log.Error("the api refused the credentials; no login before the backoff has passed",
+				"login", l.name, l.idKey, l.id, "refusals", refusals, "retry_at", retryAt, "err", err)
+		}
 		if !old.IsZero() && now.Before(expiry) {
 			l.log.Warn("keeping the current token after a failed renewal", "err", err, "expires_at", expiry)
 			return old, nil
@@ -371,6 +446,8 @@ func (l *loginSource) refresh(ctx context.Context) (redact.Secret, error) {
 	expiry := sent.Add(life)
 	l.mu.Lock()
 	l.tok, l.renewTime, l.expiry = tok, renew, expiry
+	l.refusal, l.retryAt = nil, time.Time{}
+	l.refused.Reset()
 	l.mu.Unlock()
 	l.log.Info("logged in", "login", l.name, l.idKey, l.id, "expires_at", expiry, "renew_at", renew)
 	return tok, nil
@@ -396,10 +473,21 @@ func (l *loginSource) login(ctx context.Context) (tok redact.Secret, sent time.T
 	if err != nil {
 		return redact.Secret{}, time.Time{}, 0, fail("%v", err)
 	}
-	if l.cfg.Wait != nil {
-		if err := l.cfg.Wait(ctx); err != nil {
-			return redact.Secret{}, time.Time{}, 0, fmt.Errorf("%s login: %w: waiting for the request budget: %w", l.name, ErrLoginFailed, err)
+	budget := l.cfg.Wait
+	if budget != nil {
+		budget = func(ctx context.Context) error {
+			if err := l.cfg.Wait(ctx); err != nil {
+				return fmt.Errorf("waiting for the request budget: %w", err)
+			}
+			return nil
 		}
+	}
+	gate := l.cfg.Gate
+	if gate == nil {
+		gate = &Gate{} // open: only the budget waits
+	}
+	if err := gate.admit(ctx, budget); err != nil {
+		return redact.Secret{}, time.Time{}, 0, fmt.Errorf("%s login: %w: %w", l.name, ErrLoginFailed, err)
 	}
 	sent = l.now()
 	lr, err := l.build(sent)
@@ -426,7 +514,14 @@ func (l *loginSource) login(ctx context.Context) (tok redact.Secret, sent time.T
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxLoginAnswer))
 	reqID := resp.Header.Get("X-Request-Id")
 	if resp.StatusCode != http.StatusOK {
-		return redact.Secret{}, time.Time{}, 0, fail("%s", parseAPIError(resp.StatusCode, reqID, b, lr.secrets...))
+		gate.heed(resp.StatusCode, resp.Header, time.Now())
+		apiErr := parseAPIError(resp.StatusCode, reqID, b, lr.secrets...)
+		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
+			// Wrong credentials, or a client the API does not accept: a
+			// retry would be refused the same way, and may lock the account.
+			return redact.Secret{}, time.Time{}, 0, fmt.Errorf("%s login: %w: %w: %s", l.name, ErrLoginFailed, ErrLoginRefused, apiErr)
+		}
+		return redact.Secret{}, time.Time{}, 0, fail("%s", apiErr)
 	}
 	if err != nil {
 		return redact.Secret{}, time.Time{}, 0, fmt.Errorf("%s login: %w: reading the answer (request_id %s): %w", l.name, ErrLoginFailed, reqID, err)

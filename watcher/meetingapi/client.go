@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -65,6 +66,17 @@ type ClientConfig struct {
 	// Budget is the client-side request budget shared by every request:
 	// pages, confirmations and logins. nil means unlimited.
 	Budget *rate.Limiter
+	// Gate holds every request while the API asked for a pause (a 429 or
+	// 503 with Retry-After). Give the token source the same one
+	// (LoginConfig.Gate), so that logins wait for it too; nil means a gate
+	// of the client's own.
+	Gate *Gate
+	// Overlap is how many records each page re-reads of the page before
+	// it, so that the list may shift by that many records between two page
+	// requests (meetings ending ahead of them) without losing a record; a
+	// bigger shift is detected and the listing taken again. At most half
+	// a page is kept. 0 means DefaultOverlap; a negative value means none.
+	Overlap int
 	// ListAttempts bounds how often an inconsistent listing is taken again
 	// before the poll is given up; 0 means 3.
 	ListAttempts int
@@ -72,7 +84,8 @@ type ClientConfig struct {
 	// 429 or a 5xx; 0 means 3.
 	Retries int
 	// BackoffBase and BackoffMax shape the jittered exponential backoff
-	// between retries; 0 means 500ms and 10s. A Retry-After header wins.
+	// between retries; 0 means 500ms and 10s. A Retry-After header wins,
+	// and a 429 or 503 with one holds every request (see Gate).
 	BackoffBase, BackoffMax time.Duration
 	// HTTPClient, when set, replaces the client's own *http.Client.
 	HTTPClient *http.Client
@@ -86,7 +99,18 @@ type Client struct {
 	base     *url.URL
 	http     *http.Client
 	logger   *slog.Logger
+	gate     *Gate
 	requests atomic.Int64
+
+	mu    sync.Mutex
+	sized sizing // the last listing's first page, for ListingDeadline
+}
+
+// sizing is what a listing's first page told about the whole listing.
+type sizing struct {
+	at    time.Time     // when the first page was answered
+	until time.Time     // when the listing should be done
+	held  time.Duration // the gate's pauses added up at that time
 }
 
 // NewClient checks cfg and returns a Client.
@@ -108,6 +132,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	cfg.RequestTimeout = cmp.Or(max(cfg.RequestTimeout, 0), 30*time.Second)
 	cfg.MaxBodyBytes = cmp.Or(max(cfg.MaxBodyBytes, 0), 32<<20)
 	cfg.ListAttempts = cmp.Or(max(cfg.ListAttempts, 0), 3)
+	switch {
+	case cfg.Overlap == 0:
+		cfg.Overlap = DefaultOverlap
+	case cfg.Overlap < 0:
+		cfg.Overlap = 0
+	}
 	cfg.Retries = cmp.Or(max(cfg.Retries, 0), 3)
 	cfg.BackoffBase = cmp.Or(max(cfg.BackoffBase, 0), 500*time.Millisecond)
 	cfg.BackoffMax = cmp.Or(max(cfg.BackoffMax, 0), 10*time.Second)
@@ -118,7 +148,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if hc == nil {
 		hc = NewHTTPClient(cfg.Concurrency, cfg.RequestTimeout)
 	}
-	return &Client{cfg: cfg, base: base, http: hc, logger: cfg.Logger.With("component", "api")}, nil
+	gate := cfg.Gate
+	if gate == nil {
+		gate = &Gate{}
+	}
+	return &Client{cfg: cfg, base: base, http: hc, logger: cfg.Logger.With("component", "api"), gate: gate}, nil
 }
 
 // ParseBaseURL checks the API's base URL: an http or https scheme and a
@@ -158,6 +192,56 @@ func (c *Client) BudgetTime(n int64) time.Duration {
 	return time.Duration(float64(n) / float64(c.cfg.Budget.Limit()) * float64(time.Second))
 }
 
+// NotBefore returns the time before which a request has no use: the end of
+// the pause the API asked for (see Gate), or, while the token source holds
+// a refused login back and has no working token, the time it logs in
+// again. The watcher does not poll before it.
+func (c *Client) NotBefore() time.Time {
+	nb := c.gate.NotBefore()
+	if src, ok := c.cfg.Tokens.(interface{ NotBefore() time.Time }); ok {
+		nb = later(nb, src.NotBefore())
+	}
+	return nb
+}
+
+// ListingDeadline returns when the listing whose first page was answered at
+// or after since should be done: at that page, plus the time the request
+// budget needs for the pages left, plus RequestTimeout for the last of
+// them, plus every pause the API asked for since (see Gate). It is the zero
+// time when no first page came since, when the first page was the whole
+// listing, or when there is no budget: then nothing is known that a fixed
+// deadline does not cover. The watcher sizes a poll's deadline with it, so
+// that a big listing under a small budget is not cut short.
+func (c *Client) ListingDeadline(since time.Time) time.Time {
+	c.mu.Lock()
+	s := c.sized
+	c.mu.Unlock()
+	if s.until.IsZero() || s.at.Before(since) {
+		return time.Time{}
+	}
+	return s.until.Add(c.gate.heldTotal() - s.held)
+}
+
+// size records what a listing's first page, answered at at, tells about
+// the whole listing: see ListingDeadline.
+func (c *Client) size(first Page, at time.Time) {
+	limit := c.cfg.PageSize
+	if first.Limit > 0 && first.Limit < limit {
+		limit = first.Limit
+	}
+	left := pagesAfterFirst(first.Count, limit, c.cfg.Overlap)
+	need := c.BudgetTime(int64(left))
+	if left == 0 || need == 0 {
+		return
+	}
+	s := sizing{at: at, until: at.Add(need + c.cfg.RequestTimeout), held: c.gate.heldTotal()}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !s.at.Before(c.sized.at) {
+		c.sized = s
+	}
+}
+
 // Page is one decoded answer of the list endpoint.
 type Page struct {
 	Offset, Limit, Count int
@@ -183,13 +267,18 @@ func (c *Client) pageURL(searchKey string, offset, limit int) string {
 // fetchPage gets and decodes one page. A network error, a 429 or a 5xx is
 // retried with jittered exponential backoff (honouring Retry-After) while
 // the context allows; a refused token is renewed once and the request sent
-// again. Every attempt waits for the request budget first.
+// again; a refused login is not retried. Every attempt waits for the gate
+// and the request budget first. A first page (offset 0) sizes the listing
+// for ListingDeadline.
 func (c *Client) fetchPage(ctx context.Context, searchKey string, offset, limit int) (Page, error) {
 	reloggedIn := false
 	wait := backoff.Backoff{Base: c.cfg.BackoffBase, Max: c.cfg.BackoffMax}
 	for attempt := 0; ; attempt++ {
 		p, retryAfter, err := c.fetchPageOnce(ctx, searchKey, offset, limit)
 		if err == nil {
+			if offset == 0 {
+				c.size(p, time.Now())
+			}
 			return p, nil
 		}
 		switch {
@@ -206,7 +295,7 @@ func (c *Client) fetchPage(ctx context.Context, searchKey string, offset, limit 
 		if retryAfter > 0 {
 			d = retryAfter
 		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+		if dl, ok := ctx.Deadline(); ok && dl.Before(later(time.Now().Add(d), c.gate.NotBefore())) {
 			return Page{}, err // the poll's deadline comes first
 		}
 		c.logger.Debug("retrying request", "offset", offset, "attempt", attempt+1, "wait_ms", d.Milliseconds(), "err", err)
@@ -223,8 +312,13 @@ func (c *Client) fetchPage(ctx context.Context, searchKey string, offset, limit 
 // retryable reports whether another try of a request may succeed: network
 // errors, bodies cut short or garbled on the way (a gateway's hiccup as
 // often as not), 429 and 5xx. A 400 or 403 is a configuration problem that
-// a retry would only repeat.
+// a retry would only repeat; a refused login would only be refused again;
+// and a pause the API asked for that outlasts the deadline cannot end in
+// time.
 func retryable(err error) bool {
+	if errors.Is(err, ErrLoginRefused) || errors.Is(err, ErrThrottled) {
+		return false
+	}
 	var apiErr *APIError
 	if errors.As(err, &apiErr) {
 		return apiErr.Temporary()
@@ -232,29 +326,29 @@ func retryable(err error) bool {
 	return true
 }
 
-// retryAfter reads a Retry-After header: seconds or an HTTP date.
-func retryAfter(h http.Header, now time.Time) time.Duration {
-	v := h.Get("Retry-After")
-	if v == "" {
-		return 0
+// wait returns when the client may send a request: once the gate is open
+// and the request budget allows one more, or with an error when ctx ends
+// first or cannot last that long (ErrThrottled, ErrOverBudget).
+func (c *Client) wait(ctx context.Context) error {
+	return c.gate.admit(ctx, c.waitBudget)
+}
+
+func (c *Client) waitBudget(ctx context.Context) error {
+	if c.cfg.Budget == nil {
+		return nil
 	}
-	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
-		return time.Duration(secs) * time.Second
+	if err := c.cfg.Budget.Wait(ctx); err != nil {
+		if ctx.Err() == nil {
+			err = ErrOverBudget
+		}
+		return fmt.Errorf("waiting for the request budget: %w", err)
 	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0)
-	}
-	return 0
+	return nil
 }
 
 func (c *Client) fetchPageOnce(ctx context.Context, searchKey string, offset, limit int) (Page, time.Duration, error) {
-	if c.cfg.Budget != nil {
-		if err := c.cfg.Budget.Wait(ctx); err != nil {
-			if ctx.Err() == nil {
-				err = ErrOverBudget
-			}
-			return Page{}, 0, fmt.Errorf("waiting for the request budget: %w", err)
-		}
+	if err := c.wait(ctx); err != nil {
+		return Page{}, 0, err
 	}
 	token, err := c.cfg.Tokens.Token(ctx)
 	if err != nil {
@@ -284,7 +378,7 @@ func (c *Client) fetchPageOnce(ctx context.Context, searchKey string, offset, li
 		if apiErr.Unauthorized() {
 			c.cfg.Tokens.Invalidate(token)
 		}
-		return Page{}, retryAfter(resp.Header, time.Now()), fmt.Errorf("listing page at offset %d: %w", offset, apiErr)
+		return Page{}, c.gate.heed(resp.StatusCode, resp.Header, time.Now()), fmt.Errorf("listing page at offset %d: %w", offset, apiErr)
 	}
 	p, err := DecodePage(body)
 	if err != nil {

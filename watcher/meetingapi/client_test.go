@@ -129,6 +129,7 @@ func TestBudgetSpacesRequests(t *testing.T) {
 				budget := rate.NewLimiter(rate.Limit(600.0/60), 1) // 600 requests a minute
 				c := newPipeClient(t, p, func(c *meetingapi.ClientConfig) {
 					c.PageSize = 10
+					c.Overlap = -1 // pages that meet end to end: three for 30 meetings
 					c.Budget = budget
 					if tt.login {
 						c.Tokens = meetingapi.NewAccountLogin(meetingapi.LoginConfig{

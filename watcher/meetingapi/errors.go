@@ -31,12 +31,25 @@ var (
 	// ErrOverBudget means the request budget could not allow the next
 	// request before the poll's deadline.
 	ErrOverBudget error = overBudgetError{}
+	// ErrNoBudget means the request budget has no room for an optional
+	// request (an end lookup) now; the caller goes without it.
+	ErrNoBudget = errors.New("no room in the request budget for a lookup")
 	// ErrLoginFailed means no access token could be had: the API refused
 	// the credentials, answered without a token, or could not be reached.
 	// It never matches ErrUnauthorized, which is about a token the API
 	// refused, so a caller that logs in again on ErrUnauthorized does not
 	// loop on credentials that will never work.
 	ErrLoginFailed = errors.New("login failed")
+	// ErrLoginRefused means the login endpoint refused the credentials (a
+	// 4xx answer other than 429). An error that matches it matches
+	// ErrLoginFailed too. It is not retried: the token source remembers the
+	// refusal and sends no other login until its backoff has passed (see
+	// LoginConfig.Backoff).
+	ErrLoginRefused = errors.New("the api refused the credentials")
+	// ErrThrottled means the API asked for a pause (a 429 or 503 with
+	// Retry-After) that ends after the caller's deadline, so the request
+	// was not sent.
+	ErrThrottled = errors.New("the api asked for a pause that outlasts the deadline")
 )
 
 // overBudgetError is ErrOverBudget's type, so that it can say OverBudget.

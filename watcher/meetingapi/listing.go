@@ -4,21 +4,28 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
+	"slices"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/meetwatch/meetwatch/snapshot"
 )
 
+// DefaultOverlap is how many records each page re-reads of the one before
+// it when nothing else is configured.
+const DefaultOverlap = 20
+
 // List fetches every page and returns the complete snapshot.
 //
 // Offset paging over a live list is not a consistent read: a meeting that
-// ends near the front between two page requests shifts every later record
-// forward. So a listing whose count moved, that repeated a confUUID, or
-// whose distinct records do not number its count is taken again, up to
-// ListAttempts times, before the poll is given up. No snapshot is better
-// than a partial one: a meeting a partial listing missed would look ended.
+// ends ahead of a page between two page requests shifts every later record
+// forward, and a record could slip between two pages unseen, to look ended.
+// So every page starts Overlap+1 records before the previous one ends, and
+// the listing holds only if each page's first record is one the page before
+// it returned: then no record can have slipped between them, whatever ended
+// meanwhile. A listing that fails that check, or whose last page does not
+// reach the end of the list, is taken again, up to ListAttempts times,
+// before the poll is given up. No snapshot is better than a partial one.
 func (c *Client) List(ctx context.Context) (snapshot.Snapshot, error) {
 	return c.listConsistent(ctx, c.cfg.SearchKey)
 }
@@ -28,9 +35,16 @@ func (c *Client) List(ctx context.Context) (snapshot.Snapshot, error) {
 // record and true while the meeting is still ongoing, and false once the
 // API confirms it is gone. A meeting without a conferenceID cannot be
 // looked up; the complete listing is then the only word, and it is gone.
+//
+// A lookup only speeds an end up (the next complete listing settles it
+// anyway), so it is never worth waiting for: when the request budget has
+// no room for it now, Confirm fails at once with ErrNoBudget.
 func (c *Client) Confirm(ctx context.Context, m snapshot.Meeting) (snapshot.Meeting, bool, error) {
 	if m.ConferenceID == "" {
 		return snapshot.Meeting{}, false, nil
+	}
+	if b := c.cfg.Budget; b != nil && b.Tokens() < 1 {
+		return snapshot.Meeting{}, false, fmt.Errorf("confirming the end of %s: %w", m.UUID, ErrNoBudget)
 	}
 	snap, err := c.listConsistent(ctx, m.ConferenceID)
 	if err != nil {
@@ -56,58 +70,133 @@ func (c *Client) listConsistent(ctx context.Context, searchKey string) (snapshot
 }
 
 // listOnce takes one listing: the first page tells the count, the rest are
-// fetched with bounded concurrency.
+// fetched with bounded concurrency, each window starting Overlap records
+// before the previous one ends; pages are then checked to join up.
 func (c *Client) listOnce(ctx context.Context, searchKey string) (snapshot.Snapshot, error) {
 	first, err := c.fetchPage(ctx, searchKey, 0, c.cfg.PageSize)
 	if err != nil {
 		return nil, err
 	}
-	count := first.Count
 	// The server echoes the limit it applied; a gateway that caps pages
 	// below what was asked must not leave gaps between them.
-	step := c.cfg.PageSize
-	if first.Limit > 0 && first.Limit < step {
-		step = first.Limit
+	limit := c.cfg.PageSize
+	if first.Limit > 0 && first.Limit < limit {
+		limit = first.Limit
 	}
-	snap := make(snapshot.Snapshot, min(count, maxPrealloc))
-	var mu sync.Mutex
-	add := func(p Page) error {
-		if p.Count != count {
-			return fmt.Errorf("%w: count moved from %d to %d at offset %d", ErrInconsistent, count, p.Count, p.Offset)
-		}
-		if p.Null && p.Offset < count {
-			return fmt.Errorf("%w: data is null at offset %d of %d", ErrIncomplete, p.Offset, count)
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		for _, m := range p.Records {
-			if _, dup := snap[m.UUID]; dup {
-				return fmt.Errorf("%w: confUUID %s listed twice", ErrInconsistent, m.UUID)
-			}
-			snap[m.UUID] = m
-		}
-		return nil
-	}
-	if err := add(first); err != nil {
-		return nil, err
-	}
+	overlap, stride := windows(limit, c.cfg.Overlap)
 
+	// Page k covers [k*stride, k*stride+limit): it is needed while the
+	// page before it ends short of the count.
+	pages := []Page{first}
+	var offsets []int
+	for off := stride; off-stride+limit < first.Count; off += stride {
+		offsets = append(offsets, off)
+	}
+	rest := make([]Page, len(offsets))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.cfg.Concurrency)
-	for off := step; off < count; off += step {
+	for i, off := range offsets {
 		g.Go(func() error {
-			p, err := c.fetchPage(gctx, searchKey, off, step)
-			if err != nil {
-				return err
-			}
-			return add(p)
+			p, err := c.fetchPage(gctx, searchKey, off, limit)
+			rest[i] = p
+			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	if len(snap) != count {
+	pages = append(pages, rest...)
+
+	// Meetings that started meanwhile lengthen the list: follow it to its
+	// end, one page at a time, within what a count may claim.
+	for last := pages[len(pages)-1]; !reachesEnd(last) && len(last.Records) == limit; last = pages[len(pages)-1] {
+		if len(pages) > maxCount/stride+1 {
+			return nil, fmt.Errorf("%w: the list kept growing past %d pages", ErrInconsistent, len(pages))
+		}
+		p, err := c.fetchPage(ctx, searchKey, last.Offset+stride, limit)
+		if err != nil {
+			return nil, err
+		}
+		pages = append(pages, p)
+	}
+	return joinPages(pages, limit, overlap)
+}
+
+// windows returns the overlap a listing of pages of limit records can keep
+// and the stride between the pages' offsets. Windows share overlap+1
+// records, so that a shift of up to overlap still leaves one record the
+// two pages both hold: it proves nothing lies between them. A page too
+// small to share records has no overlap.
+func windows(limit, overlap int) (kept, stride int) {
+	overlap = min(overlap, limit/2)
+	stride = limit - overlap - 1
+	if overlap <= 0 || stride < 1 {
+		return 0, limit
+	}
+	return overlap, stride
+}
+
+// pagesAfterFirst returns how many pages a listing of count records takes
+// after its first, when the list holds still.
+func pagesAfterFirst(count, limit, overlap int) int {
+	if count <= limit {
+		return 0
+	}
+	_, stride := windows(limit, overlap)
+	return (count - limit + stride - 1) / stride
+}
+
+// reachesEnd reports whether p's records run to the end of the list as the
+// API counted it when it served p.
+func reachesEnd(p Page) bool { return p.Offset+len(p.Records) >= p.Count }
+
+// joinPages checks that consecutive pages join up and returns their union.
+//
+// With an overlap, each page's first record must be one the page before
+// returned (or, for an empty page, the page before must have reached the
+// end of the list), and the last page must reach the end. Without one,
+// nothing shows how pages meet, so the count must not move and the
+// distinct records must number it, as a list that did not change would.
+// Either way a page shorter than asked that does not reach the end is
+// broken, and a confUUID twice on one page is not a list.
+func joinPages(pages []Page, limit, overlap int) (snapshot.Snapshot, error) {
+	count := pages[0].Count
+	snap := make(snapshot.Snapshot, min(count, maxPrealloc))
+	for i, p := range pages {
+		seen := make(map[string]bool, len(p.Records))
+		for _, m := range p.Records {
+			_, before := snap[m.UUID]
+			if seen[m.UUID] || (overlap == 0 && before) {
+				return nil, fmt.Errorf("%w: confUUID %s listed twice", ErrInconsistent, m.UUID)
+			}
+			seen[m.UUID] = true
+			snap[m.UUID] = m
+		}
+		switch {
+		case p.Null && p.Offset < p.Count:
+			return nil, fmt.Errorf("%w: data is null at offset %d of %d", ErrIncomplete, p.Offset, p.Count)
+		case len(p.Records) < limit && !reachesEnd(p):
+			return nil, fmt.Errorf("%w: %d records at offset %d, count is %d", ErrIncomplete, len(p.Records), p.Offset, p.Count)
+		case overlap == 0 && p.Count != count:
+			return nil, fmt.Errorf("%w: count moved from %d to %d at offset %d", ErrInconsistent, count, p.Count, p.Offset)
+		}
+		if i == 0 || overlap == 0 {
+			continue
+		}
+		prev := pages[i-1]
+		switch {
+		case len(p.Records) == 0 && !reachesEnd(prev):
+			return nil, fmt.Errorf("%w: the list shrank below offset %d before the page ahead of it reached its end", ErrInconsistent, p.Offset)
+		case len(p.Records) > 0 && !slices.ContainsFunc(prev.Records, func(m snapshot.Meeting) bool { return m.UUID == p.Records[0].UUID }):
+			return nil, fmt.Errorf("%w: the pages at offsets %d and %d do not overlap: the list shifted by more than %d records between them",
+				ErrInconsistent, prev.Offset, p.Offset, overlap)
+		}
+	}
+	if overlap == 0 && len(snap) != count {
 		return nil, fmt.Errorf("%w: %d distinct meetings listed, count is %d", ErrIncomplete, len(snap), count)
+	}
+	if last := pages[len(pages)-1]; !reachesEnd(last) {
+		return nil, fmt.Errorf("%w: %d records at offset %d, count is %d", ErrIncomplete, len(last.Records), last.Offset, last.Count)
 	}
 	return snap, nil
 }

@@ -1,0 +1,104 @@
+package watcher_test
+
+import (
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
+)
+
+// failLookups answers every end lookup with a 503 while on is set, as an
+// API whose budget has no room for lookups would leave them unanswered.
+func failLookups(on *atomic.Bool) func(*http.Request) *apisim.Fault {
+	return func(req *http.Request) *apisim.Fault {
+		if isConfirmation(req) && on.Load() {
+			return &apisim.Fault{Status: http.StatusServiceUnavailable}
+		}
+		return nil
+	}
+}
+
+// An end that no lookup confirms waits for exactly one more listing, and
+// keeps the time its meeting was last seen, across a restart in between.
+func TestEndWithoutLookupComesWithTheNextListing(t *testing.T) {
+	r := newRigPaged(t, 10)
+	ids := r.api.Sim.AddN(12)
+	first, err := r.newWatcher(t, nil).Poll(t.Context())
+	require.NoError(t, err)
+
+	var noLookups atomic.Bool
+	noLookups.Store(true)
+	r.api.Sim.SetHook(failLookups(&noLookups))
+	require.True(t, r.api.Sim.End(ids[3]))
+	missed, err := r.newWatcher(t, nil).Poll(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 1, missed.Unconfirmed, "missing for the first time, not looked up")
+	assert.Zero(t, missed.Ended)
+	assert.Equal(t, 12, missed.Meetings, "kept in the snapshot until the next listing")
+	assert.Len(t, r.published(t), 12)
+	st, err := r.store(t).Load(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, map[string]time.Time{ids[3]: first.ObservedAt}, st.Missing, "stored with when it was last seen")
+
+	// A new watcher, as after a restart, on the same state: the next
+	// listing lacks the meeting too, and that settles it, without a lookup.
+	lookups := r.api.Sim.Requests()
+	ended, err := r.newWatcher(t, nil).Poll(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 1, ended.Ended)
+	assert.Zero(t, ended.Unconfirmed)
+	assert.Equal(t, lookups+2, r.api.Sim.Requests(), "two pages and no lookup")
+	evs := r.published(t)
+	require.Len(t, evs, 13)
+	e := evs[12]
+	assert.Equal(t, snapshot.Ended, e.Kind())
+	assert.Equal(t, ids[3], e.Subject)
+	require.NotNil(t, e.Data.LastSeen)
+	assert.Equal(t, first.ObservedAt, *e.Data.LastSeen, "last seen by the listing before the one that first missed it")
+
+	st, err = r.store(t).Load(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, st.Missing)
+	assert.NotContains(t, st.Snapshot, ids[3])
+	kv, err := r.js.KeyValue(t.Context(), testBucket)
+	require.NoError(t, err)
+	_, err = kv.Get(t.Context(), "e."+ids[3])
+	assert.ErrorIs(t, err, jetstream.ErrKeyNotFound, "the missing record goes with the end")
+}
+
+// A meeting that one listing lacked and the next holds again never ended:
+// no event, and no trace of it having been missing.
+func TestMeetingListedAgainIsNotEnded(t *testing.T) {
+	r := newRigPaged(t, 10)
+	ids := r.api.Sim.AddN(12)
+	w := r.newWatcher(t, nil)
+	_, err := w.Poll(t.Context())
+	require.NoError(t, err)
+
+	var noLookups atomic.Bool
+	noLookups.Store(true)
+	r.api.Sim.SetHook(failLookups(&noLookups))
+	rec, ok := r.api.Sim.Get(ids[5])
+	require.True(t, ok)
+	require.True(t, r.api.Sim.End(ids[5]))
+	res, err := w.Poll(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Unconfirmed)
+
+	r.api.Sim.Add(rec) // back, as the same instance
+	res, err = w.Poll(t.Context())
+	require.NoError(t, err)
+	assert.Zero(t, res.Ended+res.Started+res.Changed, "nothing happened to it")
+	assert.Len(t, r.published(t), 12)
+	st, err := r.store(t).Load(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, st.Missing)
+	assert.Contains(t, st.Snapshot, ids[5])
+}

@@ -1,0 +1,126 @@
+package meetingapi_test
+
+import (
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/time/rate"
+
+	"github.com/meetwatch/meetwatch/snapshot/redact"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
+)
+
+// TestOverlappingPages changes the list while it is read, right before the
+// page at offset 28 (pages of 20 sharing 6 records: offsets 0, 14, 28, 42,
+// ...; the hook runs at the third), and checks what the listing makes of
+// it. A listing that holds must contain every meeting that was ongoing
+// throughout; one that cannot prove it must fail.
+func TestOverlappingPages(t *testing.T) {
+	const meetings, pageSize, overlap = 100, 20, 5
+	tests := []struct {
+		name     string
+		change   func(sim *apisim.Sim, ids []string) // ids in list order
+		wantErr  error
+		wantMore int // meetings started meanwhile that the listing holds
+	}{
+		{name: "nothing moves"},
+		{
+			name: "a shift as large as the overlap",
+			change: func(sim *apisim.Sim, ids []string) {
+				for _, id := range ids[:overlap] {
+					sim.End(id)
+				}
+			},
+		},
+		{
+			name: "a shift larger than the overlap",
+			change: func(sim *apisim.Sim, ids []string) {
+				for _, id := range ids[:overlap+1] {
+					sim.End(id)
+				}
+			},
+			wantErr: meetingapi.ErrInconsistent,
+		},
+		{
+			name: "the list grows past the planned pages",
+			change: func(sim *apisim.Sim, _ []string) {
+				for range 3 * pageSize {
+					rec := sim.NewRecord()
+					rec["startTime"] = "2099-01-01 00:00" // sorts last
+					sim.Add(rec)
+				}
+			},
+			wantMore: 3 * pageSize,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := apisim.NewServer(apisim.Options{Token: "tok"})
+			t.Cleanup(srv.Close)
+			srv.Sim.AddN(meetings)
+			before := srv.Sim.UUIDs()
+			var once sync.Once
+			srv.Sim.SetHook(func(r *http.Request) *apisim.Fault {
+				if tt.change != nil && r.URL.Query().Get("offset") == "28" {
+					once.Do(func() { tt.change(srv.Sim, before) })
+				}
+				return nil
+			})
+			c, err := meetingapi.NewClient(meetingapi.ClientConfig{
+				BaseURL: srv.URL, Tokens: meetingapi.StaticToken(redact.NewSecret("tok")),
+				PageSize: pageSize, Overlap: overlap, Concurrency: 1, ListAttempts: 1,
+			})
+			require.NoError(t, err)
+
+			snap, err := c.List(t.Context())
+			if tt.wantErr != nil {
+				require.ErrorIs(t, err, tt.wantErr)
+				assert.ErrorContains(t, err, "more than 5 records")
+				return
+			}
+			require.NoError(t, err)
+			after := srv.Sim.UUIDs()
+			for _, id := range before {
+				if slices.Contains(after, id) {
+					assert.Contains(t, snap, id, "a meeting ongoing throughout is listed")
+				}
+			}
+			for _, id := range after {
+				if !slices.Contains(before, id) {
+					assert.Contains(t, snap, id, "a meeting that started meanwhile, at the end of the list")
+				}
+			}
+			assert.Len(t, snap, meetings+tt.wantMore, "meetings that ended meanwhile were read before they did")
+		})
+	}
+}
+
+// A lookup only speeds an end up, so it never waits for the budget: with
+// no room, Confirm fails at once and sends nothing.
+func TestLookupNeverWaitsForTheBudget(t *testing.T) {
+	srv := apisim.NewServer(apisim.Options{Token: "tok"})
+	t.Cleanup(srv.Close)
+	ids := srv.Sim.AddN(1)
+	m, ok := srv.Sim.Get(ids[0])
+	require.True(t, ok)
+	budget := rate.NewLimiter(rate.Every(time.Hour), 1)
+	c, err := meetingapi.NewClient(meetingapi.ClientConfig{
+		BaseURL: srv.URL, Tokens: meetingapi.StaticToken(redact.NewSecret("tok")), Budget: budget,
+	})
+	require.NoError(t, err)
+	snap, err := c.List(t.Context()) // spends the one request the budget holds
+	require.NoError(t, err)
+	require.Len(t, snap, 1)
+
+	requests := srv.Sim.Requests()
+	_, _, err = c.Confirm(t.Context(), snap[m["confUUID"].(string)])
+	require.ErrorIs(t, err, meetingapi.ErrNoBudget)
+	assert.Equal(t, requests, srv.Sim.Requests(), "no request sent")
+}
