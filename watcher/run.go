@@ -45,9 +45,6 @@ const (
 	// hammer an API that refuses them, short enough to notice a fix. It is
 	// exported so that a refused login can back off the same way.
 	MaxBackoff = 5 * time.Minute
-	// apiCeiling is the deadline Run lets Poll give the API part of a poll:
-	// a backstop only, since apiClock keeps the real one.
-	apiCeiling = 24 * time.Hour
 )
 
 // Lead runs a fresh Watcher for every term lease grants this replica, until
@@ -81,15 +78,9 @@ func Lead(ctx context.Context, lease Lease, cfg Config) error {
 //     at each poll's start, each time the poll's deadline moves, and at
 //     the start of each wait.
 func (w *Watcher) Run(ctx context.Context) error {
-	lister := w.cfg.Lister
-	clock := &apiClock{Lister: lister, floor: w.cfg.PollTimeout, beat: w.beat}
-	clock.sizer, _ = lister.(sizer)
-	// Poll reads both: for as long as Run runs, its calls to the Lister go
-	// through the clock, and its own deadline is only a backstop.
-	w.cfg.Lister, w.apiTimeout = clock, apiCeiling
-	defer func() { w.cfg.Lister, w.apiTimeout = lister, w.cfg.PollTimeout }()
-	budget, _ := lister.(budgeted)
-	pace, _ := lister.(paced)
+	clock := w.api
+	budget, _ := w.cfg.Lister.(budgeted)
+	pace, _ := w.cfg.Lister.(paced)
 
 	failures := 0
 	retry := backoff.Backoff{Base: w.cfg.Interval, Max: MaxBackoff}
@@ -163,9 +154,8 @@ func (w *Watcher) beat(until time.Time) {
 	}
 }
 
-// apiClock times the API part of Run's polls, the listing and the end
-// lookups, in place of Poll's own deadline, which Run makes a backstop
-// (apiCeiling). Run puts it between the Watcher and its Lister.
+// apiClock times the API part of every poll, the listing and the end
+// lookups: Poll reaches its Lister through it.
 //
 // A listing gets floor from its start: PollTimeout, or more while listings
 // run out of time. When the Lister sizes its listings (sizer), the deadline
@@ -180,7 +170,7 @@ type apiClock struct {
 	Lister
 	sizer sizer // nil: the floor is the deadline
 	beat  func(until time.Time)
-	floor time.Duration // set by Run between polls
+	floor time.Duration // PollTimeout, or more while listings run out of time (Run)
 
 	mu       sync.Mutex
 	lookupBy time.Time // end lookups of the poll in flight end by then

@@ -85,11 +85,13 @@ type Config struct {
 	MaxRecordBytes int
 	// Interval is the time between the starts of two polls.
 	Interval time.Duration
-	// PollTimeout bounds the API part of a poll, the listing and the end
-	// confirmations; 0 means 90% of Interval, so that a hung API gives way
-	// to the next poll. Publishing and committing are not cut short by it:
-	// they have their own acknowledgement timeouts, and a first snapshot of
-	// many meetings must be able to finish.
+	// PollTimeout is the floor of the API part of a poll's deadline, the
+	// listing and the end lookups; 0 means 90% of Interval, so that a hung
+	// API gives way to the next poll. A Lister that sizes its listings
+	// moves the deadline out to what the budget needs (see apiClock).
+	// Publishing and committing are not cut short by it: they have their
+	// own acknowledgement timeouts, and a first snapshot of many meetings
+	// must be able to finish.
 	PollTimeout time.Duration
 	// ConfirmConcurrency bounds the end lookups in flight; 0 means 4.
 	ConfirmConcurrency int
@@ -106,11 +108,11 @@ type Watcher struct {
 	cfg    Config
 	logger *slog.Logger
 
+	// api is the Lister behind the deadlines of a poll's API part.
+	api    *apiClock
 	loaded bool
 	state  State
 	polls  int
-	// apiTimeout is PollTimeout, or longer while the request budget needs it.
-	apiTimeout time.Duration
 }
 
 // New returns a Watcher.
@@ -127,7 +129,10 @@ func New(cfg Config) *Watcher {
 	if cfg.ConfirmConcurrency <= 0 {
 		cfg.ConfirmConcurrency = 4
 	}
-	return &Watcher{cfg: cfg, logger: cfg.Logger.With("component", "watcher"), apiTimeout: cfg.PollTimeout}
+	w := &Watcher{cfg: cfg, logger: cfg.Logger.With("component", "watcher")}
+	w.api = &apiClock{Lister: cfg.Lister, floor: cfg.PollTimeout, beat: w.beat}
+	w.api.sizer, _ = cfg.Lister.(sizer)
+	return w
 }
 
 // PollResult says what one successful poll did.
@@ -165,14 +170,9 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 		w.state, w.loaded = st, true
 	}
 
-	apiCtx, cancel := context.WithTimeoutCause(ctx, w.apiTimeout, errPollTimeout)
-	defer cancel()
 	observedAt := w.cfg.Now()
-	next, err := w.cfg.Lister.List(apiCtx)
+	next, err := w.api.List(ctx)
 	if err != nil {
-		if context.Cause(apiCtx) == errPollTimeout {
-			err = fmt.Errorf("%w (%s): %w", errPollTimeout, w.apiTimeout, err)
-		}
 		return PollResult{}, fmt.Errorf("listing meetings: %w", err)
 	}
 	listed := w.cfg.Now()
@@ -182,11 +182,10 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 
 	changes := snapshot.Diff(w.state.Snapshot, next)
 	res.ObservedAt, res.Listing = observedAt, listed.Sub(observedAt)
-	missed, settled, put := w.settleEnds(apiCtx, changes, next, &res)
+	missed, settled, put := w.settleEnds(ctx, changes, next, &res)
 	if put > 0 {
 		changes = snapshot.Diff(w.state.Snapshot, next)
 	}
-	cancel()
 	res.Meetings = len(next)
 	evs := make([]events.Event, 0, len(changes))
 	for _, c := range changes {
@@ -369,9 +368,8 @@ func (w *Watcher) fit(m snapshot.Meeting) (snapshot.Meeting, error) {
 //     returned in missed, with when it was last seen.
 //
 // Missing meetings that are listed again, or end now, are returned in
-// settled. put counts the meetings put back into next. Lookups get two
-// thirds of the poll's remaining time, so that a mass of them still leaves
-// time to publish.
+// settled. put counts the meetings put back into next. Lookups get the
+// deadline the listing left them (see apiClock).
 func (w *Watcher) settleEnds(ctx context.Context, changes []snapshot.Change, next snapshot.Snapshot, res *PollResult) (missed map[string]time.Time, settled []string, put int) {
 	for key := range w.state.Missing {
 		settled = append(settled, key) // ended now, or listed again
@@ -386,12 +384,6 @@ func (w *Watcher) settleEnds(ctx context.Context, changes []snapshot.Change, nex
 	if len(fresh) == 0 {
 		return nil, settled, 0
 	}
-	cctx := ctx
-	if dl, ok := ctx.Deadline(); ok {
-		var cancel context.CancelFunc
-		cctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)*2/3))
-		defer cancel()
-	}
 	var (
 		mu      sync.Mutex
 		lastErr error
@@ -401,7 +393,7 @@ func (w *Watcher) settleEnds(ctx context.Context, changes []snapshot.Change, nex
 	g.SetLimit(w.cfg.ConfirmConcurrency)
 	for _, c := range fresh {
 		g.Go(func() error {
-			cur, ongoing, err := w.cfg.Lister.Confirm(cctx, c.Old)
+			cur, ongoing, err := w.api.Confirm(ctx, c.Old)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
