@@ -188,41 +188,35 @@ func writeSpecKey(b *strings.Builder, key string) {
 // Contains reports whether the field at path (as FieldChange spells it) is
 // in the set: named by one of its paths, or inside a field that is.
 func (s FieldSet) Contains(path string) bool {
-	if s.root == nil {
-		return false
-	}
-	n := s.root
-	for rest, more := path, true; more; {
-		var k string
-		k, rest, more = nextKey(rest)
-		if n = n.next[k]; n == nil {
-			return false
-		}
-		if n.end {
-			return true
-		}
-	}
-	return false
+	in, _ := s.walk(path)
+	return in
 }
 
 // Overlaps reports whether the field at path is in the set (see Contains)
 // or holds a field that is: whether the two share any value.
 func (s FieldSet) Overlaps(path string) bool {
+	_, shared := s.walk(path)
+	return shared
+}
+
+// walk follows path down the set. in: the path, or a field it lies in, is
+// in the set. shared: that, or the path leads on to a field of the set.
+func (s FieldSet) walk(path string) (in, shared bool) {
 	if s.root == nil {
-		return false
+		return false, false
 	}
 	n := s.root
 	for rest, more := path, true; more; {
 		var k string
 		k, rest, more = nextKey(rest)
 		if n = n.next[k]; n == nil {
-			return false
+			return false, false
 		}
 		if n.end {
-			return true
+			return true, true
 		}
 	}
-	return true // a node on the way to a path of the set: it holds one
+	return false, true // a node on the way to a path of the set: it holds one
 }
 
 // Covers reports whether c is a change confined to the set: a Changed
