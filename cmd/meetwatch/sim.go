@@ -186,8 +186,7 @@ func (c *simControl) handler() http.Handler {
 }
 
 // churn ends `ends` random meetings, changes `changes` others (one field
-// each: the attendee count, the mute flag or the mute setting) and starts
-// `starts` new ones.
+// each, as the simulator's own churn does) and starts `starts` new ones.
 func (c *simControl) churn(starts, changes, ends int) map[string]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -203,33 +202,13 @@ func (c *simControl) churn(starts, changes, ends int) map[string]int {
 			ended++
 		}
 	}
-	for i, id := range ids[min(ends, pick):pick] {
-		if c.sim.Update(id, func(rec apisim.Record) { changeField(rec, i) }) {
+	for _, id := range ids[min(ends, pick):pick] {
+		if c.sim.Change(c.rng, id) {
 			changed++
 		}
 	}
 	started := len(c.sim.AddN(starts))
 	return map[string]int{"started": started, "changed": changed, "ended": ended, "meetings": c.sim.Len()}
-}
-
-// changeField changes one field of rec, chosen by i.
-func changeField(rec apisim.Record, i int) {
-	switch i % 3 {
-	case 0:
-		n, _ := rec["onlineAttendeeAmount"].(int)
-		rec["onlineAttendeeAmount"] = n + 1
-	case 1:
-		n, _ := rec["isAutoMute"].(int)
-		rec["isAutoMute"] = 1 - n
-	default:
-		cfg, ok := rec["confConfigInfo"].(map[string]any)
-		if !ok {
-			cfg = map[string]any{}
-			rec["confConfigInfo"] = cfg
-		}
-		on, _ := cfg["isAutoMute"].(bool)
-		cfg["isAutoMute"] = !on
-	}
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

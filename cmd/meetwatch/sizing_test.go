@@ -70,7 +70,7 @@ func TestSizing(t *testing.T) {
 	for _, s := range strings.Split(spec, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		require.NoError(t, err, "MEETWATCH_SIZING=%q: want numbers of meetings, comma-separated", spec)
-		require.Positive(t, n, "MEETWATCH_SIZING=%q", spec)
+		require.GreaterOrEqual(t, n, 400, "MEETWATCH_SIZING=%q: at least 400 meetings, so that 1%% churn starts and ends some", spec)
 		sizes = append(sizes, n)
 	}
 	natsServer := buildNATSServer(t)
@@ -98,8 +98,11 @@ type sizingRun struct {
 	listingBytes  int64 // one complete listing: the sum of its page bodies
 	listingPages  int
 	bare          []time.Duration // the bare listing, each run
-	floorPublish  time.Duration   // async publish of the first poll's events, client side
-	floorWindow   time.Duration   // first to last stored message of it, server side
+	simPerListing time.Duration   // the simulator's CPU time per bare listing
+	lookups       int             // of the last churn poll, asked again bare
+	bareLookups   time.Duration
+	floorPublish  time.Duration // async publish of the first poll's events, client side
+	floorWindow   time.Duration // first to last stored message of it, server side
 	floorMsgBytes int64
 
 	first       pollFigures
@@ -136,7 +139,7 @@ type pollFigures struct {
 	meetings, started, changed, ended int
 	listing, total                    time.Duration
 	pages, confirms                   int
-	publishWindow                     time.Duration // first to last event stored
+	steps                             []step
 }
 
 // step is a part of a poll and how long it took.
@@ -183,7 +186,7 @@ no_auth_user: meetwatch
 	for off := 0; off < n; off += 500 {
 		warm = append(warm, simListing{Offset: strconv.Itoa(off), Limit: "500"})
 	}
-	warmBytes, _ := bareListing(t, apiURL, warm)
+	warmBytes, _ := bareFetch(t, apiURL, warm, true)
 	res.recordAvg = float64(warmBytes) / float64(n)
 	ctl.listings(t)
 
@@ -238,6 +241,7 @@ no_auth_user: meetwatch
 	// its next tick.
 	log.nextCommit(t, pollWait)
 	starts, changes, ends := n/400, n/200, n/400
+	var lookups []simListing
 	for range sizingChurnPolls {
 		lastSeq := streamLastSeq(t, events)
 		ctl.listings(t)
@@ -250,8 +254,19 @@ no_auth_user: meetwatch
 			"the poll after the churn publishes exactly what changed")
 		reqs := ctl.listings(t)
 		p.pages, p.confirms = countListings(reqs)
-		if seq := streamLastSeq(t, events); seq > lastSeq {
-			p.publishWindow = msgTime(t, events, seq).Sub(msgTime(t, events, lastSeq+1))
+		lookups = slices.DeleteFunc(reqs, func(l simListing) bool { return l.SearchKey == "" })
+		prepared, err := kvStream.GetLastMsgForSubject(t.Context(), "$KV."+sizingBucket+".prepared")
+		require.NoError(t, err)
+		seq := streamLastSeq(t, events)
+		require.Greater(t, seq, lastSeq)
+		firstMsg, lastMsg := msgTime(t, events, lastSeq+1), msgTime(t, events, seq)
+		start := p.at.Add(-p.total)
+		p.steps = []step{
+			{"listing", p.listing},
+			{"confirm ends, seal, diff, build", prepared.Time.Sub(start.Add(p.listing))},
+			{"prepare", firstMsg.Sub(prepared.Time)},
+			{"publish", lastMsg.Sub(firstMsg)},
+			{"commit", p.at.Sub(lastMsg)},
 		}
 		res.churn = append(res.churn, p)
 	}
@@ -270,10 +285,14 @@ no_auth_user: meetwatch
 	mw.stop(t)
 
 	// The floors, with meetwatch stopped.
+	simCPU := procCPU(t, simProc.pid())
 	for range sizingBareRuns {
-		b, d := bareListing(t, apiURL, pages)
+		b, d := bareFetch(t, apiURL, pages, true)
 		res.listingBytes, res.bare = b, append(res.bare, d)
 	}
+	res.simPerListing = (procCPU(t, simProc.pid()) - simCPU) / sizingBareRuns
+	res.lookups = len(lookups)
+	_, res.bareLookups = bareFetch(t, apiURL, lookups, false)
 	res.floorPublish, res.floorWindow, res.floorMsgBytes = publishFloor(t, js, natsURL, n)
 
 	// The state bucket.
@@ -344,13 +363,20 @@ func (r sizingRun) report(t *testing.T) {
 	row("record as served, average", fmt.Sprintf("%.0f B", r.recordAvg))
 	row("one listing: pages, body bytes", fmt.Sprintf("%d pages, %s", r.listingPages, mb(float64(r.listingBytes))))
 	row("bare listing, each run", strings.Join(bareAll, " / "), "", "", "median is the floor")
+	row("  the simulator's CPU per listing", ms(r.simPerListing))
+	row(fmt.Sprintf("bare lookups of the last churn poll (%d, %d at a time)", r.lookups, sizingConcurrency), ms(r.bareLookups))
 	row("steady poll, 1% churn, total_ms (median)", ms(churnTotal), ms(bare), ratio(float64(churnTotal), float64(bare)), "≤ 1.3×")
 	row("  its listing_ms (median)", ms(churnListing), ms(bare), ratio(float64(churnListing), float64(bare)))
 	for i, p := range r.churn {
-		row(fmt.Sprintf("  churn poll %d", i+1), fmt.Sprintf("total %s, listing %s, %d pages + %d confirmations, %d+%d+%d events stored in %s",
-			ms(p.total), ms(p.listing), p.pages, p.confirms, p.started, p.changed, p.ended, ms(p.publishWindow)))
+		steps := make([]string, len(p.steps))
+		for i, s := range p.steps {
+			steps[i] = s.what + " " + ms(s.took)
+		}
+		row(fmt.Sprintf("  churn poll %d", i+1), fmt.Sprintf("total %s: %s; %d pages + %d lookups, %d+%d+%d events",
+			ms(p.total), strings.Join(steps, ", "), p.pages, p.confirms, p.started, p.changed, p.ended))
 	}
 	row("no-change poll, total_ms", ms(r.idle.total), ms(bare), ratio(float64(r.idle.total), float64(bare)))
+	row("  its listing_ms", ms(r.idle.listing), ms(bare), ratio(float64(r.idle.listing), float64(bare)))
 	row("first poll, total_ms", ms(r.first.total), ms(bare+publishFloor), ratio(float64(r.first.total), float64(bare+publishFloor)), "≤ 1.5× (listing + publish)")
 	for _, s := range r.firstSteps {
 		row("  "+s.what, ms(s.took))
@@ -358,10 +384,10 @@ func (r sizingRun) report(t *testing.T) {
 	row("publish rate, events/s (server-side window)", fmt.Sprintf("%.0f", mwRate), fmt.Sprintf("%.0f", floorRate), ratio(mwRate, floorRate), "≥ 0.9×")
 	row("  async publish floor, client side", fmt.Sprintf("%s, %.0f events/s, %s of events", ms(publishFloor), floorClientRate, mb(float64(r.floorMsgBytes))))
 	row("peak RSS (VmHWM), first process", mb(float64(r.hwm1)*1024), mb(float64(r.listingBytes)), ratio(float64(r.hwm1)*1024, float64(r.listingBytes)), "≤ 3×")
-	row("  Go heap at GC start / goal, peak (gctrace)", fmt.Sprintf("%d MB / %d MB", r.gc1.heap, r.gc1.goal))
+	row("  Go heap, peak at a GC's start / live after it (gctrace)", fmt.Sprintf("%d MB / %d MB", r.gc1.heap, r.gc1.live))
 	row("  RSS after the last poll; CPU of the process", fmt.Sprintf("%s; %.1f s", mb(float64(r.rss1)*1024), r.cpu1.Seconds()))
 	row("peak RSS (VmHWM), restarted process", mb(float64(r.hwm2)*1024), mb(float64(r.listingBytes)), ratio(float64(r.hwm2)*1024, float64(r.listingBytes)), "≤ 3×")
-	row("  Go heap at GC start / goal, peak (gctrace)", fmt.Sprintf("%d MB / %d MB", r.gc2.heap, r.gc2.goal))
+	row("  Go heap, peak at a GC's start / live after it (gctrace)", fmt.Sprintf("%d MB / %d MB", r.gc2.heap, r.gc2.live))
 	row("restart to first commit", ms(r.restart), ms(bare+3*time.Second), ratio(float64(r.restart), float64(bare+3*time.Second)), "≤ 1× (listing + 3 s)")
 	for _, s := range r.restartSteps {
 		row("  "+s.what, ms(s.took))
@@ -408,10 +434,14 @@ func countListings(reqs []simListing) (pages, confirms int) {
 	return pages, confirms
 }
 
-// bareListing fetches pages as meetwatch does (the first alone, then the
-// rest sizingConcurrency at a time), reads every body and decodes nothing.
-func bareListing(tb testing.TB, apiURL string, pages []simListing) (bytes int64, took time.Duration) {
+// bareFetch asks for pages as meetwatch does, sizingConcurrency at a
+// time, the first alone when firstAlone (a listing learns the count from
+// it), reads every body and decodes nothing.
+func bareFetch(tb testing.TB, apiURL string, pages []simListing, firstAlone bool) (bytes int64, took time.Duration) {
 	tb.Helper()
+	if len(pages) == 0 {
+		return 0, 0
+	}
 	hc := &http.Client{
 		Timeout:   time.Minute,
 		Transport: &http.Transport{MaxIdleConnsPerHost: sizingConcurrency, MaxConnsPerHost: sizingConcurrency},
@@ -420,6 +450,9 @@ func bareListing(tb testing.TB, apiURL string, pages []simListing) (bytes int64,
 	var mu sync.Mutex
 	fetch := func(p simListing) error {
 		q := url.Values{"offset": {p.Offset}, "limit": {p.Limit}, "queryAll": {"true"}}
+		if p.SearchKey != "" {
+			q.Set("searchKey", p.SearchKey)
+		}
 		req, err := http.NewRequestWithContext(tb.Context(), http.MethodGet, apiURL+"/v1/mmc/management/conferences/online?"+q.Encode(), nil)
 		if err != nil {
 			return err
@@ -443,10 +476,13 @@ func bareListing(tb testing.TB, apiURL string, pages []simListing) (bytes int64,
 		return nil
 	}
 	start := time.Now()
-	require.NoError(tb, fetch(pages[0]))
+	if firstAlone {
+		require.NoError(tb, fetch(pages[0]))
+		pages = pages[1:]
+	}
 	g := new(errgroup.Group)
 	g.SetLimit(sizingConcurrency)
-	for _, p := range pages[1:] {
+	for _, p := range pages {
 		g.Go(func() error { return fetch(p) })
 	}
 	require.NoError(tb, g.Wait())
@@ -654,10 +690,11 @@ type logEntry struct {
 	raw      map[string]any
 }
 
-// gcPeak is the largest heap a GC started at, and the largest goal, in MB.
-type gcPeak struct{ heap, goal int }
+// gcPeak is the largest heap a GC started at, and the largest heap left
+// live after a GC, in MB.
+type gcPeak struct{ heap, live int }
 
-var gcLine = regexp.MustCompile(`^gc \d+ @.* (\d+)->\d+->\d+ MB, (\d+) MB goal`)
+var gcLine = regexp.MustCompile(`^gc \d+ @.* (\d+)->\d+->(\d+) MB, \d+ MB goal`)
 
 func (l *mwLog) read(tb testing.TB) {
 	tb.Helper()
@@ -665,8 +702,8 @@ func (l *mwLog) read(tb testing.TB) {
 	for _, line := range lines[l.lines:] {
 		if m := gcLine.FindStringSubmatch(line); m != nil {
 			h, _ := strconv.Atoi(m[1])
-			g, _ := strconv.Atoi(m[2])
-			l.gcPeak.heap, l.gcPeak.goal = max(l.gcPeak.heap, h), max(l.gcPeak.goal, g)
+			live, _ := strconv.Atoi(m[2])
+			l.gcPeak.heap, l.gcPeak.live = max(l.gcPeak.heap, h), max(l.gcPeak.live, live)
 			continue
 		}
 		var raw map[string]any

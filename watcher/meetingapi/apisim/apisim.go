@@ -329,11 +329,32 @@ func (s *Sim) Step(rng *rand.Rand) (kind, confUUID string) {
 		return "ended", e.uuid
 	default:
 		e := s.list[rng.IntN(len(s.list))]
-		rec := copyRecord(e.rec)
-		s.gen.change(rng, rec)
-		s.replaceLocked(e, rec)
+		s.changeLocked(rng, e)
 		return "changed", e.uuid
 	}
+}
+
+// Change changes one field of an ongoing meeting at random, as Step does,
+// and reports whether the meeting was there to change. A nil rng uses the
+// simulator's own.
+func (s *Sim) Change(rng *rand.Rand, confUUID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.byUUID[confUUID]
+	if !ok {
+		return false
+	}
+	if rng == nil {
+		rng = s.gen.rng
+	}
+	s.changeLocked(rng, e)
+	return true
+}
+
+func (s *Sim) changeLocked(rng *rand.Rand, e *entry) {
+	rec := copyRecord(e.rec)
+	s.gen.change(rng, rec)
+	s.replaceLocked(e, rec)
 }
 
 // SetHook installs h, called for every request to Path, AppAuthPath or
