@@ -205,6 +205,10 @@ no_auth_user: meetwatch
 		"MEETWATCH_LOG_LEVEL":     "debug",
 		"GODEBUG":                 "gctrace=1", // one stderr line per GC: the heap beside the RSS
 	}
+	if v := os.Getenv("GOMEMLIMIT"); v != "" {
+		env["GOMEMLIMIT"] = v // measure as deployed: deploy/ sets one
+		t.Logf("meetwatch runs with GOMEMLIMIT=%s", v)
+	}
 	firstWait := 3*time.Minute + time.Duration(n)*3*time.Millisecond
 	pollWait := interval + 2*time.Minute
 
