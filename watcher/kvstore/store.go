@@ -13,8 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/snapshot"
@@ -28,7 +28,11 @@ import (
 // holding the record as the API sent it, and "meta" holding when the
 // snapshot was observed. A commit writes only what changed.
 type Store struct {
-	kv        jetstream.KeyValue
+	kv jetstream.KeyValue
+	js jetstream.JetStream
+	// subjects is the prefix of the bucket's subjects, "$KV.<bucket>.":
+	// the bulk writes of a poll are publishes to them.
+	subjects  string
 	markerTTL time.Duration
 
 	// metaRev is the revision of the meta key this replica last read or
@@ -60,8 +64,6 @@ const (
 	// Without a limit, every meeting that ever ended would leave a marker
 	// behind for good, and every start-up would read them all.
 	tombstoneTTL = time.Hour
-	// storeWriters bounds the key writes in flight during a commit.
-	storeWriters = 64
 )
 
 // Open creates or updates the state bucket.
@@ -82,7 +84,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("reading state bucket %s: %w", cfg.Bucket, err)
 	}
-	s := &Store{kv: kv}
+	s := &Store{kv: kv, js: js, subjects: "$KV." + cfg.Bucket + "."}
 	if st.LimitMarkerTTL() > 0 { // a bucket made without it cannot expire markers
 		s.markerTTL = tombstoneTTL
 	}
@@ -236,20 +238,16 @@ func (s *Store) Prepare(ctx context.Context, changes []snapshot.Change, observed
 	if _, err := s.kv.Put(ctx, preparedKey, at); err != nil {
 		return fmt.Errorf("recording prepared time: %w", err)
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(storeWriters)
+	var writes []write
 	for _, c := range changes {
-		if c.Kind != snapshot.Started {
-			continue
+		if c.Kind == snapshot.Started {
+			writes = append(writes, write{key: pendingPrefix + events.Token(c.Key), value: c.New.Raw()})
 		}
-		g.Go(func() error {
-			if _, err := s.kv.Put(gctx, pendingPrefix+events.Token(c.Key), c.New.Raw()); err != nil {
-				return fmt.Errorf("recording pending start of %s: %w", c.Key, err)
-			}
-			return nil
-		})
 	}
-	return g.Wait()
+	if err := s.writeAll(ctx, writes); err != nil {
+		return fmt.Errorf("recording pending starts: %w", err)
+	}
+	return nil
 }
 
 // Commit records that the snapshot observed at observedAt, which differs
@@ -265,50 +263,32 @@ func (s *Store) Prepare(ctx context.Context, changes []snapshot.Change, observed
 // replica last saw, so a replica that lost the lead gets watcher.ErrFenced instead
 // of committing over a newer leader's state.
 func (s *Store) Commit(ctx context.Context, commit watcher.Commit) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(storeWriters)
+	// Meeting keys first, and the pending records they make redundant only
+	// once those are stored: a pending record must not go before the key
+	// that replaces it. One left behind by a crash between is cleared by
+	// Load.
+	var keys, done []write
 	for id, lastSeen := range commit.Missed {
-		g.Go(func() error {
-			v, err := json.Marshal(missingValue{ConfUUID: id, LastSeen: lastSeen.UTC()})
-			if err == nil {
-				_, err = s.kv.Put(gctx, missingPrefix+events.Token(id), v)
-			}
-			if err != nil {
-				return fmt.Errorf("recording %s as missing: %w", id, err)
-			}
-			return nil
-		})
+		v, err := json.Marshal(missingValue{ConfUUID: id, LastSeen: lastSeen.UTC()})
+		if err != nil {
+			return fmt.Errorf("recording %s as missing: %w", id, err)
+		}
+		keys = append(keys, write{key: missingPrefix + events.Token(id), value: v})
 	}
 	for _, id := range commit.Settled {
-		g.Go(func() error {
-			if err := s.purge(gctx, missingPrefix+events.Token(id)); err != nil {
-				return fmt.Errorf("clearing the missing record of %s: %w", id, err)
-			}
-			return nil
-		})
+		keys = append(keys, write{key: missingPrefix + events.Token(id), purge: true})
 	}
 	for _, c := range commit.Changes {
-		key := meetingKey(c.Key)
-		g.Go(func() error {
-			var err error
-			if c.Kind == snapshot.Ended {
-				err = s.purge(gctx, key)
-			} else {
-				_, err = s.kv.Put(gctx, key, c.New.Raw())
-			}
-			// A pending record is done with once its meeting is committed
-			// or gone; one left behind by a crash here is cleared by Load.
-			if err == nil && c.Kind != snapshot.Changed {
-				err = s.purge(gctx, pendingPrefix+events.Token(c.Key))
-			}
-			if err != nil {
-				return fmt.Errorf("committing %s %s: %w", c.Kind, c.Key, err)
-			}
-			return nil
-		})
+		keys = append(keys, write{key: meetingKey(c.Key), value: c.New.Raw(), purge: c.Kind == snapshot.Ended})
+		if c.Kind != snapshot.Changed {
+			done = append(done, write{key: pendingPrefix + events.Token(c.Key), purge: true})
+		}
 	}
-	if err := g.Wait(); err != nil {
-		return err
+	if err := s.writeAll(ctx, keys); err != nil {
+		return fmt.Errorf("committing meeting keys: %w", err)
+	}
+	if err := s.writeAll(ctx, done); err != nil {
+		return fmt.Errorf("clearing pending records: %w", err)
 	}
 	meta, err := json.Marshal(metaValue{ObservedAt: commit.ObservedAt.UTC(), Meetings: commit.Meetings})
 	if err != nil {
@@ -329,6 +309,66 @@ func (s *Store) Commit(ctx context.Context, commit watcher.Commit) error {
 		return fmt.Errorf("committing state meta: %w", err)
 	}
 	s.metaRev = rev
+	return nil
+}
+
+// write is one key write of a poll: value, or a purge of the key.
+type write struct {
+	key   string
+	value []byte
+	purge bool
+}
+
+const (
+	// writeBatch bounds the writes awaiting their acknowledgement at once.
+	writeBatch = 1024
+	// writeAckWait bounds the wait for a batch's acknowledgements: an
+	// acknowledgement lost with a connection must fail the poll, not hang
+	// it.
+	writeAckWait = 30 * time.Second
+)
+
+// writeAll stores writes and returns once every one is acknowledged, or
+// with the first that failed. It publishes them to the bucket's subjects
+// asynchronously, a batch at a time, with the headers a put or a purge of
+// jetstream.KeyValue carries: one acknowledged request per key, even 64 at
+// a time, made the first commit of 100,000 meetings take seven seconds.
+func (s *Store) writeAll(ctx context.Context, writes []write) error {
+	for start := 0; start < len(writes); start += writeBatch {
+		batch := writes[start:min(start+writeBatch, len(writes))]
+		futures := make([]jetstream.PubAckFuture, 0, len(batch))
+		for _, w := range batch {
+			msg := nats.NewMsg(s.subjects + w.key)
+			var opts []jetstream.PublishOpt
+			if w.purge {
+				msg.Header.Set("KV-Operation", "PURGE")
+				msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+				if s.markerTTL > 0 {
+					opts = append(opts, jetstream.WithMsgTTL(s.markerTTL))
+				}
+			} else {
+				msg.Data = w.value
+			}
+			f, err := s.js.PublishMsgAsync(msg, opts...)
+			if err != nil {
+				return fmt.Errorf("writing %s: %w", w.key, err)
+			}
+			futures = append(futures, f)
+		}
+		wctx, cancel := context.WithTimeout(ctx, writeAckWait)
+		for i, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				cancel()
+				return fmt.Errorf("writing %s: %w", batch[i].key, err)
+			case <-wctx.Done():
+				cancel()
+				return fmt.Errorf("writing %s: no acknowledgement: %w", batch[i].key, context.Cause(wctx))
+			}
+		}
+		cancel()
+	}
 	return nil
 }
 
