@@ -658,10 +658,12 @@ func TestRunSecuredNATS(t *testing.T) {
 			}
 
 			if tt.restart {
-				// One poll lists every page; a request after them belongs
-				// to a poll that began once the first had committed.
+				// Stop once a snapshot is committed: a poll cut short (a
+				// lease lost on a loaded machine) commits nothing.
+				st := newStateView(t, nc)
+				require.Eventually(t, func() bool { rev, _ := st.meta(); return rev != 0 },
+					eventWait, tick, "waiting for a committed snapshot")
 				pages := (tt.meetings + 499) / 500
-				waitForPolls(t, api.Sim, pages+1)
 				mw.stop(t, syscall.SIGTERM)
 				mw = startMeetwatch(t, env, "run")
 				procs = append(procs, mw)

@@ -321,7 +321,7 @@ type write struct {
 
 const (
 	// writeBatch bounds the writes awaiting their acknowledgement at once.
-	writeBatch = 1024
+	writeBatch = 256
 	// writeAckWait bounds the wait for a batch's acknowledgements: an
 	// acknowledgement lost with a connection must fail the poll, not hang
 	// it.
