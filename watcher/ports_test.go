@@ -34,7 +34,6 @@ type memPublisher struct {
 
 	mu  sync.Mutex
 	evs []events.Event
-	at  []time.Time // when each stored event was published
 	ids map[string]bool
 }
 
@@ -57,7 +56,6 @@ func (p *memPublisher) Publish(ctx context.Context, evs []events.Event) (events.
 		}
 		p.ids[e.ID] = true
 		p.evs = append(p.evs, e)
-		p.at = append(p.at, time.Now())
 		res.Stored++
 	}
 	return res, nil
@@ -68,13 +66,6 @@ func (p *memPublisher) events() []events.Event {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.evs)
-}
-
-// times returns when each stored event was published.
-func (p *memPublisher) times() []time.Time {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Clone(p.at)
 }
 
 // memStore is a watcher.StateStore in memory with kvstore.Store's

@@ -114,14 +114,21 @@ func writesBy(kv *memKV, id string) []memWrite {
 	return got
 }
 
+// threeReplicasLedByA starts replicas a, b and c on one in-memory bucket,
+// a first, so that it holds the lease before the others campaign. Call it
+// inside the bubble; start is when a began.
+func threeReplicasLedByA(t *testing.T) (start time.Time, kv *memKV, a, b, c *testReplica) {
+	t.Helper()
+	start = time.Now()
+	kv = newMemKV(t, testTTL)
+	a = startTestReplica(t, kv, "a")
+	synctest.Wait()
+	return start, kv, a, startTestReplica(t, kv, "b"), startTestReplica(t, kv, "c")
+}
+
 func TestLeaseKeepsOneLeaderOverManyRenewals(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		start := time.Now()
-		kv := newMemKV(t, testTTL)
-		a := startTestReplica(t, kv, "a")
-		synctest.Wait() // a holds the lease before the others campaign
-		b := startTestReplica(t, kv, "b")
-		c := startTestReplica(t, kv, "c")
+		start, kv, a, b, c := threeReplicasLedByA(t)
 
 		const run = 5 * time.Minute
 		var leaderAge, standbyAge time.Duration
@@ -158,12 +165,7 @@ func TestLeaseKeepsOneLeaderOverManyRenewals(t *testing.T) {
 
 func TestLeaseFailsOverWhenTheLeaderIsCutOff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		start := time.Now()
-		kv := newMemKV(t, testTTL)
-		a := startTestReplica(t, kv, "a")
-		synctest.Wait()
-		b := startTestReplica(t, kv, "b")
-		c := startTestReplica(t, kv, "c")
+		start, kv, a, b, c := threeReplicasLedByA(t)
 		step(45 * time.Second)
 		require.True(t, a.leading())
 		lastRenewal := a.lease.LastCheck()
@@ -216,12 +218,7 @@ func TestLeaseFailsOverWhenTheLeaderIsCutOff(t *testing.T) {
 
 func TestLeaseHandsOverOnGracefulStop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		start := time.Now()
-		kv := newMemKV(t, testTTL)
-		a := startTestReplica(t, kv, "a")
-		synctest.Wait()
-		b := startTestReplica(t, kv, "b")
-		c := startTestReplica(t, kv, "c")
+		start, kv, a, b, c := threeReplicasLedByA(t)
 		step(45 * time.Second)
 		require.True(t, a.leading())
 
