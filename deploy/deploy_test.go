@@ -154,22 +154,7 @@ func TestNATSConfig(t *testing.T) {
 // nothing else, and that readers can read the events, and nothing else.
 func testCluster(t *testing.T) {
 	start := time.Now()
-	ports := freePorts(t, 3)
-	var routes []string
-	for _, p := range ports {
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
-	}
-	var servers []*server.Server
-	for i, path := range natsConfigs {
-		opts := loadNATSConfig(t, path)
-		opts.Host, opts.Port = "127.0.0.1", -1
-		opts.HTTPPort = 0
-		opts.Cluster.Host, opts.Cluster.Port = "127.0.0.1", ports[i]
-		opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
-		opts.StoreDir = t.TempDir()
-		opts.NoLog, opts.NoSigs = true, true
-		servers = append(servers, startServer(t, opts))
-	}
+	servers := startCluster(t)
 	var urls []string
 	for _, s := range servers {
 		urls = append(urls, s.ClientURL())
@@ -853,6 +838,55 @@ func standalone(opts *server.Options, dir string) {
 	opts.Cluster, opts.Routes = server.ClusterOpts{}, nil
 	opts.StoreDir = dir
 	opts.NoLog, opts.NoSigs = true, true
+}
+
+// startCluster starts the three servers of natsConfigs as one cluster on
+// loopback ports. The cluster ports are found free and then released, so
+// another process may take one meanwhile: then the cluster is started
+// again on others, up to three times.
+func startCluster(t *testing.T) []*server.Server {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		ports := freePorts(t, 3)
+		var routes []string
+		for _, p := range ports {
+			routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+		}
+		var servers []*server.Server
+		ready := true
+		for i, path := range natsConfigs {
+			opts := loadNATSConfig(t, path)
+			opts.Host, opts.Port = "127.0.0.1", -1
+			opts.HTTPPort = 0
+			opts.Cluster.Host, opts.Cluster.Port = "127.0.0.1", ports[i]
+			opts.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+			opts.StoreDir = t.TempDir()
+			opts.NoLog, opts.NoSigs = true, true
+			s, err := server.NewServer(opts)
+			require.NoError(t, err)
+			go s.Start()
+			servers = append(servers, s)
+			if !s.ReadyForConnections(10 * time.Second) {
+				ready = false
+				break
+			}
+		}
+		if ready {
+			t.Cleanup(func() {
+				for _, s := range servers {
+					s.Shutdown()
+					s.WaitForShutdown()
+				}
+			})
+			return servers
+		}
+		for _, s := range servers {
+			s.Shutdown()
+			s.WaitForShutdown()
+		}
+		require.Less(t, attempt, 3, "the cluster did not start on free ports three times")
+		t.Logf("a cluster port was taken meanwhile; starting the cluster again (attempt %d)", attempt+1)
+	}
 }
 
 func startServer(tb testing.TB, opts *server.Options) *server.Server {
