@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/watcher"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 )
 
@@ -101,4 +102,44 @@ func TestMeetingListedAgainIsNotEnded(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, st.Missing)
 	assert.Contains(t, st.Snapshot, ids[5])
+}
+
+// A poll looks up at most ConfirmConcurrency of the meetings its listing
+// missed, so that a mass end costs one round of lookups, not one lookup
+// each; the rest end with the next listing.
+func TestLookupsAreOneRoundAPoll(t *testing.T) {
+	r := newRigPaged(t, 10)
+	ids := r.api.Sim.AddN(12)
+	w := r.newWatcherWith(t, nil, func(c *watcher.Config) { c.ConfirmConcurrency = 2 })
+	_, err := w.Poll(t.Context())
+	require.NoError(t, err)
+
+	var lookups atomic.Int32
+	r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
+		if isConfirmation(req) {
+			lookups.Add(1)
+		}
+		return nil
+	})
+	for _, id := range ids[:5] {
+		require.True(t, r.api.Sim.End(id))
+	}
+	res, err := w.Poll(t.Context())
+	require.NoError(t, err)
+	assert.EqualValues(t, 2, lookups.Load(), "one round of two lookups")
+	assert.Equal(t, 2, res.Ended, "the two looked up end now")
+	assert.Equal(t, 3, res.Unconfirmed, "the other three wait for the next listing")
+
+	res, err = w.Poll(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 3, res.Ended)
+	assert.EqualValues(t, 2, lookups.Load(), "the second listing settles them without a lookup")
+	ended := map[string]bool{}
+	for _, e := range r.published(t) {
+		if e.Kind() == snapshot.Ended {
+			assert.False(t, ended[e.Subject], "ended twice: %s", e.Subject)
+			ended[e.Subject] = true
+		}
+	}
+	assert.Len(t, ended, 5)
 }

@@ -178,7 +178,7 @@ type apiClock struct {
 
 // List lists with a deadline of floor from now, moved as the listing
 // sizes itself. A listing cut short fails with errPollTimeout.
-func (c *apiClock) List(ctx context.Context) (snapshot.Snapshot, error) {
+func (c *apiClock) List(ctx context.Context, read snapshot.ReadFunc) (snapshot.Snapshot, error) {
 	start := time.Now()
 	deadline := start.Add(c.floor)
 	c.mu.Lock()
@@ -214,7 +214,7 @@ func (c *apiClock) List(ctx context.Context) (snapshot.Snapshot, error) {
 			t.Reset(next.Sub(now))
 		}
 	})
-	snap, err := c.Lister.List(lctx)
+	snap, err := c.Lister.List(lctx, read)
 	close(done)
 	wg.Wait()
 	if err != nil {
@@ -231,7 +231,7 @@ func (c *apiClock) List(ctx context.Context) (snapshot.Snapshot, error) {
 }
 
 // Confirm looks a meeting up by the deadline the listing left to lookups.
-func (c *apiClock) Confirm(ctx context.Context, m snapshot.Meeting) (snapshot.Meeting, bool, error) {
+func (c *apiClock) Confirm(ctx context.Context, m snapshot.Meeting, read snapshot.ReadFunc) (snapshot.Meeting, bool, error) {
 	c.mu.Lock()
 	by := c.lookupBy
 	c.mu.Unlock()
@@ -240,7 +240,7 @@ func (c *apiClock) Confirm(ctx context.Context, m snapshot.Meeting) (snapshot.Me
 		ctx, cancel = context.WithDeadlineCause(ctx, by, errPollTimeout)
 		defer cancel()
 	}
-	return c.Lister.Confirm(ctx, m)
+	return c.Lister.Confirm(ctx, m, read)
 }
 
 func (w *Watcher) logPoll(res PollResult) {

@@ -28,13 +28,15 @@ import (
 )
 
 // Lister returns a complete snapshot of the ongoing meetings, or an error,
-// and can look up one meeting that a snapshot no longer holds.
+// and can look up one meeting that a snapshot no longer holds. Both make
+// each record they receive a Meeting with read, which seals and trims it
+// and remembers it for the next listing (see snapshot.Memo).
 type Lister interface {
-	List(ctx context.Context) (snapshot.Snapshot, error)
+	List(ctx context.Context, read snapshot.ReadFunc) (snapshot.Snapshot, error)
 	// Confirm returns the meeting's current record and true while it is
 	// still ongoing, false once it is confirmed gone. It may fail at once
 	// when it cannot afford the lookup: lookups only speed ends up.
-	Confirm(ctx context.Context, m snapshot.Meeting) (snapshot.Meeting, bool, error)
+	Confirm(ctx context.Context, m snapshot.Meeting, read snapshot.ReadFunc) (snapshot.Meeting, bool, error)
 }
 
 // Publisher delivers events, returning only when every one is acknowledged.
@@ -93,7 +95,9 @@ type Config struct {
 	// own acknowledgement timeouts, and a first snapshot of many meetings
 	// must be able to finish.
 	PollTimeout time.Duration
-	// ConfirmConcurrency bounds the end lookups in flight; 0 means 4.
+	// ConfirmConcurrency bounds the end lookups of a poll, all in flight
+	// at once; 0 means 4. The ends of meetings not looked up wait for the
+	// next listing.
 	ConfirmConcurrency int
 	// Health, when set, hears of terms and committed polls.
 	Health Health
@@ -109,7 +113,9 @@ type Watcher struct {
 	logger *slog.Logger
 
 	// api is the Lister behind the deadlines of a poll's API part.
-	api    *apiClock
+	api *apiClock
+	// records reads every record the API sends, sealed and trimmed.
+	records *snapshot.Memo
 	loaded bool
 	state  State
 	polls  int
@@ -132,6 +138,7 @@ func New(cfg Config) *Watcher {
 	w := &Watcher{cfg: cfg, logger: cfg.Logger.With("component", "watcher")}
 	w.api = &apiClock{Lister: cfg.Lister, floor: cfg.PollTimeout, beat: w.beat}
 	w.api.sizer, _ = cfg.Lister.(sizer)
+	w.records = snapshot.NewMemo(w.fit)
 	return w
 }
 
@@ -171,14 +178,12 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 	}
 
 	observedAt := w.cfg.Now()
-	next, err := w.api.List(ctx)
+	next, err := w.api.List(ctx, w.records.Read)
 	if err != nil {
 		return PollResult{}, fmt.Errorf("listing meetings: %w", err)
 	}
+	w.records.Keep()
 	listed := w.cfg.Now()
-	if err := w.seal(next); err != nil {
-		return PollResult{}, err
-	}
 
 	changes := snapshot.Diff(w.state.Snapshot, next)
 	res.ObservedAt, res.Listing = observedAt, listed.Sub(observedAt)
@@ -313,22 +318,6 @@ func withPending(changes []snapshot.Change, pending []snapshot.Meeting, next sna
 	return out
 }
 
-// seal readies every record of a listing for the diff and the state, in
-// place (see fit).
-func (w *Watcher) seal(snap snapshot.Snapshot) error {
-	if w.cfg.Redact == nil && w.cfg.MaxRecordBytes <= 0 {
-		return nil
-	}
-	for k, m := range snap {
-		fitted, err := w.fit(m)
-		if err != nil {
-			return err
-		}
-		snap[k] = fitted
-	}
-	return nil
-}
-
 // fit replaces the secrets of a record by digests, so that the diff still
 // sees a secret change but the state never holds the value, and trims it
 // to MaxRecordBytes, the same way every time, so that a huge record diffs
@@ -362,7 +351,7 @@ func (w *Watcher) fit(m snapshot.Meeting) (snapshot.Meeting, error) {
 //     request budget: no end waits more than one listing after it was
 //     first missed.
 //   - A meeting missing for the first time is looked up, while the budget
-//     has room. Gone: it ends now. Still ongoing: it goes back into next,
+//     has room, up to ConfirmConcurrency of them a poll. Gone: it ends now. Still ongoing: it goes back into next,
 //     with its current record. Not looked up, or the lookup failed: it goes
 //     back with its old record, neither announced nor forgotten, and is
 //     returned in missed, with when it was last seen.
@@ -389,11 +378,20 @@ func (w *Watcher) settleEnds(ctx context.Context, changes []snapshot.Change, nex
 		lastErr error
 	)
 	missed = map[string]time.Time{}
+	// One round of lookups at most: past that, a poll would spend more on
+	// speeding ends up by one listing than on the listing itself.
+	for _, c := range fresh[min(len(fresh), w.cfg.ConfirmConcurrency):] {
+		next[c.Key] = c.Old
+		missed[c.Key] = w.state.ObservedAt
+		res.Unconfirmed++
+		put++
+	}
+	fresh = fresh[:min(len(fresh), w.cfg.ConfirmConcurrency)]
 	g := new(errgroup.Group)
 	g.SetLimit(w.cfg.ConfirmConcurrency)
 	for _, c := range fresh {
 		g.Go(func() error {
-			cur, ongoing, err := w.api.Confirm(ctx, c.Old)
+			cur, ongoing, err := w.api.Confirm(ctx, c.Old, w.records.Read)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -403,11 +401,7 @@ func (w *Watcher) settleEnds(ctx context.Context, changes []snapshot.Change, nex
 				res.Unconfirmed++
 				lastErr = err
 			case ongoing:
-				if fitted, err := w.fit(cur); err == nil {
-					next[c.Key] = fitted
-				} else {
-					next[c.Key] = c.Old
-				}
+				next[c.Key] = cur
 				res.StillOngoing++
 			default:
 				return nil

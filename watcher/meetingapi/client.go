@@ -270,11 +270,11 @@ func (c *Client) pageURL(searchKey string, offset, limit int) string {
 // again; a refused login is not retried. Every attempt waits for the gate
 // and the request budget first. A first page (offset 0) sizes the listing
 // for ListingDeadline.
-func (c *Client) fetchPage(ctx context.Context, searchKey string, offset, limit int) (Page, error) {
+func (c *Client) fetchPage(ctx context.Context, searchKey string, offset, limit int, read snapshot.ReadFunc) (Page, error) {
 	reloggedIn := false
 	wait := backoff.Backoff{Base: c.cfg.BackoffBase, Max: c.cfg.BackoffMax}
 	for attempt := 0; ; attempt++ {
-		p, retryAfter, err := c.fetchPageOnce(ctx, searchKey, offset, limit)
+		p, retryAfter, err := c.fetchPageOnce(ctx, searchKey, offset, limit, read)
 		if err == nil {
 			if offset == 0 {
 				c.size(p, time.Now())
@@ -346,7 +346,7 @@ func (c *Client) waitBudget(ctx context.Context) error {
 	return nil
 }
 
-func (c *Client) fetchPageOnce(ctx context.Context, searchKey string, offset, limit int) (Page, time.Duration, error) {
+func (c *Client) fetchPageOnce(ctx context.Context, searchKey string, offset, limit int, read snapshot.ReadFunc) (Page, time.Duration, error) {
 	if err := c.wait(ctx); err != nil {
 		return Page{}, 0, err
 	}
@@ -380,7 +380,7 @@ func (c *Client) fetchPageOnce(ctx context.Context, searchKey string, offset, li
 		}
 		return Page{}, c.gate.heed(resp.StatusCode, resp.Header, time.Now()), fmt.Errorf("listing page at offset %d: %w", offset, apiErr)
 	}
-	p, err := DecodePage(body)
+	p, err := DecodePage(body, read)
 	if err != nil {
 		return Page{}, 0, fmt.Errorf("listing page at offset %d (request_id %s): %w", offset, resp.Header.Get("X-Request-Id"), err)
 	}

@@ -141,7 +141,7 @@ func TestBudgetSpacesRequests(t *testing.T) {
 				seen := record(t, p.Sim, nil)
 
 				start := time.Now()
-				snap, err := c.List(t.Context())
+				snap, err := c.List(t.Context(), nil)
 				require.NoError(t, err)
 				assert.Len(t, snap, 30)
 				assert.Equal(t, tt.wantTimes, times(seen()))
@@ -169,7 +169,7 @@ func TestBudgetThatCannotFitTheDeadline(t *testing.T) {
 		defer cancel()
 
 		start := time.Now()
-		_, err := c.List(ctx)
+		_, err := c.List(ctx, nil)
 		require.ErrorIs(t, err, meetingapi.ErrOverBudget)
 		var ob interface{ OverBudget() bool }
 		require.ErrorAs(t, err, &ob, "the watcher asks the error whether the poll needs a longer deadline")
@@ -227,7 +227,7 @@ func TestRetries(t *testing.T) {
 				}
 				seen := record(t, p.Sim, nil)
 
-				snap, err := c.List(t.Context())
+				snap, err := c.List(t.Context(), nil)
 				if tt.wantErr == nil && tt.wantStatus == 0 {
 					require.NoError(t, err)
 					assert.Len(t, snap, 3)
@@ -292,7 +292,7 @@ func TestRetryAfter(t *testing.T) {
 				}
 
 				start := time.Now()
-				_, err := c.List(ctx)
+				_, err := c.List(ctx, nil)
 				at := times(seen())
 				if tt.wantErr {
 					require.Error(t, err)
@@ -377,7 +377,7 @@ func TestRequestTimeoutBoundsAnAnswer(t *testing.T) {
 				ctx, cancel := context.WithTimeout(t.Context(), time.Hour)
 				defer cancel()
 				start := time.Now()
-				_, err = c.List(ctx)
+				_, err = c.List(ctx, nil)
 				took := time.Since(start)
 				require.Error(t, err)
 				assert.ErrorContains(t, err, "offset 0")

@@ -73,7 +73,7 @@ func TestRetryAfterHoldsEveryPage(t *testing.T) {
 					return &apisim.Fault{Status: tt.status, Header: http.Header{"Retry-After": {tt.retryAfter(time.Now())}}}
 				})
 
-				snap, err := c.List(t.Context())
+				snap, err := c.List(t.Context(), nil)
 				require.NoError(t, err)
 				assert.Len(t, snap, 50)
 				assert.Equal(t, tt.wantTimes, times(seen()))
@@ -111,14 +111,14 @@ func TestRetryAfterHoldsLookupsAndLogins(t *testing.T) {
 
 			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 			defer cancel()
-			_, err := c.List(ctx)
+			_, err := c.List(ctx, nil)
 			require.Error(t, err, "a retry at 2s cannot fit a deadline of 1s")
-			_, err = c.List(ctx)
+			_, err = c.List(ctx, nil)
 			require.ErrorIs(t, err, meetingapi.ErrThrottled, "nor can a new listing")
 			require.Len(t, seen(), 1, "neither sends a request")
 
 			start := time.Now()
-			_, ongoing, err := c.Confirm(t.Context(), snapshot.Meeting{UUID: id, ConferenceID: rec["conferenceID"].(string)})
+			_, ongoing, err := c.Confirm(t.Context(), snapshot.Meeting{UUID: id, ConferenceID: rec["conferenceID"].(string)}, nil)
 			require.NoError(t, err)
 			assert.True(t, ongoing)
 			assert.Equal(t, 2*time.Second, time.Since(start), "the lookup goes out when the pause ends")
@@ -144,7 +144,7 @@ func TestRetryAfterHoldsLookupsAndLogins(t *testing.T) {
 					return nil
 				})
 
-				snap, err := c.List(t.Context())
+				snap, err := c.List(t.Context(), nil)
 				require.NoError(t, err)
 				assert.Len(t, snap, 3)
 				assert.Equal(t, []time.Duration{0, 2 * time.Second, 2 * time.Second}, times(seen()),
@@ -165,7 +165,7 @@ func TestRetryAfterHoldsLookupsAndLogins(t *testing.T) {
 				return nil
 			})
 			start := time.Now()
-			_, err := c.List(t.Context())
+			_, err := c.List(t.Context(), nil)
 			require.NoError(t, err)
 			assert.Equal(t, []time.Duration{0, 5 * time.Minute}, times(seen()))
 			assert.Equal(t, 5*time.Minute, c.NotBefore().Sub(start))
@@ -217,7 +217,7 @@ func TestListingDeadline(t *testing.T) {
 				})
 				start := time.Now()
 				assert.True(t, c.ListingDeadline(start).IsZero(), "nothing is known before a first page")
-				_, err := c.List(t.Context())
+				_, err := c.List(t.Context(), nil)
 				require.NoError(t, err)
 				got := c.ListingDeadline(start)
 				if tt.want == 0 {

@@ -26,8 +26,11 @@ const DefaultOverlap = 20
 // meanwhile. A listing that fails that check, or whose last page does not
 // reach the end of the list, is taken again, up to ListAttempts times,
 // before the poll is given up. No snapshot is better than a partial one.
-func (c *Client) List(ctx context.Context) (snapshot.Snapshot, error) {
-	return c.listConsistent(ctx, c.cfg.SearchKey)
+//
+// Each record is made a Meeting by read, in the goroutine that fetched its
+// page; nil means snapshot.ParseMeeting.
+func (c *Client) List(ctx context.Context, read snapshot.ReadFunc) (snapshot.Snapshot, error) {
+	return c.listConsistent(ctx, c.cfg.SearchKey, read)
 }
 
 // Confirm asks the API about one meeting that a listing no longer holds,
@@ -39,14 +42,14 @@ func (c *Client) List(ctx context.Context) (snapshot.Snapshot, error) {
 // A lookup only speeds an end up (the next complete listing settles it
 // anyway), so it is never worth waiting for: when the request budget has
 // no room for it now, Confirm fails at once with ErrNoBudget.
-func (c *Client) Confirm(ctx context.Context, m snapshot.Meeting) (snapshot.Meeting, bool, error) {
+func (c *Client) Confirm(ctx context.Context, m snapshot.Meeting, read snapshot.ReadFunc) (snapshot.Meeting, bool, error) {
 	if m.ConferenceID == "" {
 		return snapshot.Meeting{}, false, nil
 	}
 	if b := c.cfg.Budget; b != nil && b.Tokens() < 1 {
 		return snapshot.Meeting{}, false, fmt.Errorf("confirming the end of %s: %w", m.UUID, ErrNoBudget)
 	}
-	snap, err := c.listConsistent(ctx, m.ConferenceID)
+	snap, err := c.listConsistent(ctx, m.ConferenceID, read)
 	if err != nil {
 		return snapshot.Meeting{}, false, fmt.Errorf("confirming the end of %s: %w", m.UUID, err)
 	}
@@ -56,11 +59,11 @@ func (c *Client) Confirm(ctx context.Context, m snapshot.Meeting) (snapshot.Meet
 
 // listConsistent takes listings filtered by searchKey until one is
 // consistent, up to ListAttempts times.
-func (c *Client) listConsistent(ctx context.Context, searchKey string) (snapshot.Snapshot, error) {
+func (c *Client) listConsistent(ctx context.Context, searchKey string, read snapshot.ReadFunc) (snapshot.Snapshot, error) {
 	var err error
 	for attempt := 1; attempt <= c.cfg.ListAttempts; attempt++ {
 		var snap snapshot.Snapshot
-		snap, err = c.listOnce(ctx, searchKey)
+		snap, err = c.listOnce(ctx, searchKey, read)
 		if err == nil || !(errors.Is(err, ErrInconsistent) || errors.Is(err, ErrIncomplete)) || ctx.Err() != nil {
 			return snap, err
 		}
@@ -72,8 +75,8 @@ func (c *Client) listConsistent(ctx context.Context, searchKey string) (snapshot
 // listOnce takes one listing: the first page tells the count, the rest are
 // fetched with bounded concurrency, each window starting Overlap records
 // before the previous one ends; pages are then checked to join up.
-func (c *Client) listOnce(ctx context.Context, searchKey string) (snapshot.Snapshot, error) {
-	first, err := c.fetchPage(ctx, searchKey, 0, c.cfg.PageSize)
+func (c *Client) listOnce(ctx context.Context, searchKey string, read snapshot.ReadFunc) (snapshot.Snapshot, error) {
+	first, err := c.fetchPage(ctx, searchKey, 0, c.cfg.PageSize, read)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +100,7 @@ func (c *Client) listOnce(ctx context.Context, searchKey string) (snapshot.Snaps
 	g.SetLimit(c.cfg.Concurrency)
 	for i, off := range offsets {
 		g.Go(func() error {
-			p, err := c.fetchPage(gctx, searchKey, off, limit)
+			p, err := c.fetchPage(gctx, searchKey, off, limit, read)
 			rest[i] = p
 			return err
 		})
@@ -113,7 +116,7 @@ func (c *Client) listOnce(ctx context.Context, searchKey string) (snapshot.Snaps
 		if len(pages) > maxCount/stride+1 {
 			return nil, fmt.Errorf("%w: the list kept growing past %d pages", ErrInconsistent, len(pages))
 		}
-		p, err := c.fetchPage(ctx, searchKey, last.Offset+stride, limit)
+		p, err := c.fetchPage(ctx, searchKey, last.Offset+stride, limit, read)
 		if err != nil {
 			return nil, err
 		}

@@ -79,7 +79,7 @@ func TestOverlappingPages(t *testing.T) {
 			})
 			require.NoError(t, err)
 
-			snap, err := c.List(t.Context())
+			snap, err := c.List(t.Context(), nil)
 			if tt.wantErr != nil {
 				require.ErrorIs(t, err, tt.wantErr)
 				assert.ErrorContains(t, err, "more than 5 records")
@@ -115,12 +115,12 @@ func TestLookupNeverWaitsForTheBudget(t *testing.T) {
 		BaseURL: srv.URL, Tokens: meetingapi.StaticToken(redact.NewSecret("tok")), Budget: budget,
 	})
 	require.NoError(t, err)
-	snap, err := c.List(t.Context()) // spends the one request the budget holds
+	snap, err := c.List(t.Context(), nil) // spends the one request the budget holds
 	require.NoError(t, err)
 	require.Len(t, snap, 1)
 
 	requests := srv.Sim.Requests()
-	_, _, err = c.Confirm(t.Context(), snap[m["confUUID"].(string)])
+	_, _, err = c.Confirm(t.Context(), snap[m["confUUID"].(string)], nil)
 	require.ErrorIs(t, err, meetingapi.ErrNoBudget)
 	assert.Equal(t, requests, srv.Sim.Requests(), "no request sent")
 }

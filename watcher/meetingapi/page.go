@@ -16,17 +16,21 @@ type pageWire struct {
 	Offset *int                `json:"offset"`
 	Limit  *int                `json:"limit"`
 	Count  *int                `json:"count"`
-	Data   *[]snapshot.Meeting `json:"data"`
+	Data   *[]json.RawMessage `json:"data"`
 }
 
 // DecodePage reads one answer of the list endpoint. It accepts only a JSON
 // object with an integer count and an array (or null) of records that each
-// have a confUUID; anything else is ErrBadPage with the reason.
+// have a confUUID; anything else is ErrBadPage with the reason. Each record
+// is made a Meeting by read; nil means snapshot.ParseMeeting.
 //
 // encoding/json's Decoder reads the whole object into its buffer before it
 // decodes it, so a page's body is held beside its records while it is
 // decoded; the client's MaxBodyBytes is what bounds that.
-func DecodePage(r io.Reader) (Page, error) {
+func DecodePage(r io.Reader, read snapshot.ReadFunc) (Page, error) {
+	if read == nil {
+		read = snapshot.ParseMeeting
+	}
 	br := bufio.NewReader(r)
 	if err := expectObject(br); err != nil {
 		return Page{}, err
@@ -52,14 +56,23 @@ func DecodePage(r io.Reader) (Page, error) {
 	if w.Limit != nil {
 		p.Limit = *w.Limit
 	}
+	var raws []json.RawMessage
 	if w.Data != nil {
-		p.Records = *w.Data
+		raws = *w.Data
 	}
 	switch {
 	case p.Count < 0 || p.Count > maxCount:
 		return Page{}, fmt.Errorf("%w: implausible count %d", ErrBadPage, p.Count)
-	case len(p.Records) > p.Count:
-		return Page{}, fmt.Errorf("%w: %d records but count is %d", ErrBadPage, len(p.Records), p.Count)
+	case len(raws) > p.Count:
+		return Page{}, fmt.Errorf("%w: %d records but count is %d", ErrBadPage, len(raws), p.Count)
+	}
+	p.Records = make([]snapshot.Meeting, len(raws))
+	for i, raw := range raws {
+		m, err := read(raw)
+		if err != nil {
+			return Page{}, fmt.Errorf("%w: record %d: %w", ErrBadPage, i, err)
+		}
+		p.Records[i] = m
 	}
 	return p, nil
 }

@@ -15,7 +15,7 @@ func TestDecodePageFixture(t *testing.T) {
 	f, err := os.Open("testdata/online-example.json")
 	require.NoError(t, err)
 	defer f.Close()
-	p, err := meetingapi.DecodePage(f)
+	p, err := meetingapi.DecodePage(f, nil)
 	require.NoError(t, err)
 	assert.Equal(t, 1, p.Count)
 	assert.Equal(t, 20, p.Limit)
@@ -36,7 +36,7 @@ func TestDecodePageErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := meetingapi.DecodePage(strings.NewReader(tt.body))
+			_, err := meetingapi.DecodePage(strings.NewReader(tt.body), nil)
 			require.ErrorIs(t, err, meetingapi.ErrBadPage)
 			assert.ErrorContains(t, err, tt.want)
 		})
@@ -54,7 +54,7 @@ func FuzzDecodePage(f *testing.F) {
 	f.Add([]byte(`{"count":1,"data":null}`))
 	f.Add([]byte(`<html>`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		p, err := meetingapi.DecodePage(strings.NewReader(string(body)))
+		p, err := meetingapi.DecodePage(strings.NewReader(string(body)), nil)
 		if err != nil {
 			return
 		}

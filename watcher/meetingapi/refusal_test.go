@@ -141,14 +141,14 @@ func TestRefusedLoginIsNotRetriedWithinAListing(t *testing.T) {
 				require.NoError(t, err)
 
 				start := time.Now()
-				_, err = c.List(t.Context())
+				_, err = c.List(t.Context(), nil)
 				require.ErrorIs(t, err, meetingapi.ErrLoginRefused)
 				assert.Zero(t, time.Since(start), "no retry, no backoff")
 				assert.Equal(t, tt.wantLogins, int(logins.Load()), "one login for the whole listing")
 				assert.Equal(t, tt.wantPages, int(pages.Load()))
 				assert.Equal(t, 15*time.Second, c.NotBefore().Sub(start), "the client says when a login may go again")
 
-				_, err = c.List(t.Context())
+				_, err = c.List(t.Context(), nil)
 				require.ErrorIs(t, err, meetingapi.ErrLoginRefused)
 				assert.Equal(t, tt.wantLogins, int(logins.Load()), "a listing before then fails at once")
 			})

@@ -1,0 +1,90 @@
+package snapshot
+
+import (
+	"hash/maphash"
+	"sync"
+)
+
+// ReadFunc makes a Meeting of one record's bytes as the API sent them.
+// ParseMeeting is one; a Memo's Read is a faster one for repeated listings.
+type ReadFunc func(raw []byte) (Meeting, error)
+
+// Memo reads the records of successive listings and remembers what it made
+// of each record's bytes. From one listing to the next nearly every record
+// comes back byte for byte, so those are neither parsed nor fitted again,
+// and the new snapshot shares their memory with the one before it: a
+// steady poll costs the hashing of the listing, not its decoding, and holds
+// one copy of the records, not two.
+//
+// Records are told apart by two independently seeded 64-bit hashes of their
+// bytes; two different records of one listing share both with a probability
+// near 2^-128 times the square of its size.
+//
+// A Memo is safe for concurrent use by the page fetchers of one listing.
+type Memo struct {
+	fit  func(Meeting) (Meeting, error)
+	seed [2]maphash.Seed
+
+	mu sync.Mutex
+	// kept holds the records of the last complete listing; seen, those
+	// read since.
+	kept, seen map[memoKey]Meeting
+}
+
+type memoKey [2]uint64
+
+// NewMemo returns a Memo that passes every record it parses through fit
+// (sealing secrets, trimming), or keeps it as parsed when fit is nil.
+func NewMemo(fit func(Meeting) (Meeting, error)) *Memo {
+	return &Memo{
+		fit:  fit,
+		seed: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
+		kept: map[memoKey]Meeting{},
+		seen: map[memoKey]Meeting{},
+	}
+}
+
+// Read returns the Meeting made of raw: the one made before when the last
+// complete listing, or this one, held the same bytes; otherwise it parses
+// raw with ParseMeeting and fits it.
+func (m *Memo) Read(raw []byte) (Meeting, error) {
+	k := memoKey{maphash.Bytes(m.seed[0], raw), maphash.Bytes(m.seed[1], raw)}
+	m.mu.Lock()
+	got, ok := m.seen[k]
+	if !ok {
+		if got, ok = m.kept[k]; ok {
+			m.seen[k] = got
+		}
+	}
+	m.mu.Unlock()
+	if ok {
+		return got, nil
+	}
+	rec, err := ParseMeeting(raw)
+	if err != nil {
+		return Meeting{}, err
+	}
+	if m.fit != nil {
+		if rec, err = m.fit(rec); err != nil {
+			return Meeting{}, err
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	// Listings that fail before they complete add what changed each time;
+	// past that bound, remembering it is not worth the memory.
+	if len(m.seen) > 2*len(m.kept)+1024 {
+		clear(m.seen)
+	}
+	m.seen[k] = rec
+	return rec, nil
+}
+
+// Keep marks the records read since the last Keep as a complete listing:
+// the next listing is read against them alone, and older ones are
+// forgotten.
+func (m *Memo) Keep() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.kept, m.seen = m.seen, make(map[memoKey]Meeting, len(m.seen))
+}
