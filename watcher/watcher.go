@@ -116,9 +116,9 @@ type Watcher struct {
 	api *apiClock
 	// records reads every record the API sends, sealed and trimmed.
 	records *snapshot.Memo
-	loaded bool
-	state  State
-	polls  int
+	loaded  bool
+	state   State
+	polls   int
 }
 
 // New returns a Watcher.

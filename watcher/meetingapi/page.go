@@ -13,9 +13,9 @@ import (
 // pageWire is the list endpoint's answer. Pointers tell a missing field from
 // a zero one; a field of the wrong JSON type fails the decode.
 type pageWire struct {
-	Offset *int                `json:"offset"`
-	Limit  *int                `json:"limit"`
-	Count  *int                `json:"count"`
+	Offset *int               `json:"offset"`
+	Limit  *int               `json:"limit"`
+	Count  *int               `json:"count"`
 	Data   *[]json.RawMessage `json:"data"`
 }
 
