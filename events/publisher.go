@@ -45,9 +45,9 @@ type PublisherConfig struct {
 	Logger *slog.Logger
 }
 
-// batchSize bounds the acknowledgements outstanding at once, so that a poll
+// window bounds the acknowledgements outstanding at once, so that a poll
 // that starts ten thousand meetings does not queue ten thousand futures.
-const batchSize = 1024
+const window = 1024
 
 // NewPublisher returns a Publisher on nc. Call EnsureStream before Publish.
 func NewPublisher(nc *nats.Conn, cfg PublisherConfig) (*Publisher, error) {
@@ -64,7 +64,7 @@ func NewPublisher(nc *nats.Conn, cfg PublisherConfig) (*Publisher, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(batchSize),
+		jetstream.WithPublishAsyncMaxPending(window),
 		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout),
 	)
 	if err != nil {
@@ -105,16 +105,10 @@ type PublishResult struct {
 // stored, so it is sent again with the same id, up to the configured number
 // of attempts; JetStream's deduplication turns any second copy into a
 // duplicate ack. Publish returns an error if any event is still unconfirmed.
+// Events are encoded as they go out, and at most window of them wait for
+// their acknowledgement at once.
 func (p *Publisher) Publish(ctx context.Context, evs []Event) (PublishResult, error) {
 	var res PublishResult
-	bodies := make([][]byte, len(evs))
-	for i, e := range evs {
-		b, err := json.Marshal(e)
-		if err != nil {
-			return res, fmt.Errorf("encoding event %s: %w", e.ID, err)
-		}
-		bodies[i] = b
-	}
 	pending := make([]int, len(evs))
 	for i := range pending {
 		pending[i] = i
@@ -137,59 +131,36 @@ func (p *Publisher) Publish(ctx context.Context, evs []Event) (PublishResult, er
 			}
 		}
 		var failed []int
-		for start := 0; start < len(pending); start += batchSize {
-			batch := pending[start:min(start+batchSize, len(pending))]
-			f, cause, err := p.publishBatch(ctx, evs, bodies, batch, &res)
-			if err != nil {
-				return res, err
-			}
-			failed = append(failed, f...)
-			if cause != nil {
-				lastErr = cause
-			}
+		err := PublishWindow(ctx, p.js, len(pending), window,
+			func(k int) (*nats.Msg, []jetstream.PublishOpt, error) {
+				e := &evs[pending[k]]
+				body, err := json.Marshal(e)
+				if err != nil {
+					return nil, nil, fmt.Errorf("encoding event %s: %w", e.ID, err)
+				}
+				msg := &nats.Msg{
+					Subject: e.NATSSubject(p.cfg.Prefix),
+					Header:  nats.Header{"Content-Type": []string{ContentType}},
+					Data:    body,
+				}
+				return msg, []jetstream.PublishOpt{jetstream.WithMsgID(e.ID), jetstream.WithExpectStream(p.cfg.Stream)}, nil
+			},
+			func(k int, ack *jetstream.PubAck, err error) error {
+				switch {
+				case err != nil:
+					lastErr = err
+					failed = append(failed, pending[k])
+				case ack.Duplicate:
+					res.Duplicates++
+				default:
+					res.Stored++
+				}
+				return nil
+			})
+		if err != nil {
+			return res, fmt.Errorf("publishing: %w", err)
 		}
 		pending = failed
 	}
 	return res, nil
-}
-
-// publishBatch sends the events at idx and waits for their acks, returning
-// the indexes to try again with the last reason one failed. It returns an
-// error only when ctx ends.
-func (p *Publisher) publishBatch(ctx context.Context, evs []Event, bodies [][]byte, idx []int, res *PublishResult) (failed []int, cause, err error) {
-	type sent struct {
-		i   int
-		fut jetstream.PubAckFuture
-	}
-	futures := make([]sent, 0, len(idx))
-	for _, i := range idx {
-		msg := &nats.Msg{
-			Subject: evs[i].NATSSubject(p.cfg.Prefix),
-			Header:  nats.Header{"Content-Type": []string{ContentType}},
-			Data:    bodies[i],
-		}
-		fut, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(evs[i].ID), jetstream.WithExpectStream(p.cfg.Stream))
-		if err != nil {
-			cause = err
-			failed = append(failed, i)
-			continue
-		}
-		futures = append(futures, sent{i, fut})
-	}
-	for _, s := range futures {
-		select {
-		case ack := <-s.fut.Ok():
-			if ack.Duplicate {
-				res.Duplicates++
-			} else {
-				res.Stored++
-			}
-		case err := <-s.fut.Err():
-			cause = err
-			failed = append(failed, s.i)
-		case <-ctx.Done():
-			return nil, nil, fmt.Errorf("publishing: %w", context.Cause(ctx))
-		}
-	}
-	return failed, cause, nil
 }

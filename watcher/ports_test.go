@@ -69,13 +69,14 @@ func (p *memPublisher) events() []events.Event {
 }
 
 // memStore is a watcher.StateStore in memory with kvstore.Store's
-// contract: Prepare records the started meetings about to be announced,
-// Commit writes the changes and then the meta, and Load returns as Pending
-// the prepared meetings that no commit covered.
+// contract: Prepare writes the started meetings about to be announced as
+// intents, Write the others once announced, Commit the missing meetings and
+// then the meta, and Load returns as Pending the intents that no commit
+// covered.
 type memStore struct {
 	mu        sync.Mutex
 	snap      snapshot.Snapshot
-	pending   map[string]snapshot.Meeting
+	intents   map[string]bool // written by Prepare since the last commit
 	prepared  time.Time
 	observed  time.Time
 	committed bool
@@ -97,10 +98,9 @@ func (s *memStore) Load(context.Context) (watcher.State, error) {
 	if !s.committed {
 		st.ObservedAt = s.prepared
 	}
-	for id, m := range s.pending {
-		if _, ok := st.Snapshot[id]; !ok {
-			st.Pending = append(st.Pending, m)
-		}
+	for id := range s.intents {
+		st.Pending = append(st.Pending, st.Snapshot[id])
+		delete(st.Snapshot, id)
 	}
 	slices.SortFunc(st.Pending, func(a, b snapshot.Meeting) int { return strings.Compare(a.UUID, b.UUID) })
 	return st, nil
@@ -109,13 +109,33 @@ func (s *memStore) Load(context.Context) (watcher.State, error) {
 func (s *memStore) Prepare(_ context.Context, changes []snapshot.Change, observedAt time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.pending == nil {
-		s.pending = map[string]snapshot.Meeting{}
+	if s.intents == nil {
+		s.intents = map[string]bool{}
+	}
+	if s.snap == nil {
+		s.snap = snapshot.Snapshot{}
 	}
 	s.prepared = observedAt
 	for _, c := range changes {
 		if c.Kind == snapshot.Started {
-			s.pending[c.Key] = c.New
+			s.snap[c.Key] = c.New
+			s.intents[c.Key] = true
+		}
+	}
+	return nil
+}
+
+func (s *memStore) Write(_ context.Context, changes []snapshot.Change) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range changes {
+		switch c.Kind {
+		case snapshot.Ended:
+			delete(s.snap, c.Key)
+			delete(s.intents, c.Key)
+		case snapshot.Changed:
+			s.snap[c.Key] = c.New
+			delete(s.intents, c.Key)
 		}
 	}
 	return nil
@@ -130,9 +150,6 @@ func (s *memStore) Commit(_ context.Context, commit watcher.Commit) error {
 			return err
 		}
 	}
-	if s.snap == nil {
-		s.snap = snapshot.Snapshot{}
-	}
 	for _, id := range commit.Settled {
 		delete(s.missing, id)
 	}
@@ -142,16 +159,7 @@ func (s *memStore) Commit(_ context.Context, commit watcher.Commit) error {
 		}
 		s.missing[id] = at
 	}
-	for _, c := range commit.Changes {
-		if c.Kind == snapshot.Ended {
-			delete(s.snap, c.Key)
-		} else {
-			s.snap[c.Key] = c.New
-		}
-		if c.Kind != snapshot.Changed {
-			delete(s.pending, c.Key)
-		}
-	}
+	clear(s.intents)
 	s.observed, s.committed = commit.ObservedAt, true
 	s.commits = append(s.commits, time.Now())
 	return nil

@@ -31,11 +31,8 @@ type State struct {
 }
 
 // Commit is what a poll hands the state store once every one of its events
-// is acknowledged.
+// is acknowledged and every key written.
 type Commit struct {
-	// Changes are the poll's transitions, and the started meetings that an
-	// earlier poll announced but never committed.
-	Changes []snapshot.Change
 	// ObservedAt is when the listing was taken.
 	ObservedAt time.Time
 	// Meetings counts the committed snapshot.
@@ -45,6 +42,6 @@ type Commit struct {
 	// seen.
 	Missed map[string]time.Time
 	// Settled are meetings that were missing and are not any more: they
-	// ended (Changes says so), or they are listed again.
+	// ended (their change says so), or they are listed again.
 	Settled []string
 }

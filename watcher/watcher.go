@@ -44,12 +44,17 @@ type Publisher interface {
 	Publish(ctx context.Context, evs []events.Event) (events.PublishResult, error)
 }
 
-// StateStore holds the last committed snapshot.
+// StateStore holds the last committed snapshot. A poll hands it its
+// changes a chunk at a time: Prepare before their events are published,
+// Write once they are acknowledged, and Commit once every chunk is written.
 type StateStore interface {
 	Load(ctx context.Context) (State, error)
 	// Prepare records the started meetings of changes before their events
 	// are published; Load returns those a commit never covered as Pending.
 	Prepare(ctx context.Context, changes []snapshot.Change, observedAt time.Time) error
+	// Write records the changed and ended meetings of changes, whose
+	// events are acknowledged.
+	Write(ctx context.Context, changes []snapshot.Change) error
 	// Commit makes the poll's snapshot the committed state.
 	Commit(ctx context.Context, c Commit) error
 }
@@ -192,60 +197,16 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 		changes = snapshot.Diff(w.state.Snapshot, next)
 	}
 	res.Meetings = len(next)
-	evs := make([]events.Event, 0, len(changes))
-	for _, c := range changes {
-		if !w.cfg.Builder.Publishes(c) {
-			res.Ignored++ // committed all the same, so later diffs start from it
-			continue
-		}
-		lastSeen := w.state.ObservedAt
-		if t, ok := w.state.Missing[c.Key]; ok {
-			lastSeen = t
-		}
-		e, err := w.cfg.Builder.Build(c, listed, !w.state.Committed, lastSeen)
-		if errors.Is(err, snapshot.ErrTooLarge) {
-			// Trimmed as far as it goes and still too big: holding every
-			// other meeting's events back for it would be worse.
-			w.logger.Error("event too large to publish even trimmed; skipped", "kind", c.Kind, "meeting", c.Key, "err", err)
-			continue
-		}
-		if err != nil {
-			return PollResult{}, err
-		}
-		evs = append(evs, e)
-		switch c.Kind {
-		case snapshot.Started:
-			res.Started++
-		case snapshot.Changed:
-			res.Changed++
-		case snapshot.Ended:
-			res.Ended++
-		}
-	}
-	if len(evs) > 0 {
-		if err := w.cfg.Store.Prepare(ctx, changes, observedAt); err != nil {
-			return PollResult{}, fmt.Errorf("before publishing: %w", err)
-		}
-		pr, err := w.cfg.Publisher.Publish(ctx, evs)
-		if err != nil {
-			// Some events may have gone out: the next poll reads the
-			// pending records again rather than trusting memory.
-			w.loaded = false
-			return PollResult{}, fmt.Errorf("publishing %d events: %w", len(evs), err)
-		}
-		res.Stored += pr.Stored
-		res.Duplicates += pr.Duplicates
+	if err := w.deliver(ctx, changes, observedAt, listed, &res); err != nil {
+		// Some events may have gone out and some keys changed: the next
+		// poll reads the store again rather than trusting memory.
+		w.loaded = false
+		return PollResult{}, err
 	}
 	if err := ctx.Err(); err != nil {
 		return PollResult{}, fmt.Errorf("before commit: %w", context.Cause(ctx))
 	}
-	commit := Commit{
-		Changes:    withPending(changes, w.state.Pending, next),
-		ObservedAt: observedAt,
-		Meetings:   len(next),
-		Missed:     missed,
-		Settled:    settled,
-	}
+	commit := Commit{ObservedAt: observedAt, Meetings: len(next), Missed: missed, Settled: settled}
 	if err := w.cfg.Store.Commit(ctx, commit); err != nil {
 		// Part of the commit may have landed. Reading the store again on the
 		// next poll makes it diff against what is really there, so it
@@ -298,24 +259,114 @@ func (w *Watcher) settle(ctx context.Context, st *State, res *PollResult) error 
 	return nil
 }
 
-// withPending adds to changes a started change for every pending meeting
-// that this poll's diff leaves as it is, so that the commit writes it. A
-// pending meeting that changed or ended already has its change.
-func withPending(changes []snapshot.Change, pending []snapshot.Meeting, next snapshot.Snapshot) []snapshot.Change {
-	if len(pending) == 0 {
-		return changes
-	}
-	touched := make(map[string]bool, len(changes))
-	for _, c := range changes {
-		touched[c.Key] = true
-	}
-	out := slices.Clone(changes)
-	for _, m := range pending {
-		if cur, ok := next[m.UUID]; ok && !touched[m.UUID] {
-			out = append(out, snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: cur})
+// chunkSize is how many changes go through deliver's stages at a time:
+// enough that each stage's acknowledgements overlap the next chunk's
+// work, few enough that the events held at once stay small.
+const chunkSize = 4096
+
+// chunk is the part of a poll's changes one stage hands the next.
+type chunk struct {
+	changes []snapshot.Change
+	evs     []events.Event
+}
+
+// deliver publishes the events of changes and stores their records, a
+// chunk at a time, in three stages that overlap: the keys of a chunk's
+// started meetings are written (Prepare), then its events are published and
+// acknowledged, then its other keys are written (Write). Every key is thus
+// written either before its event as an intent that Load recognises, or
+// after its event is safely stored, while a first poll of many meetings
+// never holds every encoded event at once.
+func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observedAt, listed time.Time, res *PollResult) error {
+	g, gctx := errgroup.WithContext(ctx)
+	toPublish, toWrite := make(chan chunk, 1), make(chan chunk, 1)
+	send := func(to chan<- chunk, c chunk) error {
+		select {
+		case to <- c:
+			return nil
+		case <-gctx.Done():
+			return context.Cause(gctx)
 		}
 	}
-	return out
+	g.Go(func() error {
+		defer close(toPublish)
+		for part := range slices.Chunk(changes, chunkSize) {
+			evs, err := w.build(part, listed, res)
+			if err != nil {
+				return err
+			}
+			if err := w.cfg.Store.Prepare(gctx, part, observedAt); err != nil {
+				return fmt.Errorf("before publishing: %w", err)
+			}
+			if err := send(toPublish, chunk{part, evs}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	g.Go(func() error {
+		defer close(toWrite)
+		for c := range toPublish {
+			if len(c.evs) > 0 {
+				pr, err := w.cfg.Publisher.Publish(gctx, c.evs)
+				if err != nil {
+					return fmt.Errorf("publishing %d events: %w", len(c.evs), err)
+				}
+				res.Stored += pr.Stored
+				res.Duplicates += pr.Duplicates
+			}
+			if err := send(toWrite, chunk{changes: c.changes}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	g.Go(func() error {
+		for c := range toWrite {
+			if err := w.cfg.Store.Write(gctx, c.changes); err != nil {
+				return fmt.Errorf("committing state: %w", err)
+			}
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// build returns the events of changes, counting them in res. A change
+// confined to ignored fields gets none, and neither does one whose event
+// stays too large even trimmed: holding every other meeting's events back
+// for it would be worse. Both are committed all the same, so that later
+// diffs start from them.
+func (w *Watcher) build(changes []snapshot.Change, listed time.Time, res *PollResult) ([]events.Event, error) {
+	evs := make([]events.Event, 0, len(changes))
+	for _, c := range changes {
+		if !w.cfg.Builder.Publishes(c) {
+			res.Ignored++
+			continue
+		}
+		lastSeen := w.state.ObservedAt
+		if t, ok := w.state.Missing[c.Key]; ok {
+			lastSeen = t
+		}
+		e, err := w.cfg.Builder.Build(c, listed, !w.state.Committed, lastSeen)
+		if errors.Is(err, snapshot.ErrTooLarge) {
+			w.logger.Error("event too large to publish even trimmed; skipped", "kind", c.Kind, "meeting", c.Key, "err", err)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		evs = append(evs, e)
+		switch c.Kind {
+		case snapshot.Started:
+			res.Started++
+		case snapshot.Changed:
+			res.Changed++
+		case snapshot.Ended:
+			res.Ended++
+		}
+	}
+	return evs, nil
 }
 
 // fit replaces the secrets of a record by digests, so that the diff still

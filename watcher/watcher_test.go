@@ -467,46 +467,45 @@ func BenchmarkPoll10k(b *testing.B) {
 	}
 }
 
-// halfCommitStore lands half of the keys of its first commit, and not the
+// halfWriteStore lands half of the keys of its first Write, and not the
 // meta key, then fails: a process killed in the middle of a commit.
-type halfCommitStore struct {
+type halfWriteStore struct {
 	*kvstore.Store
-	kv     jetstream.KeyValue
 	failed bool
 }
 
-func (s *halfCommitStore) Commit(ctx context.Context, commit watcher.Commit) error {
+func (s *halfWriteStore) Write(ctx context.Context, changes []snapshot.Change) error {
 	if s.failed {
-		return s.Store.Commit(ctx, commit)
+		return s.Store.Write(ctx, changes)
 	}
 	s.failed = true
-	for _, c := range commit.Changes[:len(commit.Changes)/2] {
-		if _, err := s.kv.Put(ctx, "m."+events.Token(c.Key), c.New.Raw()); err != nil {
-			return err
-		}
+	if err := s.Store.Write(ctx, changes[:len(changes)/2]); err != nil {
+		return err
 	}
 	return errors.New("killed mid-commit")
 }
 
 func TestPartialCommitIsRepairedByTheNextPoll(t *testing.T) {
 	r := newRig(t)
-	r.api.Sim.AddN(20)
-	store := r.store(t)
-	kv, err := r.js.KeyValue(t.Context(), testBucket)
+	ids := r.api.Sim.AddN(20)
+	w := r.newWatcher(t, &halfWriteStore{Store: r.store(t), failed: true})
+	_, err := w.Poll(t.Context())
 	require.NoError(t, err)
-	w := r.newWatcher(t, &halfCommitStore{Store: store, kv: kv})
+
+	for _, id := range ids[:10] {
+		r.api.Sim.Update(id, func(rec apisim.Record) { rec["subject"] = "renamed " + id })
+	}
+	w = r.newWatcher(t, &halfWriteStore{Store: r.store(t)})
 	_, err = w.Poll(t.Context())
 	require.ErrorContains(t, err, "killed mid-commit")
 
 	res, err := w.Poll(t.Context())
 	require.NoError(t, err)
-	assert.Equal(t, 10, res.Started, "only the meetings whose keys did not land are diffed again")
-	assert.Equal(t, 10, res.Duplicates, "and their events keep their ids")
-	evs := r.published(t)
-	assert.Len(t, evs, 20)
-	for _, e := range evs {
-		assert.True(t, e.Data.Initial)
-	}
+	assert.Equal(t, 5, res.Changed, "only the meetings whose keys did not land are diffed again")
+	assert.Equal(t, 5, res.Duplicates, "and their events keep their ids")
+	k := kinds(r.published(t))
+	assert.Len(t, k[snapshot.Started], 20)
+	assert.ElementsMatch(t, ids[:10], k[snapshot.Changed], "one changed event each")
 	st, err := r.store(t).Load(t.Context())
 	require.NoError(t, err)
 	assert.Len(t, st.Snapshot, 20)

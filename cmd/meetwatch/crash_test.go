@@ -201,7 +201,7 @@ func (s *stateView) hasMeta(tb testing.TB) bool {
 }
 
 // keys returns the confUUIDs under a key prefix: "m." for the meetings in
-// the state, "p." for the starts a poll recorded before publishing them.
+// the state, including the starts a poll recorded before publishing them.
 func (s *stateView) keys(tb testing.TB, prefix string) map[string]bool {
 	tb.Helper()
 	kv, err := s.kv(tb.Context())
@@ -278,6 +278,19 @@ func firstCommit(tb testing.TB, p *process) (started, ended, duplicates int) {
 	}
 	require.FailNow(tb, "no committed poll logged", "stderr:\n%s", p.stderr)
 	return 0, 0, 0
+}
+
+// allCommits sums what every committed poll of p logged.
+func allCommits(p *process) (started, ended, duplicates int) {
+	for _, l := range p.stderr.Lines() {
+		if m := committedLine.FindStringSubmatch(l); m != nil {
+			s, _ := strconv.Atoi(m[1])
+			e, _ := strconv.Atoi(m[3])
+			d, _ := strconv.Atoi(m[4])
+			started, ended, duplicates = started+s, ended+e, duplicates+d
+		}
+	}
+	return started, ended, duplicates
 }
 
 // tally is what checkTruth found.
@@ -446,7 +459,7 @@ type natsGate struct {
 	upstream string
 
 	mu      sync.Mutex
-	pick    func(subject string) bool
+	pick    func(kind string) bool
 	held    chan struct{}
 	holding bool
 	conns   []net.Conn
@@ -457,23 +470,21 @@ type natsGate struct {
 // Kinds of client messages the gate counts.
 const (
 	kindEvent   = "event"   // a meeting event
-	kindPrepare = "prepare" // a p.* put: a start recorded before publishing
-	kindPending = "pending" // a p.* purge: a recorded start committed
-	kindMeeting = "meeting" // an m.* put or purge
+	kindPrepare = "prepare" // an m.* put marked as an intent: a start recorded before publishing
+	kindMeeting = "meeting" // any other m.* put or purge: a change or an end, after its event
 	kindMeta    = "meta"    // the meta key: a commit's last write
 )
 
-// writeKind tells what a PUB or HPUB does, from its subject; "" for
-// anything else (the lease, JetStream's API, replies).
-func writeKind(op []byte, subject string) string {
+// writeKind tells what a PUB or HPUB does, from its subject and, for a
+// meeting's key, its headers; "" for anything else (the lease, JetStream's
+// API, replies).
+func writeKind(subject string, payload []byte) string {
 	state := "$KV." + stateBucket + "."
 	switch {
 	case strings.HasPrefix(subject, "meetings."):
 		return kindEvent
-	case strings.HasPrefix(subject, state+"p.") && bytes.EqualFold(op, []byte("PUB")):
+	case strings.HasPrefix(subject, state+"m.") && bytes.Contains(payload, []byte("Meetwatch-Intent:")):
 		return kindPrepare
-	case strings.HasPrefix(subject, state+"p."):
-		return kindPending
 	case strings.HasPrefix(subject, state+"m."):
 		return kindMeeting
 	case subject == state+"meta":
@@ -487,7 +498,6 @@ var phase = map[string]string{
 	"":          "before its first write",
 	kindPrepare: "preparing",
 	kindEvent:   "publishing",
-	kindPending: "committing",
 	kindMeeting: "committing",
 	kindMeta:    "between polls",
 }
@@ -523,9 +533,9 @@ func startGate(tb testing.TB, natsURL string) *natsGate {
 
 func (g *natsGate) URL() string { return "nats://" + g.ln.Addr().String() }
 
-// holdFrom arms the gate; the returned channel is closed when a message is
-// held.
-func (g *natsGate) holdFrom(pick func(subject string) bool) <-chan struct{} {
+// holdFrom arms the gate, which holds the first message that pick picks by
+// its writeKind; the returned channel is closed when a message is held.
+func (g *natsGate) holdFrom(pick func(kind string) bool) <-chan struct{} {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.pick = pick
@@ -583,7 +593,6 @@ func (g *natsGate) forward(client, srv net.Conn) {
 		msg, subject, kind := line, "", ""
 		if f := bytes.Fields(line); len(f) >= 3 && (bytes.EqualFold(f[0], []byte("PUB")) || bytes.EqualFold(f[0], []byte("HPUB"))) {
 			subject = string(f[1])
-			kind = writeKind(f[0], subject)
 			n, err := strconv.Atoi(string(f[len(f)-1]))
 			if err != nil {
 				return
@@ -592,6 +601,7 @@ func (g *natsGate) forward(client, srv net.Conn) {
 			if _, err := io.ReadFull(r, payload); err != nil {
 				return
 			}
+			kind = writeKind(subject, payload)
 			msg = append(msg, payload...)
 		}
 		if g.hold(subject, kind) {
@@ -614,7 +624,7 @@ func (g *natsGate) forward(client, srv net.Conn) {
 func (g *natsGate) hold(subject, kind string) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if !g.holding && subject != "" && g.pick != nil && g.pick(subject) {
+	if !g.holding && kind != "" && g.pick != nil && g.pick(kind) {
 		g.holding = true
 		close(g.held)
 	}
@@ -625,25 +635,12 @@ func (g *natsGate) hold(subject, kind string) bool {
 	return g.holding
 }
 
-// nthWrite picks the (n+1)th write to a meeting's key in the state bucket,
-// so that exactly n of them get through.
-func nthWrite(n int) func(string) bool {
+// nth picks the (n+1)th message of a kind (see writeKind), so that
+// exactly n of them get through.
+func nth(kind string, n int) func(string) bool {
 	seen := 0
-	return func(subject string) bool {
-		if !strings.HasPrefix(subject, "$KV."+stateBucket+".m.") {
-			return false
-		}
-		seen++
-		return seen > n
-	}
-}
-
-// nthPrepare picks the (n+1)th pending record a poll writes before it
-// publishes, so that exactly n of them get through.
-func nthPrepare(n int) func(string) bool {
-	seen := 0
-	return func(subject string) bool {
-		if !strings.HasPrefix(subject, "$KV."+stateBucket+".p.") {
+	return func(k string) bool {
+		if k != kind {
 			return false
 		}
 		seen++
@@ -718,7 +715,7 @@ func TestKillNineAnywhere(t *testing.T) {
 			case 0:
 				kind, writes = kindPrepare, starting
 			case 1:
-				kind = kindMeeting
+				kind, writes = kindMeeting, ending
 			}
 			target := gate.count(kind) + 1 + rng.IntN(writes)
 			what = fmt.Sprintf("once %d %s writes went out after %d starts and %d ends", target, kind, starting, ending)
@@ -852,13 +849,12 @@ func TestCrashPoints(t *testing.T) {
 	t.Run("acknowledged, not committed", func(t *testing.T) {
 		t.Parallel()
 		r := newCrashRig(t, "rig-token")
-		held := r.gate.holdFrom(nthWrite(0))
+		held := r.gate.holdFrom(nth(kindMeta, 0))
 		p := r.start(true)
 		r.waitHeld(held)
 		require.Equal(t, rigMeetings, streamLen(r.nc, crashStream), "every event acknowledged before the commit")
 		kill9(t, p)
-		assert.Empty(t, r.st.keys(t, "m."), "no meeting committed")
-		assert.Len(t, r.st.keys(t, "p."), rigMeetings, "every start recorded as pending")
+		assert.Len(t, r.st.keys(t, "m."), rigMeetings, "every start recorded before it was published")
 		assert.False(t, r.st.hasMeta(t), "no meta key")
 
 		again, f, _ := r.restart(nil)
@@ -869,23 +865,24 @@ func TestCrashPoints(t *testing.T) {
 			f.transitions, f.lost, f.duplicates, dups)
 	})
 
-	t.Run("mid-commit of the first snapshot", func(t *testing.T) {
+	t.Run("mid-publish of the first snapshot", func(t *testing.T) {
 		t.Parallel()
 		r := newCrashRig(t, "rig-token")
 		const landed = rigMeetings / 2
-		held := r.gate.holdFrom(nthWrite(landed))
+		held := r.gate.holdFrom(nth(kindEvent, landed))
 		p := r.start(true)
 		r.waitHeld(held)
-		require.Eventually(t, func() bool { return len(r.st.keys(t, "m.")) == landed },
-			eventWait, tick, "waiting for %d writes to land", landed)
+		require.Eventually(t, func() bool { return streamLen(r.nc, crashStream) == landed },
+			eventWait, tick, "waiting for %d events to land", landed)
 		kill9(t, p)
+		assert.Len(t, r.st.keys(t, "m."), rigMeetings, "every start recorded before it was published")
 		assert.False(t, r.st.hasMeta(t), "no meta key")
 
 		again, f, _ := r.restart(nil)
 		started, _, dups := firstCommit(t, again)
-		assert.Equal(t, rigMeetings-landed, started, "the restart publishes what the commit missed")
-		assert.Equal(t, rigMeetings-landed, dups, "and JetStream drops every copy")
-		t.Logf("crash: mid-commit (%d of %d keys, no meta): transitions checked %d, events lost %d, duplicates %d, republished and dropped %d, kills 1",
+		assert.Equal(t, rigMeetings, started, "the restart publishes every recorded start")
+		assert.Equal(t, landed, dups, "and JetStream drops the copies of those that went out")
+		t.Logf("crash: mid-publish (%d of %d events, no meta): transitions checked %d, events lost %d, duplicates %d, republished and dropped %d, kills 1",
 			landed, rigMeetings, f.transitions, f.lost, f.duplicates, dups)
 	})
 
@@ -898,45 +895,46 @@ func TestCrashPoints(t *testing.T) {
 		_, metaBefore := r.st.meta()
 		require.Equal(t, rigMeetings, metaBefore)
 
-		// Polls without a change write no meeting key, so the meeting keys
-		// written from here on are this change's. The world changes while
-		// a poll waits to begin, so that one poll sees the whole change.
-		const churn, landed = 30, 30
-		held := r.gate.holdFrom(nthWrite(landed))
+		// The starts of the change are recorded before their events, its
+		// ends written after them: half of those land. The world changes
+		// while a poll waits to begin, so that one poll sees the whole
+		// change; its ends are as many as one round of lookups confirms.
+		const starts, ends, landed = 30, 4, 2
+		held := r.gate.holdFrom(nth(kindMeeting, landed))
 		blocked, release := r.lst.holdNext(t)
 		waitBlocked(t, blocked)
-		added := r.w.start(churn)
-		ended := r.w.endSome(t, r.rng, r.st, churn)
-		require.Len(t, ended, churn)
+		added := r.w.start(starts)
+		ended := r.w.endSome(t, r.rng, r.st, ends)
+		require.Len(t, ended, ends)
 		release()
 		r.waitHeld(held)
-		require.Equal(t, rigMeetings+2*churn, streamLen(r.nc, crashStream), "every event acknowledged before the commit")
-		var keys map[string]bool
+		require.Equal(t, rigMeetings+starts+ends, streamLen(r.nc, crashStream), "every event acknowledged before the commit")
 		require.Eventually(t, func() bool {
-			keys = r.st.keys(t, "m.")
-			n := 0
-			for _, id := range added {
-				if keys[id] {
-					n++
-				}
-			}
+			keys := r.st.keys(t, "m.")
+			gone := 0
 			for _, id := range ended {
 				if !keys[id] {
-					n++
+					gone++
 				}
 			}
-			return n == landed
-		}, eventWait, tick, "waiting for %d of the commit's %d writes to land", landed, 2*churn)
+			for _, id := range added {
+				if !keys[id] {
+					return false
+				}
+			}
+			return gone == landed
+		}, eventWait, tick, "waiting for the %d starts and %d of the %d ends to land", starts, landed, ends)
 		kill9(t, p)
 		_, metaAfter := r.st.meta()
 		assert.Equal(t, metaBefore, metaAfter, "the meta key is the previous poll's")
 
 		again, f, _ := r.restart(nil)
-		started, endedN, dups := firstCommit(t, again)
-		assert.Equal(t, 2*churn-landed, started+endedN, "the restart publishes what the commit missed")
-		assert.Equal(t, 2*churn-landed, dups, "and JetStream drops every copy")
-		t.Logf("crash: mid-commit of a later poll (%d of %d writes): transitions checked %d, events lost %d, duplicates %d, republished and dropped %d, kills 1",
-			landed, 2*churn, f.transitions, f.lost, f.duplicates, dups)
+		started, endedN, dups := allCommits(again)
+		assert.Equal(t, starts, started, "the restart publishes the starts no commit covered")
+		assert.Equal(t, ends-landed, endedN, "and the ends whose keys did not go")
+		assert.Equal(t, starts+ends-landed, dups, "and JetStream drops every copy")
+		t.Logf("crash: mid-commit of a later poll (%d of %d end writes): transitions checked %d, events lost %d, duplicates %d, republished and dropped %d, kills 1",
+			landed, ends, f.transitions, f.lost, f.duplicates, dups)
 	})
 
 	t.Run("between two polls", func(t *testing.T) {
@@ -983,11 +981,11 @@ func TestCrashPoints(t *testing.T) {
 		t.Parallel()
 		r := newCrashRig(t, "rig-token")
 		const landed = rigMeetings / 2
-		held := r.gate.holdFrom(nthPrepare(landed))
+		held := r.gate.holdFrom(nth(kindPrepare, landed))
 		p := r.start(true)
 		r.waitHeld(held)
-		require.Eventually(t, func() bool { return len(r.st.keys(t, "p.")) == landed },
-			eventWait, tick, "waiting for %d pending records to land", landed)
+		require.Eventually(t, func() bool { return len(r.st.keys(t, "m.")) == landed },
+			eventWait, tick, "waiting for %d recorded starts to land", landed)
 		kill9(t, p)
 		assert.Zero(t, streamLen(r.nc, crashStream), "nothing published yet")
 		assert.False(t, r.st.hasMeta(t), "no meta key")
@@ -1001,77 +999,62 @@ func TestCrashPoints(t *testing.T) {
 				notInitial++
 			}
 		}
-		t.Logf("crash: mid-prepare (%d of %d pending records): transitions checked %d, events lost %d, duplicates %d, first-snapshot started events not marked initial %d, kills 1",
+		t.Logf("crash: mid-prepare (%d of %d recorded starts): transitions checked %d, events lost %d, duplicates %d, first-snapshot started events not marked initial %d, kills 1",
 			landed, rigMeetings, f.transitions, f.lost, f.duplicates, notInitial)
 		assert.Zero(t, notInitial, "every started event of the first snapshot is initial, across the kill")
 	})
 
-	t.Run("partial first commit, then ends", func(t *testing.T) {
+	t.Run("partial first publish, then ends", func(t *testing.T) {
 		t.Parallel()
 		r := newCrashRig(t, "rig-token")
 		const landed = rigMeetings / 2
-		held := r.gate.holdFrom(nthWrite(landed))
+		held := r.gate.holdFrom(nth(kindEvent, landed))
 		p := r.start(true)
 		r.waitHeld(held)
-		require.Eventually(t, func() bool { return len(r.st.keys(t, "m.")) == landed },
-			eventWait, tick, "waiting for %d writes to land", landed)
+		require.Eventually(t, func() bool { return streamLen(r.nc, crashStream) == landed },
+			eventWait, tick, "waiting for %d events to land", landed)
 		kill9(t, p)
 
-		// Every meeting's started is in the stream; half are in the
-		// state, and there is no meta key. Two of each half end now.
-		keys := r.st.keys(t, "m.")
-		var inState, notInState []string
+		// Every meeting's start is recorded, half are announced, and there
+		// is no meta key. Two of each half end now.
+		announced := map[string]bool{}
+		for _, m := range storedMessages(t, r.nc, crashStream) {
+			announced[m.Event.Subject] = true
+		}
+		var were, werent []string
 		for _, id := range r.w.added {
 			switch {
-			case keys[id] && len(inState) < 2:
-				inState = append(inState, id)
-			case !keys[id] && len(notInState) < 2:
-				notInState = append(notInState, id)
+			case announced[id] && len(were) < 2:
+				were = append(were, id)
+			case !announced[id] && len(werent) < 2:
+				werent = append(werent, id)
 			}
 		}
 		owed := map[string]bool{}
-		for _, id := range append(inState, notInState...) {
+		for _, id := range append(were, werent...) {
 			r.w.end(t, id)
 			owed[id] = true
 		}
 
-		// A restart repairs the commit and reports the four ends.
+		// A restart publishes the rest of the starts and the four ends,
+		// then stops cleanly; after that, nothing is left to redo.
 		second := r.start(false)
 		waitForLen(t, r.nc, rigMeetings+len(owed))
 		settle(t, r.nc, r.st, r.api.Sim)
-		keys, pending := r.st.keys(t, "m."), r.st.keys(t, "p.")
-		var stale []string
-		for id := range pending {
-			if keys[id] {
-				stale = append(stale, id)
-			}
-		}
-		// A meeting whose pending record outlived the repair ends, and
-		// the watcher reports it; then meetwatch stops cleanly.
-		var ended string
-		if len(stale) > 0 {
-			ended = stale[0]
-		} else {
-			ended = r.w.live[0]
-		}
-		r.w.end(t, ended)
-		waitForLen(t, r.nc, rigMeetings+len(owed)+1)
-		waitForCommits(t, r.st, 1)
 		second.stop(t, syscall.SIGTERM)
 
-		// Nothing was left unfinished, so a restart has nothing to redo.
 		third, f, _ := r.restart(owed)
-		var settled []string
+		var redone []string
 		for _, l := range third.stderr.Lines() {
-			if strings.Contains(l, "pending started events settled") {
-				settled = append(settled, l)
+			if strings.Contains(l, "pending started events published again") {
+				redone = append(redone, l)
 			}
 		}
 		var noLastSeen []string
 		published := 0
 		for id := range owed {
 			e := f.ended[id]
-			if !assert.Len(t, e, 1, "ended events for %s, announced as started before the crash", id) {
+			if !assert.Len(t, e, 1, "ended events for %s, recorded as started before the crash", id) {
 				continue
 			}
 			published++
@@ -1081,23 +1064,11 @@ func TestCrashPoints(t *testing.T) {
 			}
 			assertLastSeen(t, e[0])
 		}
-		t.Logf("crash: partial first commit, then ends: transitions checked %d, events lost %d, duplicates %d, kills 1; "+
-			"ended while down %d, published %d, without lastSeen %d; pending records of committed meetings after the repair %d, restarts after a clean stop that redid pending starts %d",
-			f.transitions, f.lost, f.duplicates, len(owed), published, len(noLastSeen), len(stale), len(settled))
-		if t.Failed() {
-			return
-		}
-		var bugs []string
-		if len(noLastSeen) > 0 {
-			bugs = append(bugs, fmt.Sprintf("after a first commit cut short (no meta key), ended events without lastSeen: %v", noLastSeen))
-		}
-		if len(stale)+len(settled) > 0 {
-			bugs = append(bugs, fmt.Sprintf("p.<confUUID> records outlived the commit of their meeting "+
-				"(%d left after the repair); once such a meeting ends (%s), a restart would republish its started and ended:\n%s",
-				len(stale), ended, strings.Join(settled, "\n")))
-		}
-		assert.Empty(t, bugs)
-		assert.Empty(t, pending, "pending records after a repaired commit")
+		t.Logf("crash: partial first publish, then ends: transitions checked %d, events lost %d, duplicates %d, kills 1; "+
+			"ended while down %d, published %d, without lastSeen %d; restarts after a clean stop that redid pending starts %d",
+			f.transitions, f.lost, f.duplicates, len(owed), published, len(noLastSeen), len(redone))
+		assert.Empty(t, noLastSeen, "after a first poll cut short (no meta key), ended events without lastSeen")
+		assert.Empty(t, redone, "a restart after a clean stop redid pending starts")
 	})
 }
 

@@ -25,21 +25,31 @@ import (
 //
 // A snapshot of thousands of meetings is far larger than a NATS message may
 // be, so it is never one value. Keys are "m.<confUUID>" (see events.Token)
-// holding the record as the API sent it, and "meta" holding when the
-// snapshot was observed. A commit writes only what changed.
+// holding the record, "e.<confUUID>" for a meeting whose end waits for the
+// next listing, and "meta" holding when the committed snapshot was
+// observed. A poll writes only what changed, and meta last.
+//
+// A started meeting's key is written before its started event is
+// published, marked with the intent header; every other write follows
+// the acknowledgement of its event. A key written after meta's last
+// revision is therefore either the record of an acknowledged event, or,
+// when marked, a start that may not have been announced: Load returns
+// those as Pending.
 type Store struct {
 	kv jetstream.KeyValue
 	js jetstream.JetStream
 	// subjects is the prefix of the bucket's subjects, "$KV.<bucket>.":
 	// the bulk writes of a poll are publishes to them.
 	subjects  string
+	stream    string
 	markerTTL time.Duration
 
 	// metaRev is the revision of the meta key this replica last read or
 	// wrote. The meta key is written with a compare-and-set on it, so a
 	// replica that lost the lead cannot commit over a newer leader's state.
-	mu      sync.Mutex
-	metaRev uint64
+	mu         sync.Mutex
+	metaRev    uint64
+	preparedAt time.Time
 }
 
 var _ watcher.StateStore = (*Store)(nil)
@@ -56,10 +66,16 @@ const (
 	metaKey       = "meta"
 	preparedKey   = "prepared"
 	meetingPrefix = "m."
-	pendingPrefix = "p."
+	// legacyPendingPrefix keyed, in earlier versions, the started meetings
+	// of a poll before their events went out. Load still reads any that a
+	// crash left behind, as pending, and clears them.
+	legacyPendingPrefix = "p."
 	// missingPrefix keys a meeting that a complete listing lacked and whose
 	// end waits for the next one; its value says when it was last seen.
 	missingPrefix = "e."
+	// intentHeader marks the write of a started meeting's key, made before
+	// its started event is published.
+	intentHeader = "Meetwatch-Intent"
 	// tombstoneTTL is how long the marker of an ended meeting's key stays.
 	// Without a limit, every meeting that ever ended would leave a marker
 	// behind for good, and every start-up would read them all.
@@ -84,7 +100,13 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("reading state bucket %s: %w", cfg.Bucket, err)
 	}
-	s := &Store{kv: kv, js: js, subjects: "$KV." + cfg.Bucket + "."}
+	// The poll's writes get an acknowledgement deadline of their own: one
+	// lost with a connection must fail the poll, not hang it.
+	wjs, err := jetstream.New(js.Conn(), jetstream.WithPublishAsyncTimeout(writeAckWait), jetstream.WithPublishAsyncMaxPending(writeWindow))
+	if err != nil {
+		return nil, fmt.Errorf("opening jetstream for state writes: %w", err)
+	}
+	s := &Store{kv: kv, js: wjs, subjects: "$KV." + cfg.Bucket + ".", stream: "KV_" + cfg.Bucket}
 	if st.LimitMarkerTTL() > 0 { // a bucket made without it cannot expire markers
 		s.markerTTL = tombstoneTTL
 	}
@@ -128,58 +150,66 @@ func (s *Store) Load(ctx context.Context) (watcher.State, error) {
 		st.ObservedAt, st.Committed = m.ObservedAt, true
 	}
 
-	// A watch delivers the last revision of every key in one pass, far
-	// faster than a Get per key. Its "initial values done" marker may come
-	// early on large buckets, so the end is taken from each entry's Delta,
-	// the number of entries still to come.
-	//
-	// It watches every key rather than filtering by prefix: nats-server
-	// serves a watch over several filters slowly once many delete markers
-	// have expired, and the few other keys cost nothing to skip.
-	w, err := s.kv.WatchAll(ctx)
-	if err != nil {
-		return watcher.State{}, fmt.Errorf("watching state: %w", err)
-	}
-	defer w.Stop()
 	pending := snapshot.Snapshot{}
+	legacy := snapshot.Snapshot{}
 	missing := map[string]time.Time{}
-	for seen := 0; ; {
-		var e jetstream.KeyValueEntry
-		var open bool
-		select {
-		case <-ctx.Done():
-			return watcher.State{}, fmt.Errorf("loading state: %w", context.Cause(ctx))
-		case e, open = <-w.Updates():
+	committedRev := s.metaRevision()
+	err = s.readAll(ctx, func(m *nats.Msg, rev uint64) error {
+		if m.Header.Get("KV-Operation") != "" {
+			return nil // deleted or purged
 		}
-		if !open {
-			return watcher.State{}, errors.New("loading state: the watch ended before every key was read")
-		}
-		if e == nil {
-			if seen == 0 {
-				break
+		key := strings.TrimPrefix(m.Subject, s.subjects)
+		switch {
+		case strings.HasPrefix(key, meetingPrefix), strings.HasPrefix(key, legacyPendingPrefix):
+			rec, err := snapshot.ParseMeeting(m.Data)
+			if err != nil {
+				return fmt.Errorf("decoding state key %s: %w", key, err)
 			}
-			continue
+			switch {
+			case strings.HasPrefix(key, legacyPendingPrefix):
+				legacy[rec.UUID] = rec
+			case rev > committedRev && m.Header.Get(intentHeader) != "":
+				pending[rec.UUID] = rec
+			default:
+				st.Snapshot[rec.UUID] = rec
+			}
+		case strings.HasPrefix(key, missingPrefix):
+			var v missingValue
+			if err := json.Unmarshal(m.Data, &v); err != nil {
+				return fmt.Errorf("decoding state key %s: %w", key, err)
+			}
+			missing[v.ConfUUID] = v.LastSeen
 		}
-		seen++
-		if e.Operation() == jetstream.KeyValuePut {
-			if err := load(e, &st, pending, missing); err != nil {
-				return watcher.State{}, fmt.Errorf("decoding state key %s: %w", e.Key(), err)
+		return nil // meta and prepared were read before
+	})
+	if err != nil {
+		return watcher.State{}, err
+	}
+	if len(legacy) > 0 {
+		// Each becomes an intent of today's kind before it goes.
+		var moved []write
+		for id, m := range legacy {
+			if _, committed := st.Snapshot[id]; !committed {
+				pending[id] = m
+				moved = append(moved, write{key: meetingKey(id), value: m.Raw(), intent: true})
 			}
 		}
-		if e.Delta() == 0 {
-			break
+		if err := s.writeAll(ctx, moved); err != nil {
+			return watcher.State{}, fmt.Errorf("moving pending records: %w", err)
+		}
+		for id := range legacy {
+			if err := s.purge(ctx, legacyPendingPrefix+events.Token(id)); err != nil {
+				return watcher.State{}, fmt.Errorf("clearing the pending record of %s: %w", id, err)
+			}
 		}
 	}
-	for id, m := range pending {
-		if _, committed := st.Snapshot[id]; !committed {
-			st.Pending = append(st.Pending, m)
-		} else if err := s.purge(ctx, pendingPrefix+events.Token(id)); err != nil {
-			return watcher.State{}, fmt.Errorf("clearing the pending record of committed %s: %w", id, err)
-		}
+	for _, m := range pending {
+		st.Pending = append(st.Pending, m)
 	}
 	slices.SortFunc(st.Pending, func(a, b snapshot.Meeting) int { return strings.Compare(a.UUID, b.UUID) })
 	for id, lastSeen := range missing {
-		if _, held := st.Snapshot[id]; !held {
+		_, held := st.Snapshot[id]
+		if _, announcing := pending[id]; !held && !announcing {
 			// Its end was committed, and the commit was cut short before
 			// this record went: it is done with.
 			if err := s.purge(ctx, missingPrefix+events.Token(id)); err != nil {
@@ -195,79 +225,125 @@ func (s *Store) Load(ctx context.Context) (watcher.State, error) {
 	return st, nil
 }
 
+// readAll hands fn the last message of every key of the bucket, with its
+// revision, and returns once each was handed over: one pass of an ordered
+// consumer, far faster than a Get per key. Unlike a key-value watch, it
+// sees each write's headers.
+//
+// It reads every key rather than filtering by prefix: nats-server serves a
+// consumer over several filters slowly once many delete markers have
+// expired, and the few other keys cost nothing to skip.
+func (s *Store) readAll(ctx context.Context, fn func(m *nats.Msg, rev uint64) error) error {
+	legacy, err := s.js.Conn().JetStream()
+	if err != nil {
+		return fmt.Errorf("loading state: %w", err)
+	}
+	msgs := make(chan *nats.Msg, 1024)
+	sub, err := legacy.Subscribe(s.subjects+">", func(m *nats.Msg) {
+		select {
+		case msgs <- m:
+		case <-ctx.Done():
+		}
+	}, nats.BindStream(s.stream), nats.OrderedConsumer(), nats.DeliverLastPerSubject(), nats.Context(ctx))
+	if err != nil {
+		return fmt.Errorf("loading state: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	left, err := sub.InitialConsumerPending()
+	if err != nil {
+		return fmt.Errorf("loading state: %w", err)
+	}
+	for left > 0 {
+		var m *nats.Msg
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("loading state: %w", context.Cause(ctx))
+		case m = <-msgs:
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("loading state: %w", err)
+		}
+		if err := fn(m, md.Sequence.Stream); err != nil {
+			return err
+		}
+		// The count still to come, as the consumer saw it: keys written
+		// while the state loads are not waited for.
+		left = md.NumPending
+	}
+	return nil
+}
+
 // missingValue is the value of a missing meeting's key.
 type missingValue struct {
 	ConfUUID string    `json:"confUUID"`
 	LastSeen time.Time `json:"lastSeen"`
 }
 
-// load files one key of the bucket where Load wants it.
-func load(e jetstream.KeyValueEntry, st *watcher.State, pending snapshot.Snapshot, missing map[string]time.Time) error {
-	key := e.Key()
-	switch {
-	case strings.HasPrefix(key, meetingPrefix), strings.HasPrefix(key, pendingPrefix):
-		m, err := snapshot.ParseMeeting(e.Value())
-		if err != nil {
-			return err
-		}
-		if strings.HasPrefix(key, pendingPrefix) {
-			pending[m.UUID] = m
-		} else {
-			st.Snapshot[m.UUID] = m
-		}
-	case strings.HasPrefix(key, missingPrefix):
-		var v missingValue
-		if err := json.Unmarshal(e.Value(), &v); err != nil {
-			return err
-		}
-		missing[v.ConfUUID] = v.LastSeen
-	}
-	return nil // meta and prepared were read before the watch
-}
-
-// Prepare records the meetings whose started events are about to be
-// published, before they are. If the poll stops short of its commit, the
-// next Load returns them as Pending: without that, a meeting announced but
-// not committed that ended before the next poll would look as if it had
-// never been there, and its ended event would be lost.
+// Prepare writes the keys of the started meetings among changes before
+// their events are published, marked as intents. If the poll stops short of
+// its commit, the next Load returns them as Pending: without that, a
+// meeting announced but not committed that ended before the next poll
+// would look as if it had never been there, and its ended event would be
+// lost. Until a first snapshot is committed, it also records observedAt,
+// every pending meeting's lastSeen.
 func (s *Store) Prepare(ctx context.Context, changes []snapshot.Change, observedAt time.Time) error {
-	at, err := json.Marshal(metaValue{ObservedAt: observedAt.UTC()})
-	if err != nil {
-		return fmt.Errorf("encoding prepared time: %w", err)
-	}
-	if _, err := s.kv.Put(ctx, preparedKey, at); err != nil {
-		return fmt.Errorf("recording prepared time: %w", err)
+	s.mu.Lock()
+	first := s.metaRev == 0 && !s.preparedAt.Equal(observedAt)
+	s.mu.Unlock()
+	if first {
+		at, err := json.Marshal(metaValue{ObservedAt: observedAt.UTC()})
+		if err != nil {
+			return fmt.Errorf("encoding prepared time: %w", err)
+		}
+		if _, err := s.kv.Put(ctx, preparedKey, at); err != nil {
+			return fmt.Errorf("recording prepared time: %w", err)
+		}
+		s.mu.Lock()
+		s.preparedAt = observedAt
+		s.mu.Unlock()
 	}
 	var writes []write
 	for _, c := range changes {
 		if c.Kind == snapshot.Started {
-			writes = append(writes, write{key: pendingPrefix + events.Token(c.Key), value: c.New.Raw()})
+			writes = append(writes, write{key: meetingKey(c.Key), value: c.New.Raw(), intent: true})
 		}
 	}
 	if err := s.writeAll(ctx, writes); err != nil {
-		return fmt.Errorf("recording pending starts: %w", err)
+		return fmt.Errorf("recording started meetings: %w", err)
 	}
 	return nil
 }
 
-// Commit records that the snapshot observed at observedAt, which differs
-// from the previous one by changes, is now the committed state.
+// Write stores the records of the changed and ended meetings among
+// changes, whose events are acknowledged; Prepare wrote the started ones.
 //
-// Keys are written first and meta last. A commit cut short leaves some keys
-// new and some old; that is safe, because the next poll reads the store
-// again, diffs against what is really there, and re-publishes only the
-// rest, with the same deterministic ids, which JetStream drops as
-// duplicates if they were already stored; then it writes the keys again.
+// A poll cut short between Write and Commit leaves some keys new and some
+// old; that is safe, because the next poll reads the store again, diffs
+// against what is really there, and re-publishes only the rest, with the
+// same deterministic ids, which JetStream drops as duplicates.
+func (s *Store) Write(ctx context.Context, changes []snapshot.Change) error {
+	var writes []write
+	for _, c := range changes {
+		if c.Kind != snapshot.Started {
+			writes = append(writes, write{key: meetingKey(c.Key), value: c.New.Raw(), purge: c.Kind == snapshot.Ended})
+		}
+	}
+	if err := s.writeAll(ctx, writes); err != nil {
+		return fmt.Errorf("writing meeting keys: %w", err)
+	}
+	return nil
+}
+
+// Commit records that the snapshot observed at commit.ObservedAt, whose
+// keys Prepare and Write stored, is now the committed state: the records
+// of missing meetings first, then meta.
 //
 // The meta key is written with a compare-and-set on the revision this
 // replica last saw, so a replica that lost the lead gets watcher.ErrFenced instead
 // of committing over a newer leader's state.
 func (s *Store) Commit(ctx context.Context, commit watcher.Commit) error {
-	// Meeting keys first, and the pending records they make redundant only
-	// once those are stored: a pending record must not go before the key
-	// that replaces it. One left behind by a crash between is cleared by
-	// Load.
-	var keys, done []write
+	var keys []write
 	for id, lastSeen := range commit.Missed {
 		v, err := json.Marshal(missingValue{ConfUUID: id, LastSeen: lastSeen.UTC()})
 		if err != nil {
@@ -278,17 +354,8 @@ func (s *Store) Commit(ctx context.Context, commit watcher.Commit) error {
 	for _, id := range commit.Settled {
 		keys = append(keys, write{key: missingPrefix + events.Token(id), purge: true})
 	}
-	for _, c := range commit.Changes {
-		keys = append(keys, write{key: meetingKey(c.Key), value: c.New.Raw(), purge: c.Kind == snapshot.Ended})
-		if c.Kind != snapshot.Changed {
-			done = append(done, write{key: pendingPrefix + events.Token(c.Key), purge: true})
-		}
-	}
 	if err := s.writeAll(ctx, keys); err != nil {
-		return fmt.Errorf("committing meeting keys: %w", err)
-	}
-	if err := s.writeAll(ctx, done); err != nil {
-		return fmt.Errorf("clearing pending records: %w", err)
+		return fmt.Errorf("committing missing meetings: %w", err)
 	}
 	meta, err := json.Marshal(metaValue{ObservedAt: commit.ObservedAt.UTC(), Meetings: commit.Meetings})
 	if err != nil {
@@ -314,15 +381,18 @@ func (s *Store) Commit(ctx context.Context, commit watcher.Commit) error {
 
 // write is one key write of a poll: value, or a purge of the key.
 type write struct {
-	key   string
-	value []byte
-	purge bool
+	key    string
+	value  []byte
+	purge  bool
+	intent bool
 }
 
 const (
-	// writeBatch bounds the writes awaiting their acknowledgement at once.
-	writeBatch = 256
-	// writeAckWait bounds the wait for a batch's acknowledgements: an
+	// writeWindow bounds the writes awaiting their acknowledgement at
+	// once: enough to keep the connection busy, few enough that a lease
+	// renewal sent meanwhile does not queue behind thousands.
+	writeWindow = 256
+	// writeAckWait bounds the wait for one write's acknowledgement: an
 	// acknowledgement lost with a connection must fail the poll, not hang
 	// it.
 	writeAckWait = 30 * time.Second
@@ -330,46 +400,37 @@ const (
 
 // writeAll stores writes and returns once every one is acknowledged, or
 // with the first that failed. It publishes them to the bucket's subjects
-// asynchronously, a batch at a time, with the headers a put or a purge of
-// jetstream.KeyValue carries: one acknowledged request per key, even 64 at
-// a time, made the first commit of 100,000 meetings take seven seconds.
+// asynchronously (see events.PublishWindow), with the headers a put or a
+// purge of jetstream.KeyValue carries: one acknowledged request per key,
+// even 64 at a time, made the first commit of 100,000 meetings take seven
+// seconds.
 func (s *Store) writeAll(ctx context.Context, writes []write) error {
-	for start := 0; start < len(writes); start += writeBatch {
-		batch := writes[start:min(start+writeBatch, len(writes))]
-		futures := make([]jetstream.PubAckFuture, 0, len(batch))
-		for _, w := range batch {
+	return events.PublishWindow(ctx, s.js, len(writes), writeWindow,
+		func(i int) (*nats.Msg, []jetstream.PublishOpt, error) {
+			w := writes[i]
 			msg := nats.NewMsg(s.subjects + w.key)
 			var opts []jetstream.PublishOpt
-			if w.purge {
+			switch {
+			case w.purge:
 				msg.Header.Set("KV-Operation", "PURGE")
 				msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 				if s.markerTTL > 0 {
 					opts = append(opts, jetstream.WithMsgTTL(s.markerTTL))
 				}
-			} else {
+			case w.intent:
+				msg.Header.Set(intentHeader, "started")
+				msg.Data = w.value
+			default:
 				msg.Data = w.value
 			}
-			f, err := s.js.PublishMsgAsync(msg, opts...)
+			return msg, opts, nil
+		},
+		func(i int, _ *jetstream.PubAck, err error) error {
 			if err != nil {
-				return fmt.Errorf("writing %s: %w", w.key, err)
+				return fmt.Errorf("writing %s: %w", writes[i].key, err)
 			}
-			futures = append(futures, f)
-		}
-		wctx, cancel := context.WithTimeout(ctx, writeAckWait)
-		for i, f := range futures {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				cancel()
-				return fmt.Errorf("writing %s: %w", batch[i].key, err)
-			case <-wctx.Done():
-				cancel()
-				return fmt.Errorf("writing %s: no acknowledgement: %w", batch[i].key, context.Cause(wctx))
-			}
-		}
-		cancel()
-	}
-	return nil
+			return nil
+		})
 }
 
 // purge removes key, leaving a marker that expires when the bucket allows.
@@ -378,6 +439,12 @@ func (s *Store) purge(ctx context.Context, key string) error {
 		return s.kv.Purge(ctx, key, jetstream.PurgeTTL(s.markerTTL))
 	}
 	return s.kv.Purge(ctx, key)
+}
+
+func (s *Store) metaRevision() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.metaRev
 }
 
 func (s *Store) setMetaRev(rev uint64) {

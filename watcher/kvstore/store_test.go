@@ -1,6 +1,9 @@
 package kvstore_test
 
 import (
+	"fmt"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -32,7 +35,8 @@ func TestCommitIsFencedByTheMetaRevision(t *testing.T) {
 	require.NoError(t, err)
 	m, err := snapshot.ParseMeeting([]byte(`{"confUUID":"u1"}`))
 	require.NoError(t, err)
-	require.NoError(t, fresh.Commit(t.Context(), watcher.Commit{Changes: []snapshot.Change{{Kind: snapshot.Started, Key: "u1", New: m}}, ObservedAt: time.Now(), Meetings: 1}))
+	require.NoError(t, fresh.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "u1", New: m}}, time.Now()))
+	require.NoError(t, fresh.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 1}))
 
 	err = stale.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now()})
 	require.ErrorIs(t, err, watcher.ErrFenced, "a replica that read the state before another committed cannot commit over it")
@@ -40,4 +44,83 @@ func TestCommitIsFencedByTheMetaRevision(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, st.Snapshot, "u1")
 	assert.Equal(t, 1, len(st.Snapshot))
+}
+
+// The keys of started meetings are written before their events, as
+// intents: Load returns those that no commit covered as Pending, and
+// every other key as the committed snapshot.
+func TestLoadTellsUncommittedStartsByTheirIntent(t *testing.T) {
+	srv := natstest.Start(t)
+	js, err := jetstream.New(natstest.Connect(t, srv))
+	require.NoError(t, err)
+	store, err := kvstore.Open(t.Context(), js, kvstore.Config{Bucket: "meetwatch-state"})
+	require.NoError(t, err)
+	rec := func(id, subject string) snapshot.Meeting {
+		m, err := snapshot.ParseMeeting(fmt.Appendf(nil, `{"confUUID":%q,"subject":%q}`, id, subject))
+		require.NoError(t, err)
+		return m
+	}
+	started := func(ids ...string) (cs []snapshot.Change) {
+		for _, id := range ids {
+			cs = append(cs, snapshot.Change{Kind: snapshot.Started, Key: id, New: rec(id, "first")})
+		}
+		return cs
+	}
+	_, err = store.Load(t.Context())
+	require.NoError(t, err)
+	first := time.Now().Add(-time.Minute).UTC().Truncate(time.Millisecond)
+	require.NoError(t, store.Prepare(t.Context(), started("a", "b", "c"), first))
+
+	st, err := store.Load(t.Context())
+	require.NoError(t, err)
+	assert.False(t, st.Committed)
+	assert.Equal(t, first, st.ObservedAt, "the first poll's time is every pending meeting's lastSeen")
+	assert.Empty(t, st.Snapshot)
+	require.Len(t, st.Pending, 3, "never committed: every start may still be unannounced")
+
+	require.NoError(t, store.Commit(t.Context(), watcher.Commit{ObservedAt: first, Meetings: 3}))
+	// The next poll: one start prepared, one change written, not committed.
+	require.NoError(t, store.Prepare(t.Context(), started("d"), time.Now()))
+	require.NoError(t, store.Write(t.Context(), []snapshot.Change{
+		{Kind: snapshot.Changed, Key: "a", Old: rec("a", "first"), New: rec("a", "renamed")},
+		{Kind: snapshot.Ended, Key: "b", Old: rec("b", "first")},
+	}))
+
+	st, err = store.Load(t.Context())
+	require.NoError(t, err)
+	assert.True(t, st.Committed)
+	assert.Equal(t, first, st.ObservedAt)
+	require.Len(t, st.Pending, 1)
+	assert.Equal(t, "d", st.Pending[0].UUID)
+	assert.ElementsMatch(t, []string{"a", "c"}, slices.Collect(maps.Keys(st.Snapshot)), "the written change and end count as they stand")
+	assert.Equal(t, "renamed", st.Snapshot["a"].Subject)
+
+	require.NoError(t, store.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 3}))
+	st, err = store.Load(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, st.Pending, "committed: announced")
+	assert.Len(t, st.Snapshot, 3)
+}
+
+// A pending record left by an earlier version (a "p." key) is still
+// announced: Load returns it as Pending, turned into an intent.
+func TestLoadReadsLegacyPendingKeys(t *testing.T) {
+	srv := natstest.Start(t)
+	js, err := jetstream.New(natstest.Connect(t, srv))
+	require.NoError(t, err)
+	store, err := kvstore.Open(t.Context(), js, kvstore.Config{Bucket: "meetwatch-state"})
+	require.NoError(t, err)
+	kv, err := js.KeyValue(t.Context(), "meetwatch-state")
+	require.NoError(t, err)
+	_, err = kv.Put(t.Context(), "p.old", []byte(`{"confUUID":"old"}`))
+	require.NoError(t, err)
+
+	for range 2 { // once moved, it stays pending until a commit
+		st, err := store.Load(t.Context())
+		require.NoError(t, err)
+		require.Len(t, st.Pending, 1)
+		assert.Equal(t, "old", st.Pending[0].UUID)
+	}
+	_, err = kv.Get(t.Context(), "p.old")
+	assert.ErrorIs(t, err, jetstream.ErrKeyNotFound)
 }

@@ -5,6 +5,7 @@ package natstest
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -94,7 +95,12 @@ func Messages(tb testing.TB, nc *nats.Conn, stream string) []*jetstream.RawStrea
 				Subject: m.Subject(), Sequence: last, Header: m.Headers(), Data: m.Data(), Time: md.Timestamp,
 			})
 		}
-		if err := batch.Error(); err != nil {
+		if err := batch.Error(); errors.Is(err, nats.ErrNoResponders) && read == 0 && ctx.Err() == nil {
+			// A cluster electing a new stream leader answers nobody for
+			// a moment: ask again.
+			time.Sleep(100 * time.Millisecond)
+			continue
+		} else if err != nil {
 			tb.Fatalf("reading stream %s after sequence %d: %v", stream, last, err)
 		}
 		if read == 0 {
