@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"unicode/utf8"
+
+	"github.com/meetwatch/meetwatch/snapshot/jsonscan"
 )
 
 // Meeting is one ongoing meeting, kept exactly as the API sent it.
@@ -53,19 +55,15 @@ var (
 	ErrInvalidField = errors.New("invalid field path")
 )
 
-// known holds the fields the watcher reads. Each is decoded leniently: a
-// field of an unexpected type is left empty rather than failing the record,
-// except confUUID, without which the record is useless.
-type known struct {
-	ConfUUID     json.RawMessage `json:"confUUID"`
-	ConferenceID json.RawMessage `json:"conferenceID"`
-	Subject      json.RawMessage `json:"subject"`
-	StartTime    json.RawMessage `json:"startTime"`
-}
-
 // ParseMeeting builds a Meeting from one ConferenceInfo JSON object. The
 // record is compacted, so that the same content always has the same bytes
-// whatever whitespace the server used, and otherwise kept as sent.
+// whatever whitespace the server used, and otherwise kept as sent; raw is
+// not kept.
+//
+// The fields the watcher reads are decoded leniently: one of an unexpected
+// type is left empty rather than failing the record, except confUUID,
+// without which the record is useless. As with encoding/json, the last of
+// two members with one name counts.
 func ParseMeeting(raw []byte) (Meeting, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
@@ -74,18 +72,47 @@ func ParseMeeting(raw []byte) (Meeting, error) {
 	if !utf8.Valid(raw) {
 		return Meeting{}, ErrInvalidUTF8
 	}
-	var k known
-	if err := json.Unmarshal(raw, &k); err != nil {
+	var m Meeting
+	var uuid []byte
+	sc := jsonscan.Scanner{Src: raw}
+	end, err := sc.Object(0, func(key []byte, escaped bool, at int) (int, error) {
+		start, end, err := sc.Value(at)
+		if err != nil {
+			return 0, err
+		}
+		value := raw[start:end]
+		if escaped {
+			var k string
+			if err := json.Unmarshal(append(append([]byte{'"'}, key...), '"'), &k); err != nil {
+				return 0, err
+			}
+			key = []byte(k)
+		}
+		switch string(key) {
+		case "confUUID":
+			uuid = value
+		case "conferenceID":
+			m.ConferenceID = lenientString(value)
+		case "subject":
+			m.Subject = lenientString(value)
+		case "startTime":
+			m.StartTime = lenientString(value)
+		}
+		return end, nil
+	})
+	if err == nil && end != len(raw) {
+		err = fmt.Errorf("%w: data after the record", jsonscan.ErrSyntax)
+	}
+	if err != nil {
 		return Meeting{}, fmt.Errorf("decoding record: %w", err)
 	}
-	var m Meeting
-	if err := json.Unmarshal(k.ConfUUID, &m.UUID); err != nil || m.UUID == "" {
+	if m.UUID = lenientString(uuid); m.UUID == "" {
 		return Meeting{}, ErrNoUUID
 	}
-	m.ConferenceID = lenientString(k.ConferenceID)
-	m.Subject = lenientString(k.Subject)
-	m.StartTime = lenientString(k.StartTime)
-
+	if !sc.Spaced {
+		m.raw = bytes.Clone(raw)
+		return m, nil
+	}
 	var buf bytes.Buffer
 	buf.Grow(len(raw))
 	if err := json.Compact(&buf, raw); err != nil {
@@ -96,9 +123,15 @@ func ParseMeeting(raw []byte) (Meeting, error) {
 }
 
 // lenientString returns the value of a JSON string, or "" for anything else.
-func lenientString(raw json.RawMessage) string {
+func lenientString(raw []byte) string {
+	if len(raw) < 2 || raw[0] != '"' {
+		return ""
+	}
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw[1 : len(raw)-1])
+	}
 	var s string
-	if len(raw) == 0 || json.Unmarshal(raw, &s) != nil {
+	if json.Unmarshal(raw, &s) != nil {
 		return ""
 	}
 	return s

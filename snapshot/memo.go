@@ -5,8 +5,9 @@ import (
 	"sync"
 )
 
-// ReadFunc makes a Meeting of one record's bytes as the API sent them.
-// ParseMeeting is one; a Memo's Read is a faster one for repeated listings.
+// ReadFunc makes a Meeting of one record's bytes as the API sent them,
+// without keeping raw, which the caller may reuse. ParseMeeting is one; a
+// Memo's Read is a faster one for repeated listings.
 type ReadFunc func(raw []byte) (Meeting, error)
 
 // Memo reads the records of successive listings and remembers what it made

@@ -252,7 +252,8 @@ func (w *Watcher) logPoll(res PollResult) {
 	w.logger.Log(context.Background(), level, "poll committed",
 		"meetings", res.Meetings, "started", res.Started, "changed", res.Changed, "ended", res.Ended,
 		"duplicates", res.Duplicates, "missing", res.Unconfirmed, "ignored", res.Ignored,
-		"listing_ms", res.Listing.Milliseconds(), "total_ms", res.Total.Milliseconds())
+		"listing_ms", res.Listing.Milliseconds(), "ends_ms", res.Ends.Milliseconds(), "deliver_ms", res.Deliver.Milliseconds(),
+		"commit_ms", res.Commit.Milliseconds(), "total_ms", res.Total.Milliseconds())
 }
 
 func (w *Watcher) logPollError(err error, failures int) {

@@ -160,7 +160,11 @@ type PollResult struct {
 	// time that no lookup confirmed, whose end waits for the next listing.
 	StillOngoing, Unconfirmed int
 	ObservedAt                time.Time
-	Listing, Total            time.Duration
+	// Listing, Ends (the lookups of vanished meetings), Deliver (writing
+	// the keys of started meetings, publishing, writing the others, all
+	// overlapped) and Commit (the missing meetings' keys and meta) are
+	// the steps of Total; what is left is sealing, diffing and building.
+	Listing, Ends, Deliver, Commit, Total time.Duration
 }
 
 // Poll runs one poll: load state (once), list, diff, publish and wait for
@@ -192,12 +196,17 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 
 	changes := snapshot.Diff(w.state.Snapshot, next)
 	res.ObservedAt, res.Listing = observedAt, listed.Sub(observedAt)
+	t := w.cfg.Now()
 	missed, settled, put := w.settleEnds(ctx, changes, next, &res)
+	res.Ends = w.cfg.Now().Sub(t)
 	if put > 0 {
 		changes = snapshot.Diff(w.state.Snapshot, next)
 	}
 	res.Meetings = len(next)
-	if err := w.deliver(ctx, changes, observedAt, listed, &res); err != nil {
+	t = w.cfg.Now()
+	err = w.deliver(ctx, changes, observedAt, listed, &res)
+	res.Deliver = w.cfg.Now().Sub(t)
+	if err != nil {
 		// Some events may have gone out and some keys changed: the next
 		// poll reads the store again rather than trusting memory.
 		w.loaded = false
@@ -207,7 +216,10 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 		return PollResult{}, fmt.Errorf("before commit: %w", context.Cause(ctx))
 	}
 	commit := Commit{ObservedAt: observedAt, Meetings: len(next), Missed: missed, Settled: settled}
-	if err := w.cfg.Store.Commit(ctx, commit); err != nil {
+	t = w.cfg.Now()
+	err = w.cfg.Store.Commit(ctx, commit)
+	res.Commit = w.cfg.Now().Sub(t)
+	if err != nil {
 		// Part of the commit may have landed. Reading the store again on the
 		// next poll makes it diff against what is really there, so it
 		// re-publishes (under the same ids) and re-writes only the rest.

@@ -135,11 +135,21 @@ type sizingRun struct {
 // pollFigures is one "poll committed" line, and what the simulator and
 // the stream saw of that poll.
 type pollFigures struct {
-	at                                time.Time
-	meetings, started, changed, ended int
-	listing, total                    time.Duration
-	pages, confirms                   int
-	steps                             []step
+	at                                         time.Time
+	meetings, started, changed, ended, missing int
+	listing, ends, deliver, commit, total      time.Duration
+	pages, confirms                            int
+}
+
+// steps splits the poll's total_ms by the log line's own figures.
+func (p pollFigures) steps() []step {
+	return []step{
+		{"listing", p.listing},
+		{"end lookups", p.ends},
+		{"seal, diff (the rest)", p.total - p.listing - p.ends - p.deliver - p.commit},
+		{"deliver (record starts, publish, write, overlapped)", p.deliver},
+		{"commit (meta)", p.commit},
+	}
 }
 
 // step is a part of a poll and how long it took.
@@ -221,31 +231,26 @@ no_auth_user: meetwatch
 	loaded := log.find(t, "state loaded")
 	kvStream, err := js.Stream(t.Context(), "KV_"+sizingBucket)
 	require.NoError(t, err)
-	prepared, err := kvStream.GetLastMsgForSubject(t.Context(), "$KV."+sizingBucket+".prepared")
-	require.NoError(t, err, "the first poll prepared its started events")
 	events, err := js.Stream(t.Context(), sizingStream)
 	require.NoError(t, err)
 	firstMsg, lastMsg := msgTime(t, events, 1), msgTime(t, events, uint64(n))
-	listed := loaded.at.Add(first.listing)
 	res.firstWindow = lastMsg.Sub(firstMsg)
 	pollStart := first.at.Add(-first.total)
-	res.firstSteps = []step{
+	res.firstSteps = append([]step{
 		{"exec to the poll's start (connect, stream, bucket, lease)", pollStart.Sub(mw.started)},
 		{"load the empty state", loaded.at.Sub(pollStart)},
-		{"listing (listing_ms)", first.listing},
-		{"seal, diff, build events", prepared.Time.Sub(listed)},
-		{"prepare (a pending key per started meeting)", firstMsg.Sub(prepared.Time)},
-		{"publish (first to last event stored)", lastMsg.Sub(firstMsg)},
-		{"commit", first.at.Sub(lastMsg)},
-	}
+	}, first.steps()...)
+	res.firstSteps = append(res.firstSteps, step{"  of deliver: first to last event stored", lastMsg.Sub(firstMsg)})
 	ctl.listings(t)
 
 	// Steady polls: one with no change, then 1% churn before each of the
 	// next, applied as soon as a poll committed, while meetwatch waits for
-	// its next tick.
+	// its next tick. A poll ends the meetings one round of lookups
+	// confirms; the others end with the next poll's listing.
 	log.nextCommit(t, pollWait)
 	starts, changes, ends := n/400, n/200, n/400
 	var lookups []simListing
+	owed := 0
 	for range sizingChurnPolls {
 		lastSeq := streamLastSeq(t, events)
 		ctl.listings(t)
@@ -254,25 +259,19 @@ no_auth_user: meetwatch
 		require.Equal(t, map[string]int{"started": starts, "changed": changes, "ended": ends, "meetings": n}, got)
 		p := log.nextCommit(t, pollWait)
 		require.True(t, p.at.Add(-p.total).After(churned), "the churn overlapped a poll: raise the interval (%s)", interval)
-		require.Equal(t, [3]int{starts, changes, ends}, [3]int{p.started, p.changed, p.ended},
-			"the poll after the churn publishes exactly what changed")
+		require.Equal(t, [3]int{starts, changes, owed + ends}, [3]int{p.started, p.changed, p.ended + p.missing},
+			"the poll after the churn publishes exactly what changed, and the ends owed from the poll before")
+		owed = p.missing
 		reqs := ctl.listings(t)
 		p.pages, p.confirms = countListings(reqs)
 		lookups = slices.DeleteFunc(reqs, func(l simListing) bool { return l.SearchKey == "" })
-		prepared, err := kvStream.GetLastMsgForSubject(t.Context(), "$KV."+sizingBucket+".prepared")
-		require.NoError(t, err)
-		seq := streamLastSeq(t, events)
-		require.Greater(t, seq, lastSeq)
-		firstMsg, lastMsg := msgTime(t, events, lastSeq+1), msgTime(t, events, seq)
-		start := p.at.Add(-p.total)
-		p.steps = []step{
-			{"listing", p.listing},
-			{"confirm ends, seal, diff, build", prepared.Time.Sub(start.Add(p.listing))},
-			{"prepare", firstMsg.Sub(prepared.Time)},
-			{"publish", lastMsg.Sub(firstMsg)},
-			{"commit", p.at.Sub(lastMsg)},
-		}
+		require.Greater(t, streamLastSeq(t, events), lastSeq)
 		res.churn = append(res.churn, p)
+	}
+	if owed > 0 {
+		settled := log.nextCommit(t, pollWait)
+		require.Equal(t, [2]int{owed, 0}, [2]int{settled.ended, settled.started + settled.changed}, "the next listing ends what was owed")
+		ctl.listings(t)
 	}
 	// One more poll with no change: its pages are the ones the bare listing
 	// fetches.
@@ -372,12 +371,12 @@ func (r sizingRun) report(t *testing.T) {
 	row("steady poll, 1% churn, total_ms (median)", ms(churnTotal), ms(bare), ratio(float64(churnTotal), float64(bare)), "≤ 1.3×")
 	row("  its listing_ms (median)", ms(churnListing), ms(bare), ratio(float64(churnListing), float64(bare)))
 	for i, p := range r.churn {
-		steps := make([]string, len(p.steps))
-		for i, s := range p.steps {
-			steps[i] = s.what + " " + ms(s.took)
+		var steps []string
+		for _, s := range p.steps() {
+			steps = append(steps, s.what+" "+ms(s.took))
 		}
-		row(fmt.Sprintf("  churn poll %d", i+1), fmt.Sprintf("total %s: %s; %d pages + %d lookups, %d+%d+%d events",
-			ms(p.total), strings.Join(steps, ", "), p.pages, p.confirms, p.started, p.changed, p.ended))
+		row(fmt.Sprintf("  churn poll %d", i+1), fmt.Sprintf("total %s: %s; %d pages + %d lookups, %d+%d+%d events, %d ends owed to the next",
+			ms(p.total), strings.Join(steps, ", "), p.pages, p.confirms, p.started, p.changed, p.ended, p.missing))
 	}
 	row("no-change poll, total_ms", ms(r.idle.total), ms(bare), ratio(float64(r.idle.total), float64(bare)))
 	row("  its listing_ms", ms(r.idle.listing), ms(bare), ratio(float64(r.idle.listing), float64(bare)))
@@ -742,7 +741,11 @@ func (l *mwLog) nextCommit(tb testing.TB, wait time.Duration) pollFigures {
 				return pollFigures{
 					at: e.at, meetings: e.meetings,
 					started: jsonInt(e.raw["started"]), changed: jsonInt(e.raw["changed"]), ended: jsonInt(e.raw["ended"]),
+					missing: jsonInt(e.raw["missing"]),
 					listing: time.Duration(jsonInt(e.raw["listing_ms"])) * time.Millisecond,
+					ends:    time.Duration(jsonInt(e.raw["ends_ms"])) * time.Millisecond,
+					deliver: time.Duration(jsonInt(e.raw["deliver_ms"])) * time.Millisecond,
+					commit:  time.Duration(jsonInt(e.raw["commit_ms"])) * time.Millisecond,
 					total:   time.Duration(jsonInt(e.raw["total_ms"])) * time.Millisecond,
 				}
 			}

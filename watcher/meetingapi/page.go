@@ -1,65 +1,98 @@
 package meetingapi
 
 import (
-	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/snapshot/jsonscan"
 )
-
-// pageWire is the list endpoint's answer. Pointers tell a missing field from
-// a zero one; a field of the wrong JSON type fails the decode.
-type pageWire struct {
-	Offset *int               `json:"offset"`
-	Limit  *int               `json:"limit"`
-	Count  *int               `json:"count"`
-	Data   *[]json.RawMessage `json:"data"`
-}
 
 // DecodePage reads one answer of the list endpoint. It accepts only a JSON
 // object with an integer count and an array (or null) of records that each
 // have a confUUID; anything else is ErrBadPage with the reason. Each record
 // is made a Meeting by read; nil means snapshot.ParseMeeting.
 //
-// encoding/json's Decoder reads the whole object into its buffer before it
-// decodes it, so a page's body is held beside its records while it is
-// decoded; the client's MaxBodyBytes is what bounds that.
+// The body is read whole (the client's MaxBodyBytes bounds it) into a
+// buffer reused from page to page, and scanned once, in place: records are
+// handed to read as slices of it, which read must not keep, so that one
+// that read remembers costs no decoding at all.
 func DecodePage(r io.Reader, read snapshot.ReadFunc) (Page, error) {
 	if read == nil {
 		read = snapshot.ParseMeeting
 	}
-	br := bufio.NewReader(r)
-	if err := expectObject(br); err != nil {
-		return Page{}, err
+	buf := bodies.Get().(*bytes.Buffer)
+	defer bodies.Put(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(r); err != nil {
+		return Page{}, fmt.Errorf("%w: reading body: %w", ErrBadPage, err)
 	}
-	dec := json.NewDecoder(br)
-	var w pageWire
-	if err := dec.Decode(&w); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return Page{}, fmt.Errorf("%w: truncated body", ErrBadPage)
+	body := buf.Bytes()
+	sc := jsonscan.Scanner{Src: body}
+	start := sc.Space(0)
+	switch {
+	case start == len(body):
+		return Page{}, fmt.Errorf("%w: empty body", ErrBadPage)
+	case body[start] == '<':
+		return Page{}, fmt.Errorf("%w: body is HTML, not JSON (a gateway error page?)", ErrBadPage)
+	case body[start] != '{':
+		return Page{}, fmt.Errorf("%w: body is not a JSON object (starts with %q)", ErrBadPage, body[start])
+	}
+	var (
+		p     Page
+		count *int
+		raws  [][]byte
+	)
+	p.Null = true
+	end, err := sc.Object(start, func(key []byte, _ bool, at int) (int, error) {
+		if string(key) == "data" && at < len(body) && body[at] == '[' {
+			p.Null, raws = false, make([][]byte, 0, 512)
+			return sc.Array(at, func(v []byte) error {
+				raws = append(raws, v)
+				return nil
+			})
 		}
+		vs, end, err := sc.Value(at)
+		if err != nil {
+			return 0, err
+		}
+		value := body[vs:end]
+		switch string(key) {
+		case "offset":
+			err = pageInt(key, value, &p.Offset)
+		case "limit":
+			err = pageInt(key, value, &p.Limit)
+		case "count":
+			count = nil
+			if string(value) != "null" {
+				count = new(int)
+				err = pageInt(key, value, count)
+			}
+		case "data":
+			if string(value) != "null" {
+				err = errors.New("data is not an array")
+			}
+			p.Null, raws = true, nil
+		}
+		return end, err
+	})
+	if errors.Is(err, jsonscan.ErrTruncated) {
+		return Page{}, fmt.Errorf("%w: truncated body", ErrBadPage)
+	}
+	if err != nil {
 		return Page{}, fmt.Errorf("%w: %w", ErrBadPage, err)
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+	if sc.Space(end) != len(body) {
 		return Page{}, fmt.Errorf("%w: data after the JSON object", ErrBadPage)
 	}
-	if w.Count == nil {
+	if count == nil {
 		return Page{}, fmt.Errorf("%w: no count", ErrBadPage)
 	}
-	p := Page{Count: *w.Count, Null: w.Data == nil}
-	if w.Offset != nil {
-		p.Offset = *w.Offset
-	}
-	if w.Limit != nil {
-		p.Limit = *w.Limit
-	}
-	var raws []json.RawMessage
-	if w.Data != nil {
-		raws = *w.Data
-	}
+	p.Count = *count
 	switch {
 	case p.Count < 0 || p.Count > maxCount:
 		return Page{}, fmt.Errorf("%w: implausible count %d", ErrBadPage, p.Count)
@@ -77,24 +110,17 @@ func DecodePage(r io.Reader, read snapshot.ReadFunc) (Page, error) {
 	return p, nil
 }
 
-// expectObject checks that the body starts with a JSON object, so that an
-// empty 200 or a gateway's HTML page gets a reason a person understands.
-func expectObject(br *bufio.Reader) error {
-	for {
-		b, err := br.ReadByte()
-		switch {
-		case errors.Is(err, io.EOF):
-			return fmt.Errorf("%w: empty body", ErrBadPage)
-		case err != nil:
-			return fmt.Errorf("%w: reading body: %w", ErrBadPage, err)
-		case b == ' ' || b == '\t' || b == '\r' || b == '\n':
-			continue
-		case b == '{':
-			return br.UnreadByte()
-		case b == '<':
-			return fmt.Errorf("%w: body is HTML, not JSON (a gateway error page?)", ErrBadPage)
-		default:
-			return fmt.Errorf("%w: body is not a JSON object (starts with %q)", ErrBadPage, b)
-		}
+// bodies holds the buffers pages are read into: a listing reads hundreds
+// of bodies of most of a megabyte each.
+var bodies = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// pageInt decodes an integer field of the page; null leaves it as it is.
+func pageInt(key, value []byte, dst *int) error {
+	if string(value) == "null" {
+		return nil
 	}
+	if err := json.Unmarshal(value, dst); err != nil {
+		return fmt.Errorf("field %s: %w", key, err)
+	}
+	return nil
 }

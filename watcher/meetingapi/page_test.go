@@ -1,6 +1,9 @@
 package meetingapi_test
 
 import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -8,7 +11,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 )
 
 func TestDecodePageFixture(t *testing.T) {
@@ -64,4 +69,38 @@ func FuzzDecodePage(f *testing.F) {
 			assert.NotEmpty(t, m.Raw())
 		}
 	})
+}
+
+// BenchmarkDecodePage decodes a page of 500 simulated records: every
+// record parsed, as in a first listing, and every record found in the memo
+// of the listing before, as in a steady one.
+func BenchmarkDecodePage(b *testing.B) {
+	sim := apisim.New(apisim.Options{Token: "bench"})
+	sim.AddN(500)
+	req := httptest.NewRequest(http.MethodGet, meetingapi.OnlinePath+"?offset=0&limit=500", nil)
+	req.Header.Set("X-Access-Token", "bench")
+	rec := httptest.NewRecorder()
+	sim.ServeHTTP(rec, req)
+	body := rec.Body.Bytes()
+	require.Equal(b, http.StatusOK, rec.Code)
+
+	memo := snapshot.NewMemo(nil)
+	_, err := meetingapi.DecodePage(bytes.NewReader(body), memo.Read)
+	require.NoError(b, err)
+	memo.Keep()
+	for _, bb := range []struct {
+		name string
+		read snapshot.ReadFunc
+	}{{"parsed", nil}, {"remembered", memo.Read}} {
+		b.Run(bb.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				p, err := meetingapi.DecodePage(bytes.NewReader(body), bb.read)
+				if err != nil || len(p.Records) != 500 {
+					b.Fatal(err, len(p.Records))
+				}
+			}
+		})
+	}
 }
