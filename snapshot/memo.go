@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"bytes"
 	"hash/maphash"
 	"sync"
 )
@@ -30,9 +31,15 @@ type Memo struct {
 	// kept holds the records of the last complete listing; seen, those
 	// read since.
 	kept, seen map[memoKey]Meeting
+	// prior is the snapshot the listing will be diffed against; it is
+	// only read.
+	prior Snapshot
 }
 
 type memoKey [2]uint64
+
+// maxFirstListing bounds what a Memo remembers before its first Keep.
+const maxFirstListing = 250_000
 
 // NewMemo returns a Memo that passes every record it parses through fit
 // (sealing secrets, trimming), or keeps it as parsed when fit is nil.
@@ -72,13 +79,27 @@ func (m *Memo) Read(raw []byte) (Meeting, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if old, ok := m.prior[rec.UUID]; ok && bytes.Equal(old.raw, rec.raw) {
+		rec = old // the same record, held once
+	}
 	// Listings that fail before they complete add what changed each time;
-	// past that bound, remembering it is not worth the memory.
-	if len(m.seen) > 2*len(m.kept)+1024 {
+	// past twice the last listing, or a first listing's most, remembering
+	// it is not worth the memory.
+	if len(m.seen) >= max(2*len(m.kept), maxFirstListing) {
 		clear(m.seen)
 	}
 	m.seen[k] = rec
 	return rec, nil
+}
+
+// Prior tells m the snapshot that the next listing is compared with, so
+// that a record it has to parse (after a restart, every record) but that
+// turns out the same as prior's is returned as prior's, and the listing
+// holds no second copy of it. prior must not change while m reads.
+func (m *Memo) Prior(prior Snapshot) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.prior = prior
 }
 
 // Keep marks the records read since the last Keep as a complete listing:

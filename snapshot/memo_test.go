@@ -61,3 +61,38 @@ func TestMemoIsSafeForConcurrentPages(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A record the memo has to parse that turns out the same as the prior
+// snapshot's (after a restart, every one) is returned as the prior's.
+func TestMemoSharesTheRecordsOfThePriorSnapshot(t *testing.T) {
+	prior, err := snapshot.ParseMeeting([]byte(`{"confUUID":"a","subject":"one"}`))
+	require.NoError(t, err)
+	memo := snapshot.NewMemo(nil)
+	memo.Prior(snapshot.Snapshot{"a": prior})
+	got, err := memo.Read([]byte(`{"confUUID": "a", "subject": "one"}`))
+	require.NoError(t, err)
+	assert.Equal(t, unsafe.SliceData(prior.Raw()), unsafe.SliceData(got.Raw()))
+	other, err := memo.Read([]byte(`{"confUUID":"a","subject":"two"}`))
+	require.NoError(t, err)
+	assert.Equal(t, "two", other.Subject, "a different record stays itself")
+}
+
+// A first listing is remembered whole, however large.
+func TestMemoRemembersAWholeFirstListing(t *testing.T) {
+	var fits atomic.Int32
+	memo := snapshot.NewMemo(func(m snapshot.Meeting) (snapshot.Meeting, error) {
+		fits.Add(1)
+		return m, nil
+	})
+	const n = 5000
+	for i := range n {
+		_, err := memo.Read(fmt.Appendf(nil, `{"confUUID":"m%d"}`, i))
+		require.NoError(t, err)
+	}
+	memo.Keep()
+	for i := range n {
+		_, err := memo.Read(fmt.Appendf(nil, `{"confUUID":"m%d"}`, i))
+		require.NoError(t, err)
+	}
+	assert.EqualValues(t, n, fits.Load(), "the second listing parsed nothing")
+}

@@ -45,8 +45,8 @@ type Publisher interface {
 }
 
 // StateStore holds the last committed snapshot. A poll hands it its
-// changes a chunk at a time: Prepare before their events are published,
-// Write once they are acknowledged, and Commit once every chunk is written.
+// changes: Prepare before their events are published, Write once they are
+// acknowledged, and Commit last.
 type StateStore interface {
 	Load(ctx context.Context) (State, error)
 	// Prepare records the started meetings of changes before their events
@@ -187,6 +187,7 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 	}
 
 	observedAt := w.cfg.Now()
+	w.records.Prior(w.state.Snapshot)
 	next, err := w.api.List(ctx, w.records.Read)
 	if err != nil {
 		return PollResult{}, fmt.Errorf("listing meetings: %w", err)
@@ -271,77 +272,43 @@ func (w *Watcher) settle(ctx context.Context, st *State, res *PollResult) error 
 	return nil
 }
 
-// chunkSize is how many changes go through deliver's stages at a time:
-// enough that each stage's acknowledgements overlap the next chunk's
-// work, few enough that the events held at once stay small.
+// chunkSize is how many events are built and held at a time.
 const chunkSize = 4096
 
-// chunk is the part of a poll's changes one stage hands the next.
-type chunk struct {
-	changes []snapshot.Change
-	evs     []events.Event
-}
-
-// deliver publishes the events of changes and stores their records, a
-// chunk at a time, in three stages that overlap: the keys of a chunk's
-// started meetings are written (Prepare), then its events are published and
-// acknowledged, then its other keys are written (Write). Every key is thus
-// written either before its event as an intent that Load recognises, or
-// after its event is safely stored, while a first poll of many meetings
-// never holds every encoded event at once.
+// deliver publishes the events of changes and stores their records, in
+// three steps: the keys of the started meetings are written (Prepare),
+// then every event is published and acknowledged, then the other keys are
+// written (Write). Every key is thus written either before its event as an
+// intent that Load recognises, or after its event is safely stored. Each
+// step keeps a window of writes in flight, and events are built a chunk at
+// a time, so that a first poll of many meetings never holds every encoded
+// event at once.
 func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observedAt, listed time.Time, res *PollResult) error {
-	g, gctx := errgroup.WithContext(ctx)
-	toPublish, toWrite := make(chan chunk, 1), make(chan chunk, 1)
-	send := func(to chan<- chunk, c chunk) error {
-		select {
-		case to <- c:
-			return nil
-		case <-gctx.Done():
-			return context.Cause(gctx)
-		}
+	if len(changes) == 0 {
+		return nil
 	}
-	g.Go(func() error {
-		defer close(toPublish)
-		for part := range slices.Chunk(changes, chunkSize) {
-			evs, err := w.build(part, listed, res)
-			if err != nil {
-				return err
-			}
-			if err := w.cfg.Store.Prepare(gctx, part, observedAt); err != nil {
-				return fmt.Errorf("before publishing: %w", err)
-			}
-			if err := send(toPublish, chunk{part, evs}); err != nil {
-				return err
-			}
+	if err := w.cfg.Store.Prepare(ctx, changes, observedAt); err != nil {
+		return fmt.Errorf("before publishing: %w", err)
+	}
+	for part := range slices.Chunk(changes, chunkSize) {
+		evs, err := w.build(part, listed, res)
+		if err != nil {
+			return err
 		}
-		return nil
-	})
-	g.Go(func() error {
-		defer close(toWrite)
-		for c := range toPublish {
-			if len(c.evs) > 0 {
-				pr, err := w.cfg.Publisher.Publish(gctx, c.evs)
-				if err != nil {
-					return fmt.Errorf("publishing %d events: %w", len(c.evs), err)
-				}
-				res.Stored += pr.Stored
-				res.Duplicates += pr.Duplicates
-			}
-			if err := send(toWrite, chunk{changes: c.changes}); err != nil {
-				return err
-			}
+		if len(evs) == 0 {
+			continue
 		}
-		return nil
-	})
-	g.Go(func() error {
-		for c := range toWrite {
-			if err := w.cfg.Store.Write(gctx, c.changes); err != nil {
-				return fmt.Errorf("committing state: %w", err)
-			}
+		pr, err := w.cfg.Publisher.Publish(ctx, evs)
+		if err != nil {
+			return fmt.Errorf("publishing %d events: %w", len(evs), err)
 		}
-		return nil
-	})
-	return g.Wait()
+		res.Stored += pr.Stored
+		res.Duplicates += pr.Duplicates
+	}
+	if err := w.cfg.Store.Write(ctx, changes); err != nil {
+		return fmt.Errorf("committing state: %w", err)
+	}
+	return nil
 }
 
 // build returns the events of changes, counting them in res. A change

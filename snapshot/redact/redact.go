@@ -287,8 +287,9 @@ func (p *Policy) Seal(m snapshot.Meeting) (snapshot.Meeting, error) {
 		return sealed, nil
 	}
 	// Only values of fields that Meeting does not decode changed, each
-	// for a compact JSON string, so out keeps WithRaw's promises.
-	return m.WithRaw(out), nil
+	// for a compact JSON string, so out keeps WithRaw's promises. It is
+	// copied to its size: a snapshot holds a hundred thousand of them.
+	return m.WithRaw(bytes.Clone(out)), nil
 }
 
 // Strip returns the record raw (a JSON object, sealed or not) with every
