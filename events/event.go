@@ -297,9 +297,9 @@ func surelyFits(e Event, limit int) bool {
 
 // encodedSize returns the size of e as the publisher encodes it.
 func encodedSize(e Event) (int, error) {
-	body, err := json.Marshal(e)
+	body, err := e.Encode()
 	if err != nil {
-		return 0, fmt.Errorf("encoding event: %w", err)
+		return 0, err
 	}
 	return len(body), nil
 }

@@ -237,3 +237,32 @@ func TestBuildKeepsSecretsOut(t *testing.T) {
 		"the change says a secret changed, without its value")
 	assert.Contains(t, string(e.Data.Conference), `"passwordEntry":[{"conferenceRole":"chair"}]`)
 }
+
+// Encode writes what json.Marshal would, so that consumers read the same
+// event, only faster.
+func TestEncodeMatchesMarshal(t *testing.T) {
+	at := time.Date(2026, 12, 1, 9, 30, 0, 123, time.UTC)
+	evs := []events.Event{
+		{SpecVersion: "1.0", ID: "a", Source: "s", Type: "meetwatch.meeting.started", Subject: "u", Time: at, DataContentType: "application/json",
+			Data: events.Data{Conference: json.RawMessage(`{"confUUID":"u","subject":"x < y & z"}`), Initial: true}},
+		{SpecVersion: "1.0", ID: "b", Source: "s", Type: "meetwatch.meeting.changed", Subject: "u", Time: at, DataContentType: "application/json",
+			Data: events.Data{Conference: json.RawMessage(`{ "confUUID": "u" }`), Previous: json.RawMessage(`{"confUUID":"u","n":[1, 2]}`),
+				Changes: []snapshot.FieldChange{{Field: "n", Old: json.RawMessage(`[1,2]`)}}, Truncated: []string{"conference.x"}}},
+		{SpecVersion: "1.0", ID: "c", Source: "s", Type: "meetwatch.meeting.ended", Subject: "u", Time: at, DataContentType: "application/json",
+			Data: events.Data{Conference: json.RawMessage(`{"confUUID":"u"}`), LastSeen: &at}},
+	}
+	for _, e := range evs {
+		got, err := e.Encode()
+		require.NoError(t, err)
+		want, err := json.Marshal(e)
+		require.NoError(t, err)
+		assert.JSONEq(t, string(want), string(got))
+		var back events.Event
+		require.NoError(t, json.Unmarshal(got, &back))
+		assert.Equal(t, e.ID, back.ID)
+	}
+	bad := evs[0]
+	bad.Data.Conference = json.RawMessage(`{"confUUID":`)
+	_, err := bad.Encode()
+	assert.Error(t, err, "a record that is not JSON is not sent")
+}

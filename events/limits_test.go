@@ -34,9 +34,10 @@ func big(tb testing.TB, n, amount int) snapshot.Meeting {
 		amount, strings.Repeat("r", 300), attendees(n)))
 }
 
+// encode returns the body the publisher sends.
 func encode(tb testing.TB, e events.Event) []byte {
 	tb.Helper()
-	body, err := json.Marshal(e)
+	body, err := e.Encode()
 	require.NoError(tb, err)
 	return body
 }

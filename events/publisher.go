@@ -2,7 +2,6 @@ package events
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
@@ -134,9 +133,9 @@ func (p *Publisher) Publish(ctx context.Context, evs []Event) (PublishResult, er
 		err := PublishWindow(ctx, p.js, len(pending), window,
 			func(k int) (*nats.Msg, []jetstream.PublishOpt, error) {
 				e := &evs[pending[k]]
-				body, err := json.Marshal(e)
+				body, err := e.Encode()
 				if err != nil {
-					return nil, nil, fmt.Errorf("encoding event %s: %w", e.ID, err)
+					return nil, nil, err
 				}
 				msg := &nats.Msg{
 					Subject: e.NATSSubject(p.cfg.Prefix),

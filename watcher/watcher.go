@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -161,9 +162,9 @@ type PollResult struct {
 	StillOngoing, Unconfirmed int
 	ObservedAt                time.Time
 	// Listing, Ends (the lookups of vanished meetings), Deliver (writing
-	// the keys of started meetings, publishing, writing the others, all
-	// overlapped) and Commit (the missing meetings' keys and meta) are
-	// the steps of Total; what is left is sealing, diffing and building.
+	// the keys of started meetings, building and publishing the events,
+	// writing the other keys) and Commit (the missing meetings' keys and
+	// meta) are the steps of Total; what is left is mostly the diff.
 	Listing, Ends, Deliver, Commit, Total time.Duration
 }
 
@@ -200,9 +201,7 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 	t := w.cfg.Now()
 	missed, settled, put := w.settleEnds(ctx, changes, next, &res)
 	res.Ends = w.cfg.Now().Sub(t)
-	if put > 0 {
-		changes = snapshot.Diff(w.state.Snapshot, next)
-	}
+	changes = rediff(changes, put, w.state.Snapshot, next)
 	res.Meetings = len(next)
 	t = w.cfg.Now()
 	err = w.deliver(ctx, changes, observedAt, listed, &res)
@@ -272,24 +271,79 @@ func (w *Watcher) settle(ctx context.Context, st *State, res *PollResult) error 
 	return nil
 }
 
+// rediff returns changes with the ended changes of the meetings put back
+// into next replaced by their diff against prev: none for a meeting put
+// back as it was, a changed one for a meeting found ongoing with a new
+// record. The order stays Diff's.
+func rediff(changes []snapshot.Change, put []string, prev, next snapshot.Snapshot) []snapshot.Change {
+	if len(put) == 0 {
+		return changes
+	}
+	was, now := make(snapshot.Snapshot, len(put)), make(snapshot.Snapshot, len(put))
+	for _, k := range put {
+		was[k], now[k] = prev[k], next[k]
+	}
+	changes = slices.DeleteFunc(changes, func(c snapshot.Change) bool {
+		_, back := now[c.Key]
+		return back && c.Kind == snapshot.Ended
+	})
+	changes = append(changes, snapshot.Diff(was, now)...)
+	rank := map[snapshot.ChangeKind]int{snapshot.Ended: 0, snapshot.Changed: 1, snapshot.Started: 2}
+	slices.SortStableFunc(changes, func(a, b snapshot.Change) int {
+		if r := rank[a.Kind] - rank[b.Kind]; r != 0 {
+			return r
+		}
+		return strings.Compare(a.Key, b.Key)
+	})
+	return changes
+}
+
 // chunkSize is how many events are built and held at a time.
 const chunkSize = 4096
 
-// deliver publishes the events of changes and stores their records, in
-// three steps: the keys of the started meetings are written (Prepare),
-// then every event is published and acknowledged, then the other keys are
-// written (Write). Every key is thus written either before its event as an
-// intent that Load recognises, or after its event is safely stored. Each
-// step keeps a window of writes in flight, and events are built a chunk at
-// a time, so that a first poll of many meetings never holds every encoded
-// event at once.
+// deliver publishes the events of changes and stores their records. The
+// key of a started meeting is written before its event, as an intent that
+// Load recognises; every other key after its event is safely stored. So it
+// goes in two rounds, each of two streams of writes at once: the starts'
+// keys while the ends' and changes' events go out, then the starts' events
+// while the ends' and changes' keys are written. Events are built a chunk
+// at a time, so that a first poll of many meetings never holds every
+// encoded event at once.
 func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observedAt, listed time.Time, res *PollResult) error {
-	if len(changes) == 0 {
-		return nil
+	// Diff puts the starts last.
+	first := slices.IndexFunc(changes, func(c snapshot.Change) bool { return c.Kind == snapshot.Started })
+	if first < 0 {
+		first = len(changes)
 	}
-	if err := w.cfg.Store.Prepare(ctx, changes, observedAt); err != nil {
-		return fmt.Errorf("before publishing: %w", err)
+	others, starts := changes[:first], changes[first:]
+	g, gctx := errgroup.WithContext(ctx)
+	if len(starts) > 0 {
+		g.Go(func() error {
+			if err := w.cfg.Store.Prepare(gctx, starts, observedAt); err != nil {
+				return fmt.Errorf("before publishing: %w", err)
+			}
+			return nil
+		})
 	}
+	g.Go(func() error { return w.publish(gctx, others, listed, res) })
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	g, gctx = errgroup.WithContext(ctx)
+	g.Go(func() error { return w.publish(gctx, starts, listed, res) })
+	if len(others) > 0 {
+		g.Go(func() error {
+			if err := w.cfg.Store.Write(gctx, others); err != nil {
+				return fmt.Errorf("committing state: %w", err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// publish builds and publishes the events of changes, a chunk at a time.
+func (w *Watcher) publish(ctx context.Context, changes []snapshot.Change, listed time.Time, res *PollResult) error {
 	for part := range slices.Chunk(changes, chunkSize) {
 		evs, err := w.build(part, listed, res)
 		if err != nil {
@@ -304,9 +358,6 @@ func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observ
 		}
 		res.Stored += pr.Stored
 		res.Duplicates += pr.Duplicates
-	}
-	if err := w.cfg.Store.Write(ctx, changes); err != nil {
-		return fmt.Errorf("committing state: %w", err)
 	}
 	return nil
 }
@@ -387,9 +438,9 @@ func (w *Watcher) fit(m snapshot.Meeting) (snapshot.Meeting, error) {
 //     returned in missed, with when it was last seen.
 //
 // Missing meetings that are listed again, or end now, are returned in
-// settled. put counts the meetings put back into next. Lookups get the
+// settled. put lists the meetings put back into next. Lookups get the
 // deadline the listing left them (see apiClock).
-func (w *Watcher) settleEnds(ctx context.Context, changes []snapshot.Change, next snapshot.Snapshot, res *PollResult) (missed map[string]time.Time, settled []string, put int) {
+func (w *Watcher) settleEnds(ctx context.Context, changes []snapshot.Change, next snapshot.Snapshot, res *PollResult) (missed map[string]time.Time, settled, put []string) {
 	for key := range w.state.Missing {
 		settled = append(settled, key) // ended now, or listed again
 	}
@@ -401,7 +452,7 @@ func (w *Watcher) settleEnds(ctx context.Context, changes []snapshot.Change, nex
 		}
 	}
 	if len(fresh) == 0 {
-		return nil, settled, 0
+		return nil, settled, nil
 	}
 	var (
 		mu      sync.Mutex
@@ -414,7 +465,7 @@ func (w *Watcher) settleEnds(ctx context.Context, changes []snapshot.Change, nex
 		next[c.Key] = c.Old
 		missed[c.Key] = w.state.ObservedAt
 		res.Unconfirmed++
-		put++
+		put = append(put, c.Key)
 	}
 	fresh = fresh[:min(len(fresh), w.cfg.ConfirmConcurrency)]
 	g := new(errgroup.Group)
@@ -436,7 +487,7 @@ func (w *Watcher) settleEnds(ctx context.Context, changes []snapshot.Change, nex
 			default:
 				return nil
 			}
-			put++
+			put = append(put, c.Key)
 			return nil
 		})
 	}

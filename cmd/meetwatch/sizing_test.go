@@ -104,6 +104,9 @@ type sizingRun struct {
 	floorPublish  time.Duration // async publish of the first poll's events, client side
 	floorWindow   time.Duration // first to last stored message of it, server side
 	floorMsgBytes int64
+	// floorWrite is the same for the records in the state bucket.
+	floorWrite      time.Duration
+	floorWriteBytes int64
 
 	first       pollFigures
 	firstSteps  []step // where the first poll's time went
@@ -146,8 +149,8 @@ func (p pollFigures) steps() []step {
 	return []step{
 		{"listing", p.listing},
 		{"end lookups", p.ends},
-		{"seal, diff (the rest)", p.total - p.listing - p.ends - p.deliver - p.commit},
-		{"deliver (record starts, publish, write, overlapped)", p.deliver},
+		{"diff (the rest)", p.total - p.listing - p.ends - p.deliver - p.commit},
+		{"deliver (record starts, build and publish, write the rest)", p.deliver},
 		{"commit (meta)", p.commit},
 	}
 }
@@ -297,6 +300,7 @@ no_auth_user: meetwatch
 	res.lookups = len(lookups)
 	_, res.bareLookups = bareFetch(t, apiURL, lookups, false)
 	res.floorPublish, res.floorWindow, res.floorMsgBytes = publishFloor(t, js, natsURL, n)
+	res.floorWrite, _, res.floorWriteBytes = writeFloor(t, js, natsURL)
 
 	// The state bucket.
 	info, err := kvStream.Info(t.Context())
@@ -384,6 +388,9 @@ func (r sizingRun) report(t *testing.T) {
 	for _, s := range r.firstSteps {
 		row("  "+s.what, ms(s.took))
 	}
+	row("  the same against listing + publish + an async write of the records", ms(r.first.total), ms(bare+publishFloor+r.floorWrite),
+		ratio(float64(r.first.total), float64(bare+publishFloor+r.floorWrite)))
+	row("  async write floor of the records", fmt.Sprintf("%s, %s", ms(r.floorWrite), mb(float64(r.floorWriteBytes))))
 	row("publish rate, events/s (server-side window)", fmt.Sprintf("%.0f", mwRate), fmt.Sprintf("%.0f", floorRate), ratio(mwRate, floorRate), "≥ 0.9×")
 	row("  async publish floor, client side", fmt.Sprintf("%s, %.0f events/s, %s of events", ms(publishFloor), floorClientRate, mb(float64(r.floorMsgBytes))))
 	row("peak RSS (VmHWM), first process", mb(float64(r.hwm1)*1024), mb(float64(r.listingBytes)), ratio(float64(r.hwm1)*1024, float64(r.listingBytes)), "≤ 3×")
@@ -499,8 +506,27 @@ func bareFetch(tb testing.TB, apiURL string, pages []simListing, firstAlone bool
 // last stored message.
 func publishFloor(tb testing.TB, js jetstream.JetStream, natsURL string, n int) (took, window time.Duration, bytes int64) {
 	tb.Helper()
-	msgs := natstest.Messages(tb, js.Conn(), sizingStream)[:n]
-	src, err := js.Stream(tb.Context(), sizingStream)
+	return asyncFloor(tb, js, natsURL, sizingStream, natstest.Messages(tb, js.Conn(), sizingStream)[:n])
+}
+
+// writeFloor is publishFloor for the records in the state bucket: the
+// writes any per-meeting state costs a first poll beside its events.
+func writeFloor(tb testing.TB, js jetstream.JetStream, natsURL string) (took, window time.Duration, bytes int64) {
+	tb.Helper()
+	stream := "KV_" + sizingBucket
+	msgs := slices.DeleteFunc(natstest.Messages(tb, js.Conn(), stream), func(m *jetstream.RawStreamMsg) bool {
+		return !strings.HasPrefix(m.Subject, "$KV."+sizingBucket+".m.") || m.Header.Get("KV-Operation") != ""
+	})
+	return asyncFloor(tb, js, natsURL, stream, msgs)
+}
+
+// asyncFloor publishes msgs with PublishAsync, 1024 pending at most, to a
+// fresh stream configured as stream is, in the second account of the same
+// server, and returns how long it took (client side), the window from the
+// first to the last message stored (server side) and the bytes sent.
+func asyncFloor(tb testing.TB, js jetstream.JetStream, natsURL, stream string, msgs []*jetstream.RawStreamMsg) (took, window time.Duration, bytes int64) {
+	tb.Helper()
+	src, err := js.Stream(tb.Context(), stream)
 	require.NoError(tb, err)
 
 	fc, err := nats.Connect(natsURL, nats.UserInfo(floorUser, floorUser), nats.Name("publish-floor"))
@@ -510,7 +536,7 @@ func publishFloor(tb testing.TB, js jetstream.JetStream, natsURL string, n int) 
 	require.NoError(tb, err)
 	dst, err := fjs.CreateStream(tb.Context(), src.CachedInfo().Config)
 	require.NoError(tb, err)
-	defer func() { require.NoError(tb, fjs.DeleteStream(context.Background(), sizingStream)) }()
+	defer func() { require.NoError(tb, fjs.DeleteStream(context.Background(), stream)) }()
 
 	out := make([]*nats.Msg, len(msgs))
 	for i, m := range msgs {
@@ -525,13 +551,13 @@ func publishFloor(tb testing.TB, js jetstream.JetStream, natsURL string, n int) 
 	select {
 	case <-fjs.PublishAsyncComplete():
 	case <-time.After(5 * time.Minute):
-		require.FailNow(tb, "the publish floor's acks did not come within 5 minutes")
+		require.FailNow(tb, "the floor's acks did not come within 5 minutes")
 	}
 	took = time.Since(start)
 	info, err := dst.Info(tb.Context())
 	require.NoError(tb, err)
-	require.Equal(tb, uint64(n), info.State.Msgs, "every floor message stored once")
-	return took, msgTime(tb, dst, uint64(n)).Sub(msgTime(tb, dst, 1)), bytes
+	require.Equal(tb, uint64(len(msgs)), info.State.Msgs, "every floor message stored once")
+	return took, msgTime(tb, dst, uint64(len(msgs))).Sub(msgTime(tb, dst, 1)), bytes
 }
 
 func msgTime(tb testing.TB, s jetstream.Stream, seq uint64) time.Time {
