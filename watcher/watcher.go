@@ -303,12 +303,11 @@ const chunkSize = 4096
 
 // deliver publishes the events of changes and stores their records. The
 // key of a started meeting is written before its event, as an intent that
-// Load recognises; every other key after its event is safely stored. So it
-// goes in two rounds, each of two streams of writes at once: the starts'
-// keys while the ends' and changes' events go out, then the starts' events
-// while the ends' and changes' keys are written. Events are built a chunk
-// at a time, so that a first poll of many meetings never holds every
-// encoded event at once.
+// Load recognises; every other key after its event is safely stored. So
+// two streams of writes run at once: the starts' keys, then their events;
+// and the ends' and changes' events, then their keys. Events are built a
+// chunk at a time, so that a first poll of many meetings never holds
+// every encoded event at once.
 func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observedAt, listed time.Time, res *PollResult) error {
 	// Diff puts the starts last.
 	first := slices.IndexFunc(changes, func(c snapshot.Change) bool { return c.Kind == snapshot.Started })
@@ -316,30 +315,37 @@ func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observ
 		first = len(changes)
 	}
 	others, starts := changes[:first], changes[first:]
+	var startsRes, othersRes PollResult // one each, so that the streams share no counter
 	g, gctx := errgroup.WithContext(ctx)
 	if len(starts) > 0 {
 		g.Go(func() error {
 			if err := w.cfg.Store.Prepare(gctx, starts, observedAt); err != nil {
 				return fmt.Errorf("before publishing: %w", err)
 			}
-			return nil
+			return w.publish(gctx, starts, listed, &startsRes)
 		})
 	}
-	g.Go(func() error { return w.publish(gctx, others, listed, res) })
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	g, gctx = errgroup.WithContext(ctx)
-	g.Go(func() error { return w.publish(gctx, starts, listed, res) })
 	if len(others) > 0 {
 		g.Go(func() error {
+			if err := w.publish(gctx, others, listed, &othersRes); err != nil {
+				return err
+			}
 			if err := w.cfg.Store.Write(gctx, others); err != nil {
 				return fmt.Errorf("committing state: %w", err)
 			}
 			return nil
 		})
 	}
-	return g.Wait()
+	err := g.Wait()
+	for _, r := range []PollResult{startsRes, othersRes} {
+		res.Started += r.Started
+		res.Changed += r.Changed
+		res.Ended += r.Ended
+		res.Ignored += r.Ignored
+		res.Stored += r.Stored
+		res.Duplicates += r.Duplicates
+	}
+	return err
 }
 
 // publish builds and publishes the events of changes, a chunk at a time.

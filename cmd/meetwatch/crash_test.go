@@ -908,7 +908,8 @@ func TestCrashPoints(t *testing.T) {
 		require.Len(t, ended, ends)
 		release()
 		r.waitHeld(held)
-		require.Equal(t, rigMeetings+starts+ends, streamLen(r.nc, crashStream), "every event acknowledged before the commit")
+		// The starts go their own way, their keys first: some or all of
+		// their events may be out too.
 		require.Eventually(t, func() bool {
 			keys := r.st.keys(t, "m.")
 			gone := 0
@@ -927,12 +928,15 @@ func TestCrashPoints(t *testing.T) {
 		kill9(t, p)
 		_, metaAfter := r.st.meta()
 		assert.Equal(t, metaBefore, metaAfter, "the meta key is the previous poll's")
+		out := streamLen(r.nc, crashStream) - rigMeetings
+		require.GreaterOrEqual(t, out, ends, "every end's event acknowledged before its key")
+		startsOut := out - ends
 
 		again, f, _ := r.restart(nil)
 		started, endedN, dups := allCommits(again)
 		assert.Equal(t, starts, started, "the restart publishes the starts no commit covered")
 		assert.Equal(t, ends-landed, endedN, "and the ends whose keys did not go")
-		assert.Equal(t, starts+ends-landed, dups, "and JetStream drops every copy")
+		assert.Equal(t, startsOut+ends-landed, dups, "and JetStream drops every copy of those already out")
 		t.Logf("crash: mid-commit of a later poll (%d of %d end writes): transitions checked %d, events lost %d, duplicates %d, republished and dropped %d, kills 1",
 			landed, ends, f.transitions, f.lost, f.duplicates, dups)
 	})
