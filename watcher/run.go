@@ -137,12 +137,37 @@ func (w *Watcher) Run(ctx context.Context) error {
 			next = now // the poll took longer than the interval: the next one starts now
 		}
 		w.beat(next)
-		t := time.NewTimer(time.Until(next))
+		if !w.wait(ctx, next, failures > 0) {
+			return nil
+		}
+	}
+}
+
+// wait returns at next, or sooner when Wake says that what failed the
+// last polls may be back (failing), and false when ctx ends first. Even
+// woken, it does not poll before a pause the API asked for.
+func (w *Watcher) wait(ctx context.Context, next time.Time, failing bool) bool {
+	t := time.NewTimer(time.Until(next))
+	defer t.Stop()
+	for {
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return nil
+			return false
 		case <-t.C:
+			return true
+		case <-w.cfg.Wake:
+			if !failing {
+				continue
+			}
+			failing = false
+			woken := time.Now()
+			if pace, ok := w.cfg.Lister.(paced); ok && pace.NotBefore().After(woken) {
+				woken = pace.NotBefore()
+			}
+			if woken.Before(next) {
+				w.logger.Info("nats is back; polling now")
+				t.Reset(time.Until(woken))
+			}
 		}
 	}
 }

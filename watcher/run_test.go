@@ -714,3 +714,44 @@ func fmtAll(s redact.Secret) string {
 	slog.New(slog.NewJSONHandler(&b, nil)).Info("x", "token", s)
 	return strings.Join([]string{s.String(), s.GoString(), string(j), b.String()}, " ")
 }
+
+// TestRunPollsAtOnceWhenNATSIsBack: polls that failed while NATS was away
+// back off; word that NATS reconnected starts the next one at once rather
+// than after the backoff, and word while nothing fails changes nothing.
+func TestRunPollsAtOnceWhenNATSIsBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newBubbleRig(t, apisim.Options{Token: testToken}, nil)
+		r.api.Sim.AddN(1)
+		var down atomic.Bool
+		down.Store(true)
+		r.store.failCommit = func(int) error {
+			if down.Load() {
+				return errors.New("nats unreachable")
+			}
+			return nil
+		}
+		wake := make(chan struct{}, 1)
+		w := r.newWatcher(t, func(c *watcher.Config) { c.Interval = time.Second; c.Wake = wake })
+		stop := r.run(t, w)
+		time.Sleep(20 * time.Second) // polls at 0, ~1, ~3, ~7, ~15 s: the next is due at ~31 s
+		synctest.Wait()
+		before := r.api.Sim.Requests()
+		require.GreaterOrEqual(t, before, 4)
+		down.Store(false)
+		wake <- struct{}{}
+		synctest.Wait()
+		assert.Equal(t, before+1, r.api.Sim.Requests(), "woken, it polls at once")
+		require.Len(t, r.store.commitTimes(), 1)
+		assert.Equal(t, 20*time.Second, r.store.commitTimes()[0].Sub(r.t0))
+
+		wake <- struct{}{} // nothing failing: the interval stands
+		synctest.Wait()
+		assert.Equal(t, before+1, r.api.Sim.Requests())
+		time.Sleep(time.Second)
+		synctest.Wait()
+		assert.Equal(t, before+2, r.api.Sim.Requests())
+		_, err := stop()
+		require.NoError(t, err)
+		assert.Contains(t, r.logs.String(), "nats is back; polling now")
+	})
+}

@@ -107,6 +107,10 @@ type Config struct {
 	ConfirmConcurrency int
 	// Health, when set, hears of terms and committed polls.
 	Health Health
+	// Wake, when set, says that what failed the last polls may be back
+	// (NATS reconnected): Run then polls at once instead of waiting out
+	// its backoff.
+	Wake <-chan struct{}
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -305,9 +309,7 @@ const chunkSize = 4096
 // key of a started meeting is written before its event, as an intent that
 // Load recognises; every other key after its event is safely stored. So
 // two streams of writes run at once: the starts' keys, then their events;
-// and the ends' and changes' events, then their keys. Events are built a
-// chunk at a time, so that a first poll of many meetings never holds
-// every encoded event at once.
+// and the ends' and changes' events, then their keys.
 func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observedAt, listed time.Time, res *PollResult) error {
 	// Diff puts the starts last.
 	first := slices.IndexFunc(changes, func(c snapshot.Change) bool { return c.Kind == snapshot.Started })
@@ -317,25 +319,22 @@ func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observ
 	others, starts := changes[:first], changes[first:]
 	var startsRes, othersRes PollResult // one each, so that the streams share no counter
 	g, gctx := errgroup.WithContext(ctx)
-	if len(starts) > 0 {
-		g.Go(func() error {
-			if err := w.cfg.Store.Prepare(gctx, starts, observedAt); err != nil {
+	g.Go(func() error {
+		return w.stream(gctx, starts, listed, &startsRes, func(ctx context.Context, part []snapshot.Change) error {
+			if err := w.cfg.Store.Prepare(ctx, part, observedAt); err != nil {
 				return fmt.Errorf("before publishing: %w", err)
 			}
-			return w.publish(gctx, starts, listed, &startsRes)
-		})
-	}
-	if len(others) > 0 {
-		g.Go(func() error {
-			if err := w.publish(gctx, others, listed, &othersRes); err != nil {
-				return err
-			}
-			if err := w.cfg.Store.Write(gctx, others); err != nil {
+			return nil
+		}, nil)
+	})
+	g.Go(func() error {
+		return w.stream(gctx, others, listed, &othersRes, nil, func(ctx context.Context, part []snapshot.Change) error {
+			if err := w.cfg.Store.Write(ctx, part); err != nil {
 				return fmt.Errorf("committing state: %w", err)
 			}
 			return nil
 		})
-	}
+	})
 	err := g.Wait()
 	for _, r := range []PollResult{startsRes, othersRes} {
 		res.Started += r.Started
@@ -348,24 +347,89 @@ func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observ
 	return err
 }
 
-// publish builds and publishes the events of changes, a chunk at a time.
-func (w *Watcher) publish(ctx context.Context, changes []snapshot.Change, listed time.Time, res *PollResult) error {
-	for part := range slices.Chunk(changes, chunkSize) {
-		evs, err := w.build(part, listed, res)
-		if err != nil {
-			return err
+// stream writes changes a chunk at a time through four stages that
+// overlap, each a chunk behind the one before: before (the starts' keys),
+// building the events, publishing them and waiting for their
+// acknowledgements, and after (the other keys). A chunk goes through each
+// stage only once the one before finished with it, so that the order of
+// writes per meeting holds, while the connection stays busy and no more
+// than a few chunks of events are held at once.
+func (w *Watcher) stream(ctx context.Context, changes []snapshot.Change, listed time.Time, res *PollResult,
+	before, after func(context.Context, []snapshot.Change) error) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	type chunk struct {
+		changes []snapshot.Change
+		evs     []events.Event
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	stage := func(in <-chan chunk, do func(*chunk) error) <-chan chunk {
+		out := make(chan chunk, 1)
+		g.Go(func() error {
+			defer close(out)
+			for c := range in {
+				if err := do(&c); err != nil {
+					return err
+				}
+				select {
+				case out <- c:
+				case <-gctx.Done():
+					return context.Cause(gctx)
+				}
+			}
+			return nil
+		})
+		return out
+	}
+	src := make(chan chunk)
+	g.Go(func() error {
+		defer close(src)
+		for part := range slices.Chunk(changes, chunkSize) {
+			select {
+			case src <- chunk{changes: part}:
+			case <-gctx.Done():
+				return context.Cause(gctx)
+			}
 		}
-		if len(evs) == 0 {
-			continue
+		return nil
+	})
+	prepared := stage(src, func(c *chunk) error {
+		if before == nil {
+			return nil
 		}
-		pr, err := w.cfg.Publisher.Publish(ctx, evs)
+		return before(gctx, c.changes)
+	})
+	built := stage(prepared, func(c *chunk) error {
+		var err error
+		c.evs, err = w.build(c.changes, listed, res)
+		return err
+	})
+	published := stage(built, func(c *chunk) error {
+		if len(c.evs) == 0 {
+			return nil
+		}
+		pr, err := w.cfg.Publisher.Publish(gctx, c.evs)
 		if err != nil {
-			return fmt.Errorf("publishing %d events: %w", len(evs), err)
+			return fmt.Errorf("publishing %d events: %w", len(c.evs), err)
 		}
 		res.Stored += pr.Stored
 		res.Duplicates += pr.Duplicates
-	}
-	return nil
+		c.evs = nil
+		return nil
+	})
+	written := stage(published, func(c *chunk) error {
+		if after == nil {
+			return nil
+		}
+		return after(gctx, c.changes)
+	})
+	g.Go(func() error {
+		for range written { // the last stage's output: nothing left to do
+		}
+		return nil
+	})
+	return g.Wait()
 }
 
 // build returns the events of changes, counting them in res. A change

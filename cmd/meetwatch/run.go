@@ -127,6 +127,7 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		Interval:           cfg.PollInterval,
 		PollTimeout:        cfg.PollTimeout,
 		ConfirmConcurrency: cfg.PageConcurrency,
+		Wake:               pipe.reconnected,
 		Logger:             logger,
 		Health:             health,
 	}
@@ -179,6 +180,10 @@ type pipeline struct {
 	publisher *events.Publisher
 	store     *kvstore.Store
 	lease     *ha.Lease
+	// reconnected hears of every reconnection, so that polls failing
+	// while NATS was away start again at once rather than after their
+	// backoff.
+	reconnected chan struct{}
 }
 
 // openPipeline connects to NATS and makes sure the stream and the state
@@ -190,17 +195,24 @@ func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logg
 	if err != nil {
 		return nil, err
 	}
+	reconnected := make(chan struct{}, 1)
 	nc, err := nats.Connect(url, append(security,
 		nats.Name("meetwatch"),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
-		nats.ReconnectWait(time.Second),
+		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+			select {
+			case reconnected <- struct{}{}:
+			default:
+			}
+		}),
 	)...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to nats: %w", err)
@@ -222,7 +234,7 @@ func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logg
 		nc.Close()
 		return nil, fmt.Errorf("opening jetstream: %w", err)
 	}
-	p := &pipeline{nc: nc, publisher: publisher}
+	p := &pipeline{nc: nc, publisher: publisher, reconnected: reconnected}
 	wait := backoff.Backoff{Base: time.Second, Max: 10 * time.Second}
 	for attempt := 1; ; attempt++ {
 		err := publisher.EnsureStream(ctx)

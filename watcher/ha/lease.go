@@ -5,7 +5,10 @@
 package ha
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meetwatch/meetwatch/watcher"
+	"github.com/meetwatch/meetwatch/watcher/backoff"
 )
 
 // Lease elects one leader among meetwatch replicas that share a NATS
@@ -33,6 +37,9 @@ type Lease struct {
 	cfg    LeaseConfig
 	logger *slog.Logger
 
+	// incarnation tells this run of the replica from earlier ones.
+	incarnation string
+
 	mu        sync.Mutex
 	leader    bool
 	lastCheck time.Time
@@ -44,10 +51,10 @@ type LeaseConfig struct {
 	Bucket string
 	// Replicas is the bucket's replica count; 0 means 1.
 	Replicas int
-	// TTL is the lease's length. A leader renews it every TTL/3 and stops
-	// leading on its own clock TTL*9/10 after its last good renewal; a
-	// standby tries to take it every TTL/5. Failover so stays within two
-	// leases.
+	// TTL is the lease's length. A leader renews it every TTL/3, retries
+	// a renewal that fails for a passing reason, and stops leading on its
+	// own clock TTL*9/10 after its last good renewal; a standby tries to
+	// take it every TTL/5. Failover so stays within two leases.
 	TTL time.Duration
 	// ID names this replica in the lease and in logs.
 	ID string
@@ -60,6 +67,7 @@ type LeaseConfig struct {
 // lease's timing through an in-memory bucket inside a synctest bubble,
 // where a real connection would stop fake time.
 type keyValue interface {
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
 	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
 	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
 	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
@@ -97,7 +105,20 @@ func newLease(kv keyValue, cfg LeaseConfig) *Lease {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Lease{kv: kv, cfg: cfg, logger: cfg.Logger.With("component", "lease", "replica", cfg.ID)}
+	var nonce [8]byte
+	_, _ = rand.Read(nonce[:]) // crypto/rand does not fail
+	return &Lease{
+		kv: kv, cfg: cfg, logger: cfg.Logger.With("component", "lease", "replica", cfg.ID),
+		incarnation: hex.EncodeToString(nonce[:]),
+	}
+}
+
+// leaseValue is what the lease key holds: the replica, and which run of
+// it, so that a replica that finds its own lease after a reconnect resumes
+// it, while a restarted one does not take its predecessor's for its own.
+type leaseValue struct {
+	ID          string `json:"id"`
+	Incarnation string `json:"incarnation"`
 }
 
 // Leader reports whether this replica leads now.
@@ -134,22 +155,31 @@ func (l *Lease) setLeader(leader bool) {
 // context ends. On the way out Run gives the lease up, so that a standby
 // takes over at once rather than after a TTL.
 func (l *Lease) Run(ctx context.Context, lead func(ctx context.Context)) error {
-	value, err := json.Marshal(struct {
-		ID string `json:"id"`
-	}{l.cfg.ID})
+	value, err := json.Marshal(leaseValue{ID: l.cfg.ID, Incarnation: l.incarnation})
 	if err != nil {
 		return fmt.Errorf("encoding lease value: %w", err)
 	}
 	unreachable := 0
 	for {
 		rev, err := l.kv.Create(ctx, leaseKey, value)
+		var resumed time.Time
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			// This run's own lease, held from before NATS went away and
+			// still unexpired: no other replica can have led since.
+			if held, ok := l.own(ctx, value); ok {
+				at := time.Now()
+				if rev, err = l.kv.Update(ctx, leaseKey, value, held); err == nil {
+					resumed = at
+				}
+			}
+		}
 		switch {
 		case err == nil:
 			if unreachable > 0 {
 				l.logger.Info("lease bucket reachable again", "failed_attempts", unreachable)
 				unreachable = 0
 			}
-			l.term(ctx, value, rev, lead)
+			l.term(ctx, value, rev, resumed, lead)
 		case errors.Is(err, jetstream.ErrKeyExists):
 			l.checked(false)
 			if unreachable > 0 {
@@ -172,23 +202,39 @@ func (l *Lease) Run(ctx context.Context, lead func(ctx context.Context)) error {
 	}
 }
 
-// term holds the lease from its creation at rev until it is lost or ctx
-// ends.
-func (l *Lease) term(ctx context.Context, value []byte, rev uint64, lead func(context.Context)) {
-	renewEvery := l.cfg.TTL / 3
-	// Lead only after one renewal: a former leader that was paused, and
-	// whose lease lapsed, gets that long to notice and stand down.
-	select {
-	case <-ctx.Done():
-		l.release(rev)
-		return
-	case <-time.After(renewEvery):
+// own returns the revision of the lease key when it holds value, this
+// run's own lease.
+func (l *Lease) own(ctx context.Context, value []byte) (uint64, bool) {
+	e, err := l.kv.Get(ctx, leaseKey)
+	if err != nil || e.Operation() != jetstream.KeyValuePut || !bytes.Equal(e.Value(), value) {
+		return 0, false
 	}
-	sent := time.Now()
-	rev, err := l.kv.Update(ctx, leaseKey, value, rev)
-	if err != nil {
-		l.logger.Info("lost the lease before leading", "err", err)
-		return
+	return e.Revision(), true
+}
+
+// term holds the lease from its creation at rev, or from its resumption
+// by a renewal sent at resumed, until it is lost or ctx ends.
+func (l *Lease) term(ctx context.Context, value []byte, rev uint64, resumed time.Time, lead func(context.Context)) {
+	renewEvery := l.cfg.TTL / 3
+	sent := resumed
+	if !resumed.IsZero() {
+		l.logger.Info("resuming the lease this replica held before it lost touch")
+	} else {
+		// Lead only after one renewal: a former leader that was paused,
+		// and whose lease lapsed, gets that long to notice and stand
+		// down.
+		select {
+		case <-ctx.Done():
+			l.release(rev)
+			return
+		case <-time.After(renewEvery):
+		}
+		sent = time.Now()
+		var err error
+		if rev, err = l.kv.Update(ctx, leaseKey, value, rev); err != nil {
+			l.logger.Info("lost the lease before leading", "err", err)
+			return
+		}
 	}
 	// The lease runs from when the renewal was sent, not answered.
 	left := l.cfg.TTL*9/10 - time.Since(sent)
@@ -201,6 +247,7 @@ func (l *Lease) term(ctx context.Context, value []byte, rev uint64, lead func(co
 
 	lctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
+	last := sent // when the last good renewal was sent
 	wg.Go(func() {
 		deadline := time.NewTimer(left)
 		defer deadline.Stop()
@@ -215,15 +262,13 @@ func (l *Lease) term(ctx context.Context, value []byte, rev uint64, lead func(co
 				return
 			case <-tick.C:
 			}
-			rctx, rcancel := context.WithTimeout(lctx, renewEvery)
 			at := time.Now()
-			next, err := l.kv.Update(rctx, leaseKey, value, rev)
-			rcancel()
+			next, err := l.renew(lctx, value, rev, last.Add(l.cfg.TTL*9/10))
 			if err != nil {
 				cancel(fmt.Errorf("%w: renewing the lease: %w", watcher.ErrFenced, err))
 				return
 			}
-			rev = next
+			rev, last = next, at
 			l.checked(true)
 			deadline.Reset(l.cfg.TTL*9/10 - time.Since(at))
 		}
@@ -237,6 +282,52 @@ func (l *Lease) term(ctx context.Context, value []byte, rev uint64, lead func(co
 		return
 	}
 	l.release(rev)
+}
+
+// renew renews the lease held at rev and returns its new revision. A
+// renewal that fails for a passing reason (a timeout, no responders, a
+// leader election in the cluster) is tried again until by, the leader's
+// own deadline; one the bucket refuses because the key moved on or went
+// away ends the term at once, unless the key still holds this run's
+// value: then the answer to an earlier try was lost, and it landed.
+func (l *Lease) renew(ctx context.Context, value []byte, rev uint64, by time.Time) (uint64, error) {
+	retry := backoff.Backoff{Base: l.cfg.TTL / 30, Max: l.cfg.TTL / 10}
+	adopted := false
+	for attempt := 1; ; attempt++ {
+		until := time.Now().Add(l.cfg.TTL / 3)
+		if by.Before(until) {
+			until = by
+		}
+		actx, cancel := context.WithDeadline(ctx, until)
+		next, err := l.kv.Update(actx, leaseKey, value, rev)
+		cancel()
+		switch {
+		case err == nil:
+			if attempt > 1 {
+				l.logger.Info("lease renewed after retries", "attempts", attempt)
+			}
+			return next, nil
+		case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyNotFound):
+			held, ok := l.own(ctx, value)
+			if !ok || adopted {
+				return 0, err
+			}
+			rev, adopted = held, true
+			continue
+		}
+		wait := retry.Next()
+		if ctx.Err() != nil || !time.Now().Add(wait).Before(by) {
+			return 0, err
+		}
+		l.logger.Debug("lease renewal failed; retrying", "attempt", attempt, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, err
+		case <-t.C:
+		}
+	}
 }
 
 // release gives the lease up if this replica still holds it at rev.

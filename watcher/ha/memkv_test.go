@@ -11,6 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -49,6 +50,22 @@ type memEntry struct {
 	rev     uint64
 	deleted bool
 	at      time.Time
+	value   []byte
+}
+
+// Bucket, Key, Value, Revision, Created, Delta and Operation make a
+// memEntry the jetstream.KeyValueEntry that Get returns.
+func (e memEntry) Bucket() string     { return "test" }
+func (e memEntry) Key() string        { return leaseKey }
+func (e memEntry) Value() []byte      { return e.value }
+func (e memEntry) Revision() uint64   { return e.rev }
+func (e memEntry) Created() time.Time { return e.at }
+func (e memEntry) Delta() uint64      { return 0 }
+func (e memEntry) Operation() jetstream.KeyValueOp {
+	if e.deleted {
+		return jetstream.KeyValueDelete
+	}
+	return jetstream.KeyValuePut
 }
 
 // memWrite is a write the bucket accepted, for tests to assert on.
@@ -89,10 +106,10 @@ func (kv *memKV) last(key string) (memEntry, bool) {
 }
 
 // write appends an entry for key. The caller holds kv.mu.
-func (kv *memKV) write(op, by, key string) uint64 {
+func (kv *memKV) write(op, by, key string, value []byte) uint64 {
 	kv.seq++
 	now := time.Now()
-	kv.entries[key] = memEntry{rev: kv.seq, deleted: op == "delete", at: now}
+	kv.entries[key] = memEntry{rev: kv.seq, deleted: op == "delete", at: now, value: value}
 	kv.writes = append(kv.writes, memWrite{op: op, by: by, rev: kv.seq, at: now})
 	return kv.seq
 }
@@ -110,10 +127,20 @@ func wrongLastSequence(last uint64, is error) error {
 // memConn is one replica's connection to a memKV. Cut makes its requests
 // go unanswered, as they do for a replica cut off from NATS.
 type memConn struct {
-	kv  *memKV
-	id  string
-	cut atomic.Bool
+	kv   *memKV
+	id   string
+	cut  atomic.Bool
+	fail atomic.Bool
+	// lose makes the next Update land, and its answer be lost.
+	lose atomic.Bool
 }
+
+// Fail makes every request fail at once from now on, as with no server to
+// answer it (NATS restarting), or none if fail is false.
+func (c *memConn) Fail(fail bool) { c.fail.Store(fail) }
+
+// LoseNextAnswer makes the next Update land and its answer go missing.
+func (c *memConn) LoseNextAnswer() { c.lose.Store(true) }
 
 var _ keyValue = (*memConn)(nil)
 
@@ -124,6 +151,9 @@ func (c *memConn) Cut(cut bool) { c.cut.Store(cut) }
 // cut the request is lost, and the caller waits out its context, or
 // jetstream's default timeout if that has no deadline.
 func (c *memConn) reach(ctx context.Context) error {
+	if c.fail.Load() {
+		return nats.ErrNoResponders
+	}
 	if !c.cut.Load() {
 		return nil
 	}
@@ -136,7 +166,20 @@ func (c *memConn) reach(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (c *memConn) Create(ctx context.Context, key string, _ []byte, _ ...jetstream.KVCreateOpt) (uint64, error) {
+func (c *memConn) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	if err := c.reach(ctx); err != nil {
+		return nil, err
+	}
+	c.kv.mu.Lock()
+	defer c.kv.mu.Unlock()
+	e, ok := c.kv.last(key)
+	if !ok || e.deleted {
+		return nil, jetstream.ErrKeyNotFound
+	}
+	return e, nil
+}
+
+func (c *memConn) Create(ctx context.Context, key string, value []byte, _ ...jetstream.KVCreateOpt) (uint64, error) {
 	if err := c.reach(ctx); err != nil {
 		return 0, err
 	}
@@ -145,10 +188,10 @@ func (c *memConn) Create(ctx context.Context, key string, _ []byte, _ ...jetstre
 	if e, ok := c.kv.last(key); ok && !e.deleted {
 		return 0, wrongLastSequence(e.rev, jetstream.ErrKeyExists)
 	}
-	return c.kv.write("create", c.id, key), nil
+	return c.kv.write("create", c.id, key, value), nil
 }
 
-func (c *memConn) Update(ctx context.Context, key string, _ []byte, revision uint64) (uint64, error) {
+func (c *memConn) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
 	if err := c.reach(ctx); err != nil {
 		return 0, err
 	}
@@ -157,7 +200,15 @@ func (c *memConn) Update(ctx context.Context, key string, _ []byte, revision uin
 	if e, _ := c.kv.last(key); e.rev != revision {
 		return 0, wrongLastSequence(e.rev, jetstream.ErrKeyRevisionMismatch)
 	}
-	return c.kv.write("update", c.id, key), nil
+	rev := c.kv.write("update", c.id, key, value)
+	if c.lose.CompareAndSwap(true, false) {
+		c.kv.mu.Unlock()
+		defer c.kv.mu.Lock()
+		c.cut.Store(true)
+		defer c.cut.Store(false)
+		return 0, c.reach(ctx)
+	}
+	return rev, nil
 }
 
 func (c *memConn) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
@@ -178,7 +229,7 @@ func (c *memConn) Delete(ctx context.Context, key string, opts ...jetstream.KVDe
 	if e, _ := c.kv.last(key); revision != 0 && e.rev != revision {
 		return wrongLastSequence(e.rev, jetstream.ErrKeyRevisionMismatch)
 	}
-	c.kv.write("delete", c.id, key)
+	c.kv.write("delete", c.id, key, nil)
 	return nil
 }
 
