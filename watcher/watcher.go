@@ -110,7 +110,7 @@ type Config struct {
 	// Wake, when set, says that what failed the last polls may be back
 	// (NATS reconnected): Run then polls at once instead of waiting out
 	// its backoff.
-	Wake <-chan struct{}
+	Wake   <-chan struct{}
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
