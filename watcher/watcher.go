@@ -309,7 +309,7 @@ const chunkSize = 4096
 // key of a started meeting is written before its event, as an intent that
 // Load recognises; every other key after its event is safely stored. So
 // two streams of writes run at once: the starts' keys, then their events;
-// and the ends' and changes' events, then their keys.
+// and the ends' and changes' events, each chunk's keys behind them.
 func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observedAt, listed time.Time, res *PollResult) error {
 	// Diff puts the starts last.
 	first := slices.IndexFunc(changes, func(c snapshot.Change) bool { return c.Kind == snapshot.Started })
@@ -320,15 +320,18 @@ func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observ
 	var startsRes, othersRes PollResult // one each, so that the streams share no counter
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return w.stream(gctx, starts, listed, &startsRes, func(ctx context.Context, part []snapshot.Change) error {
-			if err := w.cfg.Store.Prepare(ctx, part, observedAt); err != nil {
-				return fmt.Errorf("before publishing: %w", err)
-			}
+		if len(starts) == 0 {
 			return nil
-		}, nil)
+		}
+		// All the starts' keys first: interleaved with the events, they
+		// would slow the events down as much as they sped the keys up.
+		if err := w.cfg.Store.Prepare(gctx, starts, observedAt); err != nil {
+			return fmt.Errorf("before publishing: %w", err)
+		}
+		return w.stream(gctx, starts, listed, &startsRes, nil)
 	})
 	g.Go(func() error {
-		return w.stream(gctx, others, listed, &othersRes, nil, func(ctx context.Context, part []snapshot.Change) error {
+		return w.stream(gctx, others, listed, &othersRes, func(ctx context.Context, part []snapshot.Change) error {
 			if err := w.cfg.Store.Write(ctx, part); err != nil {
 				return fmt.Errorf("committing state: %w", err)
 			}
@@ -347,15 +350,15 @@ func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observ
 	return err
 }
 
-// stream writes changes a chunk at a time through four stages that
-// overlap, each a chunk behind the one before: before (the starts' keys),
-// building the events, publishing them and waiting for their
-// acknowledgements, and after (the other keys). A chunk goes through each
-// stage only once the one before finished with it, so that the order of
-// writes per meeting holds, while the connection stays busy and no more
-// than a few chunks of events are held at once.
+// stream writes changes a chunk at a time through three stages that
+// overlap, each a chunk behind the one before: building the events,
+// publishing them and waiting for their acknowledgements, and after (the
+// keys of changes and ends), when set. A chunk goes through each stage only
+// once the one before finished with it, so that the order of writes per
+// meeting holds, while the connection stays busy and no more than a few
+// chunks of events are held at once.
 func (w *Watcher) stream(ctx context.Context, changes []snapshot.Change, listed time.Time, res *PollResult,
-	before, after func(context.Context, []snapshot.Change) error) error {
+	after func(context.Context, []snapshot.Change) error) error {
 	if len(changes) == 0 {
 		return nil
 	}
@@ -394,13 +397,7 @@ func (w *Watcher) stream(ctx context.Context, changes []snapshot.Change, listed 
 		}
 		return nil
 	})
-	prepared := stage(src, func(c *chunk) error {
-		if before == nil {
-			return nil
-		}
-		return before(gctx, c.changes)
-	})
-	built := stage(prepared, func(c *chunk) error {
+	built := stage(src, func(c *chunk) error {
 		var err error
 		c.evs, err = w.build(c.changes, listed, res)
 		return err
