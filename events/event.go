@@ -179,10 +179,12 @@ type Builder struct {
 }
 
 // Publishes reports whether c gets an event: every change does except a
-// changed meeting whose every changed field is in Ignore. Build does not
-// ask; the watcher does, and still takes the new record as its state.
+// changed meeting whose every changed field is in Ignore, or whose only
+// change is its secrets sealed anew under a rotated key (see
+// redact.Policy.Rekeyed). Build does not ask; the watcher does, and still
+// takes the new record as its state.
 func (b Builder) Publishes(c snapshot.Change) bool {
-	return !b.Ignore.Covers(c)
+	return !b.Ignore.Covers(c) && !(c.Kind == snapshot.Changed && b.Redact.Rekeyed(c.Fields))
 }
 
 // Build returns the event for change c, observed at observed. initial marks

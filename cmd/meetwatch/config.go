@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"reflect"
 	"regexp"
 	"strings"
@@ -52,6 +54,8 @@ type config struct {
 	DuplicateWindow time.Duration `env:"DUPLICATE_WINDOW" envDefault:"1h"`
 	StreamMaxAge    time.Duration `env:"STREAM_MAX_AGE" envDefault:"720h"` // 30 days; 0 keeps events until removed by hand
 	Redact          string        `env:"REDACT"`                           // empty means redact.Default
+	SealKey         redact.Secret `env:"SEAL_KEY"`                         // keys the digests of secrets in the state
+	SealKeyFile     string        `env:"SEAL_KEY_FILE"`                    // or a file holding the key
 	IgnoreFields    string        `env:"IGNORE_FIELDS"`                    // paths whose changes alone publish no event (snapshot.ParseFieldSet)
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat       string        `env:"LOG_FORMAT" envDefault:"text"`
@@ -179,6 +183,9 @@ func (c config) validate(forRun bool) error {
 	if _, err := redact.Parse(c.Redact); err != nil {
 		return bad("Redact", "%v", err)
 	}
+	if _, err := c.sealKey(); err != nil {
+		return err
+	}
 	if _, err := snapshot.ParseFieldSet(c.IgnoreFields); err != nil {
 		return bad("IgnoreFields", "%v", err)
 	}
@@ -194,6 +201,32 @@ func (c config) validate(forRun bool) error {
 		}
 	}
 	return nil
+}
+
+// sealKey returns the key the digests of secrets are sealed with, read from
+// MEETWATCH_SEAL_KEY or the file MEETWATCH_SEAL_KEY_FILE names (its
+// trailing newline dropped), or nil when neither is set.
+func (c config) sealKey() ([]byte, error) {
+	key := []byte(c.SealKey.Reveal())
+	switch {
+	case len(key) > 0 && c.SealKeyFile != "":
+		return nil, bad("SealKeyFile", "set %s or %s, not both", varName("SealKey"), varName("SealKeyFile"))
+	case c.SealKeyFile != "":
+		b, err := os.ReadFile(c.SealKeyFile)
+		if err != nil {
+			return nil, bad("SealKeyFile", "%v", err)
+		}
+		key = bytes.TrimRight(b, "\r\n")
+		if len(key) < redact.MinKeyBytes {
+			return nil, bad("SealKeyFile", "the key in %s must be at least %d bytes", c.SealKeyFile, redact.MinKeyBytes)
+		}
+	case len(key) > 0 && len(key) < redact.MinKeyBytes:
+		return nil, bad("SealKey", "must be at least %d bytes", redact.MinKeyBytes)
+	}
+	if len(key) == 0 {
+		return nil, nil
+	}
+	return key, nil
 }
 
 // validateLogin checks that exactly one way of getting a token is set.

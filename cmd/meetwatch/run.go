@@ -73,6 +73,11 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		}
 	}
 	policy, _ := redact.Parse(cfg.Redact) // validated with the configuration
+	if key, _ := cfg.sealKey(); key != nil {
+		policy = policy.WithKey(key)
+	} else if policy != nil {
+		logger.Warn("the digests of secrets in the state bucket are not keyed: anyone who can read the bucket can test guesses of a short password against them; set MEETWATCH_SEAL_KEY or MEETWATCH_SEAL_KEY_FILE")
+	}
 	// One gate for the client and its logins: a pause the API asks for in
 	// any answer holds every request.
 	gate := &meetingapi.Gate{}

@@ -14,6 +14,7 @@ package redact
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -60,13 +61,21 @@ var (
 // so that an empty setting can never publish secrets by accident.
 const none = "none"
 
-// digestPrefix starts every sealed value. A value that already has the
+// digestPrefix starts every unkeyed sealed value, keyedPrefix every keyed
+// one, followed by the key's id and a colon. A value that already has a
 // digest's exact shape is kept, which makes sealing idempotent.
 const (
 	digestPrefix = "redacted:sha256:"
+	keyedPrefix  = "redacted:hmac-sha256:"
+	keyIDLen     = 8
 	digestBytes  = 12
-	// digestJSONLen is the length of a sealed value as a JSON string.
+	// digestJSONLen and keyedJSONLen are the lengths of sealed values as
+	// JSON strings.
 	digestJSONLen = 1 + len(digestPrefix) + 2*digestBytes + 1
+	keyedJSONLen  = 1 + len(keyedPrefix) + keyIDLen + 1 + 2*digestBytes + 1
+	// MinKeyBytes is the shortest seal key accepted: a digest keyed with
+	// less is not much harder to reverse than an unkeyed one.
+	MinKeyBytes = 16
 )
 
 // Policy is a redaction policy: the fields of a meeting record that hold
@@ -85,6 +94,27 @@ type Policy struct {
 	// snapshot.Meeting decodes beside the raw record, which must not keep
 	// the secret.
 	rereadKnown bool
+	// key, when set, keys the digests (HMAC-SHA256), and keyID names it
+	// in them; see WithKey.
+	key   []byte
+	keyID string
+}
+
+// WithKey returns a copy of p whose digests are keyed with key: an
+// HMAC-SHA256 instead of a plain SHA-256, so that a reader of the state
+// bucket without the key cannot test guesses against them (a six-digit
+// meeting password otherwise falls to a million hashes). Each digest names
+// the key by a short id, so that one made under another key, or none, is
+// told apart: see Rekeyed. A nil p stays nil.
+func (p *Policy) WithKey(key []byte) *Policy {
+	if p == nil {
+		return nil
+	}
+	q := *p
+	q.key = slices.Clone(key)
+	id := sha256.Sum256(append([]byte("meetwatch seal key id\x00"), key...))
+	q.keyID = hex.EncodeToString(id[:keyIDLen/2])
+	return &q
 }
 
 // segment is one dot-separated step of a policy path.
@@ -244,7 +274,9 @@ func (p *Policy) Paths() []string {
 
 // Seal returns m with every redacted value replaced by a digest string,
 // "redacted:sha256:" and the hex of the first 12 bytes of
-// sha256(confUUID, 0x00, policy path, 0x00, canonical JSON of the value).
+// sha256(confUUID, 0x00, policy path, 0x00, canonical JSON of the value);
+// with a key (WithKey), "redacted:hmac-sha256:", the key's id, a colon and
+// the same of an HMAC-SHA256 under the key.
 //
 // The state stores sealed records and snapshot.Diff compares them, so a
 // secret that changes still shows up as a change, while its value is
@@ -268,9 +300,9 @@ func (p *Policy) Seal(m snapshot.Meeting) (snapshot.Meeting, error) {
 			return nil
 		}
 		if digest == nil {
-			digest = make([]byte, digestJSONLen)
+			digest = make([]byte, p.digestLen())
 		}
-		sealValue(digest, uuid, path, v)
+		p.sealValue(digest, uuid, path, v)
 		return digest
 	})
 	if err != nil {
@@ -449,36 +481,128 @@ func collectSecrets(v any, n *jsonedit.Node, at string, out map[string]map[strin
 	}
 }
 
+// digestLen is the length of p's sealed values as JSON strings.
+func (p *Policy) digestLen() int {
+	if p.key != nil {
+		return keyedJSONLen
+	}
+	return digestJSONLen
+}
+
 // sealValue writes the digest of the JSON value v, found at the policy
-// path in the meeting uuid, to dst, as a JSON string of digestJSONLen
-// bytes.
-func sealValue(dst []byte, uuid, path string, v []byte) {
+// path in the meeting uuid, to dst, as a JSON string of digestLen bytes.
+func (p *Policy) sealValue(dst []byte, uuid, path string, v []byte) {
 	var scratch [256]byte
 	h := append(scratch[:0], uuid...)
 	h = append(h, 0)
 	h = append(h, path...)
 	h = append(h, 0)
 	h = appendCanonical(h, v)
-	sum := sha256.Sum256(h)
-
+	var sum []byte
+	prefix := digestPrefix
+	if p.key != nil {
+		mac := hmac.New(sha256.New, p.key)
+		mac.Write(h)
+		sum = mac.Sum(nil)
+		prefix = keyedPrefix + p.keyID + ":"
+	} else {
+		s := sha256.Sum256(h)
+		sum = s[:]
+	}
 	dst[0] = '"'
-	copy(dst[1:], digestPrefix)
-	hex.Encode(dst[1+len(digestPrefix):], sum[:digestBytes])
-	dst[digestJSONLen-1] = '"'
+	copy(dst[1:], prefix)
+	hex.Encode(dst[1+len(prefix):], sum[:digestBytes])
+	dst[len(dst)-1] = '"'
 }
 
-// isDigest reports whether the JSON value v is exactly a sealed value.
+// isDigest reports whether the JSON value v is exactly a sealed value,
+// keyed or not, under any key.
 func isDigest(v []byte) bool {
-	if len(v) != digestJSONLen || v[0] != '"' || v[len(v)-1] != '"' ||
-		string(v[1:1+len(digestPrefix)]) != digestPrefix {
-		return false
+	_, ok := digestKey(v)
+	return ok
+}
+
+// digestKey returns the key id of the sealed value v, "" for an unkeyed
+// one, and whether v is a sealed value at all.
+func digestKey(v []byte) (string, bool) {
+	var id string
+	var hexPart []byte
+	switch {
+	case len(v) == digestJSONLen && v[0] == '"' && string(v[1:1+len(digestPrefix)]) == digestPrefix:
+		hexPart = v[1+len(digestPrefix) : len(v)-1]
+	case len(v) == keyedJSONLen && v[0] == '"' && string(v[1:1+len(keyedPrefix)]) == keyedPrefix &&
+		v[1+len(keyedPrefix)+keyIDLen] == ':':
+		id = string(v[1+len(keyedPrefix) : 1+len(keyedPrefix)+keyIDLen])
+		if !isHex([]byte(id)) {
+			return "", false
+		}
+		hexPart = v[1+len(keyedPrefix)+keyIDLen+1 : len(v)-1]
+	default:
+		return "", false
 	}
-	for _, c := range v[1+len(digestPrefix) : len(v)-1] {
+	if v[len(v)-1] != '"' || !isHex(hexPart) {
+		return "", false
+	}
+	return id, true
+}
+
+func isHex(b []byte) bool {
+	for _, c := range b {
 		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
 			return false
 		}
 	}
 	return true
+}
+
+// Rekeyed reports whether fields, the changes of one meeting, are nothing
+// but its secrets sealed anew under another key: every change's old value
+// holds a digest made under another key than p's (or none), and is the new
+// value once the digests of both are set aside. Such a change is the key's
+// rotation, not the meeting's, and publishes nothing. A secret that did
+// change in the same poll cannot be told from it, and goes unannounced.
+func (p *Policy) Rekeyed(fields []snapshot.FieldChange) bool {
+	if p == nil || p.root == nil || len(fields) == 0 {
+		return false
+	}
+	for _, fc := range fields {
+		oldMasked, foreign := p.maskDigests(fc.Old)
+		newMasked, _ := p.maskDigests(fc.New)
+		if !foreign || !bytes.Equal(oldMasked, newMasked) {
+			return false
+		}
+	}
+	return true
+}
+
+// maskDigests returns the JSON value v with every sealed value in it
+// replaced by "redacted", and whether one of them was made under another
+// key than p's.
+func (p *Policy) maskDigests(v []byte) ([]byte, bool) {
+	var out []byte
+	foreign, last := false, 0
+	for i := 0; ; {
+		j := bytes.Index(v[i:], []byte(`"redacted:`))
+		if j < 0 {
+			break
+		}
+		start := i + j
+		end := bytes.IndexByte(v[start+1:], '"')
+		if end < 0 {
+			break
+		}
+		end += start + 2
+		if id, ok := digestKey(v[start:end]); ok {
+			foreign = foreign || id != p.keyID
+			out = append(append(out, v[last:start]...), `"redacted"`...)
+			last = end
+		}
+		i = end
+	}
+	if out == nil {
+		return v, false
+	}
+	return append(out, v[last:]...), foreign
 }
 
 // appendCanonical appends the canonical JSON of v: what json.Marshal writes

@@ -813,3 +813,40 @@ func ExamplePolicy_RedactChanges() {
 	fmt.Println(string(published))
 	// Output: [{"field":"confConfigInfo.guestPwd","redacted":true},{"field":"subject","old":"standup","new":"stand-up"}]
 }
+
+// A keyed policy seals with an HMAC under its key, named in the digest: a
+// reader without the key cannot test guesses, and a rotation is told from
+// a change of the secret.
+func TestSealWithKey(t *testing.T) {
+	plain := redactor(t, "")
+	k1 := plain.WithKey([]byte("0123456789abcdef-first"))
+	k2 := plain.WithKey([]byte("0123456789abcdef-second"))
+	rec := meeting(t, `{"confUUID":"u","subject":"s","guestJoinUri":"123456"}`)
+	pwd := func(m snapshot.Meeting) string {
+		var v struct{ GuestJoinURI string `json:"guestJoinUri"` }
+		require.NoError(t, json.Unmarshal(m.Raw(), &v))
+		return v.GuestJoinURI
+	}
+	unkeyed, first, second := seal(t, plain, rec), seal(t, k1, rec), seal(t, k2, rec)
+	assert.Regexp(t, `^redacted:sha256:[0-9a-f]{24}$`, pwd(unkeyed))
+	assert.Regexp(t, `^redacted:hmac-sha256:[0-9a-f]{8}:[0-9a-f]{24}$`, pwd(first))
+	assert.NotEqual(t, pwd(first), pwd(second), "another key, another digest")
+	assert.NotContains(t, string(first.Raw()), "123456")
+	assert.Equal(t, pwd(first), pwd(seal(t, k1, rec)), "the same key, the same digest")
+	assert.Equal(t, first.Raw(), seal(t, k2, first).Raw(), "a sealed value is kept, whatever its key")
+
+	changes := func(a, b snapshot.Meeting) []snapshot.FieldChange {
+		cs := snapshot.Diff(snapshot.Snapshot{"u": a}, snapshot.Snapshot{"u": b})
+		require.Len(t, cs, 1)
+		return cs[0].Fields
+	}
+	assert.True(t, k1.Rekeyed(changes(unkeyed, first)), "from no key to a key")
+	assert.True(t, k2.Rekeyed(changes(first, second)), "from one key to another")
+	assert.True(t, plain.Rekeyed(changes(first, unkeyed)), "from a key back to none")
+	newPwd := seal(t, k1, meeting(t, `{"confUUID":"u","subject":"s","guestJoinUri":"654321"}`))
+	assert.False(t, k1.Rekeyed(changes(first, newPwd)), "a new secret under the same key is a change")
+	renamed := seal(t, k2, meeting(t, `{"confUUID":"u","subject":"renamed","guestJoinUri":"123456"}`))
+	assert.False(t, k2.Rekeyed(changes(first, renamed)), "a rotation beside a real change is a change")
+	var nilPolicy *redact.Policy
+	assert.Nil(t, nilPolicy.WithKey([]byte("0123456789abcdef")))
+}
