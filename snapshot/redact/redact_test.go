@@ -823,7 +823,9 @@ func TestSealWithKey(t *testing.T) {
 	k2 := plain.WithKey([]byte("0123456789abcdef-second"))
 	rec := meeting(t, `{"confUUID":"u","subject":"s","guestJoinUri":"123456"}`)
 	pwd := func(m snapshot.Meeting) string {
-		var v struct{ GuestJoinURI string `json:"guestJoinUri"` }
+		var v struct {
+			GuestJoinURI string `json:"guestJoinUri"`
+		}
 		require.NoError(t, json.Unmarshal(m.Raw(), &v))
 		return v.GuestJoinURI
 	}
