@@ -315,8 +315,10 @@ func (l *Lease) renew(ctx context.Context, value []byte, rev uint64, by time.Tim
 			rev, adopted = held, true
 			continue
 		}
-		wait := retry.Next()
-		if ctx.Err() != nil || !time.Now().Add(wait).Before(by) {
+		// The last try goes out just before the deadline, however the
+		// backoff falls.
+		wait := min(retry.Next(), time.Until(by)-l.cfg.TTL/100)
+		if ctx.Err() != nil || wait <= 0 {
 			return 0, err
 		}
 		l.logger.Debug("lease renewal failed; retrying", "attempt", attempt, "err", err)
