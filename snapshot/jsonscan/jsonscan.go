@@ -123,18 +123,11 @@ func (s *Scanner) Object(i int, member func(key []byte, escaped bool, at int) (e
 		if err != nil {
 			return 0, err
 		}
-		i = s.Space(end)
-		if i >= len(s.Src) {
-			return 0, ErrTruncated
+		next, closed, err := s.after(end, '}', "after object key:value pair")
+		if err != nil || closed {
+			return next, err
 		}
-		switch s.Src[i] {
-		case ',':
-			i++
-		case '}':
-			return i + 1, nil
-		default:
-			return 0, s.syntax(i, "after object key:value pair")
-		}
+		i = next
 	}
 }
 
@@ -160,19 +153,28 @@ func (s *Scanner) Array(i int, elem func(value []byte) error) (int, error) {
 				return 0, err
 			}
 		}
-		i = s.Space(end)
-		if i >= len(s.Src) {
-			return 0, ErrTruncated
+		next, closed, err := s.after(end, ']', "after array element")
+		if err != nil || closed {
+			return next, err
 		}
-		switch s.Src[i] {
-		case ',':
-			i++
-		case ']':
-			return i + 1, nil
-		default:
-			return 0, s.syntax(i, "after array element")
-		}
+		i = next
 	}
+}
+
+// after reads what follows a member or an element that ends at end: a
+// comma, and more follow from next, or close, and the object or array
+// ends at next.
+func (s *Scanner) after(end int, close byte, context string) (next int, closed bool, err error) {
+	i := s.Space(end)
+	switch {
+	case i >= len(s.Src):
+		return 0, false, ErrTruncated
+	case s.Src[i] == ',':
+		return i + 1, false, nil
+	case s.Src[i] == close:
+		return i + 1, true, nil
+	}
+	return 0, false, s.syntax(i, context)
 }
 
 // String validates the string that starts at i (which must be '"') and
