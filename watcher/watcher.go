@@ -217,6 +217,7 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 		return PollResult{}, err
 	}
 	if err := ctx.Err(); err != nil {
+		w.loaded = false // the keys written stay; the store says what they are
 		return PollResult{}, fmt.Errorf("before commit: %w", context.Cause(ctx))
 	}
 	commit := Commit{ObservedAt: observedAt, Meetings: len(next), Missed: missed, Settled: settled}
