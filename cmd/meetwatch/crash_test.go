@@ -1198,3 +1198,78 @@ func TestNATSOutage(t *testing.T) {
 		t.Logf("  %s", l)
 	}
 }
+
+// TestNATSRestartKeepsTheLeader: NATS goes away for 4 s and comes back,
+// with the default lease of 10 s. The leader retries its renewals until its
+// own deadline, so it still leads when NATS answers again; the polls that
+// failed meanwhile start again as soon as it reconnects. The transitions of
+// the outage are published once, within a few seconds of the server's
+// return.
+func TestNATSRestartKeepsTheLeader(t *testing.T) {
+	t.Parallel()
+	const (
+		token    = "restart-token"
+		meetings = 20
+		outage   = 4 * time.Second
+	)
+	port, dir := freePort(t), t.TempDir()
+	srv := startNATSAt(t, port, dir)
+	nc := natstest.Connect(t, srv)
+	st := newStateView(t, nc)
+	seed := simtest.Seed(t, 9)
+	api := apisim.NewServer(apisim.Options{Token: token, Seed: int64(seed)})
+	t.Cleanup(api.Close)
+	w := newWorld(api.Sim, meetings)
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+
+	env := crashEnv(api.URL, token, srv.ClientURL())
+	env["MEETWATCH_POLL_INTERVAL"] = "200ms"
+	delete(env, "MEETWATCH_LEASE_TTL") // the default, 10s
+	mw := startMeetwatch(t, env, "run")
+	waitForMessages(t, nc, crashStream, meetings)
+	waitForCommits(t, st, 2)
+	nc.Close()
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	down := time.Now()
+
+	var ended []string
+	for range 3 {
+		id := w.live[rng.IntN(len(w.live))]
+		w.end(t, id)
+		ended = append(ended, id)
+	}
+	added := w.start(2)
+	time.Sleep(time.Until(down.Add(outage)))
+	require.False(t, mw.exited(), "meetwatch exited during the outage (code %d); stderr:\n%s", mw.code, mw.stderr)
+
+	srv = startNATSAt(t, port, dir)
+	up := time.Now()
+	nc = natstest.Connect(t, srv)
+	st = newStateView(t, nc)
+	require.Eventually(t, func() bool { return streamLen(nc, crashStream) > meetings },
+		eventWait, 10*time.Millisecond, "waiting for the first event after the restart")
+	first := time.Since(up)
+	waitForMessages(t, nc, crashStream, meetings+5)
+	msgs := settle(t, nc, st, api.Sim)
+	mw.stop(t, syscall.SIGTERM)
+
+	f := checkTruth(t, msgs, w, nil)
+	require.Len(t, msgs, meetings+5, "the five transitions of the outage, once each")
+	var gotStarted, gotEnded []string
+	for _, m := range msgs[meetings:] {
+		if m.Event.kind() == "started" {
+			gotStarted = append(gotStarted, m.Event.Subject)
+		} else {
+			gotEnded = append(gotEnded, m.Event.Subject)
+		}
+	}
+	assert.ElementsMatch(t, added, gotStarted)
+	assert.ElementsMatch(t, ended, gotEnded)
+	stderr := mw.stderr.String()
+	assert.Equal(t, 1, strings.Count(stderr, `msg=leading`), "one term throughout: the leader rode the outage out")
+	assert.NotContains(t, stderr, "stopped leading")
+	assert.Less(t, first, 5*time.Second, "the first event after NATS is back")
+	t.Logf("nats restart: down %s, default lease; first event %s after the server was back (bound 5s), transitions checked %d, lost %d, duplicates %d, terms 1",
+		outage, first.Round(10*time.Millisecond), f.transitions, f.lost, f.duplicates)
+}
