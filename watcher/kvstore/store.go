@@ -68,7 +68,8 @@ const (
 	meetingPrefix = "m."
 	// legacyPendingPrefix keyed, in earlier versions, the started meetings
 	// of a poll before their events went out. Load still reads any that a
-	// crash left behind, as pending, and clears them.
+	// crash left behind as pending, turns them into intents and clears
+	// them.
 	legacyPendingPrefix = "p."
 	// missingPrefix keys a meeting that a complete listing lacked and whose
 	// end waits for the next one; its value says when it was last seen.
