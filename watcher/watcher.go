@@ -319,6 +319,9 @@ func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observ
 	}
 	others, starts := changes[:first], changes[first:]
 	var startsRes, othersRes PollResult // one each, so that the streams share no counter
+	// The starts' events wait for the others', so that the stream holds a
+	// poll's events in Diff's order: ends, changes, starts.
+	othersOut := make(chan struct{})
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if len(starts) == 0 {
@@ -329,10 +332,19 @@ func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observ
 		if err := w.cfg.Store.Prepare(gctx, starts, observedAt); err != nil {
 			return fmt.Errorf("before publishing: %w", err)
 		}
-		return w.stream(gctx, starts, listed, &startsRes, nil)
+		select {
+		case <-othersOut:
+		case <-gctx.Done():
+			return context.Cause(gctx)
+		}
+		return w.stream(gctx, starts, listed, &startsRes, nil, nil)
 	})
 	g.Go(func() error {
-		return w.stream(gctx, others, listed, &othersRes, func(ctx context.Context, part []snapshot.Change) error {
+		if len(others) == 0 {
+			close(othersOut)
+			return nil
+		}
+		return w.stream(gctx, others, listed, &othersRes, func() { close(othersOut) }, func(ctx context.Context, part []snapshot.Change) error {
 			if err := w.cfg.Store.Write(ctx, part); err != nil {
 				return fmt.Errorf("committing state: %w", err)
 			}
@@ -357,9 +369,10 @@ func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observ
 // keys of changes and ends), when set. A chunk goes through each stage only
 // once the one before finished with it, so that the order of writes per
 // meeting holds, while the connection stays busy and no more than a few
-// chunks of events are held at once.
+// chunks of events are held at once. published, when set, is called once
+// every event is acknowledged.
 func (w *Watcher) stream(ctx context.Context, changes []snapshot.Change, listed time.Time, res *PollResult,
-	after func(context.Context, []snapshot.Change) error) error {
+	published func(), after func(context.Context, []snapshot.Change) error) error {
 	if len(changes) == 0 {
 		return nil
 	}
@@ -368,7 +381,7 @@ func (w *Watcher) stream(ctx context.Context, changes []snapshot.Change, listed 
 		evs     []events.Event
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	stage := func(in <-chan chunk, do func(*chunk) error) <-chan chunk {
+	stage := func(in <-chan chunk, do func(*chunk) error, finished func()) <-chan chunk {
 		out := make(chan chunk, 1)
 		g.Go(func() error {
 			defer close(out)
@@ -381,6 +394,9 @@ func (w *Watcher) stream(ctx context.Context, changes []snapshot.Change, listed 
 				case <-gctx.Done():
 					return context.Cause(gctx)
 				}
+			}
+			if finished != nil && gctx.Err() == nil {
+				finished()
 			}
 			return nil
 		})
@@ -402,8 +418,8 @@ func (w *Watcher) stream(ctx context.Context, changes []snapshot.Change, listed 
 		var err error
 		c.evs, err = w.build(c.changes, listed, res)
 		return err
-	})
-	published := stage(built, func(c *chunk) error {
+	}, nil)
+	sent := stage(built, func(c *chunk) error {
 		if len(c.evs) == 0 {
 			return nil
 		}
@@ -415,13 +431,13 @@ func (w *Watcher) stream(ctx context.Context, changes []snapshot.Change, listed 
 		res.Duplicates += pr.Duplicates
 		c.evs = nil
 		return nil
-	})
-	written := stage(published, func(c *chunk) error {
+	}, published)
+	written := stage(sent, func(c *chunk) error {
 		if after == nil {
 			return nil
 		}
 		return after(gctx, c.changes)
-	})
+	}, nil)
 	g.Go(func() error {
 		for range written { // the last stage's output: nothing left to do
 		}

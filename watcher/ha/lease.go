@@ -54,7 +54,8 @@ type LeaseConfig struct {
 	// TTL is the lease's length. A leader renews it every TTL/3, retries
 	// a renewal that fails for a passing reason, and stops leading on its
 	// own clock TTL*9/10 after its last good renewal; a standby tries to
-	// take it every TTL/5. Failover so stays within two leases.
+	// take it as soon as it sees the key go, and every TTL/5 besides.
+	// Failover so stays within two leases.
 	TTL time.Duration
 	// ID names this replica in the lease and in logs.
 	ID string
@@ -68,6 +69,7 @@ type LeaseConfig struct {
 // where a real connection would stop fake time.
 type keyValue interface {
 	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
+	Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error)
 	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
 	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
 	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
@@ -159,6 +161,11 @@ func (l *Lease) Run(ctx context.Context, lead func(ctx context.Context)) error {
 	if err != nil {
 		return fmt.Errorf("encoding lease value: %w", err)
 	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stopWatch()
+	gone := l.watchGone(wctx, &wg)
 	unreachable := 0
 	for {
 		rev, err := l.kv.Create(ctx, leaseKey, value)
@@ -198,8 +205,47 @@ func (l *Lease) Run(ctx context.Context, lead func(ctx context.Context)) error {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(l.cfg.TTL / 5):
+		case <-gone:
 		}
 	}
+}
+
+// watchGone returns a channel that hears whenever the lease key is
+// deleted, purged or expires, so that a standby campaigns at once rather
+// than at its next periodic try. The watch runs until ctx ends, in a
+// goroutine wg waits for. Without it (a bucket that cannot be watched),
+// the periodic tries remain, and the channel never fires.
+func (l *Lease) watchGone(ctx context.Context, wg *sync.WaitGroup) <-chan struct{} {
+	gone := make(chan struct{}, 1)
+	wg.Go(func() {
+		// Started here, so that a watch slow to start holds no campaign.
+		w, err := l.kv.Watch(ctx, leaseKey, jetstream.UpdatesOnly())
+		if err != nil {
+			if ctx.Err() == nil {
+				l.logger.Warn("cannot watch the lease; standbys try to take it every fifth of a lease", "err", err)
+			}
+			return
+		}
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil || e.Operation() == jetstream.KeyValuePut {
+					continue
+				}
+				select {
+				case gone <- struct{}{}:
+				default:
+				}
+			}
+		}
+	})
+	return gone
 }
 
 // own returns the revision of the lease key when it holds value, this

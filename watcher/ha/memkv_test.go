@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -40,10 +41,32 @@ type memKV struct {
 	tb  testing.TB
 	ttl time.Duration
 
-	mu      sync.Mutex
-	seq     uint64
-	entries map[string]memEntry
-	writes  []memWrite
+	mu       sync.Mutex
+	seq      uint64
+	entries  map[string]memEntry
+	writes   []memWrite
+	watchers []*memWatcher
+}
+
+// memWatcher is a watch of a memKV: it hears every write from its start
+// (jetstream.UpdatesOnly), but not expiries, which memKV finds only when
+// a key is read.
+type memWatcher struct {
+	updates chan jetstream.KeyValueEntry
+	stop    sync.Once
+	kv      *memKV
+}
+
+func (w *memWatcher) Updates() <-chan jetstream.KeyValueEntry { return w.updates }
+
+func (w *memWatcher) Stop() error {
+	w.stop.Do(func() {
+		w.kv.mu.Lock()
+		defer w.kv.mu.Unlock()
+		w.kv.watchers = slices.DeleteFunc(w.kv.watchers, func(o *memWatcher) bool { return o == w })
+		close(w.updates)
+	})
+	return nil
 }
 
 type memEntry struct {
@@ -110,6 +133,12 @@ func (kv *memKV) write(op, by, key string, value []byte) uint64 {
 	kv.seq++
 	now := time.Now()
 	kv.entries[key] = memEntry{rev: kv.seq, deleted: op == "delete", at: now, value: value}
+	for _, w := range kv.watchers {
+		select {
+		case w.updates <- kv.entries[key]:
+		default: // a watcher that does not keep up misses updates, as one far behind would
+		}
+	}
 	kv.writes = append(kv.writes, memWrite{op: op, by: by, rev: kv.seq, at: now})
 	return kv.seq
 }
@@ -164,6 +193,17 @@ func (c *memConn) reach(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	return ctx.Err()
+}
+
+func (c *memConn) Watch(ctx context.Context, _ string, _ ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	if err := c.reach(ctx); err != nil {
+		return nil, err
+	}
+	c.kv.mu.Lock()
+	defer c.kv.mu.Unlock()
+	w := &memWatcher{updates: make(chan jetstream.KeyValueEntry, 16), kv: c.kv}
+	c.kv.watchers = append(c.kv.watchers, w)
+	return w, nil
 }
 
 func (c *memConn) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
