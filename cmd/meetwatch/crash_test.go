@@ -1102,33 +1102,95 @@ func startNATSAt(tb testing.TB, port int, dir string) *server.Server {
 // outageLine matches a log line about NATS being gone.
 var outageLine = regexp.MustCompile(`(?i)disconnect|unreachable|cannot reach|connection closed|no responders|timeout|timed out|deadline exceeded`)
 
+// outageRig is a NATS server that a test can stop and start again where
+// meetwatch expects it, and a simulated API with its ground truth.
+type outageRig struct {
+	port  int
+	dir   string
+	srv   *server.Server
+	nc    *nats.Conn
+	st    *stateView
+	api   *apisim.Server
+	w     *world
+	rng   *rand.Rand
+	token string
+}
+
+func newOutageRig(t *testing.T, token string, meetings int, defaultSeed uint64) *outageRig {
+	r := &outageRig{port: freePort(t), dir: t.TempDir(), token: token}
+	r.start(t)
+	seed := simtest.Seed(t, defaultSeed)
+	r.api = apisim.NewServer(apisim.Options{Token: token, Seed: int64(seed)})
+	t.Cleanup(r.api.Close)
+	r.w = newWorld(r.api.Sim, meetings)
+	r.rng = rand.New(rand.NewPCG(seed, seed+1))
+	return r
+}
+
+func (r *outageRig) env() map[string]string { return crashEnv(r.api.URL, r.token, r.srv.ClientURL()) }
+
+// start starts the server, and connects the test to it; it returns when.
+func (r *outageRig) start(t *testing.T) time.Time {
+	r.srv = startNATSAt(t, r.port, r.dir)
+	at := time.Now()
+	r.nc = natstest.Connect(t, r.srv)
+	r.st = newStateView(t, r.nc)
+	return at
+}
+
+// stop shuts the server down; it returns when.
+func (r *outageRig) stop() time.Time {
+	r.nc.Close()
+	r.srv.Shutdown()
+	r.srv.WaitForShutdown()
+	return time.Now()
+}
+
+// churn ends three live meetings and starts two.
+func (r *outageRig) churn(t *testing.T) (ended, added []string) {
+	for range 3 {
+		id := r.w.live[r.rng.IntN(len(r.w.live))]
+		r.w.end(t, id)
+		ended = append(ended, id)
+	}
+	return ended, r.w.start(2)
+}
+
+// checkAfter checks that the stream holds, after the first meetings
+// events, exactly the transitions of churn, and returns them.
+func checkAfter(t *testing.T, msgs []message, meetings int, ended, added []string) []message {
+	t.Helper()
+	require.Len(t, msgs, meetings+len(ended)+len(added), "nothing but the transitions of the outage, once each")
+	after := msgs[meetings:]
+	var gotStarted, gotEnded []string
+	for _, m := range after {
+		switch m.Event.kind() {
+		case "started":
+			gotStarted = append(gotStarted, m.Event.Subject)
+			assert.False(t, m.Event.Data.Initial)
+		case "ended":
+			gotEnded = append(gotEnded, m.Event.Subject)
+		}
+	}
+	assert.ElementsMatch(t, added, gotStarted, "started after the outage")
+	assert.ElementsMatch(t, ended, gotEnded, "ended after the outage")
+	return after
+}
+
 func TestNATSOutage(t *testing.T) {
 	t.Parallel()
 	const (
-		token    = "outage-token"
 		meetings = 20
 		outage   = 3 * time.Second
 	)
-	port, dir := freePort(t), t.TempDir()
-	srv := startNATSAt(t, port, dir)
-	nc := natstest.Connect(t, srv)
-	st := newStateView(t, nc)
-	seed := simtest.Seed(t, 5)
-	api := apisim.NewServer(apisim.Options{Token: token, Seed: int64(seed)})
-	t.Cleanup(api.Close)
-	w := newWorld(api.Sim, meetings)
-	lst := watchListings(api.Sim)
-	rng := rand.New(rand.NewPCG(seed, seed+1))
-
-	mw := startMeetwatch(t, crashEnv(api.URL, token, srv.ClientURL()), "run")
-	waitForMessages(t, nc, crashStream, meetings)
-	waitForCommits(t, st, 2)
-	nc.Close()
+	r := newOutageRig(t, "outage-token", meetings, 5)
+	lst := watchListings(r.api.Sim)
+	mw := startMeetwatch(t, r.env(), "run")
+	waitForMessages(t, r.nc, crashStream, meetings)
+	waitForCommits(t, r.st, 2)
 
 	logged := len(mw.stderr.Lines())
-	srv.Shutdown()
-	srv.WaitForShutdown()
-	down := time.Now()
+	down := r.stop()
 
 	// Without NATS the lease cannot be renewed, so the watcher stops
 	// polling; the world changes once it has.
@@ -1140,13 +1202,7 @@ func TestNATSOutage(t *testing.T) {
 		return time.Since(quietSince) > 3*300*time.Millisecond
 	}, eventWait, tick, "waiting for polls to stop")
 	pollsDown := lst.count()
-	var ended []string
-	for range 3 {
-		id := w.live[rng.IntN(len(w.live))]
-		w.end(t, id)
-		ended = append(ended, id)
-	}
-	added := w.start(2)
+	ended, added := r.churn(t)
 	for time.Since(down) < outage {
 		require.False(t, mw.exited(), "meetwatch exited during the outage (code %d); stderr:\n%s", mw.code, mw.stderr)
 		time.Sleep(tick)
@@ -1154,32 +1210,18 @@ func TestNATSOutage(t *testing.T) {
 	assert.Equal(t, pollsDown, lst.count(), "no poll while NATS is down")
 	duringOutage := mw.stderr.Lines()[logged:]
 
-	srv = startNATSAt(t, port, dir)
-	up := time.Now()
-	nc = natstest.Connect(t, srv)
-	st = newStateView(t, nc)
-	waitForMessages(t, nc, crashStream, meetings+5)
+	up := r.start(t)
+	waitForMessages(t, r.nc, crashStream, meetings+5)
 	recovered := time.Since(up)
-	msgs := settle(t, nc, st, api.Sim)
+	msgs := settle(t, r.nc, r.st, r.api.Sim)
 	require.False(t, mw.exited(), "meetwatch exited (code %d); stderr:\n%s", mw.code, mw.stderr)
 	mw.stop(t, syscall.SIGTERM)
 
-	f := checkTruth(t, msgs, w, nil)
-	require.Len(t, msgs, meetings+5, "nothing but the five transitions after the outage")
-	after := msgs[meetings:]
-	var gotStarted, gotEnded []string
+	f := checkTruth(t, msgs, r.w, nil)
+	after := checkAfter(t, msgs, meetings, ended, added)
 	for _, m := range after {
 		assert.Equal(t, after[0].Event.Time, m.Event.Time, "one poll published the five transitions")
-		switch m.Event.kind() {
-		case "started":
-			gotStarted = append(gotStarted, m.Event.Subject)
-			assert.False(t, m.Event.Data.Initial)
-		case "ended":
-			gotEnded = append(gotEnded, m.Event.Subject)
-		}
 	}
-	assert.ElementsMatch(t, added, gotStarted, "started after the outage")
-	assert.ElementsMatch(t, ended, gotEnded, "ended after the outage")
 
 	var outageLines []string
 	for _, l := range mw.stderr.Lines() {
@@ -1208,64 +1250,32 @@ func TestNATSOutage(t *testing.T) {
 func TestNATSRestartKeepsTheLeader(t *testing.T) {
 	t.Parallel()
 	const (
-		token    = "restart-token"
 		meetings = 20
 		outage   = 4 * time.Second
 	)
-	port, dir := freePort(t), t.TempDir()
-	srv := startNATSAt(t, port, dir)
-	nc := natstest.Connect(t, srv)
-	st := newStateView(t, nc)
-	seed := simtest.Seed(t, 9)
-	api := apisim.NewServer(apisim.Options{Token: token, Seed: int64(seed)})
-	t.Cleanup(api.Close)
-	w := newWorld(api.Sim, meetings)
-	rng := rand.New(rand.NewPCG(seed, seed+1))
-
-	env := crashEnv(api.URL, token, srv.ClientURL())
+	r := newOutageRig(t, "restart-token", meetings, 9)
+	env := r.env()
 	env["MEETWATCH_POLL_INTERVAL"] = "200ms"
 	delete(env, "MEETWATCH_LEASE_TTL") // the default, 10s
 	mw := startMeetwatch(t, env, "run")
-	waitForMessages(t, nc, crashStream, meetings)
-	waitForCommits(t, st, 2)
-	nc.Close()
-	srv.Shutdown()
-	srv.WaitForShutdown()
-	down := time.Now()
+	waitForMessages(t, r.nc, crashStream, meetings)
+	waitForCommits(t, r.st, 2)
 
-	var ended []string
-	for range 3 {
-		id := w.live[rng.IntN(len(w.live))]
-		w.end(t, id)
-		ended = append(ended, id)
-	}
-	added := w.start(2)
+	down := r.stop()
+	ended, added := r.churn(t)
 	time.Sleep(time.Until(down.Add(outage)))
 	require.False(t, mw.exited(), "meetwatch exited during the outage (code %d); stderr:\n%s", mw.code, mw.stderr)
 
-	srv = startNATSAt(t, port, dir)
-	up := time.Now()
-	nc = natstest.Connect(t, srv)
-	st = newStateView(t, nc)
-	require.Eventually(t, func() bool { return streamLen(nc, crashStream) > meetings },
+	up := r.start(t)
+	require.Eventually(t, func() bool { return streamLen(r.nc, crashStream) > meetings },
 		eventWait, 10*time.Millisecond, "waiting for the first event after the restart")
 	first := time.Since(up)
-	waitForMessages(t, nc, crashStream, meetings+5)
-	msgs := settle(t, nc, st, api.Sim)
+	waitForMessages(t, r.nc, crashStream, meetings+5)
+	msgs := settle(t, r.nc, r.st, r.api.Sim)
 	mw.stop(t, syscall.SIGTERM)
 
-	f := checkTruth(t, msgs, w, nil)
-	require.Len(t, msgs, meetings+5, "the five transitions of the outage, once each")
-	var gotStarted, gotEnded []string
-	for _, m := range msgs[meetings:] {
-		if m.Event.kind() == "started" {
-			gotStarted = append(gotStarted, m.Event.Subject)
-		} else {
-			gotEnded = append(gotEnded, m.Event.Subject)
-		}
-	}
-	assert.ElementsMatch(t, added, gotStarted)
-	assert.ElementsMatch(t, ended, gotEnded)
+	f := checkTruth(t, msgs, r.w, nil)
+	checkAfter(t, msgs, meetings, ended, added)
 	stderr := mw.stderr.String()
 	assert.Equal(t, 1, strings.Count(stderr, `msg=leading`), "one term throughout: the leader rode the outage out")
 	assert.NotContains(t, stderr, "stopped leading")
