@@ -42,6 +42,10 @@ type PublisherConfig struct {
 	Attempts int
 	// Logger receives retries; nil discards them.
 	Logger *slog.Logger
+	// Guard, when set, is asked before every event goes out, and an error
+	// it returns stops the publish: the lease's check that this replica
+	// still leads by its own clock.
+	Guard func() error
 }
 
 // window bounds the acknowledgements outstanding at once, so that a poll
@@ -132,6 +136,11 @@ func (p *Publisher) Publish(ctx context.Context, evs []Event) (PublishResult, er
 		var failed []int
 		err := PublishWindow(ctx, p.js, len(pending), window,
 			func(k int) (*nats.Msg, []jetstream.PublishOpt, error) {
+				if p.cfg.Guard != nil {
+					if err := p.cfg.Guard(); err != nil {
+						return nil, nil, err
+					}
+				}
 				e := &evs[pending[k]]
 				body, err := e.Encode()
 				if err != nil {

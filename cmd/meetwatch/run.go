@@ -191,6 +191,15 @@ type pipeline struct {
 	reconnected chan struct{}
 }
 
+// leads guards every event and state write: only while this replica holds
+// the lease by its own clock.
+func (p *pipeline) leads() error {
+	if p.lease == nil {
+		return fmt.Errorf("%w: no lease yet", watcher.ErrFenced)
+	}
+	return p.lease.Check()
+}
+
 // openPipeline connects to NATS and makes sure the stream and the state
 // bucket exist, retrying until it succeeds or ctx ends, so that meetwatch
 // can start before its NATS is up. It returns nil, nil when ctx ends.
@@ -222,13 +231,15 @@ func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logg
 	if err != nil {
 		return nil, fmt.Errorf("connecting to nats: %w", err)
 	}
-	publisher, err := events.NewPublisher(nc, events.PublisherConfig{
+	p := &pipeline{nc: nc, reconnected: reconnected}
+	p.publisher, err = events.NewPublisher(nc, events.PublisherConfig{
 		Stream:     cfg.Stream,
 		Prefix:     cfg.SubjectPrefix,
 		Duplicates: cfg.DuplicateWindow,
 		MaxAge:     cfg.StreamMaxAge,
 		Replicas:   cfg.Replicas,
 		Logger:     logger,
+		Guard:      p.leads,
 	})
 	if err != nil {
 		nc.Close()
@@ -239,12 +250,11 @@ func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logg
 		nc.Close()
 		return nil, fmt.Errorf("opening jetstream: %w", err)
 	}
-	p := &pipeline{nc: nc, publisher: publisher, reconnected: reconnected}
 	wait := backoff.Backoff{Base: time.Second, Max: 10 * time.Second}
 	for attempt := 1; ; attempt++ {
-		err := publisher.EnsureStream(ctx)
+		err := p.publisher.EnsureStream(ctx)
 		if err == nil {
-			p.store, err = kvstore.Open(ctx, js, kvstore.Config{Bucket: cfg.StateBucket, Replicas: cfg.Replicas})
+			p.store, err = kvstore.Open(ctx, js, kvstore.Config{Bucket: cfg.StateBucket, Replicas: cfg.Replicas, Guard: p.leads})
 		}
 		if err == nil {
 			p.lease, err = ha.OpenLease(ctx, js, ha.LeaseConfig{

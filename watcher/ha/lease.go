@@ -43,6 +43,10 @@ type Lease struct {
 	mu        sync.Mutex
 	leader    bool
 	lastCheck time.Time
+	// until is when this replica's lease runs out on its own clock (9/10
+	// of a TTL after the last good renewal was sent); zero while it does
+	// not lead.
+	until time.Time
 }
 
 // LeaseConfig configures a Lease.
@@ -148,6 +152,36 @@ func (l *Lease) setLeader(leader bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.leader = leader
+	if !leader {
+		l.until = time.Time{}
+	}
+}
+
+// renewed records that the lease runs until until, on this replica's
+// monotonic clock.
+func (l *Lease) renewed(until time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.leader, l.lastCheck, l.until = true, time.Now(), until
+}
+
+// Check returns nil while this replica holds the lease by its own clock,
+// and an error wrapping watcher.ErrFenced otherwise. The publisher and the
+// state store ask it before every write, reading the clock then rather
+// than waiting for a timer: a replica paused past its lease (a frozen VM,
+// SIGSTOP) that wakes in the middle of a poll stops at its next write,
+// before the goroutine that would cancel its term has even run.
+func (l *Lease) Check() error {
+	l.mu.Lock()
+	until := l.until
+	l.mu.Unlock()
+	if until.IsZero() {
+		return fmt.Errorf("%w: this replica does not lead", watcher.ErrFenced)
+	}
+	if late := time.Since(until); late >= 0 {
+		return fmt.Errorf("%w: the lease ran out %s ago on this replica's clock", watcher.ErrFenced, late.Round(time.Millisecond))
+	}
+	return nil
 }
 
 // Run campaigns until ctx ends. Whenever this replica holds the lease, it
@@ -288,7 +322,7 @@ func (l *Lease) term(ctx context.Context, value []byte, rev uint64, resumed time
 		l.logger.Info("the renewal came back too late to lead on")
 		return
 	}
-	l.checked(true)
+	l.renewed(sent.Add(l.cfg.TTL * 9 / 10))
 	l.logger.Info("leading")
 
 	lctx, cancel := context.WithCancelCause(ctx)
@@ -315,7 +349,7 @@ func (l *Lease) term(ctx context.Context, value []byte, rev uint64, resumed time
 				return
 			}
 			rev, last = next, at
-			l.checked(true)
+			l.renewed(at.Add(l.cfg.TTL * 9 / 10))
 			deadline.Reset(l.cfg.TTL*9/10 - time.Since(at))
 		}
 	})

@@ -406,3 +406,24 @@ func TestLeaseSurvivesALostRenewalAnswer(t *testing.T) {
 		assert.Less(t, time.Since(a.lease.LastCheck()), testTTL/3)
 	})
 }
+
+// Check, which guards every write, follows the lease on the replica's own
+// clock: nil while it leads, ErrFenced once its lease ran out, even before
+// the goroutine that ends the term has run, and as a standby.
+func TestLeaseCheckFollowsTheOwnClock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start, _, a, b, _ := threeReplicasLedByA(t)
+		require.ErrorIs(t, a.lease.Check(), watcher.ErrFenced, "not leading before its first renewal")
+		step(15 * time.Second)
+		require.True(t, a.leading())
+		require.NoError(t, a.lease.Check())
+		require.ErrorIs(t, b.lease.Check(), watcher.ErrFenced, "a standby never writes")
+
+		a.conn.Cut(true) // renewals from 20s go unanswered; the lease runs out at 10s + 27s
+		step(22*time.Second - time.Millisecond)
+		require.NoError(t, a.lease.Check(), "at %s, within the lease", time.Since(start))
+		require.True(t, a.leading())
+		time.Sleep(time.Millisecond) // no synctest.Wait: the term's goroutines may not have run yet
+		require.ErrorIs(t, a.lease.Check(), watcher.ErrFenced, "at %s, past the lease", time.Since(start))
+	})
+}

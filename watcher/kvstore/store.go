@@ -43,6 +43,7 @@ type Store struct {
 	subjects  string
 	stream    string
 	markerTTL time.Duration
+	guard     func() error
 
 	// metaRev is the revision of the meta key this replica last read or
 	// wrote. The meta key is written with a compare-and-set on it, so a
@@ -60,6 +61,10 @@ type Config struct {
 	Bucket string
 	// Replicas is the bucket's replica count; 0 means 1.
 	Replicas int
+	// Guard, when set, is asked before every write, and an error it
+	// returns stops the write: the lease's check that this replica still
+	// leads by its own clock.
+	Guard func() error
 }
 
 const (
@@ -107,7 +112,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("opening jetstream for state writes: %w", err)
 	}
-	s := &Store{kv: kv, js: wjs, subjects: "$KV." + cfg.Bucket + ".", stream: "KV_" + cfg.Bucket}
+	s := &Store{kv: kv, js: wjs, subjects: "$KV." + cfg.Bucket + ".", stream: "KV_" + cfg.Bucket, guard: cfg.Guard}
 	if st.LimitMarkerTTL() > 0 { // a bucket made without it cannot expire markers
 		s.markerTTL = tombstoneTTL
 	}
@@ -293,6 +298,9 @@ func (s *Store) Prepare(ctx context.Context, changes []snapshot.Change, observed
 	first := s.metaRev == 0 && !s.preparedAt.Equal(observedAt)
 	s.mu.Unlock()
 	if first {
+		if err := s.check(); err != nil {
+			return err
+		}
 		at, err := json.Marshal(metaValue{ObservedAt: observedAt.UTC()})
 		if err != nil {
 			return fmt.Errorf("encoding prepared time: %w", err)
@@ -362,6 +370,9 @@ func (s *Store) Commit(ctx context.Context, commit watcher.Commit) error {
 	if err != nil {
 		return fmt.Errorf("encoding state meta: %w", err)
 	}
+	if err := s.check(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var rev uint64
@@ -408,6 +419,9 @@ const (
 func (s *Store) writeAll(ctx context.Context, writes []write) error {
 	return events.PublishWindow(ctx, s.js, len(writes), writeWindow,
 		func(i int) (*nats.Msg, []jetstream.PublishOpt, error) {
+			if err := s.check(); err != nil {
+				return nil, nil, err
+			}
 			w := writes[i]
 			msg := nats.NewMsg(s.subjects + w.key)
 			var opts []jetstream.PublishOpt
@@ -432,6 +446,14 @@ func (s *Store) writeAll(ctx context.Context, writes []write) error {
 			}
 			return nil
 		})
+}
+
+// check asks the guard, when there is one, whether this replica may write.
+func (s *Store) check() error {
+	if s.guard == nil {
+		return nil
+	}
+	return s.guard()
 }
 
 // purge removes key, leaving a marker that expires when the bucket allows.
