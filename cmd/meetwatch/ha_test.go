@@ -592,8 +592,21 @@ func streamLeader(js jetstream.JetStream, stream string) (string, error) {
 	return info.Cluster.Leader, nil
 }
 
+// TestClusterLosesStreamLeader shuts down, on a three-node cluster, the
+// node that leads the event stream, the state bucket or the lease bucket,
+// while meetings start and end: nothing is lost or doubled, and events stall
+// no longer than the cluster's own election plus 3 s.
 func TestClusterLosesStreamLeader(t *testing.T) {
 	t.Parallel()
+	for _, leading := range []string{"MEETINGS", "KV_meetwatch-state", "KV_meetwatch-lease"} {
+		t.Run(leading, func(t *testing.T) {
+			t.Parallel()
+			clusterLosesLeaderOf(t, leading)
+		})
+	}
+}
+
+func clusterLosesLeaderOf(t *testing.T, leading string) {
 	const token = "cluster-token"
 	nodes := startJSCluster(t)
 	nc, err := nats.Connect(clusterURL(nodes), nats.Name(t.Name()), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
@@ -631,7 +644,7 @@ func TestClusterLosesStreamLeader(t *testing.T) {
 	ch := startChurn(t, api.Sim, 100*time.Millisecond, simtest.Seed(t, 3))
 	time.Sleep(2 * time.Second)
 
-	old, err := streamLeader(js, "MEETINGS")
+	old, err := streamLeader(js, leading)
 	require.NoError(t, err)
 	i := slices.IndexFunc(nodes, func(s *server.Server) bool { return s.Name() == old })
 	require.GreaterOrEqual(t, i, 0, "the stream leader %q is one of the nodes", old)
@@ -642,20 +655,33 @@ func TestClusterLosesStreamLeader(t *testing.T) {
 
 	var newLeader string
 	require.Eventually(t, func() bool {
-		l, err := streamLeader(js, "MEETINGS")
+		l, err := streamLeader(js, leading)
 		if err != nil || l == old {
 			return false
 		}
 		newLeader = l
 		return true
-	}, 30*time.Second, 100*time.Millisecond, "waiting for a new leader of MEETINGS after %s shut down", old)
+	}, 30*time.Second, 100*time.Millisecond, "waiting for a new leader of %s after %s shut down", leading, old)
 	election := time.Since(shutAt)
 
 	// Meetings keep starting and ending under the new leader.
 	time.Sleep(3 * time.Second)
 	res := settleAndCheck(t, nc, ch, 30*time.Second)
-	assert.Greater(t, res.events, before, "events published after the stream leader moved")
+	assert.Greater(t, res.events, before, "events published after the leader of %s moved", leading)
 	mw.stop(t, syscall.SIGTERM)
+
+	// The longest gap between two stored events from the shutdown on: the
+	// churn starts or ends a meeting every 100 ms.
+	var stall time.Duration
+	prev := shutAt
+	for _, m := range natstest.Messages(t, nc, "MEETINGS") {
+		if m.Time.Before(shutAt) {
+			continue
+		}
+		stall = max(stall, m.Time.Sub(prev))
+		prev = m.Time
+	}
+	assert.LessOrEqual(t, stall, election+3*time.Second, "events stalled longer than the election plus 3 s")
 
 	var failedPolls, reconnects int
 	for _, l := range mw.stderr.Lines() {
@@ -666,6 +692,7 @@ func TestClusterLosesStreamLeader(t *testing.T) {
 			reconnects++
 		}
 	}
-	t.Logf("cluster: stream leader %s shut down, new leader %s after %s, transitions checked %d (started %d, ended %d; %d before the shutdown), events lost %d, duplicates %d (re-published and dropped by JetStream %d; failed polls %d, reconnects %d)",
-		old, newLeader, election.Round(10*time.Millisecond), res.events, res.started, res.ended, before, res.lost, res.duplicates, republishedCount(mw), failedPolls, reconnects)
+	t.Logf("cluster: leader of %s (%s) shut down, new leader %s after %s, longest stall of events %s (bound %s), transitions checked %d (started %d, ended %d; %d before the shutdown), events lost %d, duplicates %d (re-published and dropped by JetStream %d; failed polls %d, reconnects %d)",
+		leading, old, newLeader, election.Round(10*time.Millisecond), stall.Round(10*time.Millisecond), (election + 3*time.Second).Round(10*time.Millisecond),
+		res.events, res.started, res.ended, before, res.lost, res.duplicates, republishedCount(mw), failedPolls, reconnects)
 }
