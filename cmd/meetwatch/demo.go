@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
@@ -63,8 +64,9 @@ until Ctrl-C. Its state lives in a temporary directory, removed on exit.`, stder
 		envPrefix + "ACCESS_TOKEN":  demoToken,
 		envPrefix + "NATS_URL":      srv.ClientURL(),
 		envPrefix + "POLL_INTERVAL": interval.String(),
-		envPrefix + "HTTP_ADDR":     "",   // no probes for a trial
-		envPrefix + "LEASE_TTL":     "3s", // one replica: lead after a second
+		envPrefix + "HTTP_ADDR":     "",          // no probes for a trial
+		envPrefix + "LEASE_TTL":     "3s",        // one replica: lead after a second
+		envPrefix + "SEAL_KEY":      rand.Text(), // a state that lives as long as the demo
 	}, true)
 	if err != nil {
 		return err
