@@ -80,6 +80,10 @@ type FieldChange struct {
 // one that a partial listing missed.
 func Diff(prev, next Snapshot) []Change {
 	var ended, changed, started []Change
+	if grown := len(next) - len(prev); grown > 0 {
+		// A first snapshot is all starts: grown once, not by doubling.
+		started = make([]Change, 0, grown)
+	}
 	for key, old := range prev {
 		if _, ok := next[key]; !ok {
 			ended = append(ended, Change{Kind: Ended, Key: key, Old: old})
@@ -102,6 +106,9 @@ func Diff(prev, next Snapshot) []Change {
 	slices.SortFunc(ended, byKey)
 	slices.SortFunc(changed, byKey)
 	slices.SortFunc(started, byKey)
+	if len(ended)+len(changed) == 0 {
+		return started
+	}
 	return slices.Concat(ended, changed, started)
 }
 
