@@ -215,6 +215,10 @@ func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logg
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(250*time.Millisecond),
+		// A write made while disconnected fails at once rather than wait
+		// in a buffer for the reconnection: by then this replica may no
+		// longer lead, and the write must not go out late.
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", "err", err)

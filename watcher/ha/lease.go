@@ -202,16 +202,16 @@ func (l *Lease) Run(ctx context.Context, lead func(ctx context.Context)) error {
 	gone := l.watchGone(wctx, &wg)
 	unreachable := 0
 	for {
+		sent := time.Now()
 		rev, err := l.kv.Create(ctx, leaseKey, value)
-		var resumed time.Time
+		resumed := false
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			// This run's own lease, held from before NATS went away and
 			// still unexpired: no other replica can have led since.
 			if held, ok := l.own(ctx, value); ok {
-				at := time.Now()
-				if rev, err = l.kv.Update(ctx, leaseKey, value, held); err == nil {
-					resumed = at
-				}
+				sent = time.Now()
+				rev, err = l.kv.Update(ctx, leaseKey, value, held)
+				resumed = err == nil
 			}
 		}
 		switch {
@@ -220,7 +220,7 @@ func (l *Lease) Run(ctx context.Context, lead func(ctx context.Context)) error {
 				l.logger.Info("lease bucket reachable again", "failed_attempts", unreachable)
 				unreachable = 0
 			}
-			l.term(ctx, value, rev, resumed, lead)
+			l.term(ctx, value, rev, sent, resumed, lead)
 		case errors.Is(err, jetstream.ErrKeyExists):
 			l.checked(false)
 			if unreachable > 0 {
@@ -292,31 +292,21 @@ func (l *Lease) own(ctx context.Context, value []byte) (uint64, bool) {
 	return e.Revision(), true
 }
 
-// term holds the lease from its creation at rev, or from its resumption
-// by a renewal sent at resumed, until it is lost or ctx ends.
-func (l *Lease) term(ctx context.Context, value []byte, rev uint64, resumed time.Time, lead func(context.Context)) {
+// term holds the lease from the write sent at sent that took it (or, when
+// resumed, resumed it) at rev, until it is lost or ctx ends.
+//
+// It leads at once. A former leader stood down on its own clock before the
+// server let its key expire (9/10 of a TTL after its last renewal was sent,
+// against a TTL after the server stored it), and one that was paused past
+// that finds, on waking, that every write it tries asks the lease first
+// (Check) and is refused: waiting a renewal before leading, as earlier
+// versions did, protects against neither more than that.
+func (l *Lease) term(ctx context.Context, value []byte, rev uint64, sent time.Time, resumed bool, lead func(context.Context)) {
 	renewEvery := l.cfg.TTL / 3
-	sent := resumed
-	if !resumed.IsZero() {
+	if resumed {
 		l.logger.Info("resuming the lease this replica held before it lost touch")
-	} else {
-		// Lead only after one renewal: a former leader that was paused,
-		// and whose lease lapsed, gets that long to notice and stand
-		// down.
-		select {
-		case <-ctx.Done():
-			l.release(rev)
-			return
-		case <-time.After(renewEvery):
-		}
-		sent = time.Now()
-		var err error
-		if rev, err = l.kv.Update(ctx, leaseKey, value, rev); err != nil {
-			l.logger.Info("lost the lease before leading", "err", err)
-			return
-		}
 	}
-	// The lease runs from when the renewal was sent, not answered.
+	// The lease runs from when the write was sent, not answered.
 	left := l.cfg.TTL*9/10 - time.Since(sent)
 	if left <= 0 {
 		l.logger.Info("the renewal came back too late to lead on")

@@ -136,17 +136,13 @@ func TestLeaseKeepsOneLeaderOverManyRenewals(t *testing.T) {
 			step(time.Second)
 			now = time.Since(start)
 			got := leaders(t, now, a, b, c)
-			if now < testTTL/3 {
-				assert.Empty(t, got, "at %s: nobody leads before one renewal", now)
-				continue
-			}
 			require.Equal(t, []*testReplica{a}, got, "at %s", now)
 			leaderAge = max(leaderAge, time.Since(a.lease.LastCheck()))
 			standbyAge = max(standbyAge, time.Since(b.lease.LastCheck()), time.Since(c.lease.LastCheck()))
 		}
 
-		want := []leadTerm{{start: start.Add(10 * time.Second)}}
-		assert.Equal(t, want, a.Terms(), "a leads from one renewal after it took the lease, and on")
+		want := []leadTerm{{start: start}}
+		assert.Equal(t, want, a.Terms(), "a leads from when it took the lease, and on")
 		renewals := writesBy(kv, "a")[1:]
 		require.Len(t, renewals, 30, "a renews every 10s, from 10s to 5m0s")
 		for i, w := range renewals {
@@ -198,9 +194,9 @@ func TestLeaseFailsOverWhenTheLeaderIsCutOff(t *testing.T) {
 		nextTerms := next.Terms()
 		require.Len(t, nextTerms, 1)
 		led := nextTerms[0].start
-		assert.Equal(t, testTTL/3, led.Sub(taken.at), "the new leader waits one renewal")
+		assert.Equal(t, time.Duration(0), led.Sub(taken.at), "the new leader leads at once")
 		failover := led.Sub(start) - cut
-		assert.Equal(t, 37*time.Second, failover)
+		assert.Equal(t, 27*time.Second, failover)
 		assert.LessOrEqual(t, failover, 2*testTTL)
 		t.Logf("leader cut off at %s, last renewed at %s: it stopped leading at %s (%s after its last renewal, bound %s); its key expired at %s; %s took the lease at %s and led at %s: failover %s after the cut (bound %s), %s without a leader",
 			cut, lastRenewal.Sub(start), stopped.Sub(start), stopped.Sub(lastRenewal), testTTL*9/10, expired.Sub(start),
@@ -241,74 +237,41 @@ func TestLeaseHandsOverOnGracefulStop(t *testing.T) {
 			}
 		}
 		require.NotNil(t, next)
-		taken := kv.Writes()[len(kv.Writes())-2]
+		taken := kv.Writes()[len(kv.Writes())-1]
 		assert.Equal(t, memWrite{op: "create", by: next.id, rev: released.rev + 1, at: start.Add(stopped)}, taken,
 			"a standby watching the key takes the released lease at once")
 		led := next.Terms()[0].start
 		handOver := led.Sub(start) - stopped
-		assert.Equal(t, testTTL/3, handOver, "no wait for a campaign, 10s to one renewal")
-		t.Logf("leader stopped at %s and released the lease; %s took it at %s and led at %s: hand-over %s (one renewal %s; without the watch, up to a campaign's %s more)",
-			stopped, next.id, taken.at.Sub(start), led.Sub(start), handOver, testTTL/3, testTTL/5)
+		assert.Equal(t, time.Duration(0), handOver, "no wait for a campaign, nor before leading")
+		t.Logf("leader stopped at %s and released the lease; %s took it at %s and led at %s: hand-over %s (without the watch, up to a campaign's %s)",
+			stopped, next.id, taken.at.Sub(start), led.Sub(start), handOver, testTTL/5)
 	})
 }
 
-func TestLeaseWaitsOneRenewalBeforeLeading(t *testing.T) {
-	tests := []struct {
-		name string
-		// cut cuts the replica off right after it takes the lease.
-		cut bool
-		// stop stops the replica just before it would lead.
-		stop bool
-		// wantOp, wantRev and wantAt describe the last write the bucket
-		// accepted; a took the lease at revision 1 at 0s.
-		wantOp  string
-		wantRev uint64
-		wantAt  time.Duration
-	}{
-		{name: "renewal answered", wantOp: "update", wantRev: 2, wantAt: testTTL / 3},
-		{name: "renewal lost", cut: true, wantOp: "create", wantRev: 1},
-		{name: "stopped while waiting", stop: true, wantOp: "delete", wantRev: 2, wantAt: testTTL/3 - time.Nanosecond},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				start := time.Now()
-				kv := newMemKV(t, testTTL)
-				a := startTestReplica(t, kv, "a")
-				synctest.Wait()
-				require.Len(t, kv.Writes(), 1, "a takes the lease at once")
-				a.conn.Cut(tt.cut)
+// A replica leads as soon as it takes the lease: every write it makes
+// asks the lease first (Check), so a former leader paused past its own
+// lease cannot write over it. Cut off from then on, it leads until its own
+// deadline, 9/10 of a TTL after the write that took the lease.
+func TestLeaseLeadsAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		kv := newMemKV(t, testTTL)
+		a := startTestReplica(t, kv, "a")
+		synctest.Wait()
+		require.Equal(t, []memWrite{{op: "create", by: "a", rev: 1, at: start}}, kv.Writes())
+		assert.True(t, a.leading())
+		assert.True(t, a.lease.Leader())
+		assert.NoError(t, a.lease.Check())
+		assert.Equal(t, start, a.Terms()[0].start)
 
-				step(testTTL/3 - time.Nanosecond)
-				assert.False(t, a.leading(), "not yet")
-				assert.False(t, a.lease.Leader())
-				switch {
-				case tt.stop:
-					// a gives the lease up rather than let it lapse.
-					a.stop()
-				case tt.cut:
-					// The renewal waits out jetstream's default timeout;
-					// a then campaigns again, in vain, and never leads.
-					step(time.Nanosecond + time.Minute)
-				default:
-					step(time.Nanosecond)
-				}
-				writes := kv.Writes()
-				want := memWrite{op: tt.wantOp, by: "a", rev: tt.wantRev, at: start.Add(tt.wantAt)}
-				assert.Equal(t, want, writes[len(writes)-1])
-				if tt.stop || tt.cut {
-					assert.Empty(t, a.Terms())
-					assert.False(t, a.lease.Leader())
-					return
-				}
-				assert.True(t, a.leading())
-				assert.True(t, a.lease.Leader())
-				assert.Equal(t, testTTL/3, a.Terms()[0].start.Sub(start))
-				assert.Equal(t, testTTL/3, a.lease.LastCheck().Sub(start))
-				t.Logf("took the lease at 0s, led at %s: one renewal interval", a.Terms()[0].start.Sub(start))
-			})
-		})
-	}
+		a.conn.Cut(true)
+		step(testTTL*9/10 - time.Nanosecond)
+		assert.True(t, a.leading(), "within its own lease")
+		step(time.Nanosecond)
+		assert.False(t, a.leading(), "9/10 of a TTL after it took the lease, unrenewed")
+		assert.ErrorIs(t, a.Terms()[0].cause, watcher.ErrFenced)
+		assert.Equal(t, testTTL*9/10, a.Terms()[0].end.Sub(start))
+	})
 }
 
 // TestHealthFollowsTheLease checks that a standby's probes fail once its
@@ -413,7 +376,6 @@ func TestLeaseSurvivesALostRenewalAnswer(t *testing.T) {
 func TestLeaseCheckFollowsTheOwnClock(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		start, _, a, b, _ := threeReplicasLedByA(t)
-		require.ErrorIs(t, a.lease.Check(), watcher.ErrFenced, "not leading before its first renewal")
 		step(15 * time.Second)
 		require.True(t, a.leading())
 		require.NoError(t, a.lease.Check())
