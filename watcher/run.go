@@ -55,13 +55,16 @@ func Lead(ctx context.Context, lease Lease, cfg Config) error {
 		if cfg.Health != nil {
 			cfg.Health.NewTerm()
 		}
-		_ = New(cfg).Run(lctx) // Run logs its own failures and returns when lctx ends
+		// Run logs its own failures, and returns when lctx ends or a write
+		// was fenced: either way the term is over.
+		_ = New(cfg).Run(lctx)
 	})
 }
 
 // Run polls now and then every Interval until ctx ends. Run returns nil
 // when ctx ends, and an unfinished poll is abandoned with nothing
-// committed.
+// committed; it returns ErrFenced as soon as a poll finds that this
+// replica no longer leads, so that the term ends at once.
 //
 //   - A failed poll is logged, and the next one waits a jittered backoff
 //     that starts at Interval, doubles with each failure in a row up to
@@ -94,6 +97,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 		res, err := w.Poll(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, ErrFenced) {
+			// Another replica leads, or this one's lease ran out on its
+			// own clock: its term is over, whatever its lease says.
+			w.logger.Warn("fenced: this replica stops leading", "err", err)
+			return err
 		}
 		held := pace != nil && pace.NotBefore().After(started)
 		switch {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -753,5 +754,35 @@ func TestRunPollsAtOnceWhenNATSIsBack(t *testing.T) {
 		_, err := stop()
 		require.NoError(t, err)
 		assert.Contains(t, r.logs.String(), "nats is back; polling now")
+	})
+}
+
+// TestRunEndsTheTermWhenFenced: a poll that finds this replica fenced (its
+// commit refused because another replica leads) ends Run at once, with
+// ErrFenced, instead of polling on.
+func TestRunEndsTheTermWhenFenced(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newBubbleRig(t, apisim.Options{Token: testToken}, nil)
+		r.api.Sim.AddN(2)
+		r.store.failCommit = func(i int) error {
+			if i == 1 {
+				return fmt.Errorf("committing state meta: %w", watcher.ErrFenced)
+			}
+			return nil
+		}
+		w := r.newWatcher(t, func(c *watcher.Config) { c.Interval = time.Second })
+		done := make(chan error, 1)
+		go func() { done <- w.Run(t.Context()) }()
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		select {
+		case err := <-done:
+			require.ErrorIs(t, err, watcher.ErrFenced)
+		default:
+			require.Fail(t, "Run polls on after a fenced commit")
+		}
+		assert.Len(t, r.store.commitTimes(), 1, "the first poll committed, the second was fenced")
+		assert.Equal(t, 2, r.api.Sim.Requests(), "no poll after the fenced one")
+		assert.Contains(t, r.logs.String(), "fenced: this replica stops leading")
 	})
 }

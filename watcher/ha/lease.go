@@ -347,11 +347,18 @@ func (l *Lease) term(ctx context.Context, value []byte, rev uint64, sent time.Ti
 	cancel(nil)
 	wg.Wait()
 	l.setLeader(false)
-	if cause := context.Cause(lctx); ctx.Err() == nil {
-		l.logger.Warn("stopped leading", "err", cause)
-		return
+	switch cause := context.Cause(lctx); {
+	case ctx.Err() != nil:
+		l.release(rev) // stopping: a standby takes over at once
+	case errors.Is(cause, watcher.ErrFenced):
+		l.logger.Warn("stopped leading", "err", cause) // the lease is lost, or may be
+	default:
+		// lead returned on its own: a write found this replica fenced.
+		// Whatever it still holds goes, so that the leader is decided
+		// afresh.
+		l.logger.Warn("stopped leading: a write was fenced")
+		l.release(rev)
 	}
-	l.release(rev)
 }
 
 // renew renews the lease held at rev and returns its new revision. A

@@ -30,6 +30,8 @@ type testReplica struct {
 	conn  *memConn
 	done  chan struct{}
 	stop  context.CancelFunc
+	// quit ends the current term from within, as a fenced write does.
+	quit chan struct{}
 
 	mu    sync.Mutex
 	terms []leadTerm
@@ -44,7 +46,7 @@ type leadTerm struct {
 func startTestReplica(t *testing.T, kv *memKV, id string) *testReplica {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	r := &testReplica{id: id, conn: kv.connect(id), done: make(chan struct{})}
+	r := &testReplica{id: id, conn: kv.connect(id), done: make(chan struct{}), quit: make(chan struct{}, 1)}
 	r.lease = newLease(r.conn, LeaseConfig{Bucket: "test", TTL: testTTL, ID: id, Logger: logger})
 	ctx, cancel := context.WithCancel(t.Context())
 	r.stop = func() { cancel(); <-r.done }
@@ -62,7 +64,10 @@ func (r *testReplica) lead(ctx context.Context) {
 	r.mu.Lock()
 	r.terms = append(r.terms, leadTerm{start: time.Now()})
 	r.mu.Unlock()
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-r.quit:
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	last := &r.terms[len(r.terms)-1]
@@ -387,5 +392,23 @@ func TestLeaseCheckFollowsTheOwnClock(t *testing.T) {
 		require.True(t, a.leading())
 		time.Sleep(time.Millisecond) // no synctest.Wait: the term's goroutines may not have run yet
 		require.ErrorIs(t, a.lease.Check(), watcher.ErrFenced, "at %s, past the lease", time.Since(start))
+	})
+}
+
+// A term that ends from within (a write found the replica fenced) gives
+// the lease up, so that the leader is decided afresh at once rather than
+// when the key expires.
+func TestLeaseReleasedWhenATermEndsFromWithin(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start, kv, a, b, c := threeReplicasLedByA(t)
+		step(15 * time.Second)
+		require.True(t, a.leading())
+		a.quit <- struct{}{}
+		synctest.Wait()
+		aWrites := writesBy(kv, "a")
+		assert.Equal(t, "delete", aWrites[len(aWrites)-1].op, "a gives the lease up")
+		got := leaders(t, time.Since(start), a, b, c)
+		require.Len(t, got, 1, "someone leads at once")
+		assert.Equal(t, 15*time.Second, got[0].Terms()[len(got[0].Terms())-1].start.Sub(start))
 	})
 }
