@@ -244,10 +244,12 @@ func (s *Store) readAll(ctx context.Context, fn func(m *nats.Msg, rev uint64) er
 	if err != nil {
 		return fmt.Errorf("loading state: %w", err)
 	}
-	msgs := make(chan *nats.Msg, 1024)
+	msgs, done := make(chan *nats.Msg, 1024), make(chan struct{})
+	defer close(done) // after the unsubscribe below: a callback still running returns
 	sub, err := legacy.Subscribe(s.subjects+">", func(m *nats.Msg) {
 		select {
 		case msgs <- m:
+		case <-done:
 		case <-ctx.Done():
 		}
 	}, nats.BindStream(s.stream), nats.OrderedConsumer(), nats.DeliverLastPerSubject(), nats.Context(ctx))
