@@ -59,7 +59,7 @@ type LeaseConfig struct {
 	// a renewal that fails for a passing reason, and stops leading on its
 	// own clock TTL*9/10 after its last good renewal; a standby tries to
 	// take it as soon as it sees the key go, and every TTL/5 besides.
-	// Failover so stays within two leases.
+	// Failover so stays within a lease, and the new leader's first poll.
 	TTL time.Duration
 	// ID names this replica in the lease and in logs.
 	ID string
