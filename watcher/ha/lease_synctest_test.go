@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -405,9 +406,11 @@ func TestLeaseReleasedWhenATermEndsFromWithin(t *testing.T) {
 		require.True(t, a.leading())
 		a.quit <- struct{}{}
 		synctest.Wait()
-		aWrites := writesBy(kv, "a")
-		assert.Equal(t, "delete", aWrites[len(aWrites)-1].op, "a gives the lease up")
-		got := leaders(t, time.Since(start), a, b, c)
+		released := slices.ContainsFunc(writesBy(kv, "a"), func(w memWrite) bool {
+			return w.op == "delete" && w.at.Sub(start) == 15*time.Second
+		})
+		assert.True(t, released, "a gives the lease up")
+		got := leaders(t, time.Since(start), a, b, c) // a, b or c: the race is decided afresh
 		require.Len(t, got, 1, "someone leads at once")
 		assert.Equal(t, 15*time.Second, got[0].Terms()[len(got[0].Terms())-1].start.Sub(start))
 	})
