@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/meetwatch/meetwatch/snapshot/internal/jsonedit"
+	"github.com/meetwatch/meetwatch/snapshot/jsonscan"
 )
 
 // A NATS message, and so an event or a stored record, has a size limit
@@ -129,11 +130,13 @@ func trimRaw(raw json.RawMessage, limit int, validate bool) (json.RawMessage, []
 	if len(raw) <= limit {
 		return raw, nil, nil
 	}
-	if validate && !json.Valid(raw) {
-		return nil, nil, fmt.Errorf("trimming record: %w", errInvalidJSON(raw))
-	}
-	if validate && !utf8.Valid(raw) {
-		return nil, nil, fmt.Errorf("trimming record: %w", ErrInvalidUTF8)
+	if validate {
+		if valid, _ := jsonscan.Valid(raw); !valid {
+			return nil, nil, fmt.Errorf("trimming record: %w", errInvalidJSON(raw))
+		}
+		if !utf8.Valid(raw) {
+			return nil, nil, fmt.Errorf("trimming record: %w", ErrInvalidUTF8)
+		}
 	}
 	var cands []trimCandidate
 	err := jsonedit.Walk(raw, func(mb jsonedit.Member) {

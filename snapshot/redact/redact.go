@@ -27,6 +27,7 @@ import (
 
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/internal/jsonedit"
+	"github.com/meetwatch/meetwatch/snapshot/jsonscan"
 )
 
 // Default is the default policy's field paths: everything the API sends
@@ -347,7 +348,7 @@ func stripValue(raw json.RawMessage, n *jsonedit.Node) (json.RawMessage, error) 
 	if len(raw) == 0 {
 		return raw, nil
 	}
-	if !json.Valid(raw) {
+	if valid, _ := jsonscan.Valid(raw); !valid {
 		var v any
 		if err := json.Unmarshal(raw, &v); err != nil {
 			return nil, err
