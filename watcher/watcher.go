@@ -432,14 +432,12 @@ func (w *Watcher) stream(ctx context.Context, changes []snapshot.Change, listed 
 		c.evs = nil
 		return nil
 	}, published)
-	written := stage(sent, func(c *chunk) error {
-		if after == nil {
-			return nil
-		}
-		return after(gctx, c.changes)
-	}, nil)
+	last := sent
+	if after != nil {
+		last = stage(sent, func(c *chunk) error { return after(gctx, c.changes) }, nil)
+	}
 	g.Go(func() error {
-		for range written { // the last stage's output: nothing left to do
+		for range last { // the last stage's output: nothing left to do
 		}
 		return nil
 	})

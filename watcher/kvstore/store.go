@@ -203,30 +203,34 @@ func (s *Store) Load(ctx context.Context) (watcher.State, error) {
 		if err := s.writeAll(ctx, moved); err != nil {
 			return watcher.State{}, fmt.Errorf("moving pending records: %w", err)
 		}
+		var cleared []write
 		for id := range legacy {
-			if err := s.purge(ctx, legacyPendingPrefix+events.Token(id)); err != nil {
-				return watcher.State{}, fmt.Errorf("clearing the pending record of %s: %w", id, err)
-			}
+			cleared = append(cleared, write{key: legacyPendingPrefix + events.Token(id), purge: true})
+		}
+		if err := s.writeAll(ctx, cleared); err != nil {
+			return watcher.State{}, fmt.Errorf("clearing pending records: %w", err)
 		}
 	}
 	for _, m := range pending {
 		st.Pending = append(st.Pending, m)
 	}
 	slices.SortFunc(st.Pending, func(a, b snapshot.Meeting) int { return strings.Compare(a.UUID, b.UUID) })
+	var done []write
 	for id, lastSeen := range missing {
 		_, held := st.Snapshot[id]
 		if _, announcing := pending[id]; !held && !announcing {
 			// Its end was committed, and the commit was cut short before
 			// this record went: it is done with.
-			if err := s.purge(ctx, missingPrefix+events.Token(id)); err != nil {
-				return watcher.State{}, fmt.Errorf("clearing the missing record of ended %s: %w", id, err)
-			}
+			done = append(done, write{key: missingPrefix + events.Token(id), purge: true})
 			continue
 		}
 		if st.Missing == nil {
 			st.Missing = map[string]time.Time{}
 		}
 		st.Missing[id] = lastSeen
+	}
+	if err := s.writeAll(ctx, done); err != nil {
+		return watcher.State{}, fmt.Errorf("clearing the missing records of ended meetings: %w", err)
 	}
 	return st, nil
 }
@@ -456,14 +460,6 @@ func (s *Store) check() error {
 		return nil
 	}
 	return s.guard()
-}
-
-// purge removes key, leaving a marker that expires when the bucket allows.
-func (s *Store) purge(ctx context.Context, key string) error {
-	if s.markerTTL > 0 {
-		return s.kv.Purge(ctx, key, jetstream.PurgeTTL(s.markerTTL))
-	}
-	return s.kv.Purge(ctx, key)
 }
 
 func (s *Store) metaRevision() uint64 {
