@@ -69,14 +69,14 @@ func (p *memPublisher) events() []events.Event {
 }
 
 // memStore is a watcher.StateStore in memory with kvstore.Store's
-// contract: Prepare writes the started meetings about to be announced as
-// intents, Write the others once announced, Commit the missing meetings and
-// then the meta, and Load returns as Pending the intents that no commit
-// covered.
+// contract: Prepare writes the started and changed meetings about to be
+// announced as intents, Write the others (and the changed again) once
+// announced, Commit the missing meetings and then the meta, and Load
+// returns as Pending the intents that no commit covered.
 type memStore struct {
 	mu        sync.Mutex
 	snap      snapshot.Snapshot
-	intents   map[string]bool // written by Prepare since the last commit
+	intents   map[string]snapshot.Change // written by Prepare since the last commit
 	prepared  time.Time
 	observed  time.Time
 	committed bool
@@ -98,11 +98,15 @@ func (s *memStore) Load(context.Context) (watcher.State, error) {
 	if !s.committed {
 		st.ObservedAt = s.prepared
 	}
-	for id := range s.intents {
-		st.Pending = append(st.Pending, st.Snapshot[id])
-		delete(st.Snapshot, id)
+	for id, c := range s.intents {
+		st.Pending = append(st.Pending, c)
+		if c.Kind == snapshot.Started {
+			delete(st.Snapshot, id)
+		} else {
+			st.Snapshot[id] = c.Old
+		}
 	}
-	slices.SortFunc(st.Pending, func(a, b snapshot.Meeting) int { return strings.Compare(a.UUID, b.UUID) })
+	slices.SortFunc(st.Pending, func(a, b snapshot.Change) int { return strings.Compare(a.Key, b.Key) })
 	return st, nil
 }
 
@@ -110,16 +114,16 @@ func (s *memStore) Prepare(_ context.Context, changes []snapshot.Change, observe
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.intents == nil {
-		s.intents = map[string]bool{}
+		s.intents = map[string]snapshot.Change{}
 	}
 	if s.snap == nil {
 		s.snap = snapshot.Snapshot{}
 	}
 	s.prepared = observedAt
 	for _, c := range changes {
-		if c.Kind == snapshot.Started {
+		if c.Kind == snapshot.Started || c.Kind == snapshot.Changed {
 			s.snap[c.Key] = c.New
-			s.intents[c.Key] = true
+			s.intents[c.Key] = c
 		}
 	}
 	return nil

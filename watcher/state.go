@@ -17,12 +17,14 @@ type State struct {
 	// Committed is false until a first snapshot was ever committed, which
 	// marks the started events of that first snapshot as initial.
 	Committed bool
-	// Pending holds meetings whose started event a poll was about to
-	// publish, or had published, when it stopped short of its commit. The
-	// next poll publishes them again (the same ids, so JetStream keeps one)
-	// and commits them before it diffs, so a meeting that ends meanwhile
-	// still gets its ended event.
-	Pending []snapshot.Meeting
+	// Pending holds the starts and changes whose events a poll was about
+	// to publish, or had published, when it stopped short of its commit.
+	// The next poll publishes them again (the same ids, so JetStream keeps
+	// one) and takes them into Snapshot before it diffs: a meeting that
+	// ends meanwhile still gets its ended event, and a meeting's changes
+	// follow on from the last one announced. A pending change's meeting is
+	// in Snapshot with its record before the change.
+	Pending []snapshot.Change
 	// Missing holds the meetings of Snapshot that the last complete listing
 	// lacked and whose end no lookup confirmed, each with when it was last
 	// seen. They stay in Snapshot, so that nothing is forgotten; the next

@@ -240,37 +240,33 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 }
 
 // settle finishes what a poll that stopped short of its commit left behind:
-// it publishes the started events of st.Pending again, under the same ids,
-// so JetStream keeps one copy, and takes those meetings into st, to be
-// committed with the next poll. The diff that follows then knows them, and
-// reports their end if they ended. st.Committed and st.ObservedAt stay as
-// they were: the first snapshot's other meetings are still initial, and
-// lastSeen stays a true lower bound.
+// it publishes the events of st.Pending again, under the same ids, so
+// JetStream keeps one copy, and takes their records into st, to be
+// committed with the next poll. The diff that follows then knows them: it
+// reports the end of a meeting announced but not committed, and diffs a
+// changed meeting against the record its last event announced.
+// st.Committed and st.ObservedAt stay as they were: the first snapshot's
+// other meetings are still initial, and lastSeen stays a true lower bound.
 func (w *Watcher) settle(ctx context.Context, st *State, res *PollResult) error {
 	if len(st.Pending) == 0 {
 		return nil
 	}
-	evs := make([]events.Event, 0, len(st.Pending))
-	for _, m := range st.Pending {
-		e, err := w.cfg.Builder.Build(snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: m}, w.cfg.Now(), !st.Committed, time.Time{})
-		if errors.Is(err, snapshot.ErrTooLarge) {
-			w.logger.Error("event too large to publish even trimmed; skipped", "kind", snapshot.Started, "meeting", m.UUID, "err", err)
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		evs = append(evs, e)
+	var again PollResult
+	evs, _, err := w.build(st, st.Pending, w.cfg.Now(), &again)
+	if err != nil {
+		return err
 	}
 	pr, err := w.cfg.Publisher.Publish(ctx, evs)
 	if err != nil {
-		return fmt.Errorf("publishing %d pending started events: %w", len(evs), err)
+		return fmt.Errorf("publishing %d pending events: %w", len(evs), err)
 	}
-	for _, m := range st.Pending {
-		st.Snapshot[m.UUID] = m
+	for _, c := range st.Pending {
+		st.Snapshot[c.Key] = c.New
 	}
-	w.logger.Info("pending started events published again", "meetings", len(evs), "duplicates", pr.Duplicates)
-	res.Started += len(evs)
+	w.logger.Info("pending events published again", "started", again.Started, "changed", again.Changed, "duplicates", pr.Duplicates)
+	res.Started += again.Started
+	res.Changed += again.Changed
+	res.Ignored += again.Ignored
 	res.Stored += pr.Stored
 	res.Duplicates += pr.Duplicates
 	return nil
@@ -307,10 +303,11 @@ func rediff(changes []snapshot.Change, put []string, prev, next snapshot.Snapsho
 const chunkSize = 4096
 
 // deliver publishes the events of changes and stores their records. The
-// key of a started meeting is written before its event, as an intent that
-// Load recognises; every other key after its event is safely stored. So
-// two streams of writes run at once: the starts' keys, then their events;
-// and the ends' and changes' events, each chunk's keys behind them.
+// key of a started or changed meeting is written before its event, as an
+// intent that Load recognises; every other key after its event is safely
+// stored. So two streams of writes run at once: the starts' keys, then
+// their events; and the ends' and changes' events, each chunk's intents
+// before them and its keys behind them.
 func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observedAt, listed time.Time, res *PollResult) error {
 	// Diff puts the starts last.
 	first := slices.IndexFunc(changes, func(c snapshot.Change) bool { return c.Kind == snapshot.Started })
@@ -337,18 +334,27 @@ func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observ
 		case <-gctx.Done():
 			return context.Cause(gctx)
 		}
-		return w.stream(gctx, starts, listed, &startsRes, nil, nil)
+		return w.stream(gctx, starts, listed, &startsRes, stages{})
 	})
 	g.Go(func() error {
 		if len(others) == 0 {
 			close(othersOut)
 			return nil
 		}
-		return w.stream(gctx, others, listed, &othersRes, func() { close(othersOut) }, func(ctx context.Context, part []snapshot.Change) error {
-			if err := w.cfg.Store.Write(ctx, part); err != nil {
-				return fmt.Errorf("committing state: %w", err)
-			}
-			return nil
+		return w.stream(gctx, others, listed, &othersRes, stages{
+			before: func(ctx context.Context, announced []snapshot.Change) error {
+				if err := w.cfg.Store.Prepare(ctx, announced, observedAt); err != nil {
+					return fmt.Errorf("before publishing: %w", err)
+				}
+				return nil
+			},
+			published: func() { close(othersOut) },
+			after: func(ctx context.Context, part []snapshot.Change) error {
+				if err := w.cfg.Store.Write(ctx, part); err != nil {
+					return fmt.Errorf("committing state: %w", err)
+				}
+				return nil
+			},
 		})
 	})
 	err := g.Wait()
@@ -363,22 +369,31 @@ func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observ
 	return err
 }
 
-// stream writes changes a chunk at a time through three stages that
-// overlap, each a chunk behind the one before: building the events,
-// publishing them and waiting for their acknowledgements, and after (the
-// keys of changes and ends), when set. A chunk goes through each stage only
-// once the one before finished with it, so that the order of writes per
-// meeting holds, while the connection stays busy and no more than a few
-// chunks of events are held at once. published, when set, is called once
-// every event is acknowledged.
-func (w *Watcher) stream(ctx context.Context, changes []snapshot.Change, listed time.Time, res *PollResult,
-	published func(), after func(context.Context, []snapshot.Change) error) error {
+// stages are what stream does around publishing a chunk, each optional:
+// before, with the changes whose events the chunk holds, ahead of
+// publishing them; published once every event is acknowledged; and after,
+// with all of the chunk's changes, once its events are acknowledged.
+type stages struct {
+	before    func(ctx context.Context, announced []snapshot.Change) error
+	published func()
+	after     func(ctx context.Context, changes []snapshot.Change) error
+}
+
+// stream writes changes a chunk at a time through stages that overlap,
+// each a chunk behind the one before: building the events, the before
+// stage, publishing them and waiting for their acknowledgements, and the
+// after stage. A chunk goes through each stage only once the one before
+// finished with it, so that the order of writes per meeting holds, while
+// the connection stays busy and no more than a few chunks of events are
+// held at once.
+func (w *Watcher) stream(ctx context.Context, changes []snapshot.Change, listed time.Time, res *PollResult, st stages) error {
 	if len(changes) == 0 {
 		return nil
 	}
 	type chunk struct {
-		changes []snapshot.Change
-		evs     []events.Event
+		changes   []snapshot.Change
+		evs       []events.Event
+		announced []snapshot.Change
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	stage := func(in <-chan chunk, do func(*chunk) error, finished func()) <-chan chunk {
@@ -414,12 +429,15 @@ func (w *Watcher) stream(ctx context.Context, changes []snapshot.Change, listed 
 		}
 		return nil
 	})
-	built := stage(src, func(c *chunk) error {
+	next := stage(src, func(c *chunk) error {
 		var err error
-		c.evs, err = w.build(c.changes, listed, res)
+		c.evs, c.announced, err = w.build(&w.state, c.changes, listed, res)
 		return err
 	}, nil)
-	sent := stage(built, func(c *chunk) error {
+	if st.before != nil {
+		next = stage(next, func(c *chunk) error { return st.before(gctx, c.announced) }, nil)
+	}
+	next = stage(next, func(c *chunk) error {
 		if len(c.evs) == 0 {
 			return nil
 		}
@@ -429,46 +447,47 @@ func (w *Watcher) stream(ctx context.Context, changes []snapshot.Change, listed 
 		}
 		res.Stored += pr.Stored
 		res.Duplicates += pr.Duplicates
-		c.evs = nil
+		c.evs, c.announced = nil, nil
 		return nil
-	}, published)
-	last := sent
-	if after != nil {
-		last = stage(sent, func(c *chunk) error { return after(gctx, c.changes) }, nil)
+	}, st.published)
+	if st.after != nil {
+		next = stage(next, func(c *chunk) error { return st.after(gctx, c.changes) }, nil)
 	}
 	g.Go(func() error {
-		for range last { // the last stage's output: nothing left to do
+		for range next { // the last stage's output: nothing left to do
 		}
 		return nil
 	})
 	return g.Wait()
 }
 
-// build returns the events of changes, counting them in res. A change
-// confined to ignored fields gets none, and neither does one whose event
-// stays too large even trimmed: holding every other meeting's events back
-// for it would be worse. Both are committed all the same, so that later
-// diffs start from them.
-func (w *Watcher) build(changes []snapshot.Change, listed time.Time, res *PollResult) ([]events.Event, error) {
+// build returns the events of changes against st, counting them in res,
+// and the changes they announce. A change confined to ignored fields gets
+// none, and neither does one whose event stays too large even trimmed:
+// holding every other meeting's events back for it would be worse. Both
+// are committed all the same, so that later diffs start from them.
+func (w *Watcher) build(st *State, changes []snapshot.Change, observed time.Time, res *PollResult) ([]events.Event, []snapshot.Change, error) {
 	evs := make([]events.Event, 0, len(changes))
+	announced := make([]snapshot.Change, 0, len(changes))
 	for _, c := range changes {
 		if !w.cfg.Builder.Publishes(c) {
 			res.Ignored++
 			continue
 		}
-		lastSeen := w.state.ObservedAt
-		if t, ok := w.state.Missing[c.Key]; ok {
+		lastSeen := st.ObservedAt
+		if t, ok := st.Missing[c.Key]; ok {
 			lastSeen = t
 		}
-		e, err := w.cfg.Builder.Build(c, listed, !w.state.Committed, lastSeen)
+		e, err := w.cfg.Builder.Build(c, observed, !st.Committed, lastSeen)
 		if errors.Is(err, snapshot.ErrTooLarge) {
 			w.logger.Error("event too large to publish even trimmed; skipped", "kind", c.Kind, "meeting", c.Key, "err", err)
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		evs = append(evs, e)
+		announced = append(announced, c)
 		switch c.Kind {
 		case snapshot.Started:
 			res.Started++
@@ -478,7 +497,7 @@ func (w *Watcher) build(changes []snapshot.Change, listed time.Time, res *PollRe
 			res.Ended++
 		}
 	}
-	return evs, nil
+	return evs, announced, nil
 }
 
 // fit replaces the secrets of a record by digests, so that the diff still

@@ -2,6 +2,7 @@ package watcher_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -510,4 +511,62 @@ func TestPartialCommitIsRepairedByTheNextPoll(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, st.Snapshot, 20)
 	assert.True(t, st.Committed)
+}
+
+// lostWriteStore stores nothing of its first Write and fails it: a process
+// killed, or paused past its lease, once its events were acknowledged and
+// before their keys were written.
+type lostWriteStore struct {
+	*kvstore.Store
+	lost bool
+}
+
+func (s *lostWriteStore) Write(ctx context.Context, changes []snapshot.Change) error {
+	if s.lost {
+		return s.Store.Write(ctx, changes)
+	}
+	s.lost = true
+	return errors.New("killed after the acknowledgements")
+}
+
+// TestChangesChainAcrossALostWrite: a rename is announced and the poll is
+// cut short before its key is written; the meeting is renamed again before
+// the next poll. The next poll must announce the second rename from the
+// first, not the first again from the original subject: consumers follow a
+// meeting's changes as a chain.
+func TestChangesChainAcrossALostWrite(t *testing.T) {
+	r := newRig(t)
+	ids := r.api.Sim.AddN(5)
+	_, err := r.newWatcher(t, nil).Poll(t.Context())
+	require.NoError(t, err)
+
+	r.api.Sim.Update(ids[2], func(rec apisim.Record) { rec["subject"] = "rename 1" })
+	_, err = r.newWatcher(t, &lostWriteStore{Store: r.store(t)}).Poll(t.Context())
+	require.ErrorContains(t, err, "killed after the acknowledgements")
+
+	r.api.Sim.Update(ids[2], func(rec apisim.Record) { rec["subject"] = "rename 2" })
+	res, err := r.newWatcher(t, nil).Poll(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 2, res.Changed, "the pending change again, and the new one")
+	assert.Equal(t, 1, res.Duplicates, "the pending change keeps its id")
+
+	subject := func(raw json.RawMessage) string {
+		var rec struct{ Subject string }
+		require.NoError(t, json.Unmarshal(raw, &rec))
+		return rec.Subject
+	}
+	var chain [][2]string
+	for _, e := range r.published(t) {
+		if e.Kind() == snapshot.Changed {
+			chain = append(chain, [2]string{subject(e.Data.Previous), subject(e.Data.Conference)})
+		}
+	}
+	require.Len(t, chain, 2)
+	assert.Equal(t, "rename 1", chain[0][1])
+	assert.Equal(t, [2]string{"rename 1", "rename 2"}, chain[1], "the second rename follows the first")
+
+	st, err := r.store(t).Load(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, st.Pending)
+	assert.Equal(t, "rename 2", st.Snapshot[ids[2]].Subject)
 }

@@ -470,7 +470,7 @@ type natsGate struct {
 // Kinds of client messages the gate counts.
 const (
 	kindEvent   = "event"   // a meeting event
-	kindPrepare = "prepare" // an m.* put marked as an intent: a start recorded before publishing
+	kindPrepare = "prepare" // an m.* put marked as an intent: a start or change recorded before publishing
 	kindMeeting = "meeting" // any other m.* put or purge: a change or an end, after its event
 	kindMeta    = "meta"    // the meta key: a commit's last write
 )

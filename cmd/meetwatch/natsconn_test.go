@@ -688,9 +688,9 @@ func TestRunSecuredNATS(t *testing.T) {
 	}
 }
 
-// violation matches the error nats-server sends for a denied subject, which
-// the client prints on stderr.
-var violation = regexp.MustCompile(`Permissions Violation for (?:Publish|Subscription) to "([^"]+)"`)
+// violation matches the error nats-server sends for a denied subject, as
+// meetwatch logs it (its quotes escaped in a text log).
+var violation = regexp.MustCompile(`Permissions Violation for (?:Publish|Subscription) to \\?"([^"\\]+)\\?"`)
 
 // TestRunNeedsEveryPermission removes each entry of the documented
 // permissions in turn, and checks that meetwatch then hits it: the list has

@@ -104,7 +104,7 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err != nil || pipe == nil {
 		return err // nil, nil: stopped while NATS was unreachable
 	}
-	defer pipe.nc.Close()
+	defer pipe.close()
 
 	health := &ha.Health{
 		Connected:   pipe.nc.IsConnected,
@@ -189,6 +189,21 @@ type pipeline struct {
 	// while NATS was away start again at once rather than after their
 	// backoff.
 	reconnected chan struct{}
+	// closed is closed once the connection is, after every callback
+	// queued before it ran.
+	closed chan struct{}
+}
+
+// close closes the connection and waits, a second at most, until the
+// callbacks queued before have run: an error the server sent for the last
+// requests (a permission refused while stopping) is logged before
+// meetwatch exits, rather than lost with the process.
+func (p *pipeline) close() {
+	p.nc.Close()
+	select {
+	case <-p.closed:
+	case <-time.After(time.Second):
+	}
 }
 
 // leads guards every event and state write: only while this replica holds
@@ -209,7 +224,7 @@ func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logg
 	if err != nil {
 		return nil, err
 	}
-	reconnected := make(chan struct{}, 1)
+	reconnected, closed := make(chan struct{}, 1), make(chan struct{})
 	nc, err := nats.Connect(url, append(security,
 		nats.Name("meetwatch"),
 		nats.MaxReconnects(-1),
@@ -231,11 +246,21 @@ func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logg
 			default:
 			}
 		}),
+		// What the server refuses asynchronously (a permission, a slow
+		// consumer) goes to the log with the rest, not to bare stderr.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				log.Error("nats error", "subject", sub.Subject, "err", err)
+				return
+			}
+			log.Error("nats error", "err", err)
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 	)...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to nats: %w", err)
 	}
-	p := &pipeline{nc: nc, reconnected: reconnected}
+	p := &pipeline{nc: nc, reconnected: reconnected, closed: closed}
 	p.publisher, err = events.NewPublisher(nc, events.PublisherConfig{
 		Stream:     cfg.Stream,
 		Prefix:     cfg.SubjectPrefix,

@@ -5,6 +5,7 @@ package kvstore
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,12 +30,17 @@ import (
 // next listing, and "meta" holding when the committed snapshot was
 // observed. A poll writes only what changed, and meta last.
 //
-// A started meeting's key is written before its started event is
-// published, marked with the intent header; every other write follows
-// the acknowledgement of its event. A key written after meta's last
+// The key of a started or changed meeting is written before its event is
+// published, marked with the intent header (a changed one's also carries
+// the record before the change); every other write follows the
+// acknowledgement of its event, and a changed meeting's key is written
+// again, unmarked, once its event is. A key written after meta's last
 // revision is therefore either the record of an acknowledged event, or,
-// when marked, a start that may not have been announced: Load returns
-// those as Pending.
+// when marked, a start or a change that may not have been announced: Load
+// returns those as Pending, so that the next leader announces them again
+// under the same ids instead of diffing past them. Without that, a change
+// announced but not stored would be announced a second time against the
+// older record, and consumers would see the meeting's changes fork.
 type Store struct {
 	kv jetstream.KeyValue
 	js jetstream.JetStream
@@ -79,9 +85,18 @@ const (
 	// missingPrefix keys a meeting that a complete listing lacked and whose
 	// end waits for the next one; its value says when it was last seen.
 	missingPrefix = "e."
-	// intentHeader marks the write of a started meeting's key, made before
-	// its started event is published.
-	intentHeader = "Meetwatch-Intent"
+	// intentHeader marks the write of a started or changed meeting's key,
+	// made before its event is published; its value is the kind.
+	intentHeader  = "Meetwatch-Intent"
+	intentStarted = "started"
+	intentChanged = "changed"
+	// previousHeader carries, on a changed meeting's intent, its record
+	// before the change, in standard base64: what the changed event is
+	// built from, and so its id.
+	previousHeader = "Meetwatch-Previous"
+	// headroom is what a write's subject and headers other than
+	// previousHeader take at most.
+	headroom = 1024
 	// tombstoneTTL is how long the marker of an ended meeting's key stays.
 	// Without a limit, every meeting that ever ended would leave a marker
 	// behind for good, and every start-up would read them all.
@@ -156,7 +171,7 @@ func (s *Store) Load(ctx context.Context) (watcher.State, error) {
 		st.ObservedAt, st.Committed = m.ObservedAt, true
 	}
 
-	pending := snapshot.Snapshot{}
+	pending := map[string]snapshot.Change{}
 	legacy := snapshot.Snapshot{}
 	missing := map[string]time.Time{}
 	committedRev := s.metaRevision()
@@ -171,13 +186,22 @@ func (s *Store) Load(ctx context.Context) (watcher.State, error) {
 			if err != nil {
 				return fmt.Errorf("decoding state key %s: %w", key, err)
 			}
-			switch {
+			switch intent := m.Header.Get(intentHeader); {
 			case strings.HasPrefix(key, legacyPendingPrefix):
 				legacy[rec.UUID] = rec
-			case rev > committedRev && m.Header.Get(intentHeader) != "":
-				pending[rec.UUID] = rec
-			default:
+			case rev <= committedRev || intent == "":
 				st.Snapshot[rec.UUID] = rec
+			case intent == intentChanged:
+				c, err := pendingChange(rec, m.Header.Get(previousHeader))
+				if err != nil {
+					return fmt.Errorf("decoding state key %s: %w", key, err)
+				}
+				if c.Kind == snapshot.Changed {
+					pending[rec.UUID] = c
+				}
+				st.Snapshot[rec.UUID] = c.Old
+			default:
+				pending[rec.UUID] = snapshot.Change{Kind: snapshot.Started, Key: rec.UUID, New: rec}
 			}
 		case strings.HasPrefix(key, missingPrefix):
 			var v missingValue
@@ -196,8 +220,8 @@ func (s *Store) Load(ctx context.Context) (watcher.State, error) {
 		var moved []write
 		for id, m := range legacy {
 			if _, committed := st.Snapshot[id]; !committed {
-				pending[id] = m
-				moved = append(moved, write{key: meetingKey(id), value: m.Raw(), intent: true})
+				pending[id] = snapshot.Change{Kind: snapshot.Started, Key: id, New: m}
+				moved = append(moved, write{key: meetingKey(id), value: m.Raw(), intent: intentStarted})
 			}
 		}
 		if err := s.writeAll(ctx, moved); err != nil {
@@ -211,10 +235,10 @@ func (s *Store) Load(ctx context.Context) (watcher.State, error) {
 			return watcher.State{}, fmt.Errorf("clearing pending records: %w", err)
 		}
 	}
-	for _, m := range pending {
-		st.Pending = append(st.Pending, m)
+	for _, c := range pending {
+		st.Pending = append(st.Pending, c)
 	}
-	slices.SortFunc(st.Pending, func(a, b snapshot.Meeting) int { return strings.Compare(a.UUID, b.UUID) })
+	slices.SortFunc(st.Pending, func(a, b snapshot.Change) int { return strings.Compare(a.Key, b.Key) })
 	var done []write
 	for id, lastSeen := range missing {
 		_, held := st.Snapshot[id]
@@ -233,6 +257,26 @@ func (s *Store) Load(ctx context.Context) (watcher.State, error) {
 		return watcher.State{}, fmt.Errorf("clearing the missing records of ended meetings: %w", err)
 	}
 	return st, nil
+}
+
+// pendingChange returns the change a changed meeting's intent records:
+// from the record before it, carried base64 in prev, to rec. An intent
+// whose record before was too large to carry has none: it is returned as
+// no change, rec standing as written.
+func pendingChange(rec snapshot.Meeting, prev string) (snapshot.Change, error) {
+	if prev == "" {
+		return snapshot.Change{Key: rec.UUID, Old: rec}, nil
+	}
+	raw, err := base64.StdEncoding.DecodeString(prev)
+	if err != nil {
+		return snapshot.Change{}, fmt.Errorf("decoding the record before the change: %w", err)
+	}
+	old, err := snapshot.ParseMeeting(raw)
+	if err != nil {
+		return snapshot.Change{}, fmt.Errorf("decoding the record before the change: %w", err)
+	}
+	return snapshot.Change{Kind: snapshot.Changed, Key: rec.UUID, Old: old, New: rec,
+		Fields: snapshot.CompareRecords(old.Raw(), rec.Raw())}, nil
 }
 
 // readAll hands fn the last message of every key of the bucket, with its
@@ -292,13 +336,14 @@ type missingValue struct {
 	LastSeen time.Time `json:"lastSeen"`
 }
 
-// Prepare writes the keys of the started meetings among changes before
-// their events are published, marked as intents. If the poll stops short of
-// its commit, the next Load returns them as Pending: without that, a
-// meeting announced but not committed that ended before the next poll
-// would look as if it had never been there, and its ended event would be
-// lost. Until a first snapshot is committed, it also records observedAt,
-// every pending meeting's lastSeen.
+// Prepare writes the keys of the started and changed meetings among
+// changes before their events are published, marked as intents. If the
+// poll stops short of its commit, the next Load returns them as Pending:
+// without that, a meeting announced but not committed that ended before
+// the next poll would look as if it had never been there, and its ended
+// event would be lost; and a change announced but not stored would be
+// announced again against the record before it. Until a first snapshot is
+// committed, it also records observedAt, every pending meeting's lastSeen.
 func (s *Store) Prepare(ctx context.Context, changes []snapshot.Change, observedAt time.Time) error {
 	s.mu.Lock()
 	first := s.metaRev == 0 && !s.preparedAt.Equal(observedAt)
@@ -320,18 +365,28 @@ func (s *Store) Prepare(ctx context.Context, changes []snapshot.Change, observed
 	}
 	var writes []write
 	for _, c := range changes {
-		if c.Kind == snapshot.Started {
-			writes = append(writes, write{key: meetingKey(c.Key), value: c.New.Raw(), intent: true})
+		switch c.Kind {
+		case snapshot.Started:
+			writes = append(writes, write{key: meetingKey(c.Key), value: c.New.Raw(), intent: intentStarted})
+		case snapshot.Changed:
+			w := write{key: meetingKey(c.Key), value: c.New.Raw(), intent: intentChanged}
+			// A record near the size limit cannot carry another: its
+			// intent says only that a change was under way.
+			if len(w.value)+base64.StdEncoding.EncodedLen(len(c.Old.Raw()))+headroom <= int(s.js.Conn().MaxPayload()) {
+				w.previous = c.Old.Raw()
+			}
+			writes = append(writes, w)
 		}
 	}
 	if err := s.writeAll(ctx, writes); err != nil {
-		return fmt.Errorf("recording started meetings: %w", err)
+		return fmt.Errorf("recording meetings about to be announced: %w", err)
 	}
 	return nil
 }
 
 // Write stores the records of the changed and ended meetings among
-// changes, whose events are acknowledged; Prepare wrote the started ones.
+// changes, whose events are acknowledged; Prepare wrote the started ones,
+// and the changed ones as intents, which Write replaces.
 //
 // A poll cut short between Write and Commit leaves some keys new and some
 // old; that is safe, because the next poll reads the store again, diffs
@@ -397,12 +452,15 @@ func (s *Store) Commit(ctx context.Context, commit watcher.Commit) error {
 	return nil
 }
 
-// write is one key write of a poll: value, or a purge of the key.
+// write is one key write of a poll: value, or a purge of the key; intent,
+// when set, marks a write made before its event (see intentHeader), and
+// previous is the record before a change.
 type write struct {
-	key    string
-	value  []byte
-	purge  bool
-	intent bool
+	key      string
+	value    []byte
+	purge    bool
+	intent   string
+	previous []byte
 }
 
 const (
@@ -438,8 +496,11 @@ func (s *Store) writeAll(ctx context.Context, writes []write) error {
 				if s.markerTTL > 0 {
 					opts = append(opts, jetstream.WithMsgTTL(s.markerTTL))
 				}
-			case w.intent:
-				msg.Header.Set(intentHeader, "started")
+			case w.intent != "":
+				msg.Header.Set(intentHeader, w.intent)
+				if w.previous != nil {
+					msg.Header.Set(previousHeader, base64.StdEncoding.EncodeToString(w.previous))
+				}
 				msg.Data = w.value
 			default:
 				msg.Data = w.value

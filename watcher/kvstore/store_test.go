@@ -91,7 +91,7 @@ func TestLoadTellsUncommittedStartsByTheirIntent(t *testing.T) {
 	assert.True(t, st.Committed)
 	assert.Equal(t, first, st.ObservedAt)
 	require.Len(t, st.Pending, 1)
-	assert.Equal(t, "d", st.Pending[0].UUID)
+	assert.Equal(t, "d", st.Pending[0].Key)
 	assert.ElementsMatch(t, []string{"a", "c"}, slices.Collect(maps.Keys(st.Snapshot)), "the written change and end count as they stand")
 	assert.Equal(t, "renamed", st.Snapshot["a"].Subject)
 
@@ -119,8 +119,47 @@ func TestLoadReadsLegacyPendingKeys(t *testing.T) {
 		st, err := store.Load(t.Context())
 		require.NoError(t, err)
 		require.Len(t, st.Pending, 1)
-		assert.Equal(t, "old", st.Pending[0].UUID)
+		assert.Equal(t, "old", st.Pending[0].Key)
 	}
 	_, err = kv.Get(t.Context(), "p.old")
 	assert.ErrorIs(t, err, jetstream.ErrKeyNotFound)
+}
+
+// The key of a changed meeting is written before its event too, as an
+// intent carrying the record before the change: Load returns the change
+// as Pending, with what its event is built from, until Write replaces the
+// intent once the event is acknowledged.
+func TestLoadTellsUnannouncedChangesByTheirIntent(t *testing.T) {
+	srv := natstest.Start(t)
+	js, err := jetstream.New(natstest.Connect(t, srv))
+	require.NoError(t, err)
+	store, err := kvstore.Open(t.Context(), js, kvstore.Config{Bucket: "meetwatch-state"})
+	require.NoError(t, err)
+	rec := func(id, subject string) snapshot.Meeting {
+		m, err := snapshot.ParseMeeting(fmt.Appendf(nil, `{"confUUID":%q,"subject":%q}`, id, subject))
+		require.NoError(t, err)
+		return m
+	}
+	_, err = store.Load(t.Context())
+	require.NoError(t, err)
+	require.NoError(t, store.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "a", New: rec("a", "first")}}, time.Now()))
+	require.NoError(t, store.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 1}))
+
+	renamed := snapshot.Change{Kind: snapshot.Changed, Key: "a", Old: rec("a", "first"), New: rec("a", "renamed")}
+	require.NoError(t, store.Prepare(t.Context(), []snapshot.Change{renamed}, time.Now()))
+	st, err := store.Load(t.Context())
+	require.NoError(t, err)
+	require.Len(t, st.Pending, 1)
+	c := st.Pending[0]
+	assert.Equal(t, snapshot.Changed, c.Kind)
+	assert.Equal(t, "first", c.Old.Subject)
+	assert.Equal(t, "renamed", c.New.Subject)
+	assert.Equal(t, []snapshot.FieldChange{{Field: "subject", Old: []byte(`"first"`), New: []byte(`"renamed"`)}}, c.Fields)
+	assert.Equal(t, "first", st.Snapshot["a"].Subject, "the record before the change stands until the change is announced")
+
+	require.NoError(t, store.Write(t.Context(), []snapshot.Change{renamed}))
+	st, err = store.Load(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, st.Pending, "announced and written")
+	assert.Equal(t, "renamed", st.Snapshot["a"].Subject)
 }
