@@ -46,6 +46,9 @@ type PublisherConfig struct {
 	// it returns stops the publish: the lease's check that this replica
 	// still leads by its own clock.
 	Guard func() error
+	// Stored, when set, hears of each event the stream stored (not of one
+	// it dropped as a duplicate), for metrics.
+	Stored func(Kind)
 }
 
 // window bounds the acknowledgements outstanding at once, so that a poll
@@ -162,6 +165,9 @@ func (p *Publisher) Publish(ctx context.Context, evs []Event) (PublishResult, er
 					res.Duplicates++
 				default:
 					res.Stored++
+					if p.cfg.Stored != nil {
+						p.cfg.Stored(evs[pending[k]].Kind())
+					}
 				}
 				return nil
 			})

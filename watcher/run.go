@@ -98,6 +98,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if w.cfg.Observer != nil {
+			w.cfg.Observer.Polled(res, time.Since(started), err)
+		}
 		if errors.Is(err, ErrFenced) {
 			// Another replica leads, or this one's lease ran out on its
 			// own clock: its term is over, whatever its lease says.

@@ -67,6 +67,12 @@ type Lease interface {
 	Run(ctx context.Context, lead func(ctx context.Context)) error
 }
 
+// Observer hears of every poll Run makes, with how long it took and how it
+// ended, for metrics.
+type Observer interface {
+	Polled(res PollResult, took time.Duration, err error)
+}
+
 // Health hears of the watcher's progress, for the probes: NewTerm when this
 // replica starts leading, Polled after every committed poll.
 type Health interface {
@@ -107,6 +113,8 @@ type Config struct {
 	ConfirmConcurrency int
 	// Health, when set, hears of terms and committed polls.
 	Health Health
+	// Observer, when set, hears of every poll Run makes.
+	Observer Observer
 	// Wake, when set, says that what failed the last polls may be back
 	// (NATS reconnected): Run then polls at once instead of waiting out
 	// its backoff.
@@ -164,7 +172,10 @@ type PollResult struct {
 	// still ongoing; Unconfirmed, those the listing missed for the first
 	// time that no lookup confirmed, whose end waits for the next listing.
 	StillOngoing, Unconfirmed int
-	ObservedAt                time.Time
+	// PendingEnds counts the meetings of the committed snapshot that the
+	// listing lacked and whose ended event waits for the next one.
+	PendingEnds int
+	ObservedAt  time.Time
 	// Listing, Ends (the lookups of vanished meetings), Deliver (writing
 	// the keys of started meetings, building and publishing the events,
 	// writing the other keys) and Commit (the missing meetings' keys and
@@ -232,6 +243,7 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 		return PollResult{}, fmt.Errorf("committing state: %w", err)
 	}
 	w.state = State{Snapshot: next, ObservedAt: observedAt, Committed: true, Missing: missed}
+	res.PendingEnds = len(missed)
 	if w.cfg.Health != nil {
 		w.cfg.Health.Polled(time.Now())
 	}

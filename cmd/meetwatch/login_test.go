@@ -61,13 +61,20 @@ func TestRunLogsInAndSurvivesTokenExpiry(t *testing.T) {
 			waitForMessages(t, nc, "MEETINGS", 4)
 
 			// Across token lifetimes, and one early expiry on the server.
-			logins := api.Sim.Logins()
-			require.Eventually(t, func() bool { return api.Sim.Logins() >= logins+2 }, eventWait, tick, "renewals")
+			logins := float64(api.Sim.Logins())
+			require.Eventually(t, func() bool { return float64(api.Sim.Logins()) >= logins+2 }, eventWait, tick, "renewals")
 			api.Sim.ExpireTokens()
 			api.Sim.End(ids[0])
 			msgs := waitForMessages(t, nc, "MEETINGS", 5)
 			assert.Equal(t, "ended", msgs[4].Event.kind())
 			assert.Equal(t, ids[0], msgs[4].Event.Subject)
+			// The token's expiry is a metric, a second ahead at most
+			// (TokenTTL), and the logins are counted by endpoint.
+			families := scrape(t, mw)
+			expiry, _ := value(families, "meetwatch_token_expiry_timestamp_seconds")
+			assert.InDelta(t, float64(time.Now().Unix()), expiry, 5, "the token's expiry")
+			logins, _ = value(families, "meetwatch_api_requests_total", "code", "200", "endpoint", loginPath(tt.name))
+			assert.Positive(t, logins, "logins counted")
 
 			mw.stop(t, syscall.SIGTERM)
 			out := mw.stderr.String() + mw.stdout.String()
@@ -161,4 +168,12 @@ func TestLoginAndPolicyConfiguration(t *testing.T) {
 			}
 		})
 	}
+}
+
+// loginPath is the API path of the login a test case named name uses.
+func loginPath(name string) string {
+	if name == "account" {
+		return "/v1/usg/acs/auth/account"
+	}
+	return "/v2/usg/acs/auth/appauth"
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/meetwatch/meetwatch/watcher/ha"
 	"github.com/meetwatch/meetwatch/watcher/kvstore"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi"
+	"github.com/meetwatch/meetwatch/watcher/metrics"
 )
 
 func runDaemon(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
@@ -59,7 +60,15 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		logger.Info("embedded nats started", "url", natsURL, "data_dir", cfg.DataDir)
 	}
 
+	var pipe *pipeline // set once NATS answers, before the metrics are served
+	var tokens meetingapi.TokenSource
+	mx := metrics.New(metrics.Sources{
+		Leader:      func() bool { return pipe.lease.Leader() },
+		Connected:   func() bool { return pipe.nc.IsConnected() },
+		TokenExpiry: func() time.Time { return tokens.Expiry() },
+	})
 	hc := meetingapi.NewHTTPClient(cfg.PageConcurrency, cfg.RequestTimeout)
+	hc.Transport = mx.Transport(cmp.Or(hc.Transport, http.DefaultTransport), meetingapi.Endpoints()...)
 	var budget *rate.Limiter
 	if cfg.APIRate > 0 {
 		budget = rate.NewLimiter(rate.Limit(float64(cfg.APIRate)/60), cfg.PageConcurrency)
@@ -81,7 +90,7 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 	// One gate for the client and its logins: a pause the API asks for in
 	// any answer holds every request.
 	gate := &meetingapi.Gate{}
-	tokens := tokenSource(cfg, hc, budget, gate, logger)
+	tokens = tokenSource(cfg, hc, budget, gate, logger)
 	defer tokens.Close()
 	client, err := meetingapi.NewClient(meetingapi.ClientConfig{
 		BaseURL:        cfg.APIURL,
@@ -100,7 +109,7 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err != nil {
 		return bad("APIURL", "%v", err)
 	}
-	pipe, err := openPipeline(ctx, natsURL, cfg, logger)
+	pipe, err = openPipeline(ctx, natsURL, cfg, mx.Stored, logger)
 	if err != nil || pipe == nil {
 		return err // nil, nil: stopped while NATS was unreachable
 	}
@@ -135,6 +144,7 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		Wake:               pipe.reconnected,
 		Logger:             logger,
 		Health:             health,
+		Observer:           mx,
 	}
 	logger.Info("watching", "api", cfg.APIURL, "interval", cfg.PollInterval, "stream", cfg.Stream,
 		"subjects", cfg.SubjectPrefix+".>", "state_bucket", cfg.StateBucket, "replica", cfg.replicaID(),
@@ -145,7 +155,10 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		g.Go(func() error {
 			// Several replicas on one host share a configuration, and so a
 			// port: a replica without probes still watches.
-			if err := ha.Serve(gctx, cfg.HTTPAddr, health, logger); err != nil {
+			mux := http.NewServeMux()
+			mux.Handle("GET /metrics", mx.Handler())
+			mux.Handle("/", health.Handler())
+			if err := ha.Serve(gctx, cfg.HTTPAddr, mux, logger); err != nil {
 				logger.Error("probes disabled", "err", err)
 			}
 			return nil
@@ -218,7 +231,7 @@ func (p *pipeline) leads() error {
 // openPipeline connects to NATS and makes sure the stream and the state
 // bucket exist, retrying until it succeeds or ctx ends, so that meetwatch
 // can start before its NATS is up. It returns nil, nil when ctx ends.
-func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logger) (*pipeline, error) {
+func openPipeline(ctx context.Context, url string, cfg config, stored func(events.Kind), logger *slog.Logger) (*pipeline, error) {
 	log := logger.With("component", "nats")
 	security, err := natsSecurity(cfg, log)
 	if err != nil {
@@ -269,6 +282,7 @@ func openPipeline(ctx context.Context, url string, cfg config, logger *slog.Logg
 		Replicas:   cfg.Replicas,
 		Logger:     logger,
 		Guard:      p.leads,
+		Stored:     stored,
 	})
 	if err != nil {
 		nc.Close()

@@ -158,15 +158,16 @@ func (h *Health) Handler() http.Handler {
 	return mux
 }
 
-// Serve serves h's probes on addr until ctx ends, then shuts the server
-// down within a second: a probe cut short by a stopping process is fine.
-func Serve(ctx context.Context, addr string, h *Health, logger *slog.Logger) error {
+// Serve serves h (the probes, and whatever else shares their port) on
+// addr until ctx ends, then shuts the server down within a second: a probe
+// cut short by a stopping process is fine.
+func Serve(ctx context.Context, addr string, h http.Handler, logger *slog.Logger) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listening for probes on %s: %w", addr, err)
 	}
 	logger.Info("serving probes", "addr", l.Addr().String())
-	srv := &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	select {

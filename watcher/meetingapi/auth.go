@@ -67,6 +67,8 @@ type TokenSource interface {
 	// token is still bad, so that ten requests refused at once cause one
 	// login, not ten.
 	Invalidate(bad redact.Secret)
+	// Expiry is when the token in hand expires; zero when unknown.
+	Expiry() time.Time
 }
 
 // StaticToken returns a TokenSource for a token obtained elsewhere (the
@@ -85,6 +87,9 @@ func (s staticToken) Token(context.Context) (redact.Secret, error) {
 }
 
 func (staticToken) Invalidate(redact.Secret) {}
+
+// Expiry is unknown: the token came from elsewhere.
+func (staticToken) Expiry() time.Time { return time.Time{} }
 
 func (staticToken) Close() {}
 
@@ -360,6 +365,13 @@ func (l *loginSource) Token(ctx context.Context) (redact.Secret, error) {
 
 // Invalidate forgets bad if it is still the cached token. A token renewed
 // since bad was handed out is kept: it is not the one the API refused.
+// Expiry is when the token in hand expires; zero before the first login.
+func (l *loginSource) Expiry() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.expiry
+}
+
 func (l *loginSource) Invalidate(bad redact.Secret) {
 	if bad.IsZero() {
 		return

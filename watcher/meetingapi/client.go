@@ -32,6 +32,11 @@ import (
 // OnlinePath is the API's ongoing-meeting list.
 const OnlinePath = "/v1/mmc/management/conferences/online"
 
+// Endpoints are the paths of every request meetwatch makes to the API: the
+// listing (and its lookups) and the logins. Metrics label requests by
+// them.
+func Endpoints() []string { return []string{OnlinePath, appAuthPath, accountAuthPath} }
+
 // MaxPageSize is the largest page the API serves.
 const MaxPageSize = 500
 
