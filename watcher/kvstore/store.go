@@ -141,8 +141,25 @@ type metaValue struct {
 
 func meetingKey(confUUID string) string { return meetingPrefix + events.Token(confUUID) }
 
-// Load reads the committed state.
-func (s *Store) Load(ctx context.Context) (watcher.State, error) {
+// Load reads the committed state, and tidies what a poll cut short left:
+// pending keys of earlier versions become intents, and the missing
+// records of meetings whose end was committed go.
+func (s *Store) Load(ctx context.Context) (watcher.State, error) { return s.load(ctx, true) }
+
+// Read returns the committed state of the bucket named bucket as a
+// replica would load it, without writing anything: for tools that only
+// look. The bucket must exist.
+func Read(ctx context.Context, js jetstream.JetStream, bucket string) (watcher.State, error) {
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return watcher.State{}, fmt.Errorf("opening state bucket %s: %w", bucket, err)
+	}
+	s := &Store{kv: kv, js: js, subjects: "$KV." + bucket + ".", stream: "KV_" + bucket,
+		guard: func() error { return errors.New("read only") }}
+	return s.load(ctx, false)
+}
+
+func (s *Store) load(ctx context.Context, repair bool) (watcher.State, error) {
 	st := watcher.State{Snapshot: snapshot.Snapshot{}}
 	e, err := s.kv.Get(ctx, metaKey)
 	switch {
@@ -215,7 +232,7 @@ func (s *Store) Load(ctx context.Context) (watcher.State, error) {
 	if err != nil {
 		return watcher.State{}, err
 	}
-	if len(legacy) > 0 {
+	if len(legacy) > 0 && repair {
 		// Each becomes an intent of today's kind before it goes.
 		var moved []write
 		for id, m := range legacy {
@@ -252,6 +269,9 @@ func (s *Store) Load(ctx context.Context) (watcher.State, error) {
 			st.Missing = map[string]time.Time{}
 		}
 		st.Missing[id] = lastSeen
+	}
+	if !repair {
+		return st, nil
 	}
 	if err := s.writeAll(ctx, done); err != nil {
 		return watcher.State{}, fmt.Errorf("clearing the missing records of ended meetings: %w", err)

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/snapshot/redact"
+	"github.com/meetwatch/meetwatch/watcher/kvstore"
+)
+
+func runLs(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("ls", `Usage: meetwatch ls [--json]
+
+Prints the meetings going on now, as the last committed snapshot in the
+state bucket holds them: a table of confUUID, conference ID, subject,
+start time and online attendees, sorted by start time. It only reads: a
+running meetwatch is not disturbed.
+
+With --json, one JSON object per line: each meeting's record as events
+carry it, with the fields of MEETWATCH_REDACT removed, so that no secret
+is printed.
+
+Reads MEETWATCH_STATE_BUCKET (default meetwatch-state) over
+MEETWATCH_NATS_URL (default `+defaultNATSURL+`) with the NATS credential
+settings of meetwatch run.`, stderr)
+	asJSON := fs.Bool("json", false, "print each meeting's record, secrets removed, one JSON object per line")
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	cfg, err := loadConfig(environ, false)
+	if err != nil {
+		return err
+	}
+	policy, _ := redact.Parse(cfg.Redact) // validated with the configuration
+	nc, err := dialNATS(cfg, "meetwatch-ls", stderr)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("opening jetstream: %w", err)
+	}
+	st, err := kvstore.Read(ctx, js, cfg.StateBucket)
+	if err != nil {
+		return err
+	}
+	meetings := make([]snapshot.Meeting, 0, len(st.Snapshot))
+	for _, m := range st.Snapshot {
+		meetings = append(meetings, m)
+	}
+	slices.SortFunc(meetings, func(a, b snapshot.Meeting) int {
+		return cmp.Or(strings.Compare(a.StartTime, b.StartTime), strings.Compare(a.UUID, b.UUID))
+	})
+	if *asJSON {
+		for _, m := range meetings {
+			rec, err := policy.Strip(m.Raw())
+			if err != nil {
+				return fmt.Errorf("redacting %s: %w", m.UUID, err)
+			}
+			fmt.Fprintf(stdout, "%s\n", rec)
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CONFUUID\tCONFERENCE ID\tSUBJECT\tSTART\tONLINE")
+	for _, m := range meetings {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.UUID, dash(m.ConferenceID), dash(oneLine(m.Subject)), dash(m.StartTime), onlineAttendees(m))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("writing the table: %w", err)
+	}
+	return nil
+}
+
+// dialNATS connects a command that reads what meetwatch wrote with the
+// NATS settings of meetwatch run, MEETWATCH_NATS_URL defaulting to a local
+// server.
+func dialNATS(cfg config, name string, stderr io.Writer, opts ...nats.Option) (*nats.Conn, error) {
+	url := cmp.Or(cfg.NATSURL, defaultNATSURL)
+	security, err := natsSecurity(cfg, newLogger(stderr, cfg.LogLevel, cfg.LogFormat))
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(url, append(append(security, nats.Name(name)), opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", redactURLs(url), err)
+	}
+	return nc, nil
+}
+
+// onlineAttendees reads the record's onlineAttendeeAmount, or "-".
+func onlineAttendees(m snapshot.Meeting) string {
+	var rec struct {
+		Online json.Number `json:"onlineAttendeeAmount"`
+	}
+	if err := json.Unmarshal(m.Raw(), &rec); err != nil || rec.Online == "" {
+		return "-"
+	}
+	return rec.Online.String()
+}
+
+func dash(s string) string { return cmp.Or(s, "-") }
+
+// oneLine keeps a subject with line breaks or tabs from breaking the table.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' || r == '\t' {
+			return ' '
+		}
+		return r
+	}, s)
+}
