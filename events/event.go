@@ -25,6 +25,13 @@ import (
 // the CloudEvents type.
 type Kind = snapshot.ChangeKind
 
+// The kinds of event, for a consumer's switch on Event.Kind.
+const (
+	Started = snapshot.Started
+	Changed = snapshot.Changed
+	Ended   = snapshot.Ended
+)
+
 // The envelope's fixed values.
 const (
 	// SpecVersion is the CloudEvents version of the envelope.
