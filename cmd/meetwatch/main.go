@@ -40,6 +40,9 @@ Usage:
   meetwatch demo                    a local trial: embedded NATS, a simulated API, live events
   meetwatch tail [--json] [filter]  print events as they arrive (filter e.g. meetings.ended.>)
   meetwatch ls [--json]             list the meetings going on now, from the state bucket
+  meetwatch notify --webhook URL --format FORMAT [--kinds started,ended]
+                                    post one chat message per event to Slack, Feishu, DingTalk,
+                                    WeCom or WeLink, or the event to any CloudEvents receiver
   meetwatch sim [flags]             serve the simulated meeting API, for trials and tests
   meetwatch <command> --help        help for one command
 
@@ -67,6 +70,8 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		err = runTail(ctx, rest, environ, stdout, stderr)
 	case "ls":
 		err = runLs(ctx, rest, environ, stdout, stderr)
+	case "notify":
+		err = runNotify(ctx, rest, environ, stdout, stderr)
 	case "sim":
 		err = runSim(ctx, rest, environ, stdout, stderr)
 	default:

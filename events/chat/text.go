@@ -1,0 +1,185 @@
+package chat
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
+
+	"github.com/meetwatch/meetwatch/events"
+	"github.com/meetwatch/meetwatch/snapshot"
+)
+
+// Bounds that keep a message short enough to read in a chat window, and
+// well within every platform's size limit before any platform cuts it.
+const (
+	// maxSubject bounds the meeting subject, in characters.
+	maxSubject = 200
+	// maxChangeLines bounds the changed fields listed one per line; the
+	// rest are counted.
+	maxChangeLines = 20
+	// maxValue bounds an old or new value shown beside its field, in
+	// bytes: a longer one is only said to have changed.
+	maxValue = 48
+)
+
+// Ellipsis ends a text that was cut.
+const Ellipsis = "…"
+
+// Text returns the message people read for an event, the same in every
+// chat format: a first line naming the kind, the meeting's subject and
+// its conference ID, then, for a changed meeting, one line per changed
+// field, with its old and new values when both are short.
+//
+// Secrets never appear: the events carry none (a changed secret is only
+// marked redacted), and a value cut from an event to fit its size limit
+// is shown as such.
+func Text(e events.Event) string {
+	var rec struct {
+		Subject      string `json:"subject"`
+		ConferenceID string `json:"conferenceID"`
+	}
+	// A record that does not decode still gets a message: the kind and
+	// the meeting's key say what happened.
+	_ = json.Unmarshal(e.Data.Conference, &rec)
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "Meeting %s: ", e.Kind())
+	if rec.Subject != "" {
+		fmt.Fprintf(&b, "%q", TruncateRunes(rec.Subject, maxSubject))
+	} else {
+		b.WriteString("(no subject)")
+	}
+	if rec.ConferenceID != "" {
+		fmt.Fprintf(&b, " (conference ID %s)", TruncateRunes(rec.ConferenceID, maxSubject))
+	} else {
+		fmt.Fprintf(&b, " (meeting %s)", TruncateRunes(e.Subject, maxSubject))
+	}
+	if e.Data.Initial {
+		b.WriteString(", already running when meetwatch started")
+	}
+	for i, c := range e.Data.Changes {
+		if i == maxChangeLines {
+			fmt.Fprintf(&b, "\n… and %d more changed fields", len(e.Data.Changes)-i)
+			break
+		}
+		b.WriteString("\n• ")
+		b.WriteString(changeLine(c))
+	}
+	return b.String()
+}
+
+// changeLine renders one changed field: "subject: "a" → "b"" when both
+// values are short, and "field changed" otherwise.
+func changeLine(c snapshot.FieldChange) string {
+	field := TruncateRunes(c.Field, maxSubject)
+	switch {
+	case c.Redacted:
+		return field + " changed (secret, not shown)"
+	case c.Truncated:
+		return field + " changed (too large to show)"
+	}
+	old, oldOK := shortValue(c.Old)
+	nw, newOK := shortValue(c.New)
+	if !oldOK || !newOK {
+		return field + " changed"
+	}
+	return field + ": " + old + " → " + nw
+}
+
+// shortValue renders a value of a change for people: a string quoted, any
+// other JSON as it is, and an absent one as "(absent)". It reports false
+// when the value is too long to be worth showing.
+func shortValue(raw json.RawMessage) (string, bool) {
+	if len(raw) == 0 {
+		return "(absent)", true
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, raw); err != nil {
+		return "", false
+	}
+	v := compact.String()
+	if strings.HasPrefix(v, `"`) {
+		var s string
+		if err := json.Unmarshal(compact.Bytes(), &s); err != nil {
+			return "", false
+		}
+		v = fmt.Sprintf("%q", s)
+	}
+	return v, len(v) <= maxValue
+}
+
+// TruncateBytes returns s cut to at most n bytes, ending with Ellipsis
+// when it was cut, and never inside a UTF-8 sequence.
+func TruncateBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	if n < len(Ellipsis) {
+		return ""
+	}
+	cut := n - len(Ellipsis)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + Ellipsis
+}
+
+// TruncateRunes returns s cut to at most n characters (runes), ending with
+// Ellipsis when it was cut.
+func TruncateRunes(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	if n < 1 {
+		return ""
+	}
+	i, count := 0, 0
+	for i < len(s) && count < n-1 {
+		_, size := utf8.DecodeRuneInString(s[i:])
+		i += size
+		count++
+	}
+	return s[:i] + Ellipsis
+}
+
+// TruncateUTF16 returns s cut to at most n UTF-16 code units, the way
+// Java and JavaScript count a string's length, ending with Ellipsis (one
+// unit) when it was cut. A character outside the Basic Multilingual Plane
+// counts two and is never split.
+func TruncateUTF16(s string, n int) string {
+	if utf16Len(s) <= n {
+		return s
+	}
+	if n < 1 {
+		return ""
+	}
+	i, units := 0, 0
+	for i < len(s) {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		w := utf16.RuneLen(r)
+		if w < 0 {
+			w = 1 // invalid UTF-8 is sent as U+FFFD, one unit
+		}
+		if units+w > n-1 {
+			break
+		}
+		units += w
+		i += size
+	}
+	return s[:i] + Ellipsis
+}
+
+func utf16Len(s string) int {
+	n := 0
+	for _, r := range s {
+		if w := utf16.RuneLen(r); w > 0 {
+			n += w
+		} else {
+			n++
+		}
+	}
+	return n
+}
