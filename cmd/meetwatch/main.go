@@ -39,6 +39,7 @@ Usage:
   meetwatch run                     the daemon: poll, diff, publish, commit
   meetwatch demo                    a local trial: embedded NATS, a simulated API, live events
   meetwatch tail [--json] [filter]  print events as they arrive (filter e.g. meetings.ended.>)
+  meetwatch audit --out FILE        append every event to FILE exactly once, in stream order
   meetwatch sim [flags]             serve the simulated meeting API, for trials and tests
   meetwatch <command> --help        help for one command
 
@@ -64,6 +65,8 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		err = runDemo(ctx, rest, stdout, stderr)
 	case "tail":
 		err = runTail(ctx, rest, environ, stdout, stderr)
+	case "audit":
+		err = runAudit(ctx, rest, environ, stdout, stderr)
 	case "sim":
 		err = runSim(ctx, rest, environ, stdout, stderr)
 	default:
