@@ -457,6 +457,7 @@ func waitBlocked(tb testing.TB, blocked <-chan struct{}) {
 type natsGate struct {
 	ln       net.Listener
 	upstream string
+	kindOf   func(subject string, payload []byte) string // writeKind unless told
 
 	mu      sync.Mutex
 	pick    func(kind string) bool
@@ -504,11 +505,18 @@ var phase = map[string]string{
 
 func startGate(tb testing.TB, natsURL string) *natsGate {
 	tb.Helper()
+	return startGateKinds(tb, natsURL, writeKind)
+}
+
+// startGateKinds starts a gate that tells the messages it counts and holds
+// with kindOf instead of writeKind.
+func startGateKinds(tb testing.TB, natsURL string, kindOf func(subject string, payload []byte) string) *natsGate {
+	tb.Helper()
 	u, err := url.Parse(natsURL)
 	require.NoError(tb, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(tb, err)
-	g := &natsGate{ln: ln, upstream: u.Host, held: make(chan struct{}), counts: map[string]int{}}
+	g := &natsGate{ln: ln, upstream: u.Host, kindOf: kindOf, held: make(chan struct{}), counts: map[string]int{}}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
@@ -601,7 +609,7 @@ func (g *natsGate) forward(client, srv net.Conn) {
 			if _, err := io.ReadFull(r, payload); err != nil {
 				return
 			}
-			kind = writeKind(subject, payload)
+			kind = g.kindOf(subject, payload)
 			msg = append(msg, payload...)
 		}
 		if g.hold(subject, kind) {

@@ -43,6 +43,7 @@ Usage:
   meetwatch notify --webhook URL --format FORMAT [--kinds started,ended]
                                     post one chat message per event to Slack, Feishu, DingTalk,
                                     WeCom or WeLink, or the event to any CloudEvents receiver
+  meetwatch audit --out FILE        append every event to FILE exactly once, in stream order
   meetwatch sim [flags]             serve the simulated meeting API, for trials and tests
   meetwatch <command> --help        help for one command
 
@@ -72,6 +73,8 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		err = runLs(ctx, rest, environ, stdout, stderr)
 	case "notify":
 		err = runNotify(ctx, rest, environ, stdout, stderr)
+	case "audit":
+		err = runAudit(ctx, rest, environ, stdout, stderr)
 	case "sim":
 		err = runSim(ctx, rest, environ, stdout, stderr)
 	default:

@@ -814,10 +814,11 @@ func TestHelpAndUsage(t *testing.T) {
 		wantCode int
 		want     []string // in stdout and stderr together
 	}{
-		{name: "help", args: []string{"--help"}, want: []string{"run", "demo", "tail", "sim"}},
+		{name: "help", args: []string{"--help"}, want: []string{"run", "demo", "tail", "audit", "sim"}},
 		{name: "help command", args: []string{"help"}, want: []string{"run", "demo", "tail"}},
 		{name: "run help", args: []string{"run", "--help"}, want: []string{"MEETWATCH_POLL_INTERVAL", "MEETWATCH_ACCESS_TOKEN", "MEETWATCH_NATS_URL", "MEETWATCH_STREAM"}},
-		{name: "tail help", args: []string{"tail", "-h"}, want: []string{"--json", "MEETWATCH_NATS_URL"}},
+		{name: "tail help", args: []string{"tail", "-h"}, want: []string{"--json", "--since", "RFC 3339", "MEETWATCH_NATS_URL"}},
+		{name: "audit help", args: []string{"audit", "--help"}, want: []string{"--out", "--durable", "meetwatch-audit", "MEETWATCH_STREAM", "MEETWATCH_NATS_URL"}},
 		{name: "sim help", args: []string{"sim", "--help"}, want: []string{"-addr", "-token"}},
 		{name: "demo help", args: []string{"demo", "--help"}, want: []string{"-nats-listen"}},
 		{name: "unknown command", args: []string{"frobnicate"}, wantCode: 2, want: []string{`unknown command "frobnicate"`, "Usage"}},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,16 +15,36 @@ import (
 const defaultNATSURL = "nats://127.0.0.1:4222"
 
 func runTail(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("tail", `Usage: meetwatch tail [--json] [--all] [filter]
+	fs := newFlagSet("tail", `Usage: meetwatch tail [--json] [--all | --since DURATION|TIME] [filter]
 
 Prints meeting events as they arrive, one line each, until interrupted.
 filter is a NATS subject filter; the default is every event
 (<prefix>.>, e.g. meetings.>). Examples: meetings.ended.>, meetings.*.<confUUID>.
+
+--all first replays every event the stream MEETWATCH_STREAM holds, and
+--since only those stored since a moment: a duration back from now (10m,
+2h30m) or an RFC 3339 time (2026-11-25T21:00:00Z). The replay runs
+straight into the live events, with none missed or shown twice in
+between.
+
 Connects to MEETWATCH_NATS_URL (default `+defaultNATSURL+`).`, stderr)
 	asJSON := fs.Bool("json", false, "print each event's CloudEvents JSON as received")
 	all := fs.Bool("all", false, "replay the events already in the stream first (needs JetStream)")
+	sinceFlag := fs.String("since", "", "replay the events stored since a `moment`, a duration back from now (10m) or an RFC 3339 time, then follow (needs JetStream)")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
+	}
+	var since time.Time
+	if *sinceFlag != "" {
+		if *all {
+			fmt.Fprintln(stderr, "meetwatch tail: --all and --since: give one")
+			return errUsage
+		}
+		var err error
+		if since, err = parseSince(*sinceFlag, time.Now()); err != nil {
+			fmt.Fprintf(stderr, "meetwatch tail: %v\n", err)
+			return errUsage
+		}
 	}
 	cfg, err := loadConfig(environ, false)
 	if err != nil {
@@ -52,12 +73,22 @@ Connects to MEETWATCH_NATS_URL (default `+defaultNATSURL+`).`, stderr)
 	defer nc.Close()
 
 	msgs := make(chan *nats.Msg, 256)
-	if *all {
+	from := ""
+	if *all || !since.IsZero() {
+		// One ordered consumer reads the stored events and then the new
+		// ones as they are stored, so the replay and the live part meet
+		// without a gap or an overlap.
 		js, err := jetstream.New(nc)
 		if err != nil {
 			return fmt.Errorf("opening jetstream: %w", err)
 		}
-		cons, err := js.OrderedConsumer(ctx, cfg.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+		occ := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}}
+		if !since.IsZero() {
+			occ.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+			occ.OptStartTime = &since
+			from = " since " + since.Format(time.RFC3339)
+		}
+		cons, err := js.OrderedConsumer(ctx, cfg.Stream, occ)
 		if err != nil {
 			return fmt.Errorf("reading stream %s: %w", cfg.Stream, err)
 		}
@@ -81,7 +112,7 @@ Connects to MEETWATCH_NATS_URL (default `+defaultNATSURL+`).`, stderr)
 			return fmt.Errorf("subscribing to %s: %w", filter, err)
 		}
 	}
-	fmt.Fprintf(stderr, "meetwatch tail: %s on %s\n", filter, nc.ConnectedUrlRedacted())
+	fmt.Fprintf(stderr, "meetwatch tail: %s%s on %s\n", filter, from, nc.ConnectedUrlRedacted())
 	for {
 		select {
 		case <-ctx.Done():
@@ -90,6 +121,21 @@ Connects to MEETWATCH_NATS_URL (default `+defaultNATSURL+`).`, stderr)
 			printEvent(stdout, m.Subject, m.Data, *asJSON)
 		}
 	}
+}
+
+// parseSince reads --since: a duration back from now, or an RFC 3339 time.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("--since %q: a duration back from now cannot be negative", s)
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--since %q: want a duration such as 10m or an RFC 3339 time such as 2026-11-25T21:00:00Z", s)
+	}
+	return t, nil
 }
 
 // printEvent writes one event: its JSON as received, or a line for people.

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meetwatch/meetwatch/events/audit"
+)
+
+func runAudit(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("audit", `Usage: meetwatch audit --out FILE [--durable NAME]
+
+Appends every event of the stream MEETWATCH_STREAM (default MEETINGS) to
+FILE, one per line, each message body exactly as stored, in stream order,
+and keeps following until interrupted.
+
+FILE holds every event exactly once, even if meetwatch audit is killed at
+any moment: bodies are written and synced before they are acknowledged to
+a durable JetStream consumer, and on start the file's last line is matched
+with the messages that consumer delivered, so that nothing is written twice
+and nothing is skipped. A last line cut short by a kill is removed first,
+and written again whole.
+
+A new durable starts from the first event in the stream. A durable belongs
+to one file: to start another file from the beginning, give it another
+--durable. With --out -, events go to standard output instead; standard
+output cannot be read back, so after a restart the events written but not
+yet acknowledged are written again.
+
+Connects to MEETWATCH_NATS_URL (default `+defaultNATSURL+`) with the
+MEETWATCH_NATS_* credentials, as tail does. Logs go to standard error.`, stderr)
+	out := fs.String("out", "", "the `file` to append events to, or - for standard output (required)")
+	durable := fs.String("durable", audit.DefaultDurable, "the `name` of the durable consumer that records how far the file is acknowledged")
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "meetwatch audit: unexpected argument %q\n", fs.Arg(0))
+		return errUsage
+	case *out == "":
+		fmt.Fprintln(stderr, "meetwatch audit: --out is required (a file, or - for standard output)")
+		return errUsage
+	case !streamName.MatchString(*durable):
+		fmt.Fprintf(stderr, "meetwatch audit: --durable %q: use letters, digits, - and _\n", *durable)
+		return errUsage
+	}
+	cfg, err := loadConfig(environ, false)
+	if err != nil {
+		return err
+	}
+	if !streamName.MatchString(cfg.Stream) {
+		return bad("Stream", "%q: use letters, digits, - and _", cfg.Stream)
+	}
+	if _, err := parseLevel(cfg.LogLevel); err != nil {
+		return bad("LogLevel", "%v", err)
+	}
+	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
+		return bad("LogFormat", "want text or json, got %q", cfg.LogFormat)
+	}
+	logger := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	if *out == "-" {
+		return auditTo(ctx, cfg, *durable, stdout, logger)
+	}
+	f, err := audit.OpenFile(*out)
+	if err != nil {
+		return err
+	}
+	err = auditTo(ctx, cfg, *durable, f, logger)
+	if cerr := f.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("closing %s: %w", *out, cerr))
+	}
+	return err
+}
+
+// auditTo connects to NATS and runs the audit log into w.
+func auditTo(ctx context.Context, cfg config, durable string, w io.Writer, logger *slog.Logger) error {
+
+	url := cfg.NATSURL
+	if url == "" {
+		url = defaultNATSURL
+	}
+	security, err := natsSecurity(cfg, logger)
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(url, append(security, nats.Name("meetwatch-audit"), nats.MaxReconnects(-1))...)
+	if err != nil {
+		return fmt.Errorf("connecting to %s: %w", url, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("opening jetstream: %w", err)
+	}
+	err = audit.Run(ctx, js, w, audit.Options{Stream: cfg.Stream, Durable: durable, Logger: logger})
+	if errors.Is(err, audit.ErrMismatch) {
+		return fmt.Errorf("%w (a file continues only with the durable that wrote it; a new file takes a new --durable)", err)
+	}
+	return err
+}

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
+)
+
+// TestTailSince: events stored before the --since moment are not shown,
+// those stored after it are, in stream order, and then the live ones, with
+// nothing missed or shown twice where the replay meets the live part.
+func TestTailSince(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		wait   time.Duration // between the events before and those after
+		since  func(cut time.Time) string
+		filter string
+		kind   string // the only kind shown, when filtered
+	}{
+		{name: "RFC 3339 time", wait: 20 * time.Millisecond, since: func(cut time.Time) string { return cut.Format(time.RFC3339Nano) }},
+		{name: "RFC 3339 time and a filter", wait: 20 * time.Millisecond, since: func(cut time.Time) string { return cut.Format(time.RFC3339Nano) },
+			filter: "meetings.ended.>", kind: "ended"},
+		// The events before are 3 s old when tail starts, and those
+		// after a moment old: 2s lies between, with a wide margin.
+		{name: "duration", wait: 3 * time.Second, since: func(time.Time) string { return "2s" }},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := newStreamRig(t, uint64(61+i))
+			r.publish(t, 6)
+			time.Sleep(tt.wait / 2)
+			cut := time.Now()
+			time.Sleep(tt.wait / 2)
+			r.publish(t, 6)
+
+			args := []string{"--json", "--since", tt.since(cut)}
+			if tt.filter != "" {
+				args = append(args, tt.filter)
+			}
+			tail := startTail(t, r.url(), args...)
+			wantAfter := 6
+			if tt.kind != "" {
+				wantAfter = 2 // every third event is an ended one
+			}
+			require.Eventually(t, func() bool { return len(tail.stdout.Lines()) >= wantAfter },
+				eventWait, tick, "waiting for the %d events stored since %s", wantAfter, cut)
+			time.Sleep(200 * time.Millisecond) // for any line that should not come
+			require.Len(t, tail.stdout.Lines(), wantAfter, "lines replayed")
+
+			r.publish(t, 3)
+			wantLive := 3
+			if tt.kind != "" {
+				wantLive = 1
+			}
+			require.Eventually(t, func() bool { return len(tail.stdout.Lines()) >= wantAfter+wantLive },
+				eventWait, tick, "waiting for the live events")
+			time.Sleep(200 * time.Millisecond)
+			tail.stop(t, syscall.SIGTERM)
+
+			var want []string
+			for _, m := range natstest.Messages(t, r.nc, auditStream)[6:] {
+				var e event
+				require.NoError(t, json.Unmarshal(m.Data, &e))
+				if tt.kind == "" || e.kind() == tt.kind {
+					want = append(want, string(bytes.TrimSpace(m.Data)))
+				}
+			}
+			assert.Equal(t, want, tail.stdout.Lines(), "the events since the cut, then the live ones, each once, in stream order")
+			assert.Contains(t, tail.stderr.String(), " since ")
+		})
+	}
+}
+
+func TestTailSinceUsage(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{name: "not a moment", args: []string{"tail", "--since", "yesterday"}, want: "RFC 3339"},
+		{name: "a negative duration", args: []string{"tail", "--since", "-5m"}, want: "negative"},
+		{name: "with --all", args: []string{"tail", "--all", "--since", "5m"}, want: "--all and --since"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			mw := runInProcess(t, nil, tt.args...)
+			assert.Equal(t, 2, mw.code)
+			assert.Contains(t, mw.stderr.String(), tt.want)
+		})
+	}
+}
