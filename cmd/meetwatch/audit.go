@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meetwatch/meetwatch/events/audit"
@@ -81,18 +80,9 @@ MEETWATCH_NATS_* credentials, as tail does. Logs go to standard error.`, stderr)
 
 // auditTo connects to NATS and runs the audit log into w.
 func auditTo(ctx context.Context, cfg config, durable string, w io.Writer, logger *slog.Logger) error {
-
-	url := cfg.NATSURL
-	if url == "" {
-		url = defaultNATSURL
-	}
-	security, err := natsSecurity(cfg, logger)
+	nc, err := dialNATS(cfg, "meetwatch-audit", logger)
 	if err != nil {
 		return err
-	}
-	nc, err := nats.Connect(url, append(security, nats.Name("meetwatch-audit"), nats.MaxReconnects(-1))...)
-	if err != nil {
-		return fmt.Errorf("connecting to %s: %w", url, err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

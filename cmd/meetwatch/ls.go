@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -46,7 +47,7 @@ settings of meetwatch run.`, stderr)
 		return err
 	}
 	policy, _ := redact.Parse(cfg.Redact) // validated with the configuration
-	nc, err := dialNATS(cfg, "meetwatch-ls", stderr)
+	nc, err := dialNATS(cfg, "meetwatch-ls", newLogger(stderr, cfg.LogLevel, cfg.LogFormat))
 	if err != nil {
 		return err
 	}
@@ -87,16 +88,17 @@ settings of meetwatch run.`, stderr)
 	return nil
 }
 
-// dialNATS connects a command that reads what meetwatch wrote with the
-// NATS settings of meetwatch run, MEETWATCH_NATS_URL defaulting to a local
-// server.
-func dialNATS(cfg config, name string, stderr io.Writer, opts ...nats.Option) (*nats.Conn, error) {
+// dialNATS connects a command that reads what meetwatch wrote (tail, ls,
+// audit, notify) with the NATS settings of meetwatch run,
+// MEETWATCH_NATS_URL defaulting to a local server, reconnecting for as
+// long as it runs.
+func dialNATS(cfg config, name string, logger *slog.Logger, opts ...nats.Option) (*nats.Conn, error) {
 	url := cmp.Or(cfg.NATSURL, defaultNATSURL)
-	security, err := natsSecurity(cfg, newLogger(stderr, cfg.LogLevel, cfg.LogFormat))
+	security, err := natsSecurity(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(url, append(append(security, nats.Name(name)), opts...)...)
+	nc, err := nats.Connect(url, append(append(security, nats.Name(name), nats.MaxReconnects(-1)), opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", redactURLs(url), err)
 	}

@@ -192,17 +192,7 @@ func parseKinds(s string) ([]events.Kind, error) {
 // events until ctx ends.
 func notify(ctx context.Context, cfg config, opts notifyOptions, logger *slog.Logger) error {
 	log := logger.With("component", "notify")
-	url := cfg.NATSURL
-	if url == "" {
-		url = defaultNATSURL
-	}
-	security, err := natsSecurity(cfg, log)
-	if err != nil {
-		return err
-	}
-	nc, err := nats.Connect(url, append(security,
-		nats.Name("meetwatch-notify"),
-		nats.MaxReconnects(-1),
+	nc, err := dialNATS(cfg, "meetwatch-notify", log,
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -212,9 +202,9 @@ func notify(ctx context.Context, cfg config, opts notifyOptions, logger *slog.Lo
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Error("nats error", "err", err) }),
-	)...)
+	)
 	if err != nil {
-		return fmt.Errorf("connecting to %s: %w", redactURLs(url), err)
+		return err
 	}
 	defer func() {
 		// What was settled last (an acknowledgement, a message handed

@@ -58,17 +58,9 @@ Connects to MEETWATCH_NATS_URL (default `+defaultNATSURL+`).`, stderr)
 	if fs.NArg() == 1 {
 		filter = fs.Arg(0)
 	}
-	url := cfg.NATSURL
-	if url == "" {
-		url = defaultNATSURL
-	}
-	security, err := natsSecurity(cfg, newLogger(stderr, cfg.LogLevel, cfg.LogFormat))
+	nc, err := dialNATS(cfg, "meetwatch-tail", newLogger(stderr, cfg.LogLevel, cfg.LogFormat))
 	if err != nil {
 		return err
-	}
-	nc, err := nats.Connect(url, append(security, nats.Name("meetwatch-tail"), nats.MaxReconnects(-1))...)
-	if err != nil {
-		return fmt.Errorf("connecting to %s: %w", url, err)
 	}
 	defer nc.Close()
 
