@@ -60,9 +60,10 @@ is acknowledged only once the platform has accepted it. Sends are paced
 within the platform's documented rate; a 429 or the platform's rate-limit
 code waits (Retry-After) and tries again; 5xx and network errors are
 retried with backoff for as long as they last; a message the platform
-refuses 3 times is logged and skipped. Events of the kinds not selected,
-and the started events of meetings already running when the watcher first
-looked (unless --initial), are acknowledged without a message.
+refuses 3 times is logged and skipped. Events of the kinds not selected
+are acknowledged without a message, and so, with --skip-initial, are the
+started events of meetings already running when the watcher first looked
+(their message says so otherwise).
 Stops cleanly on SIGINT or SIGTERM.
 
 Environment: MEETWATCH_NATS_URL (default ` + defaultNATSURL + `),
@@ -80,7 +81,9 @@ type notifyOptions struct {
 	webhook *chat.Webhook
 	kinds   []events.Kind
 	durable string
-	initial bool
+	// skipInitial sends no message for a meeting already running when the
+	// watcher first looked.
+	skipInitial bool
 }
 
 func runNotify(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
@@ -90,7 +93,7 @@ func runNotify(ctx context.Context, args []string, environ map[string]string, st
 	secret := fs.String("secret", "", "the signing secret of a feishu or dingtalk bot; or set "+envNotifySecret)
 	kinds := fs.String("kinds", defaultKinds, "the event kinds to send, comma-separated: started, ended, changed")
 	durable := fs.String("durable", defaultDurable, "the durable consumer's `NAME`: where this notifier resumes")
-	initial := fs.Bool("initial", false, "also send the started events of meetings already running when the watcher first looked")
+	skipInitial := fs.Bool("skip-initial", false, "send no message for the started events of meetings already running when the watcher first looked")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -101,7 +104,7 @@ func runNotify(ctx context.Context, args []string, environ map[string]string, st
 	if err != nil {
 		return notifyUsage(stderr, "%v", err)
 	}
-	opts.initial = *initial
+	opts.skipInitial = *skipInitial
 	cfg, err := loadConfig(environ, false)
 	if err != nil {
 		return err
@@ -234,9 +237,9 @@ func notify(ctx context.Context, cfg config, opts notifyOptions, logger *slog.Lo
 		kinds[i] = string(k)
 	}
 	log.Info("notifying", "webhook", opts.webhook.String(), "format", string(opts.webhook.Format()),
-		"kinds", strings.Join(kinds, ","), "initial", opts.initial, "stream", cfg.Stream,
+		"kinds", strings.Join(kinds, ","), "skip_initial", opts.skipInitial, "stream", cfg.Stream,
 		"durable", opts.durable, "new_durable", created)
-	n := &notifier{sender: sender, kinds: opts.kinds, initial: opts.initial, log: log}
+	n := &notifier{sender: sender, kinds: opts.kinds, skipInitial: opts.skipInitial, log: log}
 	err = n.run(ctx, cons)
 	log.Info("stopped", "sent_total", n.sent, "skipped_total", n.skipped, "ignored_total", n.ignored)
 	return err
@@ -302,10 +305,10 @@ func isAPIError(err error, code jetstream.ErrorCode) bool {
 // one at a time, and settles each: acknowledged once sent or not wanted,
 // terminated once given up on, handed back when stopped mid-send.
 type notifier struct {
-	sender  *chat.Sender
-	kinds   []events.Kind
-	initial bool
-	log     *slog.Logger
+	sender      *chat.Sender
+	kinds       []events.Kind
+	skipInitial bool
+	log         *slog.Logger
 
 	// Counts of this run, logged when it stops.
 	sent, skipped, ignored int
@@ -396,7 +399,7 @@ func (n *notifier) unwanted(e events.Event) string {
 	switch {
 	case !slices.Contains(n.kinds, e.Kind()):
 		return "kind not selected"
-	case e.Kind() == snapshot.Started && e.Data.Initial && !n.initial:
+	case e.Kind() == snapshot.Started && e.Data.Initial && n.skipInitial:
 		return "already running when the watcher first looked"
 	}
 	return ""

@@ -222,11 +222,11 @@ func TestNotifyDeliversEachSelectedEventOnceInOrder(t *testing.T) {
 	running := meeting{"cccccccccccccccccccccccccccccccc", "Already running", "1003"}
 	publishEvent(t, js, "started", alpha, false)
 	publishEvent(t, js, "changed", alpha, false, [3]string{"subject", `"Alpha"`, `"Alpha review"`}) // not selected
-	publishEvent(t, js, "started", running, true)                                                   // already running: not sent
+	publishEvent(t, js, "started", running, true)                                                   // already running: sent, and said so
 	publishEvent(t, js, "ended", alpha, false)
 	publishEvent(t, js, "started", beta, false)
 
-	hook.waitAccepted(t, 3)
+	hook.waitAccepted(t, 4)
 	waitSettled(t, js, "meetwatch-notify")
 
 	// Killed while idle: what arrives while it is down waits in the
@@ -237,7 +237,7 @@ func TestNotifyDeliversEachSelectedEventOnceInOrder(t *testing.T) {
 	publishEvent(t, js, "started", gamma, false)
 	second := startNotify(t, env, args...)
 	assert.Contains(t, second.stderr.String(), "new_durable=false")
-	hook.waitAccepted(t, 5)
+	hook.waitAccepted(t, 6)
 	waitSettled(t, js, "meetwatch-notify")
 	second.stop(t, syscall.SIGTERM)
 
@@ -247,14 +247,15 @@ func TestNotifyDeliversEachSelectedEventOnceInOrder(t *testing.T) {
 	}
 	assert.Equal(t, []string{
 		`Meeting started: "Alpha review" (conference ID 1001)`,
+		`Meeting started: "Already running" (conference ID 1003), already running when meetwatch started`,
 		`Meeting ended: "Alpha review" (conference ID 1001)`,
 		`Meeting started: "Beta &lt;!channel&gt; standup" (conference ID 1002)`,
 		`Meeting ended: "Beta &lt;!channel&gt; standup" (conference ID 1002)`,
 		`Meeting started: "Gamma 会议" (conference ID 1004)`,
-	}, got, "each selected event once, in order; no history, no changed, no already-running")
+	}, got, "each selected event once, in order; no history, no changed")
 
 	reqs := hook.requests()
-	require.Len(t, reqs, 6, "five messages and one retry after the 429")
+	require.Len(t, reqs, 7, "six messages and one retry after the 429")
 	assert.Equal(t, http.StatusTooManyRequests, reqs[0].status)
 	assert.Equal(t, reqs[0].body, reqs[1].body, "the rate-limited message is the one sent next")
 	assert.GreaterOrEqual(t, reqs[1].at.Sub(reqs[0].at), 990*time.Millisecond, "the retry waits for Retry-After")
@@ -434,7 +435,7 @@ func TestNotifyHelp(t *testing.T) {
 	assert.Equal(t, exitOK, mw.code)
 	help := mw.stdout.String()
 	for _, want := range []string{
-		"--webhook URL", "--format FORMAT", "--secret", "--kinds", "--durable", "-initial",
+		"--webhook URL", "--format FORMAT", "--secret", "--kinds", "--durable", "-skip-initial",
 		"slack", "feishu", "dingtalk", "wecom", "welink", "cloudevents",
 		"MEETWATCH_NATS_URL", "MEETWATCH_STREAM", "MEETWATCH_NOTIFY_WEBHOOK", "MEETWATCH_NOTIFY_SECRET",
 		`(default "meetwatch-notify")`, `(default "started,ended")`,
