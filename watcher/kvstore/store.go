@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strings"
 	"sync"
@@ -57,7 +58,23 @@ type Store struct {
 	mu         sync.Mutex
 	metaRev    uint64
 	preparedAt time.Time
+
+	// revs holds, by a hash of the key (seeded with seed), the revision
+	// of every meeting key this replica last read or wrote. Each write of a
+	// meeting key expects it (Nats-Expected-Last-Subject-Sequence), so the
+	// server refuses a write made over another replica's: a former leader
+	// that wakes with writes in flight cannot undo a newer leader's state.
+	// A hash rather than the key keeps the map small at 100,000 meetings;
+	// two keys sharing one would only fail a poll, which loads again.
+	revMu sync.Mutex
+	revs  map[uint64]uint64
+	seed  maphash.Seed
 }
+
+// ErrKeyMoved means a meeting's key was written by someone else since this
+// replica read or wrote it: the poll fails, and the next one loads the
+// state again.
+var ErrKeyMoved = errors.New("a meeting's key was written by another replica")
 
 var _ watcher.StateStore = (*Store)(nil)
 
@@ -127,7 +144,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("opening jetstream for state writes: %w", err)
 	}
-	s := &Store{kv: kv, js: wjs, subjects: "$KV." + cfg.Bucket + ".", stream: "KV_" + cfg.Bucket, guard: cfg.Guard}
+	s := &Store{kv: kv, js: wjs, subjects: "$KV." + cfg.Bucket + ".", stream: "KV_" + cfg.Bucket, guard: cfg.Guard, seed: maphash.MakeSeed()}
 	if st.LimitMarkerTTL() > 0 { // a bucket made without it cannot expire markers
 		s.markerTTL = tombstoneTTL
 	}
@@ -155,7 +172,7 @@ func Read(ctx context.Context, js jetstream.JetStream, bucket string) (watcher.S
 		return watcher.State{}, fmt.Errorf("opening state bucket %s: %w", bucket, err)
 	}
 	s := &Store{kv: kv, js: js, subjects: "$KV." + bucket + ".", stream: "KV_" + bucket,
-		guard: func() error { return errors.New("read only") }}
+		guard: func() error { return errors.New("read only") }, seed: maphash.MakeSeed()}
 	return s.load(ctx, false)
 }
 
@@ -192,11 +209,15 @@ func (s *Store) load(ctx context.Context, repair bool) (watcher.State, error) {
 	legacy := snapshot.Snapshot{}
 	missing := map[string]time.Time{}
 	committedRev := s.metaRevision()
+	revs := map[uint64]uint64{}
 	err = s.readAll(ctx, func(m *nats.Msg, rev uint64) error {
+		key := strings.TrimPrefix(m.Subject, s.subjects)
+		if strings.HasPrefix(key, meetingPrefix) {
+			revs[s.hash(key)] = rev
+		}
 		if m.Header.Get("KV-Operation") != "" {
 			return nil // deleted or purged
 		}
-		key := strings.TrimPrefix(m.Subject, s.subjects)
 		switch {
 		case strings.HasPrefix(key, meetingPrefix), strings.HasPrefix(key, legacyPendingPrefix):
 			rec, err := snapshot.ParseMeeting(m.Data)
@@ -232,6 +253,9 @@ func (s *Store) load(ctx context.Context, repair bool) (watcher.State, error) {
 	if err != nil {
 		return watcher.State{}, err
 	}
+	s.revMu.Lock()
+	s.revs = revs
+	s.revMu.Unlock()
 	if len(legacy) > 0 && repair {
 		// Each becomes an intent of today's kind before it goes.
 		var moved []write
@@ -509,6 +533,9 @@ func (s *Store) writeAll(ctx context.Context, writes []write) error {
 			w := writes[i]
 			msg := nats.NewMsg(s.subjects + w.key)
 			var opts []jetstream.PublishOpt
+			if strings.HasPrefix(w.key, meetingPrefix) {
+				opts = append(opts, jetstream.WithExpectLastSequencePerSubject(s.rev(w.key)))
+			}
 			switch {
 			case w.purge:
 				msg.Header.Set("KV-Operation", "PURGE")
@@ -527,12 +554,46 @@ func (s *Store) writeAll(ctx context.Context, writes []write) error {
 			}
 			return msg, opts, nil
 		},
-		func(i int, _ *jetstream.PubAck, err error) error {
-			if err != nil {
-				return fmt.Errorf("writing %s: %w", writes[i].key, err)
+		func(i int, ack *jetstream.PubAck, err error) error {
+			w := writes[i]
+			var apiErr *jetstream.APIError
+			switch {
+			case errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+				apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant):
+				return fmt.Errorf("writing %s: %w: %w", w.key, ErrKeyMoved, err)
+			case err != nil:
+				return fmt.Errorf("writing %s: %w", w.key, err)
+			case strings.HasPrefix(w.key, meetingPrefix):
+				s.setRev(w.key, ack.Sequence, w.purge)
 			}
 			return nil
 		})
+}
+
+func (s *Store) hash(key string) uint64 { return maphash.String(s.seed, key) }
+
+// rev returns the revision this replica knows of a meeting key; 0, which
+// the server reads as "no message yet", when it knows none.
+func (s *Store) rev(key string) uint64 {
+	s.revMu.Lock()
+	defer s.revMu.Unlock()
+	return s.revs[s.hash(key)]
+}
+
+// setRev records a meeting key's revision after a write; a purged key's
+// meeting ended for good, and is forgotten, so that the map does not grow
+// with every meeting that ever ended.
+func (s *Store) setRev(key string, rev uint64, purged bool) {
+	s.revMu.Lock()
+	defer s.revMu.Unlock()
+	if s.revs == nil {
+		s.revs = map[uint64]uint64{}
+	}
+	if purged {
+		delete(s.revs, s.hash(key))
+		return
+	}
+	s.revs[s.hash(key)] = rev
 }
 
 // check asks the guard, when there is one, whether this replica may write.

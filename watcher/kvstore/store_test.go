@@ -163,3 +163,54 @@ func TestLoadTellsUnannouncedChangesByTheirIntent(t *testing.T) {
 	assert.Empty(t, st.Pending, "announced and written")
 	assert.Equal(t, "renamed", st.Snapshot["a"].Subject)
 }
+
+// Every write of a meeting's key expects the revision this replica last
+// saw of it, so the server refuses the write of a former leader made over a
+// newer leader's: a replica that wakes with writes in flight cannot undo
+// the state that replaced it.
+func TestTheServerRefusesAStaleWriteOfAMeetingKey(t *testing.T) {
+	srv := natstest.Start(t)
+	js, err := jetstream.New(natstest.Connect(t, srv))
+	require.NoError(t, err)
+	open := func() *kvstore.Store {
+		s, err := kvstore.Open(t.Context(), js, kvstore.Config{Bucket: "meetwatch-state"})
+		require.NoError(t, err)
+		_, err = s.Load(t.Context())
+		require.NoError(t, err)
+		return s
+	}
+	rec := func(subject string) snapshot.Meeting {
+		m, err := snapshot.ParseMeeting(fmt.Appendf(nil, `{"confUUID":"a","subject":%q}`, subject))
+		require.NoError(t, err)
+		return m
+	}
+	first := open()
+	require.NoError(t, first.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "a", New: rec("first")}}, time.Now()))
+	require.NoError(t, first.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 1}))
+
+	stale, fresh := open(), open()
+	renamed := snapshot.Change{Kind: snapshot.Changed, Key: "a", Old: rec("first"), New: rec("renamed")}
+	require.NoError(t, fresh.Prepare(t.Context(), []snapshot.Change{renamed}, time.Now()))
+	require.NoError(t, fresh.Write(t.Context(), []snapshot.Change{renamed}))
+
+	late := snapshot.Change{Kind: snapshot.Changed, Key: "a", Old: rec("first"), New: rec("stale")}
+	err = stale.Write(t.Context(), []snapshot.Change{late})
+	require.ErrorIs(t, err, kvstore.ErrKeyMoved)
+	err = stale.Prepare(t.Context(), []snapshot.Change{late}, time.Now())
+	require.ErrorIs(t, err, kvstore.ErrKeyMoved)
+	ended := snapshot.Change{Kind: snapshot.Ended, Key: "a", Old: rec("first")}
+	require.ErrorIs(t, stale.Write(t.Context(), []snapshot.Change{ended}), kvstore.ErrKeyMoved, "nor can it end the meeting")
+
+	st, err := open().Load(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, "renamed", st.Snapshot["a"].Subject, "the newer leader's record stands")
+
+	// The newer leader goes on writing the key from its own revisions.
+	again := snapshot.Change{Kind: snapshot.Changed, Key: "a", Old: rec("renamed"), New: rec("renamed again")}
+	require.NoError(t, fresh.Prepare(t.Context(), []snapshot.Change{again}, time.Now()))
+	require.NoError(t, fresh.Write(t.Context(), []snapshot.Change{again}))
+	require.NoError(t, fresh.Write(t.Context(), []snapshot.Change{{Kind: snapshot.Ended, Key: "a", Old: rec("renamed again")}}))
+	st, err = open().Load(t.Context())
+	require.NoError(t, err)
+	assert.NotContains(t, st.Snapshot, "a")
+}
