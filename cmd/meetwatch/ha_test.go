@@ -22,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
@@ -524,47 +523,75 @@ func TestFailoverThreeReplicas(t *testing.T) {
 		leaseTTL, kills, rounded, bound, len(terms), res.events, res.started, res.ended, res.lost, res.duplicates, republished)
 }
 
-// startJSCluster starts a three-node JetStream cluster on the loopback
-// interface, and returns its nodes once JetStream answers.
-func startJSCluster(tb testing.TB) []*server.Server {
+// clusterNode is one nats-server process of a test cluster.
+type clusterNode struct {
+	name string
+	url  string
+	proc *child
+}
+
+// startJSCluster starts a three-node JetStream cluster on the loopback,
+// each node a nats-server process of its own, so that a test can kill one
+// with SIGKILL as a machine dies: no goodbye, no handing over of its
+// leaderships. Ports are found free and released before the servers bind
+// them, so another test may take one meanwhile: then the cluster starts
+// again on new ports.
+func startJSCluster(tb testing.TB) []clusterNode {
 	tb.Helper()
-	ports := []int{freePort(tb), freePort(tb), freePort(tb)}
+	bin := natsServerBinary(tb)
+	for attempt := 1; ; attempt++ {
+		nodes, err := tryJSCluster(tb, bin)
+		if err == nil {
+			return nodes
+		}
+		for _, n := range nodes {
+			_ = n.proc.cmd.Process.Kill() // what started of this attempt goes
+			<-n.proc.done
+		}
+		require.Less(tb, attempt, 3, "starting the cluster: %v", err)
+		tb.Logf("starting the cluster again on other ports: %v", err)
+	}
+}
+
+func tryJSCluster(tb testing.TB, bin string) ([]clusterNode, error) {
+	routePorts := []int{freePort(tb), freePort(tb), freePort(tb)}
 	var routes []string
-	for _, p := range ports {
-		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	for _, p := range routePorts {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
 	}
-	nodes := make([]*server.Server, len(ports))
-	for i, p := range ports {
-		s, err := server.NewServer(&server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1),
-			Host:       "127.0.0.1",
-			Port:       server.RANDOM_PORT,
-			JetStream:  true,
-			StoreDir:   tb.TempDir(),
-			Cluster:    server.ClusterOpts{Name: "meetwatch-ha", Host: "127.0.0.1", Port: p},
-			Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
-			NoLog:      true,
-			NoSigs:     true,
-		})
-		require.NoError(tb, err, "configuring node %d", i+1)
-		go s.Start()
-		tb.Cleanup(func() {
-			s.Shutdown()
-			s.WaitForShutdown()
-		})
-		nodes[i] = s
+	nodes := make([]clusterNode, len(routePorts))
+	for i, rp := range routePorts {
+		port := freePort(tb)
+		name := fmt.Sprintf("n%d", i+1)
+		nodes[i] = clusterNode{name: name, url: fmt.Sprintf("nats://127.0.0.1:%d", port), proc: startChild(tb, "nats-server "+name, bin, nil,
+			"-n", name, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", tb.TempDir(),
+			"--cluster_name", "meetwatch-ha", "--cluster", fmt.Sprintf("nats://127.0.0.1:%d", rp), "--routes", strings.Join(routes, ","))}
 	}
-	for _, s := range nodes {
-		require.True(tb, s.ReadyForConnections(10*time.Second), "node %s did not start", s.Name())
+	deadline := time.Now().Add(15 * time.Second)
+	for _, n := range nodes {
+		for {
+			if n.proc.exited() {
+				return nodes, fmt.Errorf("%s exited: %s", n.name, n.proc.out)
+			}
+			nc, err := nats.Connect(n.url)
+			if err == nil {
+				nc.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				return nodes, fmt.Errorf("%s accepts no connections: %w", n.name, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
-	return nodes
+	return nodes, nil
 }
 
 // clusterURL lists the client URLs of the nodes, as a NATS URL.
-func clusterURL(nodes []*server.Server) string {
+func clusterURL(nodes []clusterNode) string {
 	urls := make([]string, len(nodes))
-	for i, s := range nodes {
-		urls[i] = s.ClientURL()
+	for i, n := range nodes {
+		urls[i] = n.url
 	}
 	return strings.Join(urls, ",")
 }
@@ -588,10 +615,11 @@ func streamLeader(js jetstream.JetStream, stream string) (string, error) {
 	return info.Cluster.Leader, nil
 }
 
-// TestClusterLosesStreamLeader shuts down, on a three-node cluster, the
-// node that leads the event stream, the state bucket or the lease bucket,
-// while meetings start and end: nothing is lost or doubled, and events stall
-// no longer than the cluster's own election plus 3 s.
+// TestClusterLosesStreamLeader kills with SIGKILL, on a three-node cluster
+// of nats-server processes, the node that leads the event stream, the state
+// bucket or the lease bucket, while meetings start and end: nothing is lost
+// or doubled, and events stall no longer than the cluster's own election
+// plus 3 s.
 func TestClusterLosesStreamLeader(t *testing.T) {
 	t.Parallel()
 	for _, leading := range []string{"MEETINGS", "KV_meetwatch-state", "KV_meetwatch-lease"} {
@@ -642,12 +670,12 @@ func clusterLosesLeaderOf(t *testing.T, leading string) {
 
 	old, err := streamLeader(js, leading)
 	require.NoError(t, err)
-	i := slices.IndexFunc(nodes, func(s *server.Server) bool { return s.Name() == old })
+	i := slices.IndexFunc(nodes, func(n clusterNode) bool { return n.name == old })
 	require.GreaterOrEqual(t, i, 0, "the stream leader %q is one of the nodes", old)
 	before := streamLen(nc, "MEETINGS")
 	shutAt := time.Now()
-	nodes[i].Shutdown()
-	nodes[i].WaitForShutdown()
+	require.NoError(t, nodes[i].proc.cmd.Process.Kill())
+	<-nodes[i].proc.done
 
 	var newLeader string
 	require.Eventually(t, func() bool {
@@ -657,7 +685,7 @@ func clusterLosesLeaderOf(t *testing.T, leading string) {
 		}
 		newLeader = l
 		return true
-	}, 30*time.Second, 100*time.Millisecond, "waiting for a new leader of %s after %s shut down", leading, old)
+	}, 30*time.Second, 100*time.Millisecond, "waiting for a new leader of %s after %s was killed", leading, old)
 	election := time.Since(shutAt)
 
 	// Meetings keep starting and ending under the new leader.
@@ -688,7 +716,7 @@ func clusterLosesLeaderOf(t *testing.T, leading string) {
 			reconnects++
 		}
 	}
-	t.Logf("cluster: leader of %s (%s) shut down, new leader %s after %s, longest stall of events %s (bound %s), transitions checked %d (started %d, ended %d; %d before the shutdown), events lost %d, duplicates %d (re-published and dropped by JetStream %d; failed polls %d, reconnects %d)",
+	t.Logf("cluster: leader of %s (%s) killed with SIGKILL, new leader %s after %s, longest stall of events %s (bound %s), transitions checked %d (started %d, ended %d; %d before the shutdown), events lost %d, duplicates %d (re-published and dropped by JetStream %d; failed polls %d, reconnects %d)",
 		leading, old, newLeader, election.Round(10*time.Millisecond), stall.Round(10*time.Millisecond), (election + 3*time.Second).Round(10*time.Millisecond),
 		res.events, res.started, res.ended, before, res.lost, res.duplicates, republishedCount(mw), failedPolls, reconnects)
 }
