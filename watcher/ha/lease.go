@@ -260,7 +260,23 @@ func (l *Lease) watchGone(ctx context.Context, wg *sync.WaitGroup) <-chan struct
 			}
 			return
 		}
-		defer func() { _ = w.Stop() }()
+		defer func() {
+			// Stopping deletes the watch's consumer, a request: when the
+			// node that held the consumer died, no answer comes, and
+			// the client waits out its 5 s timeout, which would hold
+			// meetwatch's exit. The stop gets a second; past that it
+			// ends when the connection closes, as the process exits.
+			stopped := make(chan struct{})
+			go func() {
+				_ = w.Stop() // an error here only leaves an ephemeral consumer to lapse
+				close(stopped)
+			}()
+			select {
+			case <-stopped:
+			case <-time.After(time.Second):
+				l.logger.Debug("the lease watch did not stop within a second; leaving it to the connection's close")
+			}
+		}()
 		for {
 			select {
 			case <-ctx.Done():
