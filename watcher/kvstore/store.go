@@ -72,8 +72,9 @@ type Store struct {
 }
 
 // ErrKeyMoved means a meeting's key was written by someone else since this
-// replica read or wrote it: the poll fails, and the next one loads the
-// state again.
+// replica read or wrote it: another replica leads, or led after this one.
+// It comes wrapped with watcher.ErrFenced, so the term ends; the next term
+// loads the state again.
 var ErrKeyMoved = errors.New("a meeting's key was written by another replica")
 
 var _ watcher.StateStore = (*Store)(nil)
@@ -560,7 +561,7 @@ func (s *Store) writeAll(ctx context.Context, writes []write) error {
 			switch {
 			case errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 				apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant):
-				return fmt.Errorf("writing %s: %w: %w", w.key, ErrKeyMoved, err)
+				return fmt.Errorf("writing %s: %w: %w: %w", w.key, watcher.ErrFenced, ErrKeyMoved, err)
 			case err != nil:
 				return fmt.Errorf("writing %s: %w", w.key, err)
 			case strings.HasPrefix(w.key, meetingPrefix):

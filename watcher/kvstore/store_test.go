@@ -196,6 +196,7 @@ func TestTheServerRefusesAStaleWriteOfAMeetingKey(t *testing.T) {
 	late := snapshot.Change{Kind: snapshot.Changed, Key: "a", Old: rec("first"), New: rec("stale")}
 	err = stale.Write(t.Context(), []snapshot.Change{late})
 	require.ErrorIs(t, err, kvstore.ErrKeyMoved)
+	require.ErrorIs(t, err, watcher.ErrFenced, "a refused write ends the term")
 	err = stale.Prepare(t.Context(), []snapshot.Change{late}, time.Now())
 	require.ErrorIs(t, err, kvstore.ErrKeyMoved)
 	ended := snapshot.Change{Kind: snapshot.Ended, Key: "a", Old: rec("first")}
