@@ -510,9 +510,10 @@ type write struct {
 
 const (
 	// writeWindow bounds the writes awaiting their acknowledgement at
-	// once: enough to keep the connection busy, few enough that a lease
-	// renewal sent meanwhile does not queue behind thousands.
-	writeWindow = 256
+	// once: enough to keep the connection and the server busy (a first
+	// poll records 100,000 starts), few enough that a lease renewal sent
+	// meanwhile queues behind a couple of megabytes at most.
+	writeWindow = 1024
 	// writeAckWait bounds the wait for one write's acknowledgement: an
 	// acknowledgement lost with a connection must fail the poll, not hang
 	// it.
