@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,20 +15,14 @@ import (
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/chat"
+	"github.com/meetwatch/meetwatch/events/notify"
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
-	"github.com/meetwatch/meetwatch/watcher/backoff"
 )
 
 // Defaults of `meetwatch notify`.
 const (
-	defaultDurable = "meetwatch-notify"
-	defaultKinds   = "started,ended"
-	// notifyAckWait is how long the server waits for a message's
-	// acknowledgement before it delivers it again: after a crash, the
-	// message being sent is sent again within it. A send that takes
-	// longer (a platform asking to wait) reports progress well within it.
-	notifyAckWait = 30 * time.Second
+	defaultKinds = "started,ended"
 )
 
 // Variables that keep the webhook's credentials off the command line,
@@ -92,7 +85,7 @@ func runNotify(ctx context.Context, args []string, environ map[string]string, st
 	format := fs.String("format", "", "the platform, `FORMAT`: slack, feishu, dingtalk, wecom, welink or cloudevents")
 	secret := fs.String("secret", "", "the signing secret of a feishu or dingtalk bot; or set "+envNotifySecret)
 	kinds := fs.String("kinds", defaultKinds, "the event kinds to send, comma-separated: started, ended, changed")
-	durable := fs.String("durable", defaultDurable, "the durable consumer's `NAME`: where this notifier resumes")
+	durable := fs.String("durable", notify.DefaultDurable, "the durable consumer's `NAME`: where this notifier resumes")
 	skipInitial := fs.Bool("skip-initial", false, "send no message for the started events of meetings already running when the watcher first looked")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
@@ -113,7 +106,7 @@ func runNotify(ctx context.Context, args []string, environ map[string]string, st
 		return err
 	}
 	logger := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
-	return notify(ctx, cfg, opts, logger)
+	return notifyChat(ctx, cfg, opts, logger)
 }
 
 // validateForConsumers checks what a consumer of the stream reads beside
@@ -191,9 +184,9 @@ func parseKinds(s string) ([]events.Kind, error) {
 	return out, nil
 }
 
-// notify connects to NATS, opens the durable consumer, and sends its
+// notifyChat connects to NATS, opens the durable consumer, and sends its
 // events until ctx ends.
-func notify(ctx context.Context, cfg config, opts notifyOptions, logger *slog.Logger) error {
+func notifyChat(ctx context.Context, cfg config, opts notifyOptions, logger *slog.Logger) error {
 	log := logger.With("component", "notify")
 	nc, err := dialNATS(cfg, "meetwatch-notify", log,
 		nats.RetryOnFailedConnect(true),
@@ -228,7 +221,11 @@ func notify(ctx context.Context, cfg config, opts notifyOptions, logger *slog.Lo
 	if err != nil {
 		return err
 	}
-	cons, created, err := openDurable(ctx, js, cfg, opts.durable, log)
+	ncfg := notify.Config{
+		Stream: cfg.Stream, Filter: cfg.SubjectPrefix + ".>", Durable: opts.durable,
+		Kinds: opts.kinds, SkipInitial: opts.skipInitial, Sender: sender, Logger: log,
+	}
+	cons, created, err := notify.Open(ctx, js, ncfg)
 	if err != nil || cons == nil {
 		return err // nil, nil: stopped before the stream was there
 	}
@@ -239,197 +236,7 @@ func notify(ctx context.Context, cfg config, opts notifyOptions, logger *slog.Lo
 	log.Info("notifying", "webhook", opts.webhook.String(), "format", string(opts.webhook.Format()),
 		"kinds", strings.Join(kinds, ","), "skip_initial", opts.skipInitial, "stream", cfg.Stream,
 		"durable", opts.durable, "new_durable", created)
-	n := &notifier{sender: sender, kinds: opts.kinds, skipInitial: opts.skipInitial, log: log}
-	err = n.run(ctx, cons)
-	log.Info("stopped", "sent_total", n.sent, "skipped_total", n.skipped, "ignored_total", n.ignored)
+	counts, err := notify.Run(ctx, cons, ncfg)
+	log.Info("stopped", "sent_total", counts.Sent, "skipped_total", counts.Skipped, "ignored_total", counts.Ignored)
 	return err
-}
-
-// openDurable creates the durable consumer, or brings an existing one to
-// the configuration, retrying while the stream does not exist yet (the
-// watcher creates it) or NATS is not up, until ctx ends; then it returns
-// nil, false, nil. created reports that the durable is new: it delivers
-// only the events published from now on.
-func openDurable(ctx context.Context, js jetstream.JetStream, cfg config, name string, log *slog.Logger) (cons jetstream.Consumer, created bool, err error) {
-	want := jetstream.ConsumerConfig{
-		Durable:       name,
-		Description:   "meetwatch notify: one chat message per meeting event",
-		DeliverPolicy: jetstream.DeliverNewPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       notifyAckWait,
-		MaxDeliver:    -1,
-		// One at a time: the messages reach the chat in the order of the
-		// stream, a message handed back is the next one delivered, and
-		// nothing waits in a buffer while the platform is slow.
-		MaxAckPending: 1,
-		FilterSubject: cfg.SubjectPrefix + ".>",
-	}
-	wait := backoff.Backoff{Base: 500 * time.Millisecond, Max: 10 * time.Second}
-	for attempt := 1; ; attempt++ {
-		_, err := js.Consumer(ctx, cfg.Stream, name)
-		created = errors.Is(err, jetstream.ErrConsumerNotFound)
-		if err == nil || created {
-			cons, err = js.CreateOrUpdateConsumer(ctx, cfg.Stream, want)
-		}
-		if err == nil {
-			return cons, created, nil
-		}
-		if ctx.Err() != nil {
-			return nil, false, nil
-		}
-		if isAPIError(err, jetstream.JSErrCodeConsumerCreate) || isAPIError(err, jetstream.JSErrCodeBadRequest) {
-			// The server refuses the configuration, such as an existing
-			// durable of the same name made for another purpose.
-			return nil, false, fmt.Errorf("opening durable %s on stream %s: %w", name, cfg.Stream, err)
-		}
-		msg := "nats not ready; retrying"
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			msg = "waiting for the stream; is meetwatch run started?"
-		}
-		log.Warn(msg, "stream", cfg.Stream, "durable", name, "attempt", attempt, "err", err)
-		select {
-		case <-ctx.Done():
-			return nil, false, nil
-		case <-time.After(wait.Next()):
-		}
-	}
-}
-
-// isAPIError reports whether err is JetStream's refusal with code.
-func isAPIError(err error, code jetstream.ErrorCode) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == code
-}
-
-// notifier turns the messages of the durable consumer into chat messages,
-// one at a time, and settles each: acknowledged once sent or not wanted,
-// terminated once given up on, handed back when stopped mid-send.
-type notifier struct {
-	sender      *chat.Sender
-	kinds       []events.Kind
-	skipInitial bool
-	log         *slog.Logger
-
-	// Counts of this run, logged when it stops.
-	sent, skipped, ignored int
-}
-
-// run fetches and handles messages until ctx ends. It returns an error
-// only when the durable or its stream is deleted under it.
-func (n *notifier) run(ctx context.Context, cons jetstream.Consumer) error {
-	wait := backoff.Backoff{Base: 250 * time.Millisecond, Max: 5 * time.Second}
-	for {
-		msg, err := cons.Next(jetstream.FetchContext(ctx))
-		switch {
-		case ctx.Err() != nil:
-			if msg != nil {
-				n.handBack(msg)
-			}
-			return nil
-		case err == nil:
-			wait.Reset()
-			n.handle(ctx, msg)
-			continue
-		case errors.Is(err, nats.ErrTimeout):
-			continue // nothing new within the pull's expiry
-		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound),
-			errors.Is(err, jetstream.ErrStreamNotFound):
-			return fmt.Errorf("reading the durable: %w", err)
-		}
-		d := wait.Next()
-		n.log.Warn("fetching the next event; retrying", "err", err, "consecutive_errors", wait.Failures(), "wait", d)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(d):
-		}
-	}
-}
-
-// handle sends one message's event, if it is wanted, and settles it.
-func (n *notifier) handle(ctx context.Context, m jetstream.Msg) {
-	log := n.log.With("nats_subject", m.Subject())
-	if md, err := m.Metadata(); err == nil {
-		log = log.With("stream_seq", md.Sequence.Stream, "delivered", md.NumDelivered)
-	}
-	e, err := events.Decode(m.Data())
-	if err != nil {
-		n.skipped++
-		log.Warn("not a meeting event; skipped", "err", err, "skipped_total", n.skipped)
-		n.settle(log, "terminating", m.TermWithReason("not a meeting event"))
-		return
-	}
-	log = log.With("event_id", e.ID, "kind", string(e.Kind()), "meeting", e.Subject)
-	if reason := n.unwanted(e); reason != "" {
-		n.ignored++
-		log.Debug("event not sent", "reason", reason)
-		n.settle(log, "acknowledging", m.Ack())
-		return
-	}
-
-	// A send may wait long for the platform: the server hears that the
-	// message is in progress, so that it does not deliver it again.
-	sctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { keepAlive(sctx, m, log) })
-	err = n.sender.Send(sctx, e, m.Data())
-	stop()
-	wg.Wait()
-
-	switch {
-	case err == nil:
-		n.sent++
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		// Confirmed, so that a restart right after does not send it again.
-		n.settle(log, "acknowledging", m.DoubleAck(actx))
-		log.Info("event sent")
-	case ctx.Err() != nil:
-		n.handBack(m)
-		log.Info("stopped while sending; the event will be sent on the next start")
-	default:
-		n.skipped++
-		log.Error("event skipped: the webhook did not take it", "err", err, "skipped_total", n.skipped)
-		n.settle(log, "terminating", m.TermWithReason("refused by the webhook"))
-	}
-}
-
-// unwanted says why e is not to be sent, or "" when it is.
-func (n *notifier) unwanted(e events.Event) string {
-	switch {
-	case !slices.Contains(n.kinds, e.Kind()):
-		return "kind not selected"
-	case e.Kind() == snapshot.Started && e.Data.Initial && n.skipInitial:
-		return "already running when the watcher first looked"
-	}
-	return ""
-}
-
-// handBack returns a message to the server for the next delivery, when
-// stopping: with MaxAckPending 1 it is the next one delivered.
-func (n *notifier) handBack(m jetstream.Msg) {
-	n.settle(n.log, "handing back", m.Nak())
-}
-
-func (n *notifier) settle(log *slog.Logger, what string, err error) {
-	if err != nil {
-		log.Warn(what+" the message", "err", err)
-	}
-}
-
-// keepAlive tells the server every third of the ack wait that m is still
-// being worked on, until ctx ends.
-func keepAlive(ctx context.Context, m jetstream.Msg, log *slog.Logger) {
-	t := time.NewTicker(notifyAckWait / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := m.InProgress(); err != nil {
-				log.Warn("extending the ack wait", "err", err)
-			}
-		}
-	}
 }
