@@ -35,7 +35,11 @@ type PublisherConfig struct {
 	// MaxAge bounds how long events are kept; 0 keeps them until removed
 	// by hand. It must not be shorter than Duplicates.
 	MaxAge time.Duration
-	// AckTimeout bounds the wait for one acknowledgement; 0 means 10s.
+	// AckTimeout bounds the wait for one acknowledgement; 0 means 5s. An
+	// acknowledgement lost with a stream leader that died never comes:
+	// the wait is what events stall by before the retry under a new
+	// leader, while a live server answers within milliseconds even with
+	// a thousand events in flight.
 	AckTimeout time.Duration
 	// Attempts bounds how often one event is sent before Publish fails;
 	// 0 means 5. Every attempt carries the same id.
@@ -58,7 +62,7 @@ const window = 1024
 // NewPublisher returns a Publisher on nc. Call EnsureStream before Publish.
 func NewPublisher(nc *nats.Conn, cfg PublisherConfig) (*Publisher, error) {
 	if cfg.AckTimeout <= 0 {
-		cfg.AckTimeout = 10 * time.Second
+		cfg.AckTimeout = 5 * time.Second
 	}
 	if cfg.Attempts <= 0 {
 		cfg.Attempts = 5

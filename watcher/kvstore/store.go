@@ -177,16 +177,46 @@ func Read(ctx context.Context, js jetstream.JetStream, bucket string) (watcher.S
 	return s.load(ctx, false)
 }
 
+// errStalled means a step of a load got no answer within loadStall.
+var errStalled = errors.New("no answer from the state bucket's stream")
+
+// load reads the state, starting again while the bucket's stream does not
+// answer (its leader lost, a new one not yet elected), until ctx ends.
 func (s *Store) load(ctx context.Context, repair bool) (watcher.State, error) {
+	for {
+		st, err := s.loadOnce(ctx, repair)
+		if !errors.Is(err, errStalled) || ctx.Err() != nil {
+			return st, err
+		}
+		select {
+		case <-ctx.Done():
+			return watcher.State{}, fmt.Errorf("loading state: %w", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// get reads key, in loadStall at most.
+func (s *Store) get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	gctx, cancel := context.WithTimeout(ctx, loadStall)
+	defer cancel()
+	e, err := s.kv.Get(gctx, key)
+	if err != nil && gctx.Err() != nil && ctx.Err() == nil {
+		return nil, fmt.Errorf("reading %s: %w: %w", key, errStalled, err)
+	}
+	return e, err
+}
+
+func (s *Store) loadOnce(ctx context.Context, repair bool) (watcher.State, error) {
 	st := watcher.State{Snapshot: snapshot.Snapshot{}}
-	e, err := s.kv.Get(ctx, metaKey)
+	e, err := s.get(ctx, metaKey)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		s.setMetaRev(0)
 		// No snapshot was ever committed, but a first poll may have got as
 		// far as preparing: its observation time is then every pending
 		// meeting's lastSeen.
-		if p, err := s.kv.Get(ctx, preparedKey); err == nil {
+		if p, err := s.get(ctx, preparedKey); err == nil {
 			var m metaValue
 			if err := json.Unmarshal(p.Value(), &m); err != nil {
 				return watcher.State{}, fmt.Errorf("decoding prepared time: %w", err)
@@ -339,14 +369,20 @@ func (s *Store) readAll(ctx context.Context, fn func(m *nats.Msg, rev uint64) er
 	}
 	msgs, done := make(chan *nats.Msg, 1024), make(chan struct{})
 	defer close(done) // after the unsubscribe below: a callback still running returns
+	// The context bounds only the consumer's creation.
+	cctx, cancel := context.WithTimeout(ctx, loadStall)
+	defer cancel()
 	sub, err := legacy.Subscribe(s.subjects+">", func(m *nats.Msg) {
 		select {
 		case msgs <- m:
 		case <-done:
 		case <-ctx.Done():
 		}
-	}, nats.BindStream(s.stream), nats.OrderedConsumer(), nats.DeliverLastPerSubject(), nats.Context(ctx))
-	if err != nil {
+	}, nats.BindStream(s.stream), nats.OrderedConsumer(), nats.DeliverLastPerSubject(), nats.Context(cctx))
+	switch {
+	case err != nil && cctx.Err() != nil && ctx.Err() == nil:
+		return fmt.Errorf("loading state: %w: %w", errStalled, err)
+	case err != nil:
 		return fmt.Errorf("loading state: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
@@ -354,12 +390,17 @@ func (s *Store) readAll(ctx context.Context, fn func(m *nats.Msg, rev uint64) er
 	if err != nil {
 		return fmt.Errorf("loading state: %w", err)
 	}
+	stall := time.NewTimer(loadStall)
+	defer stall.Stop()
 	for left > 0 {
 		var m *nats.Msg
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("loading state: %w", context.Cause(ctx))
+		case <-stall.C:
+			return fmt.Errorf("loading state: %d keys still to come: %w", left, errStalled)
 		case m = <-msgs:
+			stall.Reset(loadStall)
 		}
 		md, err := m.Metadata()
 		if err != nil {
@@ -515,9 +556,16 @@ const (
 	// meanwhile queues behind a couple of megabytes at most.
 	writeWindow = 1024
 	// writeAckWait bounds the wait for one write's acknowledgement: an
-	// acknowledgement lost with a connection must fail the poll, not hang
-	// it.
-	writeAckWait = 30 * time.Second
+	// acknowledgement lost with a connection, or with a stream leader that
+	// died, must fail the poll soon, not hang it; a live server answers
+	// within milliseconds even with a thousand writes in flight.
+	writeAckWait = 5 * time.Second
+	// loadStall bounds each step of a load (the meta key, the consumer,
+	// the gap between two keys): a load that starts while the bucket's
+	// stream has lost its leader gets no answer until a new one is
+	// elected, and starts again after it rather than waiting out the
+	// poll's deadline.
+	loadStall = 2 * time.Second
 )
 
 // writeAll stores writes and returns once every one is acknowledged, or
