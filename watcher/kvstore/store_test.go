@@ -50,23 +50,15 @@ func TestCommitIsFencedByTheMetaRevision(t *testing.T) {
 // intents: Load returns those that no commit covered as Pending, and
 // every other key as the committed snapshot.
 func TestLoadTellsUncommittedStartsByTheirIntent(t *testing.T) {
-	srv := natstest.Start(t)
-	js, err := jetstream.New(natstest.Connect(t, srv))
-	require.NoError(t, err)
-	store, err := kvstore.Open(t.Context(), js, kvstore.Config{Bucket: "meetwatch-state"})
-	require.NoError(t, err)
-	rec := func(id, subject string) snapshot.Meeting {
-		m, err := snapshot.ParseMeeting(fmt.Appendf(nil, `{"confUUID":%q,"subject":%q}`, id, subject))
-		require.NoError(t, err)
-		return m
-	}
+	store := openStore(t, newJetStream(t))
+	rec := func(id, subject string) snapshot.Meeting { return record(t, id, subject) }
 	started := func(ids ...string) (cs []snapshot.Change) {
 		for _, id := range ids {
 			cs = append(cs, snapshot.Change{Kind: snapshot.Started, Key: id, New: rec(id, "first")})
 		}
 		return cs
 	}
-	_, err = store.Load(t.Context())
+	_, err := store.Load(t.Context())
 	require.NoError(t, err)
 	first := time.Now().Add(-time.Minute).UTC().Truncate(time.Millisecond)
 	require.NoError(t, store.Prepare(t.Context(), started("a", "b", "c"), first))
@@ -130,17 +122,9 @@ func TestLoadReadsLegacyPendingKeys(t *testing.T) {
 // as Pending, with what its event is built from, until Write replaces the
 // intent once the event is acknowledged.
 func TestLoadTellsUnannouncedChangesByTheirIntent(t *testing.T) {
-	srv := natstest.Start(t)
-	js, err := jetstream.New(natstest.Connect(t, srv))
-	require.NoError(t, err)
-	store, err := kvstore.Open(t.Context(), js, kvstore.Config{Bucket: "meetwatch-state"})
-	require.NoError(t, err)
-	rec := func(id, subject string) snapshot.Meeting {
-		m, err := snapshot.ParseMeeting(fmt.Appendf(nil, `{"confUUID":%q,"subject":%q}`, id, subject))
-		require.NoError(t, err)
-		return m
-	}
-	_, err = store.Load(t.Context())
+	store := openStore(t, newJetStream(t))
+	rec := func(id, subject string) snapshot.Meeting { return record(t, id, subject) }
+	_, err := store.Load(t.Context())
 	require.NoError(t, err)
 	require.NoError(t, store.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "a", New: rec("a", "first")}}, time.Now()))
 	require.NoError(t, store.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 1}))
@@ -169,21 +153,14 @@ func TestLoadTellsUnannouncedChangesByTheirIntent(t *testing.T) {
 // newer leader's: a replica that wakes with writes in flight cannot undo
 // the state that replaced it.
 func TestTheServerRefusesAStaleWriteOfAMeetingKey(t *testing.T) {
-	srv := natstest.Start(t)
-	js, err := jetstream.New(natstest.Connect(t, srv))
-	require.NoError(t, err)
+	js := newJetStream(t)
 	open := func() *kvstore.Store {
-		s, err := kvstore.Open(t.Context(), js, kvstore.Config{Bucket: "meetwatch-state"})
-		require.NoError(t, err)
-		_, err = s.Load(t.Context())
+		s := openStore(t, js)
+		_, err := s.Load(t.Context())
 		require.NoError(t, err)
 		return s
 	}
-	rec := func(subject string) snapshot.Meeting {
-		m, err := snapshot.ParseMeeting(fmt.Appendf(nil, `{"confUUID":"a","subject":%q}`, subject))
-		require.NoError(t, err)
-		return m
-	}
+	rec := func(subject string) snapshot.Meeting { return record(t, "a", subject) }
 	first := open()
 	require.NoError(t, first.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "a", New: rec("first")}}, time.Now()))
 	require.NoError(t, first.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 1}))
@@ -194,7 +171,7 @@ func TestTheServerRefusesAStaleWriteOfAMeetingKey(t *testing.T) {
 	require.NoError(t, fresh.Write(t.Context(), []snapshot.Change{renamed}))
 
 	late := snapshot.Change{Kind: snapshot.Changed, Key: "a", Old: rec("first"), New: rec("stale")}
-	err = stale.Write(t.Context(), []snapshot.Change{late})
+	err := stale.Write(t.Context(), []snapshot.Change{late})
 	require.ErrorIs(t, err, kvstore.ErrKeyMoved)
 	require.ErrorIs(t, err, watcher.ErrFenced, "a refused write ends the term")
 	err = stale.Prepare(t.Context(), []snapshot.Change{late}, time.Now())
@@ -214,4 +191,28 @@ func TestTheServerRefusesAStaleWriteOfAMeetingKey(t *testing.T) {
 	st, err = open().Load(t.Context())
 	require.NoError(t, err)
 	assert.NotContains(t, st.Snapshot, "a")
+}
+
+// newJetStream starts a server for one test and connects to it.
+func newJetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(natstest.Connect(t, natstest.Start(t)))
+	require.NoError(t, err)
+	return js
+}
+
+// openStore opens the state bucket on js.
+func openStore(t *testing.T, js jetstream.JetStream) *kvstore.Store {
+	t.Helper()
+	s, err := kvstore.Open(t.Context(), js, kvstore.Config{Bucket: "meetwatch-state"})
+	require.NoError(t, err)
+	return s
+}
+
+// record is a meeting record with a subject.
+func record(t *testing.T, id, subject string) snapshot.Meeting {
+	t.Helper()
+	m, err := snapshot.ParseMeeting(fmt.Appendf(nil, `{"confUUID":%q,"subject":%q}`, id, subject))
+	require.NoError(t, err)
+	return m
 }
