@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/meetwatch/meetwatch/snapshot/jsonscan"
 )
@@ -47,14 +48,34 @@ func (e Event) Encode() ([]byte, error) {
 			err = fmt.Errorf("encoding event %s: %s: %w", e.ID, key, err)
 		}
 	}
+	// str writes a string member, without json.Marshal when the string
+	// needs no escaping (as ids, subjects and types do): encoding is on
+	// the publishing goroutine, once per event.
+	str := func(key, v string) {
+		if !plain(v) {
+			field(key, v)
+			return
+		}
+		name(key)
+		b = append(b, '"')
+		b = append(b, v...)
+		b = append(b, '"')
+	}
 	b = append(b, '{')
-	field("specversion", e.SpecVersion)
-	field("id", e.ID)
-	field("source", e.Source)
-	field("type", e.Type)
-	field("subject", e.Subject)
-	field("time", e.Time)
-	field("datacontenttype", e.DataContentType)
+	str("specversion", e.SpecVersion)
+	str("id", e.ID)
+	str("source", e.Source)
+	str("type", e.Type)
+	str("subject", e.Subject)
+	if y := e.Time.Year(); y < 0 || y > 9999 {
+		field("time", e.Time) // json.Marshal's error
+	} else {
+		name("time")
+		b = append(b, '"')
+		b = e.Time.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
+	}
+	str("datacontenttype", e.DataContentType)
 	name("data")
 	b = append(b, '{')
 	raw("conference", e.Data.Conference)
@@ -77,6 +98,18 @@ func (e Event) Encode() ([]byte, error) {
 		return nil, err
 	}
 	return append(b, '}', '}'), nil
+}
+
+// plain reports whether json.Marshal writes s as it is between quotes:
+// printable ASCII, with none of the characters it escapes.
+func plain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20, c > 0x7e, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
 }
 
 // appendRaw appends v, a JSON value, compacted; empty means null.

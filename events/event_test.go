@@ -1,6 +1,7 @@
 package events_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -250,6 +251,11 @@ func TestEncodeMatchesMarshal(t *testing.T) {
 				Changes: []snapshot.FieldChange{{Field: "n", Old: json.RawMessage(`[1,2]`)}}, Truncated: []string{"conference.x"}}},
 		{SpecVersion: "1.0", ID: "c", Source: "s", Type: "meetwatch.meeting.ended", Subject: "u", Time: at, DataContentType: "application/json",
 			Data: events.Data{Conference: json.RawMessage(`{"confUUID":"u"}`), LastSeen: &at}},
+		// Strings json.Marshal escapes, and a time in another zone with
+		// no fraction of a second.
+		{SpecVersion: "1.0", ID: "d\"q", Source: "meetwatch://a<b>&c", Type: "meetwatch.meeting.started", Subject: "会议\u2028\n",
+			Time: time.Date(2026, 12, 1, 9, 30, 0, 0, time.FixedZone("x", 8*3600)), DataContentType: "application/json",
+			Data: events.Data{Conference: json.RawMessage(`{"confUUID":"u"}`)}},
 	}
 	for _, e := range evs {
 		got, err := e.Encode()
@@ -257,6 +263,8 @@ func TestEncodeMatchesMarshal(t *testing.T) {
 		want, err := json.Marshal(e)
 		require.NoError(t, err)
 		assert.JSONEq(t, string(want), string(got))
+		envelope := func(b []byte) string { return string(b[:bytes.Index(b, []byte(`"data":`))]) }
+		assert.Equal(t, envelope(want), envelope(got), "the envelope, byte for byte")
 		var back events.Event
 		require.NoError(t, json.Unmarshal(got, &back))
 		assert.Equal(t, e.ID, back.ID)
