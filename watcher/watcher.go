@@ -276,11 +276,8 @@ func (w *Watcher) settle(ctx context.Context, st *State, res *PollResult) error 
 		st.Snapshot[c.Key] = c.New
 	}
 	w.logger.Info("pending events published again", "started", again.Started, "changed", again.Changed, "duplicates", pr.Duplicates)
-	res.Started += again.Started
-	res.Changed += again.Changed
-	res.Ignored += again.Ignored
-	res.Stored += pr.Stored
-	res.Duplicates += pr.Duplicates
+	again.Stored, again.Duplicates = pr.Stored, pr.Duplicates
+	res.addCounts(again)
 	return nil
 }
 
@@ -370,15 +367,19 @@ func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observ
 		})
 	})
 	err := g.Wait()
-	for _, r := range []PollResult{startsRes, othersRes} {
-		res.Started += r.Started
-		res.Changed += r.Changed
-		res.Ended += r.Ended
-		res.Ignored += r.Ignored
-		res.Stored += r.Stored
-		res.Duplicates += r.Duplicates
-	}
+	res.addCounts(startsRes)
+	res.addCounts(othersRes)
 	return err
+}
+
+// addCounts adds o's counts of events to r's.
+func (r *PollResult) addCounts(o PollResult) {
+	r.Started += o.Started
+	r.Changed += o.Changed
+	r.Ended += o.Ended
+	r.Ignored += o.Ignored
+	r.Stored += o.Stored
+	r.Duplicates += o.Duplicates
 }
 
 // stages are what stream does around publishing a chunk, each optional:

@@ -7,8 +7,6 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/meetwatch/meetwatch/events/audit"
 )
 
@@ -80,15 +78,11 @@ MEETWATCH_NATS_* credentials, as tail does. Logs go to standard error.`, stderr)
 
 // auditTo connects to NATS and runs the audit log into w.
 func auditTo(ctx context.Context, cfg config, durable string, w io.Writer, logger *slog.Logger) error {
-	nc, err := dialNATS(cfg, "meetwatch-audit", logger)
+	nc, js, err := dialNATS(cfg, "meetwatch-audit", logger)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("opening jetstream: %w", err)
-	}
 	err = audit.Run(ctx, js, w, audit.Options{Stream: cfg.Stream, Durable: durable, Logger: logger})
 	if errors.Is(err, audit.ErrMismatch) {
 		return fmt.Errorf("%w (a file continues only with the durable that wrote it; a new file takes a new --durable)", err)

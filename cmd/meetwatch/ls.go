@@ -6,13 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"slices"
 	"strings"
 	"text/tabwriter"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
@@ -47,15 +43,11 @@ settings of meetwatch run.`, stderr)
 		return err
 	}
 	policy, _ := redact.Parse(cfg.Redact) // validated with the configuration
-	nc, err := dialNATS(cfg, "meetwatch-ls", newLogger(stderr, cfg.LogLevel, cfg.LogFormat))
+	nc, js, err := dialNATS(cfg, "meetwatch-ls", newLogger(stderr, cfg.LogLevel, cfg.LogFormat))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("opening jetstream: %w", err)
-	}
 	st, err := kvstore.Read(ctx, js, cfg.StateBucket)
 	if err != nil {
 		return err
@@ -86,23 +78,6 @@ settings of meetwatch run.`, stderr)
 		return fmt.Errorf("writing the table: %w", err)
 	}
 	return nil
-}
-
-// dialNATS connects a command that reads what meetwatch wrote (tail, ls,
-// audit, notify) with the NATS settings of meetwatch run,
-// MEETWATCH_NATS_URL defaulting to a local server, reconnecting for as
-// long as it runs.
-func dialNATS(cfg config, name string, logger *slog.Logger, opts ...nats.Option) (*nats.Conn, error) {
-	url := cmp.Or(cfg.NATSURL, defaultNATSURL)
-	security, err := natsSecurity(cfg, logger)
-	if err != nil {
-		return nil, err
-	}
-	nc, err := nats.Connect(url, append(append(security, nats.Name(name), nats.MaxReconnects(-1)), opts...)...)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", redactURLs(url), err)
-	}
-	return nc, nil
 }
 
 // onlineAttendees reads the record's onlineAttendeeAmount, or "-".

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meetwatch/meetwatch/events"
 )
@@ -41,4 +44,26 @@ func varNames(fields []string) []string {
 		names[i] = varName(f)
 	}
 	return names
+}
+
+// dialNATS connects a command that reads what meetwatch wrote (tail, ls,
+// audit, notify) with the NATS settings of meetwatch run,
+// MEETWATCH_NATS_URL defaulting to a local server, reconnecting for as
+// long as it runs.
+func dialNATS(cfg config, name string, logger *slog.Logger, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	url := cmp.Or(cfg.NATSURL, defaultNATSURL)
+	security, err := natsSecurity(cfg, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := nats.Connect(url, append(append(security, nats.Name(name), nats.MaxReconnects(-1)), opts...)...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting to %s: %w", redactURLs(url), err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("opening jetstream: %w", err)
+	}
+	return nc, js, nil
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/chat"
@@ -188,7 +187,7 @@ func parseKinds(s string) ([]events.Kind, error) {
 // events until ctx ends.
 func notifyChat(ctx context.Context, cfg config, opts notifyOptions, logger *slog.Logger) error {
 	log := logger.With("component", "notify")
-	nc, err := dialNATS(cfg, "meetwatch-notify", log,
+	nc, js, err := dialNATS(cfg, "meetwatch-notify", log,
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -210,10 +209,6 @@ func notifyChat(ctx context.Context, cfg config, opts notifyOptions, logger *slo
 		}
 		nc.Close()
 	}()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("opening jetstream: %w", err)
-	}
 	if opts.webhook.Plaintext() {
 		log.Warn("the webhook is plain http: its credential travels in the clear", "webhook", opts.webhook.String())
 	}

@@ -58,7 +58,7 @@ Connects to MEETWATCH_NATS_URL (default `+defaultNATSURL+`).`, stderr)
 	if fs.NArg() == 1 {
 		filter = fs.Arg(0)
 	}
-	nc, err := dialNATS(cfg, "meetwatch-tail", newLogger(stderr, cfg.LogLevel, cfg.LogFormat))
+	nc, js, err := dialNATS(cfg, "meetwatch-tail", newLogger(stderr, cfg.LogLevel, cfg.LogFormat))
 	if err != nil {
 		return err
 	}
@@ -70,10 +70,6 @@ Connects to MEETWATCH_NATS_URL (default `+defaultNATSURL+`).`, stderr)
 		// One ordered consumer reads the stored events and then the new
 		// ones as they are stored, so the replay and the live part meet
 		// without a gap or an overlap.
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return fmt.Errorf("opening jetstream: %w", err)
-		}
 		occ := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}}
 		if !since.IsZero() {
 			occ.DeliverPolicy = jetstream.DeliverByStartTimePolicy
