@@ -65,12 +65,20 @@ var (
 // without which the record is useless. As with encoding/json, the last of
 // two members with one name counts.
 func ParseMeeting(raw []byte) (Meeting, error) {
+	m, _, err := parseMeeting(raw, false)
+	return m, err
+}
+
+// parseMeeting is ParseMeeting. With share set, the Meeting it returns
+// holds raw itself, rather than a copy, when raw is already compact, and
+// it says so: Memo.Read then copies only what it keeps.
+func parseMeeting(raw []byte, share bool) (Meeting, bool, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
-		return Meeting{}, ErrNotObject
+		return Meeting{}, false, ErrNotObject
 	}
 	if !utf8.Valid(raw) {
-		return Meeting{}, ErrInvalidUTF8
+		return Meeting{}, false, ErrInvalidUTF8
 	}
 	var m Meeting
 	var uuid []byte
@@ -104,22 +112,26 @@ func ParseMeeting(raw []byte) (Meeting, error) {
 		err = fmt.Errorf("%w: data after the record", jsonscan.ErrSyntax)
 	}
 	if err != nil {
-		return Meeting{}, fmt.Errorf("decoding record: %w", err)
+		return Meeting{}, false, fmt.Errorf("decoding record: %w", err)
 	}
 	if m.UUID = lenientString(uuid); m.UUID == "" {
-		return Meeting{}, ErrNoUUID
+		return Meeting{}, false, ErrNoUUID
 	}
 	if !sc.Spaced {
+		if share {
+			m.raw = raw
+			return m, true, nil
+		}
 		m.raw = bytes.Clone(raw)
-		return m, nil
+		return m, false, nil
 	}
 	var buf bytes.Buffer
 	buf.Grow(len(raw))
 	if err := json.Compact(&buf, raw); err != nil {
-		return Meeting{}, fmt.Errorf("compacting record %s: %w", m.UUID, err)
+		return Meeting{}, false, fmt.Errorf("compacting record %s: %w", m.UUID, err)
 	}
 	m.raw = buf.Bytes()
-	return m, nil
+	return m, false, nil
 }
 
 // lenientString returns the value of a JSON string, or "" for anything else.
@@ -140,6 +152,11 @@ func lenientString(raw []byte) string {
 // Raw returns the record as the API sent it, compacted. The slice is shared:
 // callers must not modify it.
 func (m Meeting) Raw() json.RawMessage { return m.raw }
+
+// Same reports whether m and o hold the same record, byte for byte: what
+// Diff counts as no change. Records shared by two snapshots (see Memo)
+// compare without reading their bytes.
+func (m Meeting) Same(o Meeting) bool { return bytes.Equal(m.raw, o.raw) }
 
 // WithRaw returns m with its record replaced by raw and its decoded fields
 // kept, without parsing raw. It is for code that rewrites values inside a

@@ -20,10 +20,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/internal/jsonedit"
@@ -99,7 +101,23 @@ type Policy struct {
 	// in them; see WithKey.
 	key   []byte
 	keyID string
+	// keyedTag starts every keyed digest: keyedPrefix, keyID and ":".
+	keyedTag string
+	// macs pools the HMACs of key, so that sealing a value allocates
+	// nothing: a first listing seals several values in each of a
+	// hundred thousand records.
+	macs *sync.Pool
 }
+
+// keyedMAC is a pooled HMAC with its buffer.
+type keyedMAC struct {
+	mac hash.Hash
+	buf []byte
+}
+
+// sealBufs pools the buffers Seal edits records in before it copies each
+// to its size.
+var sealBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // WithKey returns a copy of p whose digests are keyed with key: an
 // HMAC-SHA256 instead of a plain SHA-256, so that a reader of the state
@@ -115,6 +133,8 @@ func (p *Policy) WithKey(key []byte) *Policy {
 	q.key = slices.Clone(key)
 	id := sha256.Sum256(append([]byte("meetwatch seal key id\x00"), key...))
 	q.keyID = hex.EncodeToString(id[:keyIDLen/2])
+	q.keyedTag = keyedPrefix + q.keyID + ":"
+	q.macs = &sync.Pool{New: func() any { return &keyedMAC{mac: hmac.New(sha256.New, q.key)} }}
 	return &q
 }
 
@@ -296,7 +316,9 @@ func (p *Policy) Seal(m snapshot.Meeting) (snapshot.Meeting, error) {
 	}
 	uuid := m.UUID
 	var digest []byte // allocated at the first value sealed, then reused
-	out, err := jsonedit.Replace(raw, p.root, func(path string, v []byte) []byte {
+	buf := sealBufs.Get().(*[]byte)
+	defer sealBufs.Put(buf)
+	out, err := jsonedit.ReplaceInto(*buf, raw, p.root, func(path string, v []byte) []byte {
 		if string(v) == "null" || isDigest(v) {
 			return nil
 		}
@@ -312,6 +334,7 @@ func (p *Policy) Seal(m snapshot.Meeting) (snapshot.Meeting, error) {
 	if out == nil {
 		return m, nil
 	}
+	*buf = out[:0] // grown, maybe: kept for the next record
 	if p.rereadKnown {
 		sealed, err := snapshot.ParseMeeting(out)
 		if err != nil {
@@ -499,21 +522,31 @@ func (p *Policy) sealValue(dst []byte, uuid, path string, v []byte) {
 	h = append(h, path...)
 	h = append(h, 0)
 	h = appendCanonical(h, v)
-	var sum []byte
+	var sum [sha256.Size]byte
 	prefix := digestPrefix
 	if p.key != nil {
-		mac := hmac.New(sha256.New, p.key)
-		mac.Write(h)
-		sum = mac.Sum(nil)
-		prefix = keyedPrefix + p.keyID + ":"
+		sum = p.keyedSum(h)
+		prefix = p.keyedTag
 	} else {
-		s := sha256.Sum256(h)
-		sum = s[:]
+		sum = sha256.Sum256(h)
 	}
 	dst[0] = '"'
 	copy(dst[1:], prefix)
 	hex.Encode(dst[1+len(prefix):], sum[:digestBytes])
 	dst[len(dst)-1] = '"'
+}
+
+// keyedSum returns the HMAC-SHA256 of h under p's key, with a pooled HMAC.
+// h is copied into the pooled buffer rather than handed to the HMAC, which
+// would move the caller's stack buffer to the heap on every call.
+func (p *Policy) keyedSum(h []byte) [sha256.Size]byte {
+	m := p.macs.Get().(*keyedMAC)
+	defer p.macs.Put(m)
+	m.buf = append(m.buf[:0], h...)
+	m.mac.Reset()
+	m.mac.Write(m.buf)
+	m.buf = m.mac.Sum(m.buf[:0])
+	return [sha256.Size]byte(m.buf)
 }
 
 // isDigest reports whether the JSON value v is exactly a sealed value,

@@ -165,8 +165,9 @@ func reachesEnd(p Page) bool { return p.Offset+len(p.Records) >= p.Count }
 func joinPages(pages []Page, limit, overlap int) (snapshot.Snapshot, error) {
 	count := pages[0].Count
 	snap := make(snapshot.Snapshot, min(count, maxPrealloc))
+	seen := make(map[string]bool, limit) // one page's, emptied for the next
 	for i, p := range pages {
-		seen := make(map[string]bool, len(p.Records))
+		clear(seen)
 		for _, m := range p.Records {
 			_, before := snap[m.UUID]
 			if seen[m.UUID] || (overlap == 0 && before) {

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Node says what to do with the JSON value found at its place in a tree,
@@ -39,10 +40,18 @@ type Node struct {
 // stays in bounds on any input, but only reports the syntax errors it
 // meets).
 func Replace(src []byte, root *Node, replace func(mark string, value []byte) []byte) ([]byte, error) {
+	return ReplaceInto(nil, src, root, replace)
+}
+
+// ReplaceInto is Replace writing its result from the start of dst's
+// array, grown when too small, so that a caller that copies each result
+// away can edit many values in one buffer. The result, when not nil,
+// shares dst's array or a larger one.
+func ReplaceInto(dst, src []byte, root *Node, replace func(mark string, value []byte) []byte) ([]byte, error) {
 	if replace == nil {
 		return nil, errors.New("jsonedit: nil replace function")
 	}
-	e := editor{src: src}
+	e := editor{src: src, buf: dst[:0:cap(dst)]}
 	if err := e.run(root, replace); err != nil {
 		return nil, err
 	}
@@ -74,6 +83,8 @@ type editor struct {
 	// out is nil until the first edit; src[:last] has been copied to it.
 	out  []byte
 	last int
+	// buf, when not nil, is where out starts (see ReplaceInto).
+	buf []byte
 }
 
 // replaceFunc replaces marked values; nil removes them with their keys.
@@ -102,7 +113,7 @@ func (e *editor) run(n *Node, replace replaceFunc) error {
 
 func (e *editor) edit(start, end int, repl []byte) {
 	if e.out == nil {
-		e.out = make([]byte, 0, len(e.src)+editRoom)
+		e.out = slices.Grow(e.buf, len(e.src)+editRoom)
 	}
 	e.out = append(e.out, e.src[e.last:start]...)
 	e.out = append(e.out, repl...)

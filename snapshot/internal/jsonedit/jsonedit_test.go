@@ -2,6 +2,7 @@ package jsonedit_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -55,6 +56,26 @@ func TestReplace(t *testing.T) {
 			assert.Equal(t, tt.want, string(got))
 		})
 	}
+}
+
+// ReplaceInto edits in the buffer it is given, from its start, whatever it
+// held, and grows it when it is too small.
+func TestReplaceInto(t *testing.T) {
+	in := []byte(`{"x":1,"s":"v"}`)
+	roomy := []byte(strings.Repeat("#", 512))
+	got, err := jsonedit.ReplaceInto(roomy, in, tree(), upper)
+	require.NoError(t, err)
+	assert.Equal(t, `{"x":1,"s":"<s>"}`, string(got))
+	assert.Same(t, &roomy[0], &got[0], "written into the buffer given")
+
+	small := make([]byte, 0, 4)
+	got, err = jsonedit.ReplaceInto(small, in, tree(), upper)
+	require.NoError(t, err)
+	assert.Equal(t, `{"x":1,"s":"<s>"}`, string(got))
+
+	got, err = jsonedit.ReplaceInto(roomy, []byte(`{"x":1}`), tree(), upper)
+	require.NoError(t, err)
+	assert.Nil(t, got, "nothing replaced, nothing written")
 }
 
 func TestRemove(t *testing.T) {
