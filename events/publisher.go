@@ -109,15 +109,29 @@ type PublishResult struct {
 	Duplicates int
 }
 
-// Publish sends every event and waits for every acknowledgement.
+// Publish encodes every event, sends it and waits for every
+// acknowledgement, as Send does.
+func (p *Publisher) Publish(ctx context.Context, evs []Event) (PublishResult, error) {
+	msgs := make([]Message, len(evs))
+	for i, e := range evs {
+		m, err := e.Message()
+		if err != nil {
+			return PublishResult{}, err
+		}
+		msgs[i] = m
+	}
+	return p.Send(ctx, msgs)
+}
+
+// Send sends every message and waits for every acknowledgement.
 //
-// An event whose acknowledgement fails or times out may still have been
+// A message whose acknowledgement fails or times out may still have been
 // stored, so it is sent again with the same id, up to the configured number
 // of attempts; JetStream's deduplication turns any second copy into a
-// duplicate ack. Publish returns an error if any event is still unconfirmed.
-// Events are encoded as they go out, and at most window of them wait for
-// their acknowledgement at once.
-func (p *Publisher) Publish(ctx context.Context, evs []Event) (PublishResult, error) {
+// duplicate ack. Send returns an error if any message is still
+// unconfirmed. At most window of them wait for their acknowledgement at
+// once.
+func (p *Publisher) Send(ctx context.Context, evs []Message) (PublishResult, error) {
 	var res PublishResult
 	pending := make([]int, len(evs))
 	for i := range pending {
@@ -149,14 +163,10 @@ func (p *Publisher) Publish(ctx context.Context, evs []Event) (PublishResult, er
 					}
 				}
 				e := &evs[pending[k]]
-				body, err := e.Encode()
-				if err != nil {
-					return nil, nil, err
-				}
 				msg := &nats.Msg{
-					Subject: e.NATSSubject(p.cfg.Prefix),
+					Subject: Subject(p.cfg.Prefix, e.Kind, e.Meeting),
 					Header:  nats.Header{"Content-Type": []string{ContentType}},
-					Data:    body,
+					Data:    e.Body,
 				}
 				return msg, []jetstream.PublishOpt{jetstream.WithMsgID(e.ID), jetstream.WithExpectStream(p.cfg.Stream)}, nil
 			},
@@ -170,7 +180,7 @@ func (p *Publisher) Publish(ctx context.Context, evs []Event) (PublishResult, er
 				default:
 					res.Stored++
 					if p.cfg.Stored != nil {
-						p.cfg.Stored(evs[pending[k]].Kind())
+						p.cfg.Stored(evs[pending[k]].Kind)
 					}
 				}
 				return nil

@@ -1,7 +1,6 @@
 package snapshot
 
 import (
-	"bytes"
 	"encoding/json"
 	"reflect"
 	"slices"
@@ -95,7 +94,7 @@ func Diff(prev, next Snapshot) []Change {
 			started = append(started, Change{Kind: Started, Key: key, New: cur})
 			continue
 		}
-		if bytes.Equal(old.raw, cur.raw) {
+		if old.Same(cur) {
 			continue
 		}
 		if fields := CompareRecords(old.raw, cur.raw); len(fields) > 0 {

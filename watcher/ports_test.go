@@ -37,7 +37,7 @@ type memPublisher struct {
 	ids map[string]bool
 }
 
-func (p *memPublisher) Publish(ctx context.Context, evs []events.Event) (events.PublishResult, error) {
+func (p *memPublisher) Send(ctx context.Context, msgs []events.Message) (events.PublishResult, error) {
 	if p.hold != nil {
 		if err := p.hold(ctx); err != nil {
 			return events.PublishResult{}, fmt.Errorf("waiting for acks: %w", err)
@@ -49,7 +49,11 @@ func (p *memPublisher) Publish(ctx context.Context, evs []events.Event) (events.
 		p.ids = map[string]bool{}
 	}
 	var res events.PublishResult
-	for _, e := range evs {
+	for _, m := range msgs {
+		e, err := events.Decode(m.Body)
+		if err != nil {
+			return res, err
+		}
 		if p.ids[e.ID] {
 			res.Duplicates++
 			continue

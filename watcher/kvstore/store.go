@@ -491,6 +491,37 @@ func (s *Store) Write(ctx context.Context, changes []snapshot.Change) error {
 	return nil
 }
 
+// ReadAhead reads the key of each meeting from meetings, a few at a time,
+// until ctx ends, and drops what it read: the poll is about to write those
+// keys, and nats-server writes a key far faster once it holds the key's
+// block in memory again (see watcher.Poll). The reads are direct gets, the
+// requests Load already makes, so the daemon's NATS user needs nothing
+// more. A read that fails is of no consequence: the write that follows
+// reports any real trouble.
+func (s *Store) ReadAhead(ctx context.Context, meetings <-chan string) {
+	api := "$JS.API.DIRECT.GET." + s.stream + "." + s.subjects
+	slots := make(chan struct{}, readAheadConcurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		var id string
+		select {
+		case <-ctx.Done():
+			return
+		case id = <-meetings:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case slots <- struct{}{}:
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			_, _ = s.js.Conn().RequestWithContext(ctx, api+meetingKey(id), nil)
+		})
+	}
+}
+
 // Commit records that the snapshot observed at commit.ObservedAt, whose
 // keys Prepare and Write stored, is now the committed state: the records
 // of missing meetings first, then meta.
@@ -555,6 +586,8 @@ const (
 	// poll records 100,000 starts), few enough that a lease renewal sent
 	// meanwhile queues behind a couple of megabytes at most.
 	writeWindow = 1024
+	// readAheadConcurrency bounds the reads ReadAhead has in flight.
+	readAheadConcurrency = 8
 	// writeAckWait bounds the wait for one write's acknowledgement: an
 	// acknowledgement lost with a connection, or with a stream leader that
 	// died, must fail the poll soon, not hang it; a live server answers
