@@ -52,7 +52,7 @@ const (
 	sizingToken       = "sizing-token"
 	sizingPageDelay   = 30 * time.Millisecond
 	sizingConcurrency = 4 // MEETWATCH_PAGE_CONCURRENCY's default
-	sizingChurnPolls  = 3
+	sizingChurnPolls  = 5
 	sizingBareRuns    = 3
 	sizingStream      = "MEETINGS"
 	sizingBucket      = "meetwatch-state"
