@@ -297,7 +297,7 @@ func openPipeline(ctx context.Context, url string, cfg config, stored func(event
 	for attempt := 1; ; attempt++ {
 		err := p.publisher.EnsureStream(ctx)
 		if err == nil {
-			p.store, err = kvstore.Open(ctx, js, kvstore.Config{Bucket: cfg.StateBucket, Replicas: cfg.Replicas, Guard: p.leads})
+			p.store, err = kvstore.Open(ctx, js, kvstore.Config{Bucket: cfg.StateBucket, Replicas: cfg.Replicas, Guard: p.leads, Logger: logger})
 		}
 		if err == nil {
 			p.lease, err = ha.OpenLease(ctx, js, ha.LeaseConfig{

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -51,6 +52,7 @@ type Store struct {
 	stream    string
 	markerTTL time.Duration
 	guard     func() error
+	logger    *slog.Logger
 
 	// metaRev is the revision of the meta key this replica last read or
 	// wrote. The meta key is written with a compare-and-set on it, so a
@@ -89,6 +91,8 @@ type Config struct {
 	// returns stops the write: the lease's check that this replica still
 	// leads by its own clock.
 	Guard func() error
+	// Logger hears of loads that stalled and started again; nil discards.
+	Logger *slog.Logger
 }
 
 const (
@@ -145,7 +149,12 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("opening jetstream for state writes: %w", err)
 	}
-	s := &Store{kv: kv, js: wjs, subjects: "$KV." + cfg.Bucket + ".", stream: "KV_" + cfg.Bucket, guard: cfg.Guard, seed: maphash.MakeSeed()}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{kv: kv, js: wjs, subjects: "$KV." + cfg.Bucket + ".", stream: "KV_" + cfg.Bucket, guard: cfg.Guard,
+		logger: logger.With("component", "state"), seed: maphash.MakeSeed()}
 	if st.LimitMarkerTTL() > 0 { // a bucket made without it cannot expire markers
 		s.markerTTL = tombstoneTTL
 	}
@@ -173,7 +182,7 @@ func Read(ctx context.Context, js jetstream.JetStream, bucket string) (watcher.S
 		return watcher.State{}, fmt.Errorf("opening state bucket %s: %w", bucket, err)
 	}
 	s := &Store{kv: kv, js: js, subjects: "$KV." + bucket + ".", stream: "KV_" + bucket,
-		guard: func() error { return errors.New("read only") }, seed: maphash.MakeSeed()}
+		guard: func() error { return errors.New("read only") }, logger: slog.New(slog.DiscardHandler), seed: maphash.MakeSeed()}
 	return s.load(ctx, false)
 }
 
@@ -188,6 +197,9 @@ func (s *Store) load(ctx context.Context, repair bool) (watcher.State, error) {
 		if !errors.Is(err, errStalled) || ctx.Err() != nil {
 			return st, err
 		}
+		// A stream leader elected meanwhile answers the next try; a slow
+		// load should show why it was slow.
+		s.logger.Warn("loading the state stalled; starting it again", "err", err)
 		select {
 		case <-ctx.Done():
 			return watcher.State{}, fmt.Errorf("loading state: %w", err)
