@@ -9,6 +9,7 @@
 package meetingapi
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -273,13 +274,14 @@ func (c *Client) pageURL(searchKey string, offset, limit int) string {
 // retried with jittered exponential backoff (honouring Retry-After) while
 // the context allows; a refused token is renewed once and the request sent
 // again; a refused login is not retried. Every attempt waits for the gate
-// and the request budget first. A first page (offset 0) sizes the listing
-// for ListingDeadline.
-func (c *Client) fetchPage(ctx context.Context, searchKey string, offset, limit int, read snapshot.ReadFunc) (Page, error) {
+// and the request budget first, and for one of slots when given (see
+// requestPage). A first page (offset 0) sizes the listing for
+// ListingDeadline.
+func (c *Client) fetchPage(ctx context.Context, searchKey string, offset, limit int, read snapshot.ReadFunc, slots chan struct{}) (Page, error) {
 	reloggedIn := false
 	wait := backoff.Backoff{Base: c.cfg.BackoffBase, Max: c.cfg.BackoffMax}
 	for attempt := 0; ; attempt++ {
-		p, retryAfter, err := c.fetchPageOnce(ctx, searchKey, offset, limit, read)
+		p, retryAfter, err := c.fetchPageOnce(ctx, searchKey, offset, limit, read, slots)
 		if err == nil {
 			if offset == 0 {
 				c.size(p, time.Now())
@@ -351,17 +353,46 @@ func (c *Client) waitBudget(ctx context.Context) error {
 	return nil
 }
 
-func (c *Client) fetchPageOnce(ctx context.Context, searchKey string, offset, limit int, read snapshot.ReadFunc) (Page, time.Duration, error) {
+func (c *Client) fetchPageOnce(ctx context.Context, searchKey string, offset, limit int, read snapshot.ReadFunc, slots chan struct{}) (Page, time.Duration, error) {
+	body, reqID, retryAfter, err := c.requestPage(ctx, searchKey, offset, limit, slots)
+	if body != nil {
+		defer bodies.Put(body)
+	}
+	if err != nil {
+		return Page{}, retryAfter, err
+	}
+	p, err := decodeBody(body.Bytes(), read)
+	if err != nil {
+		return Page{}, 0, fmt.Errorf("listing page at offset %d (request_id %s): %w", offset, reqID, err)
+	}
+	p.Offset = offset // what was asked is what the checks reason about
+	return p, 0, nil
+}
+
+// requestPage sends one request for a page and reads its body whole, into
+// a buffer from bodies that the caller puts back (it may come with an
+// error), and returns it with the answer's X-Request-Id. With slots, it holds one of them from before the request until
+// the body is read, and not while the body is decoded: the listing keeps
+// that many requests in flight while pages already read are decoded.
+func (c *Client) requestPage(ctx context.Context, searchKey string, offset, limit int, slots chan struct{}) (*bytes.Buffer, string, time.Duration, error) {
+	if slots != nil {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, "", 0, context.Cause(ctx)
+		}
+		defer func() { <-slots }()
+	}
 	if err := c.wait(ctx); err != nil {
-		return Page{}, 0, err
+		return nil, "", 0, err
 	}
 	token, err := c.cfg.Tokens.Token(ctx)
 	if err != nil {
-		return Page{}, 0, fmt.Errorf("getting an access token: %w", err)
+		return nil, "", 0, fmt.Errorf("getting an access token: %w", err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.pageURL(searchKey, offset, limit), nil)
 	if err != nil {
-		return Page{}, 0, fmt.Errorf("building request for offset %d: %w", offset, err)
+		return nil, "", 0, fmt.Errorf("building request for offset %d: %w", offset, err)
 	}
 	req.Header.Set("X-Access-Token", token.Reveal())
 	req.Header.Set("Accept", "application/json")
@@ -369,7 +400,7 @@ func (c *Client) fetchPageOnce(ctx context.Context, searchKey string, offset, li
 	c.requests.Add(1)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return Page{}, 0, fmt.Errorf("listing page at offset %d: %w", offset, err)
+		return nil, "", 0, fmt.Errorf("listing page at offset %d: %w", offset, err)
 	}
 	defer func() {
 		// Drain a little so the connection can be reused, then close.
@@ -383,14 +414,14 @@ func (c *Client) fetchPageOnce(ctx context.Context, searchKey string, offset, li
 		if apiErr.Unauthorized() {
 			c.cfg.Tokens.Invalidate(token)
 		}
-		return Page{}, c.gate.heed(resp.StatusCode, resp.Header, time.Now()), fmt.Errorf("listing page at offset %d: %w", offset, apiErr)
+		return nil, "", c.gate.heed(resp.StatusCode, resp.Header, time.Now()), fmt.Errorf("listing page at offset %d: %w", offset, apiErr)
 	}
-	p, err := DecodePage(body, read)
+	reqID := resp.Header.Get("X-Request-Id")
+	buf, err := readBody(body)
 	if err != nil {
-		return Page{}, 0, fmt.Errorf("listing page at offset %d (request_id %s): %w", offset, resp.Header.Get("X-Request-Id"), err)
+		return buf, "", 0, fmt.Errorf("listing page at offset %d (request_id %s): %w", offset, reqID, err)
 	}
-	p.Offset = offset // what was asked is what the checks reason about
-	return p, 0, nil
+	return buf, reqID, 0, nil
 }
 
 // maxErrorBody caps how much of an error answer is read.

@@ -76,7 +76,7 @@ func (c *Client) listConsistent(ctx context.Context, searchKey string, read snap
 // fetched with bounded concurrency, each window starting Overlap records
 // before the previous one ends; pages are then checked to join up.
 func (c *Client) listOnce(ctx context.Context, searchKey string, read snapshot.ReadFunc) (snapshot.Snapshot, error) {
-	first, err := c.fetchPage(ctx, searchKey, 0, c.cfg.PageSize, read)
+	first, err := c.fetchPage(ctx, searchKey, 0, c.cfg.PageSize, read, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -95,12 +95,15 @@ func (c *Client) listOnce(ctx context.Context, searchKey string, read snapshot.R
 	for off := stride; off-stride+limit < first.Count; off += stride {
 		offsets = append(offsets, off)
 	}
+	// Concurrency requests in flight, and as many pages more being
+	// decoded: a page's decoding does not hold up the next request.
 	rest := make([]Page, len(offsets))
+	slots := make(chan struct{}, c.cfg.Concurrency)
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(c.cfg.Concurrency)
+	g.SetLimit(2 * c.cfg.Concurrency)
 	for i, off := range offsets {
 		g.Go(func() error {
-			p, err := c.fetchPage(gctx, searchKey, off, limit, read)
+			p, err := c.fetchPage(gctx, searchKey, off, limit, read, slots)
 			rest[i] = p
 			return err
 		})
@@ -116,7 +119,7 @@ func (c *Client) listOnce(ctx context.Context, searchKey string, read snapshot.R
 		if len(pages) > maxCount/stride+1 {
 			return nil, fmt.Errorf("%w: the list kept growing past %d pages", ErrInconsistent, len(pages))
 		}
-		p, err := c.fetchPage(ctx, searchKey, last.Offset+stride, limit, read)
+		p, err := c.fetchPage(ctx, searchKey, last.Offset+stride, limit, read, nil)
 		if err != nil {
 			return nil, err
 		}

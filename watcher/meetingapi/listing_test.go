@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/time/rate"
 
+	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
@@ -123,4 +125,59 @@ func TestLookupNeverWaitsForTheBudget(t *testing.T) {
 	_, _, err = c.Confirm(t.Context(), snap[m["confUUID"].(string)], nil)
 	require.ErrorIs(t, err, meetingapi.ErrNoBudget)
 	assert.Equal(t, requests, srv.Sim.Requests(), "no request sent")
+}
+
+// A page is decoded without holding a request slot: while one page's
+// records are read, the next page is requested, and never more requests
+// than Concurrency are in flight.
+func TestAPageIsDecodedWhileTheNextIsRequested(t *testing.T) {
+	srv := apisim.NewServer(apisim.Options{Token: "tok"})
+	t.Cleanup(srv.Close)
+	srv.Sim.AddN(60)
+	var (
+		inFlight, most atomic.Int32
+		waiting        atomic.Bool
+	)
+	requested := make(chan struct{}, 1)
+	srv.Sim.SetHook(func(*http.Request) *apisim.Fault {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		if waiting.Load() {
+			select {
+			case requested <- struct{}{}:
+			default:
+			}
+		}
+		time.Sleep(10 * time.Millisecond) // the other pages cannot all pass the one that waits
+		return nil
+	})
+	c, err := meetingapi.NewClient(meetingapi.ClientConfig{
+		BaseURL: srv.URL, Tokens: meetingapi.StaticToken(redact.NewSecret("tok")),
+		PageSize: 10, Overlap: -1, Concurrency: 1, ListAttempts: 1,
+	})
+	require.NoError(t, err)
+
+	var (
+		records            atomic.Int32
+		waited, overlapped atomic.Bool
+	)
+	snap, err := c.List(t.Context(), func(raw []byte) (snapshot.Meeting, error) {
+		// Past the first page, which is read alone, one record waits for
+		// a request sent while it does; the others go on.
+		if records.Add(1) > 10 && waited.CompareAndSwap(false, true) {
+			waiting.Store(true)
+			select {
+			case <-requested:
+				overlapped.Store(true)
+			case <-time.After(5 * time.Second):
+			}
+		}
+		return snapshot.ParseMeeting(raw)
+	})
+	require.NoError(t, err)
+	assert.Len(t, snap, 60)
+	assert.True(t, overlapped.Load(), "a page was requested while another was decoded")
+	assert.EqualValues(t, 1, most.Load(), "one request in flight at most")
 }

@@ -22,16 +22,30 @@ import (
 // handed to read as slices of it, which read must not keep, so that one
 // that read remembers costs no decoding at all.
 func DecodePage(r io.Reader, read snapshot.ReadFunc) (Page, error) {
+	buf, err := readBody(r)
+	defer bodies.Put(buf)
+	if err != nil {
+		return Page{}, err
+	}
+	return decodeBody(buf.Bytes(), read)
+}
+
+// readBody reads r whole into a buffer from bodies, which the caller puts
+// back, even on an error.
+func readBody(r io.Reader) (*bytes.Buffer, error) {
+	buf := bodies.Get().(*bytes.Buffer)
+	buf.Reset()
+	if _, err := buf.ReadFrom(r); err != nil {
+		return buf, fmt.Errorf("%w: reading body: %w", ErrBadPage, err)
+	}
+	return buf, nil
+}
+
+// decodeBody is DecodePage on a body read whole; records are slices of it.
+func decodeBody(body []byte, read snapshot.ReadFunc) (Page, error) {
 	if read == nil {
 		read = snapshot.ParseMeeting
 	}
-	buf := bodies.Get().(*bytes.Buffer)
-	defer bodies.Put(buf)
-	buf.Reset()
-	if _, err := buf.ReadFrom(r); err != nil {
-		return Page{}, fmt.Errorf("%w: reading body: %w", ErrBadPage, err)
-	}
-	body := buf.Bytes()
 	sc := jsonscan.Scanner{Src: body}
 	start := sc.Space(0)
 	switch {
