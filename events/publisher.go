@@ -131,9 +131,9 @@ func (p *Publisher) Publish(ctx context.Context, evs []Event) (PublishResult, er
 // duplicate ack. Send returns an error if any message is still
 // unconfirmed. At most window of them wait for their acknowledgement at
 // once.
-func (p *Publisher) Send(ctx context.Context, evs []Message) (PublishResult, error) {
+func (p *Publisher) Send(ctx context.Context, msgs []Message) (PublishResult, error) {
 	var res PublishResult
-	pending := make([]int, len(evs))
+	pending := make([]int, len(msgs))
 	for i := range pending {
 		pending[i] = i
 	}
@@ -143,7 +143,7 @@ func (p *Publisher) Send(ctx context.Context, evs []Message) (PublishResult, err
 		if attempt > 1 {
 			if attempt > p.cfg.Attempts {
 				return res, fmt.Errorf("publishing: %d of %d events unacknowledged after %d attempts: %w",
-					len(pending), len(evs), p.cfg.Attempts, lastErr)
+					len(pending), len(msgs), p.cfg.Attempts, lastErr)
 			}
 			p.logger.Warn("retrying unacknowledged events", "pending", len(pending), "attempt", attempt, "err", lastErr)
 			t := time.NewTimer(wait.Next())
@@ -162,13 +162,13 @@ func (p *Publisher) Send(ctx context.Context, evs []Message) (PublishResult, err
 						return nil, nil, err
 					}
 				}
-				e := &evs[pending[k]]
+				m := &msgs[pending[k]]
 				msg := &nats.Msg{
-					Subject: Subject(p.cfg.Prefix, e.Kind, e.Meeting),
+					Subject: Subject(p.cfg.Prefix, m.Kind, m.Meeting),
 					Header:  nats.Header{"Content-Type": []string{ContentType}},
-					Data:    e.Body,
+					Data:    m.Body,
 				}
-				return msg, []jetstream.PublishOpt{jetstream.WithMsgID(e.ID), jetstream.WithExpectStream(p.cfg.Stream)}, nil
+				return msg, []jetstream.PublishOpt{jetstream.WithMsgID(m.ID), jetstream.WithExpectStream(p.cfg.Stream)}, nil
 			},
 			func(k int, ack *jetstream.PubAck, err error) error {
 				switch {
@@ -180,7 +180,7 @@ func (p *Publisher) Send(ctx context.Context, evs []Message) (PublishResult, err
 				default:
 					res.Stored++
 					if p.cfg.Stored != nil {
-						p.cfg.Stored(evs[pending[k]].Kind)
+						p.cfg.Stored(msgs[pending[k]].Kind)
 					}
 				}
 				return nil

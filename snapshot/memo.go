@@ -89,7 +89,7 @@ func (m *Memo) Read(raw []byte) (Meeting, error) {
 	switch {
 	case ok && old.Same(rec):
 		rec = old // the same record, held once
-	case shared && &rec.raw[0] == &parsed.raw[0]: // fit kept it as it was
+	case shared && len(rec.raw) > 0 && &rec.raw[0] == &parsed.raw[0]: // fit kept it as it was
 		rec.raw = bytes.Clone(rec.raw)
 	}
 	m.mu.Lock()

@@ -371,9 +371,10 @@ func (c *Client) fetchPageOnce(ctx context.Context, searchKey string, offset, li
 
 // requestPage sends one request for a page and reads its body whole, into
 // a buffer from bodies that the caller puts back (it may come with an
-// error), and returns it with the answer's X-Request-Id. With slots, it holds one of them from before the request until
-// the body is read, and not while the body is decoded: the listing keeps
-// that many requests in flight while pages already read are decoded.
+// error), and returns it with the answer's X-Request-Id. With slots, it
+// holds one of them from before the request until the body is read, and
+// not while the body is decoded: the listing keeps that many requests in
+// flight while pages already read are decoded.
 func (c *Client) requestPage(ctx context.Context, searchKey string, offset, limit int, slots chan struct{}) (*bytes.Buffer, string, time.Duration, error) {
 	if slots != nil {
 		select {
