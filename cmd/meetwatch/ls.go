@@ -4,11 +4,13 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
@@ -16,7 +18,7 @@ import (
 )
 
 func runLs(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("ls", `Usage: meetwatch ls [--json]
+	fs := newFlagSet("ls", `Usage: meetwatch ls [--json] [--timeout DURATION]
 
 Prints the meetings going on now, as the last committed snapshot in the
 state bucket holds them: a table of confUUID, conference ID, subject,
@@ -29,8 +31,10 @@ is printed.
 
 Reads MEETWATCH_STATE_BUCKET (default meetwatch-state) over
 MEETWATCH_NATS_URL (default `+defaultNATSURL+`) with the NATS credential
-settings of meetwatch run.`, stderr)
+settings of meetwatch run. A state that does not load within --timeout
+(a server that does not answer, a permission the user lacks) is an error.`, stderr)
 	asJSON := fs.Bool("json", false, "print each meeting's record, secrets removed, one JSON object per line")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the state to load")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -48,7 +52,15 @@ settings of meetwatch run.`, stderr)
 		return err
 	}
 	defer nc.Close()
-	st, err := kvstore.Read(ctx, js, cfg.StateBucket)
+	// The load retries a step that gets no answer, as a leader would
+	// through an election; a tool asked once must give up instead.
+	rctx, cancel := context.WithTimeoutCause(ctx, *timeout, errNoAnswer)
+	defer cancel()
+	st, err := kvstore.Read(rctx, js, cfg.StateBucket)
+	if errors.Is(context.Cause(rctx), errNoAnswer) {
+		return fmt.Errorf("reading state bucket %s: no answer within %s (a permission the NATS user lacks is logged above; see docs/security.md): %w",
+			cfg.StateBucket, *timeout, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -79,6 +91,9 @@ settings of meetwatch run.`, stderr)
 	}
 	return nil
 }
+
+// errNoAnswer is the cause of a read of the state that ran out of time.
+var errNoAnswer = errors.New("no answer")
 
 // onlineAttendees reads the record's onlineAttendeeAmount, or "-".
 func onlineAttendees(m snapshot.Meeting) string {

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -74,4 +76,54 @@ func TestLsListsTheMeetingsGoingOnNow(t *testing.T) {
 	ls = startMeetwatch(t, env, "ls")
 	assert.Equal(t, 1, ls.wait(t, eventWait))
 	assert.Contains(t, ls.stderr.String(), "no-such-bucket")
+}
+
+// TestLsNATSUser runs `meetwatch ls` as a user with exactly the
+// permissions docs/security.md lists for it: the state bucket's stream
+// info, its consumer create and delete API and direct gets, and replies
+// on _INBOX.>. It writes nothing, and is refused nothing. Without the
+// direct gets, it fails within its --timeout and says why.
+func TestLsNATSUser(t *testing.T) {
+	t.Parallel()
+	const (
+		token    = "ls-user-token"
+		user     = "lister"
+		password = "List-pw-3c81e0"
+		stream   = "KV_meetwatch-state"
+	)
+	allow := []string{
+		"$JS.API.STREAM.INFO." + stream,
+		"$JS.API.CONSUMER.CREATE." + stream + ".>",
+		"$JS.API.CONSUMER.DELETE." + stream + ".>",
+		"$JS.API.DIRECT.GET." + stream + ".>",
+	}
+	lister := func(name string, publish []string) *server.User {
+		return &server.User{Username: name, Password: password, Permissions: &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: publish},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+		}}
+	}
+	srv := startPermissionedNATS(t, nil, lister(user, allow), lister("no-gets", allow[:3]))
+	admin := connectNATS(t, srv.ClientURL(), nats.UserInfo(adminUser, adminPassword))
+	api := startAPI(t, token, 4)
+	env := runEnv(api.URL, token, srv.ClientURL())
+	env["MEETWATCH_NATS_USER"], env["MEETWATCH_NATS_PASSWORD"] = mwUser, mwPassword
+	mw := startMeetwatch(t, env, "run")
+	waitForMessages(t, admin, "MEETINGS", 4)
+	mw.stop(t, syscall.SIGTERM)
+
+	env["MEETWATCH_NATS_USER"], env["MEETWATCH_NATS_PASSWORD"] = user, password
+	ls := startMeetwatch(t, env, "ls", "--json")
+	require.Equal(t, 0, ls.wait(t, eventWait), "exit code; stderr: %s", ls.stderr)
+	assert.Len(t, strings.Split(strings.TrimSpace(ls.stdout.String()), "\n"), 4, "one record a meeting:\n%s", ls.stdout)
+	assert.NotContains(t, ls.stderr.String(), "Permissions Violation")
+	assert.NotContains(t, ls.stderr.String(), password)
+
+	env["MEETWATCH_NATS_USER"] = "no-gets"
+	ls = startMeetwatch(t, env, "ls", "--timeout", "3s")
+	assert.Equal(t, 1, ls.wait(t, eventWait), "exit code; stderr: %s", ls.stderr)
+	t.Logf("meetwatch ls without direct gets:\n%s", ls.stderr)
+	assert.Contains(t, ls.stderr.String(), "Permissions Violation")
+	assert.Contains(t, ls.stderr.String(), "no answer within 3s")
+	assert.Empty(t, ls.stdout.String())
 }
