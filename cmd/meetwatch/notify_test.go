@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
@@ -444,4 +445,52 @@ func TestNotifyHelp(t *testing.T) {
 	}
 	top := runInProcess(t, nil, "--help")
 	assert.Contains(t, top.stdout.String(), "meetwatch notify --webhook URL --format FORMAT")
+}
+
+// TestNotifyNATSUser runs notify as a user with exactly the permissions
+// docs/security.md lists for it: it delivers, acknowledges, and is
+// refused nothing.
+func TestNotifyNATSUser(t *testing.T) {
+	t.Parallel()
+	const (
+		user     = "notifier"
+		password = "Notify-pw-61b7f2"
+		durable  = "meetwatch-notify"
+	)
+	perms := &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			"$JS.API.STREAM.INFO.MEETINGS",
+			"$JS.API.CONSUMER.INFO.MEETINGS." + durable,
+			"$JS.API.CONSUMER.CREATE.MEETINGS." + durable + ".>", // with its filter subject
+			"$JS.API.CONSUMER.MSG.NEXT.MEETINGS." + durable,
+			"$JS.ACK.MEETINGS." + durable + ".>",
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+	}
+	srv := startPermissionedNATS(t, nil, &server.User{Username: user, Password: password, Permissions: perms})
+	js, err := jetstream.New(connectNATS(t, srv.ClientURL(), nats.UserInfo(adminUser, adminPassword)))
+	require.NoError(t, err)
+	createMeetingsStream(t, js)
+	hook := startHook(t, func(int, *http.Request, []byte) *reply {
+		return &reply{status: http.StatusOK, body: "ok", accepted: true}
+	})
+
+	env := map[string]string{"MEETWATCH_NATS_URL": srv.ClientURL(), "MEETWATCH_NATS_USER": user, "MEETWATCH_NATS_PASSWORD": password}
+	args := []string{"--webhook", hook.URL + "/services/T1/B2/x", "--format", "slack"}
+	first := startNotify(t, env, args...)
+	m := meeting{"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", "Permissions review", "1005"}
+	publishEvent(t, js, "started", m, false)
+	publishEvent(t, js, "ended", m, false)
+	hook.waitAccepted(t, 2)
+	waitSettled(t, js, durable)
+	first.stop(t, syscall.SIGTERM)
+	// A restart finds its durable through the consumer info.
+	second := startNotify(t, env, args...)
+	assert.Contains(t, second.stderr.String(), "new_durable=false")
+	second.stop(t, syscall.SIGTERM)
+	for _, p := range []*process{first, second} {
+		assert.NotContains(t, p.stderr.String(), "Permissions Violation")
+		assert.NotContains(t, p.stderr.String(), password)
+	}
+	assert.Len(t, hook.accepted(), 2)
 }
