@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -99,4 +101,35 @@ func TestTailSinceUsage(t *testing.T) {
 			assert.Contains(t, mw.stderr.String(), tt.want)
 		})
 	}
+}
+
+// TestTailSinceNATSUser runs `tail --since` as a user with exactly the
+// permissions docs/security.md lists for it, each of them needed: it
+// replays, follows, and is refused nothing.
+func TestTailSinceNATSUser(t *testing.T) {
+	t.Parallel()
+	const (
+		user     = "tailer"
+		password = "Tail-pw-0a93c4"
+	)
+	perms := &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			"$JS.API.CONSUMER.CREATE." + auditStream + ".>",
+			"$JS.API.CONSUMER.MSG.NEXT." + auditStream + ".>",
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+	}
+	srv := startPermissionedNATS(t, nil, &server.User{Username: user, Password: password, Permissions: perms})
+	r := newStreamRigOn(t, srv, connectNATS(t, srv.ClientURL(), nats.UserInfo(adminUser, adminPassword)), 67)
+	r.publish(t, 4)
+
+	env := map[string]string{"MEETWATCH_NATS_URL": r.url(), "MEETWATCH_NATS_USER": user, "MEETWATCH_NATS_PASSWORD": password}
+	tail := startMeetwatch(t, env, "tail", "--json", "--since", "1h")
+	require.Eventually(t, func() bool { return len(tail.stdout.Lines()) >= 4 }, eventWait, tick, "waiting for the replay")
+	r.publish(t, 2)
+	require.Eventually(t, func() bool { return len(tail.stdout.Lines()) >= 6 }, eventWait, tick, "waiting for the live events")
+	tail.stop(t, syscall.SIGTERM)
+	assert.Len(t, tail.stdout.Lines(), 6)
+	assert.NotContains(t, tail.stderr.String(), "Permissions Violation")
+	assert.NotContains(t, tail.stderr.String(), password)
 }
