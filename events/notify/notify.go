@@ -136,6 +136,11 @@ type notifier struct {
 func (n *notifier) run(ctx context.Context, cons jetstream.Consumer) error {
 	wait := backoff.Backoff{Base: 250 * time.Millisecond, Max: 5 * time.Second}
 	for {
+		if ctx.Err() != nil {
+			// Not one more pull: the server would hand it the message
+			// just handed back, to a process on its way out.
+			return nil
+		}
 		msg, err := cons.Next(jetstream.FetchContext(ctx))
 		switch {
 		case ctx.Err() != nil:
