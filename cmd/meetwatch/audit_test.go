@@ -604,18 +604,14 @@ func TestAuditNATSUser(t *testing.T) {
 		user     = "auditor"
 		password = "Audit-pw-5d02c9"
 	)
-	perms := &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: []string{
-			"$JS.API.STREAM.INFO." + auditStream,
-			"$JS.API.CONSUMER.INFO." + auditStream + "." + auditDurable,
-			"$JS.API.CONSUMER.CREATE." + auditStream + "." + auditDurable,
-			"$JS.API.CONSUMER.MSG.NEXT." + auditStream + "." + auditDurable,
-			"$JS.API.STREAM.MSG.GET." + auditStream,
-			"$JS.ACK." + auditStream + "." + auditDurable + ".>",
-		}},
-		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
-	}
-	srv := startPermissionedNATS(t, nil, &server.User{Username: user, Password: password, Permissions: perms})
+	srv := startPermissionedNATS(t, nil, readerUser(user, password,
+		"$JS.API.STREAM.INFO."+auditStream,
+		"$JS.API.CONSUMER.INFO."+auditStream+"."+auditDurable,
+		"$JS.API.CONSUMER.CREATE."+auditStream+"."+auditDurable,
+		"$JS.API.CONSUMER.MSG.NEXT."+auditStream+"."+auditDurable,
+		"$JS.API.STREAM.MSG.GET."+auditStream,
+		"$JS.ACK."+auditStream+"."+auditDurable+".>",
+	))
 	r := newStreamRigOn(t, srv, connectNATS(t, srv.ClientURL(), nats.UserInfo(adminUser, adminPassword)), 19)
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
 	r.publish(t, 20)

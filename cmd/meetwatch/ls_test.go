@@ -8,7 +8,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -97,13 +96,7 @@ func TestLsNATSUser(t *testing.T) {
 		"$JS.API.CONSUMER.DELETE." + stream + ".>",
 		"$JS.API.DIRECT.GET." + stream + ".>",
 	}
-	lister := func(name string, publish []string) *server.User {
-		return &server.User{Username: name, Password: password, Permissions: &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: publish},
-			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
-		}}
-	}
-	srv := startPermissionedNATS(t, nil, lister(user, allow), lister("no-gets", allow[:3]))
+	srv := startPermissionedNATS(t, nil, readerUser(user, password, allow...), readerUser("no-gets", password, allow[:3]...))
 	admin := connectNATS(t, srv.ClientURL(), nats.UserInfo(adminUser, adminPassword))
 	api := startAPI(t, token, 4)
 	env := runEnv(api.URL, token, srv.ClientURL())

@@ -200,6 +200,16 @@ func startPermissionedNATS(tb testing.TB, perms *server.Permissions, others ...*
 	})
 }
 
+// readerUser is a NATS user that may publish only to publish (requests
+// to the JetStream API, acknowledgements) and take replies on _INBOX.>:
+// what docs/security.md lists for the commands that only read.
+func readerUser(name, password string, publish ...string) *server.User {
+	return &server.User{Username: name, Password: password, Permissions: &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: publish},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+	}}
+}
+
 // readmePermissions returns the permissions docs/security.md documents for
 // the meetwatch user, parsed by nats-server itself, so that the tests prove the
 // documented list rather than a copy of it.

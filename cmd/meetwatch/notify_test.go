@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
@@ -457,17 +456,13 @@ func TestNotifyNATSUser(t *testing.T) {
 		password = "Notify-pw-61b7f2"
 		durable  = "meetwatch-notify"
 	)
-	perms := &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: []string{
-			"$JS.API.STREAM.INFO.MEETINGS",
-			"$JS.API.CONSUMER.INFO.MEETINGS." + durable,
-			"$JS.API.CONSUMER.CREATE.MEETINGS." + durable + ".>", // with its filter subject
-			"$JS.API.CONSUMER.MSG.NEXT.MEETINGS." + durable,
-			"$JS.ACK.MEETINGS." + durable + ".>",
-		}},
-		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
-	}
-	srv := startPermissionedNATS(t, nil, &server.User{Username: user, Password: password, Permissions: perms})
+	srv := startPermissionedNATS(t, nil, readerUser(user, password,
+		"$JS.API.STREAM.INFO.MEETINGS",
+		"$JS.API.CONSUMER.INFO.MEETINGS."+durable,
+		"$JS.API.CONSUMER.CREATE.MEETINGS."+durable+".>", // with its filter subject
+		"$JS.API.CONSUMER.MSG.NEXT.MEETINGS."+durable,
+		"$JS.ACK.MEETINGS."+durable+".>",
+	))
 	js, err := jetstream.New(connectNATS(t, srv.ClientURL(), nats.UserInfo(adminUser, adminPassword)))
 	require.NoError(t, err)
 	createMeetingsStream(t, js)

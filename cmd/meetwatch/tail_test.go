@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -112,14 +111,10 @@ func TestTailSinceNATSUser(t *testing.T) {
 		user     = "tailer"
 		password = "Tail-pw-0a93c4"
 	)
-	perms := &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: []string{
-			"$JS.API.CONSUMER.CREATE." + auditStream + ".>",
-			"$JS.API.CONSUMER.MSG.NEXT." + auditStream + ".>",
-		}},
-		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
-	}
-	srv := startPermissionedNATS(t, nil, &server.User{Username: user, Password: password, Permissions: perms})
+	srv := startPermissionedNATS(t, nil, readerUser(user, password,
+		"$JS.API.CONSUMER.CREATE."+auditStream+".>",
+		"$JS.API.CONSUMER.MSG.NEXT."+auditStream+".>",
+	))
 	r := newStreamRigOn(t, srv, connectNATS(t, srv.ClientURL(), nats.UserInfo(adminUser, adminPassword)), 67)
 	r.publish(t, 4)
 
