@@ -528,23 +528,11 @@ func TestAuditRefusesAMismatchedFile(t *testing.T) {
 
 func TestAuditUsage(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name string
-		args []string
-		want string
-	}{
+	assertUsageErrors(t, []usageError{
 		{name: "no --out", args: []string{"audit"}, want: "--out is required"},
 		{name: "bad durable", args: []string{"audit", "--out", "-", "--durable", "a.b"}, want: "--durable"},
 		{name: "extra argument", args: []string{"audit", "--out", "-", "meetings.>"}, want: "unexpected argument"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			mw := runInProcess(t, nil, tt.args...)
-			assert.Equal(t, 2, mw.code)
-			assert.Contains(t, mw.stderr.String(), tt.want)
-		})
-	}
+	})
 }
 
 // TestAuditFileLocked: a second audit on the same file stops at once.

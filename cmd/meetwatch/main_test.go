@@ -863,3 +863,23 @@ func TestDemo(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, entries, "demo removes its data dir on exit")
 }
+
+// usageError is a command line that must exit 2 with want in its stderr.
+type usageError struct {
+	name string
+	args []string
+	want string
+}
+
+// assertUsageErrors runs each command line in process, each as a subtest.
+func assertUsageErrors(t *testing.T, cases []usageError) {
+	t.Helper()
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			mw := runInProcess(t, nil, tt.args...)
+			assert.Equal(t, 2, mw.code)
+			assert.Contains(t, mw.stderr.String(), tt.want)
+		})
+	}
+}

@@ -83,23 +83,11 @@ func TestTailSince(t *testing.T) {
 
 func TestTailSinceUsage(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name string
-		args []string
-		want string
-	}{
+	assertUsageErrors(t, []usageError{
 		{name: "not a moment", args: []string{"tail", "--since", "yesterday"}, want: "RFC 3339"},
 		{name: "a negative duration", args: []string{"tail", "--since", "-5m"}, want: "negative"},
 		{name: "with --all", args: []string{"tail", "--all", "--since", "5m"}, want: "--all and --since"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			mw := runInProcess(t, nil, tt.args...)
-			assert.Equal(t, 2, mw.code)
-			assert.Contains(t, mw.stderr.String(), tt.want)
-		})
-	}
+	})
 }
 
 // TestTailSinceNATSUser runs `tail --since` as a user with exactly the
