@@ -10,9 +10,10 @@
 package jsonscan
 
 import (
-	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 )
 
 // Errors returned when src is not valid JSON.
@@ -183,25 +184,13 @@ func (s *Scanner) after(end int, close byte, context string) (next int, closed b
 func (s *Scanner) String(i int) (end int, escaped bool, err error) {
 	src := s.Src
 	for i++; ; {
-		// The closing quote is found with IndexByte, which reads many
-		// bytes at a time; only the run before it is read byte by byte,
-		// for escapes and control characters.
-		q := bytes.IndexByte(src[i:], '"')
-		if q < 0 {
-			q = len(src) - i
+		i = special(src, i)
+		switch {
+		case i >= len(src):
+			return 0, false, ErrTruncated
+		case src[i] == '"':
+			return i + 1, escaped, nil
 		}
-		run := src[i : i+q]
-		k := 0
-		for k < len(run) && run[k] >= 0x20 && run[k] != '\\' {
-			k++
-		}
-		if k == len(run) {
-			if i+q >= len(src) {
-				return 0, false, ErrTruncated
-			}
-			return i + q + 1, escaped, nil
-		}
-		i += k
 		if src[i] < 0x20 {
 			return 0, false, s.syntax(i, "in string literal")
 		}
@@ -227,6 +216,30 @@ func (s *Scanner) String(i int) (end int, escaped bool, err error) {
 			return 0, false, s.syntax(i, "in string escape code")
 		}
 	}
+}
+
+// special returns the index of the first byte from i on that a string
+// cannot hold as it is (a quote, a backslash or a control character), or
+// len(src). It reads eight bytes at a time: most of a page is plain
+// string bytes, and a byte at a time was half the time of reading one.
+func special(src []byte, i int) int {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for ; i+8 <= len(src); i += 8 {
+		x := binary.LittleEndian.Uint64(src[i:])
+		q, b := x^(ones*'"'), x^(ones*'\\')
+		// A byte's high bit is set when it is zero (q, b) or below 0x20
+		// (x), or, after the first such byte only, by the borrow from
+		// it: the lowest bit set is the first special byte.
+		if m := ((q-ones)&^q | (b-ones)&^b | (x-ones*0x20)&^x) & highs; m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	for ; i < len(src); i++ {
+		if c := src[i]; c == '"' || c == '\\' || c < 0x20 {
+			return i
+		}
+	}
+	return i
 }
 
 func (s *Scanner) number(i int) (int, error) {

@@ -32,6 +32,25 @@ func TestValidAgreesWithEncodingJSON(t *testing.T) {
 	}
 }
 
+// Strings are read eight bytes at a time: every byte that a string
+// cannot hold as it is must be found at every place in those eight bytes,
+// and in the bytes after the last eight.
+func TestStringFindsEverySpecialByte(t *testing.T) {
+	for _, c := range []byte{0x00, 0x01, 0x1f, 0x20, '"', '\\', 0x7f, 0x80, 0xc3, 0xff, 'a'} {
+		for n := 1; n <= 20; n++ {
+			for at := range n {
+				for lead := range 8 { // where the string starts within eight bytes
+					str := bytes.Repeat([]byte("x"), n)
+					str[at] = c
+					src := append(append(append(bytes.Repeat([]byte(" "), lead), '"'), str...), '"')
+					valid, _ := jsonscan.Valid(src)
+					assert.Equal(t, json.Valid(src), valid, "%q", src)
+				}
+			}
+		}
+	}
+}
+
 func TestObjectMembers(t *testing.T) {
 	src := []byte(`{"confUUID":"u1", "n":{"x":[1]},"e\"k":2}`)
 	s := jsonscan.Scanner{Src: src}
