@@ -2,11 +2,17 @@ package kvstore_test
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"maps"
+	"net"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -15,6 +21,7 @@ import (
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/watcher"
 	"github.com/meetwatch/meetwatch/watcher/kvstore"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim/simtest"
 )
 
 func TestCommitIsFencedByTheMetaRevision(t *testing.T) {
@@ -215,4 +222,125 @@ func record(t *testing.T, id, subject string) snapshot.Meeting {
 	m, err := snapshot.ParseMeeting(fmt.Appendf(nil, `{"confUUID":%q,"subject":%q}`, id, subject))
 	require.NoError(t, err)
 	return m
+}
+
+// holdingProxy forwards one NATS client's TCP connections to a server.
+// While it holds, nothing the server sends reaches the client: the
+// client's requests go out and get no answer, as while a stream has lost
+// its leader.
+type holdingProxy struct {
+	ln     net.Listener
+	target string
+	gate   sync.RWMutex // the server-to-client copies take it to write; hold locks it
+}
+
+// hold stops what the server sends until the returned release, which the
+// test's cleanup calls too.
+func (p *holdingProxy) hold(t *testing.T) (release func()) {
+	p.gate.Lock()
+	release = sync.OnceFunc(p.gate.Unlock)
+	t.Cleanup(release)
+	return release
+}
+
+func startHoldingProxy(t *testing.T, target string) *holdingProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &holdingProxy{ln: ln, target: target}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	wg.Go(func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = client.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, client, server)
+			mu.Unlock()
+			wg.Go(func() { _, _ = io.Copy(server, client) })
+			wg.Go(func() {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := server.Read(buf)
+					if err != nil {
+						return
+					}
+					p.gate.RLock()
+					_, err = client.Write(buf[:n])
+					p.gate.RUnlock()
+					if err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return p
+}
+
+func (p *holdingProxy) URL() string { return "nats://" + p.ln.Addr().String() }
+
+// A load that gets no answer within loadStall starts again, and says so:
+// a slow start-up shows why it was slow.
+func TestAStalledLoadStartsAgainAndSaysSo(t *testing.T) {
+	srv := natstest.Start(t)
+	direct, err := jetstream.New(natstest.Connect(t, srv))
+	require.NoError(t, err)
+	committed := openStore(t, direct)
+	_, err = committed.Load(t.Context())
+	require.NoError(t, err)
+	a := record(t, "a", "first")
+	require.NoError(t, committed.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "a", New: a}}, time.Now()))
+	require.NoError(t, committed.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 1}))
+
+	proxy := startHoldingProxy(t, srv.Addr().String())
+	nc, err := nats.Connect(proxy.URL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	logs := &simtest.Buffer{}
+	store, err := kvstore.Open(t.Context(), js, kvstore.Config{Bucket: "meetwatch-state", Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	require.NoError(t, err)
+
+	release := proxy.hold(t)
+	held := time.Now()
+	loaded := make(chan error, 1)
+	var st watcher.State
+	go func() {
+		var err error
+		st, err = store.Load(t.Context())
+		loaded <- err
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "loading the state stalled") },
+		10*time.Second, 10*time.Millisecond, "the stalled load says so")
+	assert.GreaterOrEqual(t, time.Since(held), time.Second, "a load is given time before it counts as stalled")
+	release()
+	select {
+	case err := <-loaded:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "the load did not finish once answered")
+	}
+	assert.Contains(t, st.Snapshot, "a")
+	assert.True(t, st.Committed)
 }
