@@ -90,29 +90,34 @@ func TestTailSinceUsage(t *testing.T) {
 	})
 }
 
-// TestTailSinceNATSUser runs `tail --since` as a user with exactly the
-// permissions docs/security.md lists for it, each of them needed: it
-// replays, follows, and is refused nothing.
-func TestTailSinceNATSUser(t *testing.T) {
+// TestTailReplayNATSUser runs `tail --since` and `tail --all` as a user
+// with exactly the permissions docs/security.md lists for them, each of
+// them needed: each replays, follows, and is refused nothing.
+func TestTailReplayNATSUser(t *testing.T) {
 	t.Parallel()
 	const (
 		user     = "tailer"
 		password = "Tail-pw-0a93c4"
 	)
-	srv := startPermissionedNATS(t, nil, readerUser(user, password,
-		"$JS.API.CONSUMER.CREATE."+auditStream+".>",
-		"$JS.API.CONSUMER.MSG.NEXT."+auditStream+".>",
-	))
-	r := newStreamRigOn(t, srv, connectNATS(t, srv.ClientURL(), nats.UserInfo(adminUser, adminPassword)), 67)
-	r.publish(t, 4)
+	for _, args := range [][]string{{"--since", "1h"}, {"--all"}} {
+		t.Run(args[0], func(t *testing.T) {
+			t.Parallel()
+			srv := startPermissionedNATS(t, nil, readerUser(user, password,
+				"$JS.API.CONSUMER.CREATE."+auditStream+".>",
+				"$JS.API.CONSUMER.MSG.NEXT."+auditStream+".>",
+			))
+			r := newStreamRigOn(t, srv, connectNATS(t, srv.ClientURL(), nats.UserInfo(adminUser, adminPassword)), 67)
+			r.publish(t, 4)
 
-	env := map[string]string{"MEETWATCH_NATS_URL": r.url(), "MEETWATCH_NATS_USER": user, "MEETWATCH_NATS_PASSWORD": password}
-	tail := startMeetwatch(t, env, "tail", "--json", "--since", "1h")
-	require.Eventually(t, func() bool { return len(tail.stdout.Lines()) >= 4 }, eventWait, tick, "waiting for the replay")
-	r.publish(t, 2)
-	require.Eventually(t, func() bool { return len(tail.stdout.Lines()) >= 6 }, eventWait, tick, "waiting for the live events")
-	tail.stop(t, syscall.SIGTERM)
-	assert.Len(t, tail.stdout.Lines(), 6)
-	assert.NotContains(t, tail.stderr.String(), "Permissions Violation")
-	assert.NotContains(t, tail.stderr.String(), password)
+			env := map[string]string{"MEETWATCH_NATS_URL": r.url(), "MEETWATCH_NATS_USER": user, "MEETWATCH_NATS_PASSWORD": password}
+			tail := startMeetwatch(t, env, append([]string{"tail", "--json"}, args...)...)
+			require.Eventually(t, func() bool { return len(tail.stdout.Lines()) >= 4 }, eventWait, tick, "waiting for the replay")
+			r.publish(t, 2)
+			require.Eventually(t, func() bool { return len(tail.stdout.Lines()) >= 6 }, eventWait, tick, "waiting for the live events")
+			tail.stop(t, syscall.SIGTERM)
+			assert.Len(t, tail.stdout.Lines(), 6)
+			assert.NotContains(t, tail.stderr.String(), "Permissions Violation")
+			assert.NotContains(t, tail.stderr.String(), password)
+		})
+	}
 }
