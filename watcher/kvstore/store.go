@@ -461,7 +461,7 @@ func (s *Store) Prepare(ctx context.Context, changes []snapshot.Change, observed
 		s.preparedAt = observedAt
 		s.mu.Unlock()
 	}
-	var writes []write
+	writes := make([]write, 0, len(changes)) // a first poll's are 100,000
 	for _, c := range changes {
 		switch c.Kind {
 		case snapshot.Started:
@@ -491,7 +491,7 @@ func (s *Store) Prepare(ctx context.Context, changes []snapshot.Change, observed
 // against what is really there, and re-publishes only the rest, with the
 // same deterministic ids, which JetStream drops as duplicates.
 func (s *Store) Write(ctx context.Context, changes []snapshot.Change) error {
-	var writes []write
+	writes := make([]write, 0, len(changes))
 	for _, c := range changes {
 		if c.Kind != snapshot.Started {
 			writes = append(writes, write{key: meetingKey(c.Key), value: c.New.Raw(), purge: c.Kind == snapshot.Ended})
