@@ -229,9 +229,8 @@ func record(t *testing.T, id, subject string) snapshot.Meeting {
 // client's requests go out and get no answer, as while a stream has lost
 // its leader.
 type holdingProxy struct {
-	ln     net.Listener
-	target string
-	gate   sync.RWMutex // the server-to-client copies take it to write; hold locks it
+	ln   net.Listener
+	gate sync.RWMutex // the server-to-client copies take it to write; hold locks it
 }
 
 // hold stops what the server sends until the returned release, which the
@@ -247,7 +246,7 @@ func startHoldingProxy(t *testing.T, target string) *holdingProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	p := &holdingProxy{ln: ln, target: target}
+	p := &holdingProxy{ln: ln}
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
