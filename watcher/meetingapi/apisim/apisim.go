@@ -689,23 +689,27 @@ func (s *Sim) listing(r *http.Request, reqID string) response {
 }
 
 // snapshot returns the page's entries and the number of matching meetings.
-// It only holds the lock while choosing entries: encoding happens after, on
-// entries that are never written. Unfiltered pages are a slice copy;
-// filtered ones scan the list, as the count needs every match anyway.
+// It only holds the lock while choosing entries, or while copying the list
+// for a filter: encoding happens after, on entries that are never written.
+// Unfiltered pages are a slice copy; filtered ones scan the list, as the
+// count needs every match anyway, outside the lock, so that lookups made
+// at once over 100,000 meetings do not take turns.
 func (s *Sim) snapshot(offset, limit int, owner, key string) ([]*entry, int) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if owner == "" && key == "" {
+		defer s.mu.Unlock()
 		if offset >= len(s.list) {
 			return nil, len(s.list)
 		}
 		return slices.Clone(s.list[offset:min(offset+limit, len(s.list))]), len(s.list)
 	}
+	list := slices.Clone(s.list)
+	s.mu.Unlock()
 	var (
 		out   []*entry
 		count int
 	)
-	for _, e := range s.list {
+	for _, e := range list {
 		if owner != "" && e.user != owner {
 			continue
 		}
