@@ -390,7 +390,7 @@ func (s *Store) readAll(ctx context.Context, fn func(m *nats.Msg, rev uint64) er
 		case <-done:
 		case <-ctx.Done():
 		}
-	}, nats.BindStream(s.stream), nats.OrderedConsumer(), nats.DeliverLastPerSubject(), nats.IdleHeartbeat(loadHeartbeat), nats.Context(cctx))
+	}, nats.BindStream(s.stream), nats.OrderedConsumer(), nats.DeliverLastPerSubject(), nats.Context(cctx))
 	switch {
 	case err != nil && cctx.Err() != nil && ctx.Err() == nil:
 		return fmt.Errorf("loading state: %w: %w", errStalled, err)
@@ -611,14 +611,6 @@ const (
 	// elected, and starts again after it rather than waiting out the
 	// poll's deadline.
 	loadStall = 2 * time.Second
-	// loadHeartbeat is how soon the consumer of a load hears from the
-	// server once deliveries stop: the consumer is paced by flow control,
-	// and a heartbeat is what brings a stalled one back (it carries the
-	// flow-control reply the server waits for), as well as what starts
-	// it again when nothing comes for two of them. The default, 5 s, is
-	// longer than loadStall: a load that stalled mid-way started again
-	// from its first key, and took 5.5 s instead of 1.5 s.
-	loadHeartbeat = 500 * time.Millisecond
 )
 
 // writeAll stores writes and returns once every one is acknowledged, or
