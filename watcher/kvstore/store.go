@@ -381,19 +381,28 @@ func (s *Store) readAll(ctx context.Context, fn func(m *nats.Msg, rev uint64) er
 	}
 	msgs, done := make(chan *nats.Msg, 1024), make(chan struct{})
 	defer close(done) // after the unsubscribe below: a callback still running returns
-	// The context bounds only the consumer's creation.
-	cctx, cancel := context.WithTimeout(ctx, loadStall)
+	// The subscription ends when the context given to it does, so that
+	// context lives as long as the load; only a timer that stops once the
+	// consumer is made bounds its creation. (A context with a deadline
+	// ended every load that took longer than loadStall at that point: it
+	// stalled there, and started again.)
+	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	creating := time.AfterFunc(loadStall, cancel)
 	sub, err := legacy.Subscribe(s.subjects+">", func(m *nats.Msg) {
 		select {
 		case msgs <- m:
 		case <-done:
 		case <-ctx.Done():
 		}
-	}, nats.BindStream(s.stream), nats.OrderedConsumer(), nats.DeliverLastPerSubject(), nats.Context(cctx))
+	}, nats.BindStream(s.stream), nats.OrderedConsumer(), nats.DeliverLastPerSubject(), nats.Context(sctx))
 	switch {
-	case err != nil && cctx.Err() != nil && ctx.Err() == nil:
+	case !creating.Stop() && ctx.Err() == nil && err != nil:
 		return fmt.Errorf("loading state: %w: %w", errStalled, err)
+	case ctx.Err() == nil && sctx.Err() != nil:
+		// Made, but only as the timer fired, which ends it.
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("loading state: its consumer came after %s: %w", loadStall, errStalled)
 	case err != nil:
 		return fmt.Errorf("loading state: %w", err)
 	}

@@ -5,10 +5,12 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"net"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -231,6 +233,26 @@ func record(t *testing.T, id, subject string) snapshot.Meeting {
 type holdingProxy struct {
 	ln   net.Listener
 	gate sync.RWMutex // the server-to-client copies take it to write; hold locks it
+	sent atomic.Int64 // bytes the server sent that were passed on
+	trap atomic.Pointer[proxyTrap]
+}
+
+// proxyTrap stops the server-to-client copy once sent reaches at: it
+// closes held and waits for release.
+type proxyTrap struct {
+	at            int64
+	held, release chan struct{}
+}
+
+// holdAfter stops what the server sends once about n more bytes have
+// passed, until the returned release, which the test's cleanup calls too;
+// held is closed when it stops.
+func (p *holdingProxy) holdAfter(t *testing.T, n int64) (held <-chan struct{}, release func()) {
+	tr := &proxyTrap{at: p.sent.Load() + n, held: make(chan struct{}), release: make(chan struct{})}
+	p.trap.Store(tr)
+	release = sync.OnceFunc(func() { close(tr.release) })
+	t.Cleanup(release)
+	return tr.held, release
 }
 
 // hold stops what the server sends until the returned release, which the
@@ -280,6 +302,10 @@ func startHoldingProxy(t *testing.T, target string) *holdingProxy {
 					if err != nil {
 						return
 					}
+					if tr := p.trap.Load(); p.sent.Add(int64(n)) >= tr.atOr() && p.trap.CompareAndSwap(tr, nil) {
+						close(tr.held)
+						<-tr.release
+					}
 				}
 			})
 		}
@@ -297,6 +323,14 @@ func startHoldingProxy(t *testing.T, target string) *holdingProxy {
 }
 
 func (p *holdingProxy) URL() string { return "nats://" + p.ln.Addr().String() }
+
+// atOr is where tr stops the copy; never, for no trap.
+func (tr *proxyTrap) atOr() int64 {
+	if tr == nil {
+		return math.MaxInt64
+	}
+	return tr.at
+}
 
 // A load that gets no answer within loadStall starts again, and says so:
 // a slow start-up shows why it was slow.
@@ -342,4 +376,71 @@ func TestAStalledLoadStartsAgainAndSaysSo(t *testing.T) {
 	}
 	assert.Contains(t, st.Snapshot, "a")
 	assert.True(t, st.Committed)
+}
+
+// A load may take longer than loadStall, as long as keys keep coming: it
+// is not cut where its consumer's creation was bounded, and does not start
+// again.
+func TestALoadLongerThanItsStallBoundIsNotCut(t *testing.T) {
+	srv := natstest.Start(t)
+	direct, err := jetstream.New(natstest.Connect(t, srv))
+	require.NoError(t, err)
+	committed := openStore(t, direct)
+	_, err = committed.Load(t.Context())
+	require.NoError(t, err)
+	const n = 2000
+	pad := strings.Repeat("x", 1000)
+	var starts []snapshot.Change
+	for i := range n {
+		m := record(t, fmt.Sprintf("u%04d", i), pad)
+		starts = append(starts, snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: m})
+	}
+	require.NoError(t, committed.Prepare(t.Context(), starts, time.Now()))
+	require.NoError(t, committed.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: n}))
+
+	proxy := startHoldingProxy(t, srv.Addr().String())
+	nc, err := nats.Connect(proxy.URL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	logs := &simtest.Buffer{}
+	store, err := kvstore.Open(t.Context(), js, kvstore.Config{Bucket: "meetwatch-state", Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	require.NoError(t, err)
+
+	// Two pauses of 1.5 s each, shorter than the 2 s a load waits for
+	// its next key, stretch the load past 3 s.
+	held, release := proxy.holdAfter(t, 256<<10)
+	loaded := make(chan error, 1)
+	var st watcher.State
+	start := time.Now()
+	go func() {
+		var err error
+		st, err = store.Load(t.Context())
+		loaded <- err
+	}()
+	for pause := range 2 {
+		select {
+		case <-held:
+		case <-time.After(10 * time.Second):
+			require.FailNow(t, "the load did not get that far", "pause %d", pause)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		if pause == 0 {
+			next, releaseNext := proxy.holdAfter(t, 256<<10)
+			release()
+			held, release = next, releaseNext
+			continue
+		}
+		release()
+	}
+	select {
+	case err := <-loaded:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "the load did not finish", logs.String())
+	}
+	assert.Greater(t, time.Since(start), 3*time.Second, "the load took longer than its stall bound")
+	assert.Len(t, st.Snapshot, n)
+	assert.NotContains(t, logs.String(), "stalled", "it never stalled, nor started again")
 }
