@@ -332,18 +332,23 @@ func (tr *proxyTrap) atOr() int64 {
 	return tr.at
 }
 
-// A load that gets no answer within loadStall starts again, and says so:
-// a slow start-up shows why it was slow.
-func TestAStalledLoadStartsAgainAndSaysSo(t *testing.T) {
+// proxiedStore commits records as started meetings on a new server, and
+// returns a store of that bucket whose connection goes through a holding
+// proxy, with the proxy and the store's log.
+func proxiedStore(t *testing.T, records ...snapshot.Meeting) (*holdingProxy, *kvstore.Store, *simtest.Buffer) {
+	t.Helper()
 	srv := natstest.Start(t)
 	direct, err := jetstream.New(natstest.Connect(t, srv))
 	require.NoError(t, err)
 	committed := openStore(t, direct)
 	_, err = committed.Load(t.Context())
 	require.NoError(t, err)
-	a := record(t, "a", "first")
-	require.NoError(t, committed.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "a", New: a}}, time.Now()))
-	require.NoError(t, committed.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 1}))
+	starts := make([]snapshot.Change, 0, len(records))
+	for _, m := range records {
+		starts = append(starts, snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: m})
+	}
+	require.NoError(t, committed.Prepare(t.Context(), starts, time.Now()))
+	require.NoError(t, committed.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: len(records)}))
 
 	proxy := startHoldingProxy(t, srv.Addr().String())
 	nc, err := nats.Connect(proxy.URL())
@@ -354,26 +359,47 @@ func TestAStalledLoadStartsAgainAndSaysSo(t *testing.T) {
 	logs := &simtest.Buffer{}
 	store, err := kvstore.Open(t.Context(), js, kvstore.Config{Bucket: "meetwatch-state", Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	require.NoError(t, err)
+	return proxy, store, logs
+}
 
+// loadInBackground starts store.Load, and returns the wait for its
+// state, 10 s at most.
+func loadInBackground(t *testing.T, store *kvstore.Store, logs *simtest.Buffer) (wait func() watcher.State) {
+	t.Helper()
+	type result struct {
+		st  watcher.State
+		err error
+	}
+	loaded := make(chan result, 1)
+	go func() {
+		st, err := store.Load(t.Context())
+		loaded <- result{st, err}
+	}()
+	return func() watcher.State {
+		t.Helper()
+		select {
+		case r := <-loaded:
+			require.NoError(t, r.err)
+			return r.st
+		case <-time.After(10 * time.Second):
+			require.FailNow(t, "the load did not finish", logs.String())
+			return watcher.State{}
+		}
+	}
+}
+
+// A load that gets no answer within loadStall starts again, and says so:
+// a slow start-up shows why it was slow.
+func TestAStalledLoadStartsAgainAndSaysSo(t *testing.T) {
+	proxy, store, logs := proxiedStore(t, record(t, "a", "first"))
 	release := proxy.hold(t)
 	held := time.Now()
-	loaded := make(chan error, 1)
-	var st watcher.State
-	go func() {
-		var err error
-		st, err = store.Load(t.Context())
-		loaded <- err
-	}()
+	wait := loadInBackground(t, store, logs)
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "loading the state stalled") },
 		10*time.Second, 10*time.Millisecond, "the stalled load says so")
 	assert.GreaterOrEqual(t, time.Since(held), time.Second, "a load is given time before it counts as stalled")
 	release()
-	select {
-	case err := <-loaded:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		require.FailNow(t, "the load did not finish once answered")
-	}
+	st := wait()
 	assert.Contains(t, st.Snapshot, "a")
 	assert.True(t, st.Committed)
 }
@@ -382,43 +408,19 @@ func TestAStalledLoadStartsAgainAndSaysSo(t *testing.T) {
 // is not cut where its consumer's creation was bounded, and does not start
 // again.
 func TestALoadLongerThanItsStallBoundIsNotCut(t *testing.T) {
-	srv := natstest.Start(t)
-	direct, err := jetstream.New(natstest.Connect(t, srv))
-	require.NoError(t, err)
-	committed := openStore(t, direct)
-	_, err = committed.Load(t.Context())
-	require.NoError(t, err)
 	const n = 2000
 	pad := strings.Repeat("x", 1000)
-	var starts []snapshot.Change
-	for i := range n {
-		m := record(t, fmt.Sprintf("u%04d", i), pad)
-		starts = append(starts, snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: m})
+	records := make([]snapshot.Meeting, n)
+	for i := range records {
+		records[i] = record(t, fmt.Sprintf("u%04d", i), pad)
 	}
-	require.NoError(t, committed.Prepare(t.Context(), starts, time.Now()))
-	require.NoError(t, committed.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: n}))
-
-	proxy := startHoldingProxy(t, srv.Addr().String())
-	nc, err := nats.Connect(proxy.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	logs := &simtest.Buffer{}
-	store, err := kvstore.Open(t.Context(), js, kvstore.Config{Bucket: "meetwatch-state", Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	require.NoError(t, err)
+	proxy, store, logs := proxiedStore(t, records...)
 
 	// Two pauses of 1.5 s each, shorter than the 2 s a load waits for
 	// its next key, stretch the load past 3 s.
 	held, release := proxy.holdAfter(t, 256<<10)
-	loaded := make(chan error, 1)
-	var st watcher.State
 	start := time.Now()
-	go func() {
-		var err error
-		st, err = store.Load(t.Context())
-		loaded <- err
-	}()
+	wait := loadInBackground(t, store, logs)
 	for pause := range 2 {
 		select {
 		case <-held:
@@ -434,12 +436,7 @@ func TestALoadLongerThanItsStallBoundIsNotCut(t *testing.T) {
 		}
 		release()
 	}
-	select {
-	case err := <-loaded:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		require.FailNow(t, "the load did not finish", logs.String())
-	}
+	st := wait()
 	assert.Greater(t, time.Since(start), 3*time.Second, "the load took longer than its stall bound")
 	assert.Len(t, st.Snapshot, n)
 	assert.NotContains(t, logs.String(), "stalled", "it never stalled, nor started again")
