@@ -396,10 +396,11 @@ func (s *Store) readAll(ctx context.Context, fn func(m *nats.Msg, rev uint64) er
 		case <-ctx.Done():
 		}
 	}, nats.BindStream(s.stream), nats.OrderedConsumer(), nats.DeliverLastPerSubject(), nats.Context(sctx))
+	late := !creating.Stop() && ctx.Err() == nil // the timer fired: sctx is done
 	switch {
-	case !creating.Stop() && ctx.Err() == nil && err != nil:
+	case late && err != nil:
 		return fmt.Errorf("loading state: %w: %w", errStalled, err)
-	case ctx.Err() == nil && sctx.Err() != nil:
+	case late:
 		// Made, but only as the timer fired, which ends it.
 		_ = sub.Unsubscribe()
 		return fmt.Errorf("loading state: its consumer came after %s: %w", loadStall, errStalled)
