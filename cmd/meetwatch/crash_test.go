@@ -916,39 +916,46 @@ func TestCrashPoints(t *testing.T) {
 		added := r.w.start(starts)
 		ended := r.w.endSome(t, r.rng, r.st, ends)
 		require.Len(t, ended, ends)
+		intentsBefore := r.gate.count(kindPrepare)
 		release()
 		r.waitHeld(held)
-		// The starts go their own way, their keys first: some or all of
-		// their events may be out too.
+		// The starts go their own way, their keys first, beside the ends:
+		// all, some or none of their keys may have passed the gate before
+		// it held, and some or all of their events too if every key did.
+		intents := r.gate.count(kindPrepare) - intentsBefore
+		require.LessOrEqual(t, intents, starts)
 		require.Eventually(t, func() bool {
 			keys := r.st.keys(t, "m.")
-			gone := 0
+			gone, recorded := 0, 0
 			for _, id := range ended {
 				if !keys[id] {
 					gone++
 				}
 			}
 			for _, id := range added {
-				if !keys[id] {
-					return false
+				if keys[id] {
+					recorded++
 				}
 			}
-			return gone == landed
-		}, eventWait, tick, "waiting for the %d starts and %d of the %d ends to land", starts, landed, ends)
+			return gone == landed && recorded == intents
+		}, eventWait, tick, "waiting for %d of the %d starts and %d of the %d ends to land", intents, starts, landed, ends)
 		kill9(t, p)
 		_, metaAfter := r.st.meta()
 		assert.Equal(t, metaBefore, metaAfter, "the meta key is the previous poll's")
 		out := streamLen(r.nc, crashStream) - rigMeetings
 		require.GreaterOrEqual(t, out, ends, "every end's event acknowledged before its key")
 		startsOut := out - ends
+		if intents < starts {
+			assert.Zero(t, startsOut, "no start's event before every start is recorded")
+		}
 
 		again, f, _ := r.restart(nil)
 		started, endedN, dups := allCommits(again)
 		assert.Equal(t, starts, started, "the restart publishes the starts no commit covered")
 		assert.Equal(t, ends-landed, endedN, "and the ends whose keys did not go")
 		assert.Equal(t, startsOut+ends-landed, dups, "and JetStream drops every copy of those already out")
-		t.Logf("crash: mid-commit of a later poll (%d of %d end writes): transitions checked %d, events lost %d, duplicates %d, republished and dropped %d, kills 1",
-			landed, ends, f.transitions, f.lost, f.duplicates, dups)
+		t.Logf("crash: mid-commit of a later poll (%d of %d end writes, %d of %d start keys): transitions checked %d, events lost %d, duplicates %d, republished and dropped %d, kills 1",
+			landed, ends, intents, starts, f.transitions, f.lost, f.duplicates, dups)
 	})
 
 	t.Run("between two polls", func(t *testing.T) {
