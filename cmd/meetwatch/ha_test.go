@@ -659,7 +659,8 @@ func clusterLosesLeaderOf(t *testing.T, leading string) {
 	}, 30*time.Second, 100*time.Millisecond, "waiting for the cluster's jetstream")
 
 	api := startAPI(t, token, haMeetings)
-	env := haEnv(api.URL, token, clusterURL(nodes), "solo", 2*time.Second)
+	const leaseTTL = 2 * time.Second
+	env := haEnv(api.URL, token, clusterURL(nodes), "solo", leaseTTL)
 	env["MEETWATCH_REPLICAS"] = "3"
 	mw := startMeetwatch(t, env, "run")
 	require.Eventually(t, func() bool { return streamLen(nc, "MEETINGS") >= haMeetings },
@@ -724,7 +725,12 @@ func clusterLosesLeaderOf(t *testing.T, leading string) {
 		stall = max(stall, m.Time.Sub(prev))
 		prev = m.Time
 	}
-	assert.LessOrEqual(t, stall, election+3*time.Second, "events stalled longer than the election plus 3 s")
+	// The cluster answers slowly while it elects, whichever stream lost its
+	// leader, and a lease renewal that times out makes the replica stand
+	// down, as fencing demands; it leads again within one lease. So the
+	// bound is the election, one lease, and 3 s.
+	bound := election + leaseTTL + 3*time.Second
+	assert.LessOrEqual(t, stall, bound, "events stalled longer than the election, one lease and 3 s")
 
 	var failedPolls, reconnects int
 	for _, l := range mw.stderr.Lines() {
@@ -736,6 +742,6 @@ func clusterLosesLeaderOf(t *testing.T, leading string) {
 		}
 	}
 	t.Logf("cluster: leader of %s (%s) killed with SIGKILL, new leader %s, every stream led again after %s, longest stall of events %s (bound %s), transitions checked %d (started %d, ended %d; %d before the shutdown), events lost %d, duplicates %d (re-published and dropped by JetStream %d; failed polls %d, reconnects %d)",
-		leading, old, newLeader, election.Round(10*time.Millisecond), stall.Round(10*time.Millisecond), (election + 3*time.Second).Round(10*time.Millisecond),
+		leading, old, newLeader, election.Round(10*time.Millisecond), stall.Round(10*time.Millisecond), bound.Round(10*time.Millisecond),
 		res.events, res.started, res.ended, before, res.lost, res.duplicates, republishedCount(mw), failedPolls, reconnects)
 }
