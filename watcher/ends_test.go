@@ -2,7 +2,6 @@ package watcher_test
 
 import (
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -143,50 +142,4 @@ func TestLookupsAreOneRoundAPoll(t *testing.T) {
 		}
 	}
 	assert.Len(t, ended, 5)
-}
-
-// The end lookups wait on the API while the poll's other events go out:
-// a held lookup holds back only the end it would confirm, which follows
-// them.
-func TestEndLookupsRunAlongsideTheOtherEvents(t *testing.T) {
-	r := newRigPaged(t, 10)
-	ids := r.api.Sim.AddN(3)
-	w := r.newWatcher(t, nil)
-	_, err := w.Poll(t.Context())
-	require.NoError(t, err)
-
-	held, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
-		if isConfirmation(req) {
-			once.Do(func() { close(held) })
-			select {
-			case <-release:
-			case <-req.Context().Done():
-			}
-		}
-		return nil
-	})
-	require.True(t, r.api.Sim.End(ids[0]))
-	added := r.api.Sim.AddN(1)
-	polled := make(chan error, 1)
-	go func() {
-		_, err := w.Poll(t.Context())
-		polled <- err
-	}()
-	select {
-	case <-held:
-	case err := <-polled:
-		require.FailNow(t, "the poll ended without a lookup", "err: %v", err)
-	}
-	require.Eventually(t, func() bool { return len(r.published(t)) == 4 }, 10*time.Second, 10*time.Millisecond,
-		"the start goes out while the lookup waits")
-	close(release)
-	require.NoError(t, <-polled)
-
-	var got []string
-	for _, e := range r.published(t)[3:] {
-		got = append(got, e.Type+" "+e.Subject)
-	}
-	assert.Equal(t, []string{"meetwatch.meeting.started " + added[0], "meetwatch.meeting.ended " + ids[0]}, got)
 }

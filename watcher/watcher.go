@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -212,11 +213,10 @@ type PollResult struct {
 	// listing lacked and whose ended event waits for the next one.
 	PendingEnds int
 	ObservedAt  time.Time
-	// Listing, Deliver (writing the keys of started meetings, building and
-	// publishing the events, writing the other keys) and Commit (the
-	// missing meetings' keys and meta) are the steps of Total; what is
-	// left is mostly the diff. Ends (the lookups of vanished meetings)
-	// runs within Deliver, beside the other meetings' events.
+	// Listing, Ends (the lookups of vanished meetings), Deliver (writing
+	// the keys of started meetings, building and publishing the events,
+	// writing the other keys) and Commit (the missing meetings' keys and
+	// meta) are the steps of Total; what is left is mostly the diff.
 	Listing, Ends, Deliver, Commit, Total time.Duration
 }
 
@@ -264,36 +264,19 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 		}
 	}
 	res.ObservedAt, res.Listing = observedAt, listed.Sub(observedAt)
-	changes, missed, settled, lookup := w.settleEnds(changes, next, &res)
-	// The lookups wait on the API while every other event goes out; the
-	// few they settle go out after.
 	t := w.cfg.Now()
-	lookupCtx, stopLookups := context.WithCancel(ctx)
-	defer stopLookups()
-	looked := make(chan []lookedUp, 1)
-	go func() {
-		found := w.lookUp(lookupCtx, lookup)
-		res.Ends = w.cfg.Now().Sub(t) // before the send, which Poll waits for
-		looked <- found
-	}()
+	missed, settled, put := w.settleEnds(ctx, changes, next, &res)
+	res.Ends = w.cfg.Now().Sub(t)
+	changes = rediff(changes, put, w.state.Snapshot, next)
+	res.Meetings = len(next)
+	t = w.cfg.Now()
 	err = w.deliver(ctx, changes, observedAt, listed, &res)
-	if err != nil {
-		stopLookups()
-	}
-	found := <-looked
-	if later := w.settleLookups(found, next, missed, &res); err == nil && len(later) > 0 {
-		err = w.deliver(ctx, later, observedAt, listed, &res)
-	}
 	res.Deliver = w.cfg.Now().Sub(t)
 	if err != nil {
 		// Some events may have gone out and some keys changed: the next
 		// poll reads the store again rather than trusting memory.
 		w.loaded = false
 		return PollResult{}, err
-	}
-	res.Meetings = len(next)
-	if len(missed) == 0 {
-		missed = nil
 	}
 	if err := ctx.Err(); err != nil {
 		w.loaded = false // the keys written stay; the store says what they are
@@ -347,6 +330,33 @@ func (w *Watcher) settle(ctx context.Context, st *State, res *PollResult) error 
 	again.Stored, again.Duplicates = pr.Stored, pr.Duplicates
 	res.addCounts(again)
 	return nil
+}
+
+// rediff returns changes with the ended changes of the meetings put back
+// into next replaced by their diff against prev: none for a meeting put
+// back as it was, a changed one for a meeting found ongoing with a new
+// record. The order stays Diff's.
+func rediff(changes []snapshot.Change, put []string, prev, next snapshot.Snapshot) []snapshot.Change {
+	if len(put) == 0 {
+		return changes
+	}
+	was, now := make(snapshot.Snapshot, len(put)), make(snapshot.Snapshot, len(put))
+	for _, k := range put {
+		was[k], now[k] = prev[k], next[k]
+	}
+	changes = slices.DeleteFunc(changes, func(c snapshot.Change) bool {
+		_, back := now[c.Key]
+		return back && c.Kind == snapshot.Ended
+	})
+	changes = append(changes, snapshot.Diff(was, now)...)
+	rank := map[snapshot.ChangeKind]int{snapshot.Ended: 0, snapshot.Changed: 1, snapshot.Started: 2}
+	slices.SortStableFunc(changes, func(a, b snapshot.Change) int {
+		if r := rank[a.Kind] - rank[b.Kind]; r != 0 {
+			return r
+		}
+		return strings.Compare(a.Key, b.Key)
+	})
+	return changes
 }
 
 // chunkSize is how many events are built and held at a time.
@@ -589,92 +599,68 @@ func (w *Watcher) fit(m snapshot.Meeting) (snapshot.Meeting, error) {
 //
 //   - A meeting that the previous listing lacked too ends now, whatever the
 //     request budget: no end waits more than one listing after it was
-//     first missed. Its ended change stays in changes.
+//     first missed.
 //   - A meeting missing for the first time is looked up, while the budget
-//     has room, up to ConfirmConcurrency of them a poll: their ended
-//     changes leave changes for lookup, and settleLookups decides them.
-//   - The other meetings missing for the first time go back into next
-//     with their old records, neither announced nor forgotten, and are
-//     returned in missed, with when they were last seen.
+//     has room, up to ConfirmConcurrency of them a poll. Gone: it ends now. Still ongoing: it goes back into next,
+//     with its current record. Not looked up, or the lookup failed: it goes
+//     back with its old record, neither announced nor forgotten, and is
+//     returned in missed, with when it was last seen.
 //
 // Missing meetings that are listed again, or end now, are returned in
-// settled; changes comes back without the ends that wait, in Diff's order.
-func (w *Watcher) settleEnds(changes []snapshot.Change, next snapshot.Snapshot, res *PollResult) (kept []snapshot.Change, missed map[string]time.Time, settled []string, lookup []snapshot.Change) {
+// settled. put lists the meetings put back into next. Lookups get the
+// deadline the listing left them (see apiClock).
+func (w *Watcher) settleEnds(ctx context.Context, changes []snapshot.Change, next snapshot.Snapshot, res *PollResult) (missed map[string]time.Time, settled, put []string) {
 	for key := range w.state.Missing {
 		settled = append(settled, key) // ended now, or listed again
 	}
 	slices.Sort(settled)
-	missed = map[string]time.Time{}
-	kept = changes[:0]
+	var fresh []snapshot.Change
 	for _, c := range changes {
-		if _, before := w.state.Missing[c.Key]; c.Kind != snapshot.Ended || before {
-			kept = append(kept, c)
-			continue
+		if _, before := w.state.Missing[c.Key]; c.Kind == snapshot.Ended && !before {
+			fresh = append(fresh, c)
 		}
-		// One round of lookups at most: past that, a poll would spend
-		// more on speeding ends up by one listing than on the listing.
-		if len(lookup) < w.cfg.ConfirmConcurrency {
-			lookup = append(lookup, c)
-			continue
-		}
+	}
+	if len(fresh) == 0 {
+		return nil, settled, nil
+	}
+	var (
+		mu      sync.Mutex
+		lastErr error
+	)
+	missed = map[string]time.Time{}
+	// One round of lookups at most: past that, a poll would spend more on
+	// speeding ends up by one listing than on the listing itself.
+	for _, c := range fresh[min(len(fresh), w.cfg.ConfirmConcurrency):] {
 		next[c.Key] = c.Old
 		missed[c.Key] = w.state.ObservedAt
 		res.Unconfirmed++
+		put = append(put, c.Key)
 	}
-	return kept, missed, settled, lookup
-}
-
-// lookedUp is what a lookup found of a meeting that vanished: gone, still
-// ongoing with its current record, or err.
-type lookedUp struct {
-	change  snapshot.Change
-	cur     snapshot.Meeting
-	ongoing bool
-	err     error
-}
-
-// lookUp looks up the vanished meetings of lookup, all at once. The
-// lookups get the deadline the listing left them (see apiClock).
-func (w *Watcher) lookUp(ctx context.Context, lookup []snapshot.Change) []lookedUp {
-	found := make([]lookedUp, len(lookup))
-	var wg sync.WaitGroup
-	for i, c := range lookup {
-		wg.Go(func() {
+	fresh = fresh[:min(len(fresh), w.cfg.ConfirmConcurrency)]
+	g := new(errgroup.Group)
+	g.SetLimit(w.cfg.ConfirmConcurrency)
+	for _, c := range fresh {
+		g.Go(func() error {
 			cur, ongoing, err := w.api.Confirm(ctx, c.Old, w.records.Read)
-			found[i] = lookedUp{change: c, cur: cur, ongoing: ongoing, err: err}
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				next[c.Key] = c.Old
+				missed[c.Key] = w.state.ObservedAt
+				res.Unconfirmed++
+				lastErr = err
+			case ongoing:
+				next[c.Key] = cur
+				res.StillOngoing++
+			default:
+				return nil
+			}
+			put = append(put, c.Key)
+			return nil
 		})
 	}
-	wg.Wait()
-	return found
-}
-
-// settleLookups returns the changes of what lookUp found: the ends it
-// confirmed, and a changed one for a meeting still ongoing with a new
-// record, which goes back into next. A meeting it could not look up goes
-// back with its old record, into missed, like those not looked up.
-func (w *Watcher) settleLookups(found []lookedUp, next snapshot.Snapshot, missed map[string]time.Time, res *PollResult) []snapshot.Change {
-	var (
-		changes []snapshot.Change
-		lastErr error
-	)
-	was, now := snapshot.Snapshot{}, snapshot.Snapshot{}
-	for _, f := range found {
-		key := f.change.Key
-		switch {
-		case f.err != nil:
-			next[key] = f.change.Old
-			missed[key] = w.state.ObservedAt
-			res.Unconfirmed++
-			lastErr = f.err
-		case f.ongoing:
-			next[key] = f.cur
-			was[key], now[key] = f.change.Old, f.cur
-			res.StillOngoing++
-		default:
-			changes = append(changes, f.change)
-		}
-	}
-	changes = append(changes, snapshot.Diff(was, now)...)
+	_ = g.Wait() // the goroutines report through res, never by error
 	if res.StillOngoing > 0 {
 		w.logger.Info("meetings missing from the listing are still ongoing", "still_ongoing", res.StillOngoing)
 	}
@@ -682,5 +668,8 @@ func (w *Watcher) settleLookups(found []lookedUp, next snapshot.Snapshot, missed
 		w.logger.Info("meetings missing from the listing for the first time; the next listing settles their end",
 			"missing", res.Unconfirmed, "lookup_err", lastErr)
 	}
-	return changes
+	if len(missed) == 0 {
+		missed = nil
+	}
+	return missed, settled, put
 }

@@ -222,8 +222,8 @@ func TestPollPublishesEachKind(t *testing.T) {
 
 	evs := r.published(t)[3:]
 	require.Len(t, evs, 3)
-	// The end a lookup confirmed goes out after the poll's other events.
-	changed, started, ended := evs[0], evs[1], evs[2]
+
+	ended, changed, started := evs[0], evs[1], evs[2]
 	assert.Equal(t, "meetwatch.meeting.ended", ended.Type)
 	assert.Equal(t, ids[0], ended.Subject)
 	require.NotNil(t, ended.Data.LastSeen)

@@ -148,9 +148,9 @@ type pollFigures struct {
 func (p pollFigures) steps() []step {
 	return []step{
 		{"listing", p.listing},
-		{"diff (the rest)", p.total - p.listing - p.deliver - p.commit},
+		{"end lookups", p.ends},
+		{"diff (the rest)", p.total - p.listing - p.ends - p.deliver - p.commit},
 		{"deliver (record starts, build and publish, write the rest)", p.deliver},
-		{"  of which end lookups, alongside", p.ends},
 		{"commit (meta)", p.commit},
 	}
 }
