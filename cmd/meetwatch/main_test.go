@@ -330,7 +330,10 @@ func TestRunPublishesStartedEndedChanged(t *testing.T) {
 	api := startAPI(t, token, 5)
 	ids := api.Sim.UUIDs()
 
-	mw := startMeetwatch(t, runEnv(api.URL, token, srv.ClientURL()), "run")
+	env := runEnv(api.URL, token, srv.ClientURL())
+	env["MEETWATCH_API_RATE"] = "0" // every vanished meeting is looked up: its end comes with the same poll
+	lst := watchListings(api.Sim)
+	mw := startMeetwatch(t, env, "run")
 
 	started := waitForMessages(t, nc, "MEETINGS", 5)
 	var gotIDs []string
@@ -342,16 +345,26 @@ func TestRunPublishesStartedEndedChanged(t *testing.T) {
 	}
 	assert.ElementsMatch(t, ids, gotIDs, "one started event per meeting")
 
+	// One poll sees a meeting end, another change and a third start: its
+	// events go out as ended, then changed, then started (docs/events.md).
+	blocked, release := lst.holdNext(t)
+	waitBlocked(t, blocked)
 	endedID, changedID := ids[1], ids[3]
 	oldRec, ok := api.Sim.Get(changedID)
 	require.True(t, ok)
 	require.True(t, api.Sim.End(endedID))
 	require.True(t, api.Sim.Update(changedID, func(r apisim.Record) { r["subject"] = "Quarterly review, moved" }))
+	startedID := api.Sim.AddN(1)[0]
+	release()
 
-	msgs := waitForMessages(t, nc, "MEETINGS", 7)
+	msgs := waitForMessages(t, nc, "MEETINGS", 8)
+	var order []string
 	for _, m := range msgs[5:] {
 		assertEnvelope(t, m, "meetings", api.URL)
+		assert.Equal(t, msgs[5].Event.Time, m.Event.Time, "one poll's events")
+		order = append(order, m.Event.Type+" "+m.Event.Subject)
 	}
+	assert.Equal(t, []string{"meetwatch.meeting.ended " + endedID, "meetwatch.meeting.changed " + changedID, "meetwatch.meeting.started " + startedID}, order)
 	kinds := byKind(msgs[5:])
 	require.Len(t, kinds["ended"], 1, "ended events")
 	require.Len(t, kinds["changed"], 1, "changed events")
