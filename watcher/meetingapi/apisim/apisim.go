@@ -523,6 +523,12 @@ func (s *Sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	resp := s.respond(r, f, reqID, answer)
+	if resp.buf != nil {
+		defer func() {
+			*resp.buf = resp.body[:0]
+			pages.Put(resp.buf)
+		}()
+	}
 	if f != nil {
 		for k, v := range f.Header {
 			w.Header()[http.CanonicalHeaderKey(k)] = v
@@ -575,7 +581,17 @@ type response struct {
 	status      int
 	contentType string
 	body        []byte
+	// buf, when set, is the pooled buffer body was built in, returned to
+	// pages once body is written.
+	buf *[]byte
 }
+
+// pages holds the buffers listing pages are built in. A page of 500
+// records is most of a megabyte: allocating one per request made a
+// poller's steady listings cost the simulator a fresh 160 MB, and the
+// collections to match, every listing of 100,000 meetings, CPU that a
+// co-located poller then lacked.
+var pages = sync.Pool{New: func() any { return new([]byte) }}
 
 const jsonType = "application/json;charset=UTF-8"
 
@@ -620,12 +636,12 @@ func defaultCode(status int) string {
 // encoding/json has already encoded. Assembling the envelope by hand avoids
 // having json.Marshal re-validate every record of every page, which is most
 // of the cost of a 500-record page.
-func encodePage(offset, limit, count int, records [][]byte) []byte {
+func encodePage(b []byte, offset, limit, count int, records [][]byte) []byte {
 	size := 64
 	for _, r := range records {
 		size += len(r) + 1
 	}
-	b := make([]byte, 0, size)
+	b = slices.Grow(b[:0], size)
 	b = append(b, `{"offset":`...)
 	b = strconv.AppendInt(b, int64(offset), 10)
 	b = append(b, `,"limit":`...)
@@ -685,7 +701,8 @@ func (s *Sim) listing(r *http.Request, reqID string) response {
 		}
 		records[i] = raw
 	}
-	return response{status: http.StatusOK, contentType: jsonType, body: encodePage(offset, limit, count, records)}
+	buf := pages.Get().(*[]byte)
+	return response{status: http.StatusOK, contentType: jsonType, body: encodePage(*buf, offset, limit, count, records), buf: buf}
 }
 
 // snapshot returns the page's entries and the number of matching meetings.
