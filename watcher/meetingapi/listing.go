@@ -74,7 +74,9 @@ func (c *Client) listConsistent(ctx context.Context, searchKey string, read snap
 
 // listOnce takes one listing: the first page tells the count, the rest are
 // fetched with bounded concurrency, each window starting Overlap records
-// before the previous one ends; pages are then checked to join up.
+// before the previous one ends, and joined in order as they arrive, so
+// that the listing is checked and its snapshot built by the time its last
+// page is in.
 func (c *Client) listOnce(ctx context.Context, searchKey string, read snapshot.ReadFunc) (snapshot.Snapshot, error) {
 	first, err := c.fetchPage(ctx, searchKey, 0, c.cfg.PageSize, read, nil)
 	if err != nil {
@@ -87,45 +89,72 @@ func (c *Client) listOnce(ctx context.Context, searchKey string, read snapshot.R
 		limit = first.Limit
 	}
 	overlap, stride := windows(limit, c.cfg.Overlap)
+	j := newJoin(first.Count, limit, overlap)
+	if err := j.add(first); err != nil {
+		return nil, err
+	}
 
 	// Page k covers [k*stride, k*stride+limit): it is needed while the
 	// page before it ends short of the count.
-	pages := []Page{first}
 	var offsets []int
 	for off := stride; off-stride+limit < first.Count; off += stride {
 		offsets = append(offsets, off)
 	}
 	// Concurrency requests in flight, and as many pages more being
-	// decoded: a page's decoding does not hold up the next request.
+	// decoded: a page's decoding does not hold up the next request. One
+	// more goroutine joins the pages in order, each once it is decoded.
 	rest := make([]Page, len(offsets))
+	decoded := make([]chan struct{}, len(offsets))
 	slots := make(chan struct{}, c.cfg.Concurrency)
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(2 * c.cfg.Concurrency)
+	g.SetLimit(2*c.cfg.Concurrency + 1)
+	for i := range decoded {
+		decoded[i] = make(chan struct{})
+	}
+	g.Go(func() error {
+		for i, ready := range decoded {
+			select {
+			case <-ready:
+			case <-gctx.Done():
+				return context.Cause(gctx)
+			}
+			if err := j.add(rest[i]); err != nil {
+				return err
+			}
+			rest[i] = Page{} // its records are in the snapshot now
+		}
+		return nil
+	})
 	for i, off := range offsets {
 		g.Go(func() error {
 			p, err := c.fetchPage(gctx, searchKey, off, limit, read, slots)
+			if err != nil {
+				return err
+			}
 			rest[i] = p
-			return err
+			close(decoded[i])
+			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	pages = append(pages, rest...)
 
 	// Meetings that started meanwhile lengthen the list: follow it to its
 	// end, one page at a time, within what a count may claim.
-	for last := pages[len(pages)-1]; !reachesEnd(last) && len(last.Records) == limit; last = pages[len(pages)-1] {
-		if len(pages) > maxCount/stride+1 {
-			return nil, fmt.Errorf("%w: the list kept growing past %d pages", ErrInconsistent, len(pages))
+	for pages := 1 + len(offsets); !reachesEnd(j.last) && len(j.last.Records) == limit; pages++ {
+		if pages > maxCount/stride+1 {
+			return nil, fmt.Errorf("%w: the list kept growing past %d pages", ErrInconsistent, pages)
 		}
-		p, err := c.fetchPage(ctx, searchKey, last.Offset+stride, limit, read, nil)
+		p, err := c.fetchPage(ctx, searchKey, j.last.Offset+stride, limit, read, nil)
 		if err != nil {
 			return nil, err
 		}
-		pages = append(pages, p)
+		if err := j.add(p); err != nil {
+			return nil, err
+		}
 	}
-	return joinPages(pages, limit, overlap)
+	return j.done()
 }
 
 // windows returns the overlap a listing of pages of limit records can keep
@@ -156,7 +185,8 @@ func pagesAfterFirst(count, limit, overlap int) int {
 // API counted it when it served p.
 func reachesEnd(p Page) bool { return p.Offset+len(p.Records) >= p.Count }
 
-// joinPages checks that consecutive pages join up and returns their union.
+// join checks that consecutive pages of a listing join up, and builds
+// their union, a page at a time in the listing's order.
 //
 // With an overlap, each page's first record must be one the page before
 // returned (or, for an empty page, the page before must have reached the
@@ -165,45 +195,64 @@ func reachesEnd(p Page) bool { return p.Offset+len(p.Records) >= p.Count }
 // distinct records must number it, as a list that did not change would.
 // Either way a page shorter than asked that does not reach the end is
 // broken, and a confUUID twice on one page is not a list.
-func joinPages(pages []Page, limit, overlap int) (snapshot.Snapshot, error) {
-	count := pages[0].Count
-	snap := make(snapshot.Snapshot, min(count, maxPrealloc))
-	seen := make(map[string]bool, limit) // one page's, emptied for the next
-	for i, p := range pages {
-		clear(seen)
-		for _, m := range p.Records {
-			_, before := snap[m.UUID]
-			if seen[m.UUID] || (overlap == 0 && before) {
-				return nil, fmt.Errorf("%w: confUUID %s listed twice", ErrInconsistent, m.UUID)
-			}
-			seen[m.UUID] = true
-			snap[m.UUID] = m
-		}
-		switch {
-		case p.Null && p.Offset < p.Count:
-			return nil, fmt.Errorf("%w: data is null at offset %d of %d", ErrIncomplete, p.Offset, p.Count)
-		case len(p.Records) < limit && !reachesEnd(p):
-			return nil, fmt.Errorf("%w: %d records at offset %d, count is %d", ErrIncomplete, len(p.Records), p.Offset, p.Count)
-		case overlap == 0 && p.Count != count:
-			return nil, fmt.Errorf("%w: count moved from %d to %d at offset %d", ErrInconsistent, count, p.Count, p.Offset)
-		}
-		if i == 0 || overlap == 0 {
-			continue
-		}
-		prev := pages[i-1]
-		switch {
-		case len(p.Records) == 0 && !reachesEnd(prev):
-			return nil, fmt.Errorf("%w: the list shrank below offset %d before the page ahead of it reached its end", ErrInconsistent, p.Offset)
-		case len(p.Records) > 0 && !slices.ContainsFunc(prev.Records, func(m snapshot.Meeting) bool { return m.UUID == p.Records[0].UUID }):
-			return nil, fmt.Errorf("%w: the pages at offsets %d and %d do not overlap: the list shifted by more than %d records between them",
-				ErrInconsistent, prev.Offset, p.Offset, overlap)
-		}
+type join struct {
+	count, limit, overlap int
+	snap                  snapshot.Snapshot
+	seen                  map[string]bool // the page being added's, emptied for the next
+	last                  Page            // the page added last
+	pages                 int
+}
+
+func newJoin(count, limit, overlap int) *join {
+	return &join{
+		count: count, limit: limit, overlap: overlap,
+		snap: make(snapshot.Snapshot, min(count, maxPrealloc)),
+		seen: make(map[string]bool, limit),
 	}
-	if overlap == 0 && len(snap) != count {
-		return nil, fmt.Errorf("%w: %d distinct meetings listed, count is %d", ErrIncomplete, len(snap), count)
+}
+
+// add joins p, the page after the one added last, to the listing.
+func (j *join) add(p Page) error {
+	clear(j.seen)
+	for _, m := range p.Records {
+		_, before := j.snap[m.UUID]
+		if j.seen[m.UUID] || (j.overlap == 0 && before) {
+			return fmt.Errorf("%w: confUUID %s listed twice", ErrInconsistent, m.UUID)
+		}
+		j.seen[m.UUID] = true
+		j.snap[m.UUID] = m
 	}
-	if last := pages[len(pages)-1]; !reachesEnd(last) {
-		return nil, fmt.Errorf("%w: %d records at offset %d, count is %d", ErrIncomplete, len(last.Records), last.Offset, last.Count)
+	switch {
+	case p.Null && p.Offset < p.Count:
+		return fmt.Errorf("%w: data is null at offset %d of %d", ErrIncomplete, p.Offset, p.Count)
+	case len(p.Records) < j.limit && !reachesEnd(p):
+		return fmt.Errorf("%w: %d records at offset %d, count is %d", ErrIncomplete, len(p.Records), p.Offset, p.Count)
+	case j.overlap == 0 && p.Count != j.count:
+		return fmt.Errorf("%w: count moved from %d to %d at offset %d", ErrInconsistent, j.count, p.Count, p.Offset)
 	}
-	return snap, nil
+	prev := j.last
+	j.last = p
+	j.pages++
+	if j.pages == 1 || j.overlap == 0 {
+		return nil
+	}
+	switch {
+	case len(p.Records) == 0 && !reachesEnd(prev):
+		return fmt.Errorf("%w: the list shrank below offset %d before the page ahead of it reached its end", ErrInconsistent, p.Offset)
+	case len(p.Records) > 0 && !slices.ContainsFunc(prev.Records, func(m snapshot.Meeting) bool { return m.UUID == p.Records[0].UUID }):
+		return fmt.Errorf("%w: the pages at offsets %d and %d do not overlap: the list shifted by more than %d records between them",
+			ErrInconsistent, prev.Offset, p.Offset, j.overlap)
+	}
+	return nil
+}
+
+// done returns the listing's snapshot once its last page is added.
+func (j *join) done() (snapshot.Snapshot, error) {
+	if j.overlap == 0 && len(j.snap) != j.count {
+		return nil, fmt.Errorf("%w: %d distinct meetings listed, count is %d", ErrIncomplete, len(j.snap), j.count)
+	}
+	if !reachesEnd(j.last) {
+		return nil, fmt.Errorf("%w: %d records at offset %d, count is %d", ErrIncomplete, len(j.last.Records), j.last.Offset, j.last.Count)
+	}
+	return j.snap, nil
 }

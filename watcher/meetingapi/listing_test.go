@@ -104,6 +104,42 @@ func TestOverlappingPages(t *testing.T) {
 	}
 }
 
+// A page that does not join the one before it fails the listing at once:
+// the pages after it are not requested, so that the request budget goes to
+// the listing taken again instead.
+func TestAListingThatBreaksStopsRequesting(t *testing.T) {
+	const meetings, pageSize, overlap = 200, 20, 5 // offsets 0, 14, 28, ..., 182
+	srv := apisim.NewServer(apisim.Options{Token: "tok"})
+	t.Cleanup(srv.Close)
+	srv.Sim.AddN(meetings)
+	ids := srv.Sim.UUIDs()
+	var (
+		once   sync.Once
+		served atomic.Int32
+	)
+	srv.Sim.SetHook(func(r *http.Request) *apisim.Fault {
+		served.Add(1)
+		if r.URL.Query().Get("offset") == "28" {
+			once.Do(func() {
+				for _, id := range ids[:overlap+1] {
+					srv.Sim.End(id)
+				}
+			})
+		}
+		return &apisim.Fault{Delay: 20 * time.Millisecond}
+	})
+	c, err := meetingapi.NewClient(meetingapi.ClientConfig{
+		BaseURL: srv.URL, Tokens: meetingapi.StaticToken(redact.NewSecret("tok")),
+		PageSize: pageSize, Overlap: overlap, Concurrency: 1, ListAttempts: 1,
+	})
+	require.NoError(t, err)
+
+	_, err = c.List(t.Context(), nil)
+	require.ErrorIs(t, err, meetingapi.ErrInconsistent)
+	assert.ErrorContains(t, err, "offsets 14 and 28 do not overlap")
+	assert.LessOrEqual(t, int(served.Load()), 5, "pages 0, 14 and 28, and at most two more already asked for, of 14")
+}
+
 // A lookup only speeds an end up, so it never waits for the budget: with
 // no room, Confirm fails at once and sends nothing.
 func TestLookupNeverWaitsForTheBudget(t *testing.T) {
