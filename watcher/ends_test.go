@@ -2,6 +2,7 @@ package watcher_test
 
 import (
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/watcher"
+	"github.com/meetwatch/meetwatch/watcher/kvstore"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 )
 
@@ -142,4 +144,68 @@ func TestLookupsAreOneRoundAPoll(t *testing.T) {
 		}
 	}
 	assert.Len(t, ended, 5)
+}
+
+// A lookup only speeds an end up: however long it takes to answer, the
+// listing's own events are out, and the poll committed, before it does.
+func TestLookupsNeverHoldTheListingsEventsBack(t *testing.T) {
+	r := newRigPaged(t, 10)
+	ids := r.api.Sim.AddN(12)
+	w := r.newWatcher(t, nil)
+	_, err := w.Poll(t.Context())
+	require.NoError(t, err)
+
+	asked, answer := make(chan struct{}), make(chan struct{})
+	var askOnce, answerOnce sync.Once
+	t.Cleanup(func() { answerOnce.Do(func() { close(answer) }) })
+	r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
+		if isConfirmation(req) {
+			askOnce.Do(func() { close(asked) })
+			<-answer
+		}
+		return nil
+	})
+	require.True(t, r.api.Sim.End(ids[2]))
+	added := r.api.Sim.AddN(1)[0]
+	type polled struct {
+		res watcher.PollResult
+		err error
+	}
+	done := make(chan polled, 1)
+	go func() {
+		res, err := w.Poll(t.Context())
+		done <- polled{res, err}
+	}()
+
+	select {
+	case <-asked:
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "no lookup was asked for")
+	}
+	evs := r.publishedSince(t, 12)
+	require.Len(t, evs, 1, "the listing's start is out while the lookup waits")
+	assert.Equal(t, snapshot.Started, evs[0].Kind())
+	assert.Equal(t, added, evs[0].Subject)
+	st, err := kvstore.Read(t.Context(), r.js, testBucket)
+	require.NoError(t, err)
+	assert.Contains(t, st.Snapshot, added, "and committed")
+	assert.Contains(t, st.Missing, ids[2], "with the vanished meeting missing, not ended")
+
+	answerOnce.Do(func() { close(answer) })
+	var p polled
+	select {
+	case p = <-done:
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "the poll did not finish once the lookup answered")
+	}
+	require.NoError(t, p.err)
+	assert.Equal(t, [3]int{1, 0, 1}, [3]int{p.res.Started, p.res.Changed, p.res.Ended})
+	evs = r.publishedSince(t, 13)
+	require.Len(t, evs, 1)
+	assert.Equal(t, snapshot.Ended, evs[0].Kind())
+	assert.Equal(t, ids[2], evs[0].Subject)
+	st, err = kvstore.Read(t.Context(), r.js, testBucket)
+	require.NoError(t, err)
+	assert.NotContains(t, st.Snapshot, ids[2], "its end committed")
+	assert.Empty(t, st.Missing)
 }

@@ -200,9 +200,8 @@ func (w *Watcher) beat(until time.Time) {
 // done, at the request budget's pace and after any pause the API asked
 // for, however far that is: a big listing under a small budget is not cut
 // short by a fixed PollTimeout, and a small one on a hung API still gives
-// way after PollTimeout. Every move is a heartbeat. End lookups get two
-// thirds of the time left after the listing, so that a mass of them still
-// leaves time to publish.
+// way after PollTimeout. Every move is a heartbeat. The end lookups that
+// follow the poll's commit must be done by the listing's deadline too.
 type apiClock struct {
 	Lister
 	sizer sizer // nil: the floor is the deadline
@@ -260,9 +259,8 @@ func (c *apiClock) List(ctx context.Context, read snapshot.ReadFunc) (snapshot.S
 		}
 		return nil, err
 	}
-	now := time.Now()
 	c.mu.Lock()
-	c.lookupBy = now.Add(max(deadline.Sub(now), 0) * 2 / 3)
+	c.lookupBy = deadline
 	c.mu.Unlock()
 	return snap, nil
 }

@@ -12,6 +12,7 @@
 package watcher
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -213,28 +214,55 @@ type PollResult struct {
 	// listing lacked and whose ended event waits for the next one.
 	PendingEnds int
 	ObservedAt  time.Time
-	// Listing, Ends (the lookups of vanished meetings), Deliver (writing
-	// the keys of started meetings, building and publishing the events,
-	// writing the other keys) and Commit (the missing meetings' keys and
-	// meta) are the steps of Total; what is left is mostly the diff.
-	Listing, Ends, Deliver, Commit, Total time.Duration
+	// Listing, Deliver (writing the keys of started meetings, building
+	// and publishing the events, writing the other keys) and Commit (the
+	// missing meetings' keys and meta) are the steps of Total, from the
+	// poll's start to its commit; what is left is mostly the diff. Ends is
+	// what follows the commit: looking up the meetings the listing missed
+	// for the first time, and publishing and committing what they found.
+	Listing, Deliver, Commit, Total, Ends time.Duration
 }
 
 // Poll runs one poll: load state (once), list, diff, publish and wait for
 // every ack, then commit. If any step fails nothing after it happens, and
 // the in-memory state stays as it was, so the next poll repeats the work.
+//
+// Once the poll is committed, and its events out, Poll looks up the
+// meetings its listing missed for the first time (see lookUpEnds): a
+// lookup only speeds an end up, so it never holds the listing's events
+// back. An error of that step fails nothing the poll did; Poll returns it
+// only when this replica was fenced or ctx ended.
 func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
+	res, fresh, err := w.poll(ctx)
+	if err != nil {
+		return PollResult{}, err
+	}
+	if err := w.lookUpEnds(ctx, fresh, &res); err != nil {
+		if errors.Is(err, ErrFenced) || ctx.Err() != nil {
+			return res, err
+		}
+		// The ends it published, if any, are published again, under the
+		// same ids, when the next listing settles them.
+		w.loaded = false
+		w.logger.Warn("publishing the ends that lookups confirmed failed; the next listing settles them", "err", err)
+	}
+	return res, nil
+}
+
+// poll is Poll up to its commit. It returns the meetings its listing
+// missed for the first time, in key order.
+func (w *Watcher) poll(ctx context.Context) (PollResult, []string, error) {
 	start := w.cfg.Now()
 	var res PollResult
 	if !w.loaded {
 		st, err := w.cfg.Store.Load(ctx)
 		if err != nil {
-			return PollResult{}, fmt.Errorf("loading state: %w", err)
+			return PollResult{}, nil, fmt.Errorf("loading state: %w", err)
 		}
 		w.logger.Info("state loaded", "meetings", len(st.Snapshot), "committed", st.Committed,
 			"observed_at", st.ObservedAt, "pending", len(st.Pending))
 		if err := w.settle(ctx, &st, &res); err != nil {
-			return PollResult{}, err
+			return PollResult{}, nil, err
 		}
 		w.state, w.loaded = st, true
 	}
@@ -252,35 +280,32 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 		return m, err
 	})
 	if err != nil {
-		return PollResult{}, fmt.Errorf("listing meetings: %w", err)
+		return PollResult{}, nil, fmt.Errorf("listing meetings: %w", err)
 	}
 	w.records.Keep()
 	listed := w.cfg.Now()
 
 	changes := snapshot.Diff(w.state.Snapshot, next)
+	changes, missed, settled, fresh := w.holdEnds(changes, next)
 	for _, c := range changes {
 		if c.Kind == snapshot.Ended {
-			ahead(c.Key) // purged once its end is announced, or recorded as missing
+			ahead(c.Key) // purged once its end is announced
 		}
 	}
 	res.ObservedAt, res.Listing = observedAt, listed.Sub(observedAt)
+	res.Meetings, res.Unconfirmed = len(next), len(fresh)
 	t := w.cfg.Now()
-	missed, settled, put := w.settleEnds(ctx, changes, next, &res)
-	res.Ends = w.cfg.Now().Sub(t)
-	changes = rediff(changes, put, w.state.Snapshot, next)
-	res.Meetings = len(next)
-	t = w.cfg.Now()
 	err = w.deliver(ctx, changes, observedAt, listed, &res)
 	res.Deliver = w.cfg.Now().Sub(t)
 	if err != nil {
 		// Some events may have gone out and some keys changed: the next
 		// poll reads the store again rather than trusting memory.
 		w.loaded = false
-		return PollResult{}, err
+		return PollResult{}, nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		w.loaded = false // the keys written stay; the store says what they are
-		return PollResult{}, fmt.Errorf("before commit: %w", context.Cause(ctx))
+		return PollResult{}, nil, fmt.Errorf("before commit: %w", context.Cause(ctx))
 	}
 	commit := Commit{ObservedAt: observedAt, Meetings: len(next), Missed: missed, Settled: settled}
 	t = w.cfg.Now()
@@ -291,7 +316,7 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 		// next poll makes it diff against what is really there, so it
 		// re-publishes (under the same ids) and re-writes only the rest.
 		w.loaded = false
-		return PollResult{}, fmt.Errorf("committing state: %w", err)
+		return PollResult{}, nil, fmt.Errorf("committing state: %w", err)
 	}
 	w.state = State{Snapshot: next, ObservedAt: observedAt, Committed: true, Missing: missed}
 	res.PendingEnds = len(missed)
@@ -299,7 +324,7 @@ func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 		w.cfg.Health.Polled(time.Now())
 	}
 	res.Total = w.cfg.Now().Sub(start)
-	return res, nil
+	return res, fresh, nil
 }
 
 // settle finishes what a poll that stopped short of its commit left behind:
@@ -330,33 +355,6 @@ func (w *Watcher) settle(ctx context.Context, st *State, res *PollResult) error 
 	again.Stored, again.Duplicates = pr.Stored, pr.Duplicates
 	res.addCounts(again)
 	return nil
-}
-
-// rediff returns changes with the ended changes of the meetings put back
-// into next replaced by their diff against prev: none for a meeting put
-// back as it was, a changed one for a meeting found ongoing with a new
-// record. The order stays Diff's.
-func rediff(changes []snapshot.Change, put []string, prev, next snapshot.Snapshot) []snapshot.Change {
-	if len(put) == 0 {
-		return changes
-	}
-	was, now := make(snapshot.Snapshot, len(put)), make(snapshot.Snapshot, len(put))
-	for _, k := range put {
-		was[k], now[k] = prev[k], next[k]
-	}
-	changes = slices.DeleteFunc(changes, func(c snapshot.Change) bool {
-		_, back := now[c.Key]
-		return back && c.Kind == snapshot.Ended
-	})
-	changes = append(changes, snapshot.Diff(was, now)...)
-	rank := map[snapshot.ChangeKind]int{snapshot.Ended: 0, snapshot.Changed: 1, snapshot.Started: 2}
-	slices.SortStableFunc(changes, func(a, b snapshot.Change) int {
-		if r := rank[a.Kind] - rank[b.Kind]; r != 0 {
-			return r
-		}
-		return strings.Compare(a.Key, b.Key)
-	})
-	return changes
 }
 
 // chunkSize is how many events are built and held at a time.
@@ -591,85 +589,136 @@ func (w *Watcher) fit(m snapshot.Meeting) (snapshot.Meeting, error) {
 	return trimmed, nil
 }
 
-// settleEnds decides, for every meeting that vanished from a complete
+// holdEnds decides, for every meeting that vanished from a complete
 // listing, whether it ended. Offset paging over a live list is checked
 // page by page, but the API is the API: a meeting is only declared ended
 // when two complete listings in a row lack it, or sooner when a lookup (a
-// listing filtered by its meeting ID) confirms it gone.
+// listing filtered by its meeting ID) confirms it gone (see lookUpEnds).
 //
-//   - A meeting that the previous listing lacked too ends now, whatever the
-//     request budget: no end waits more than one listing after it was
-//     first missed.
-//   - A meeting missing for the first time is looked up, while the budget
-//     has room, up to ConfirmConcurrency of them a poll. Gone: it ends now. Still ongoing: it goes back into next,
-//     with its current record. Not looked up, or the lookup failed: it goes
-//     back with its old record, neither announced nor forgotten, and is
-//     returned in missed, with when it was last seen.
-//
-// Missing meetings that are listed again, or end now, are returned in
-// settled. put lists the meetings put back into next. Lookups get the
-// deadline the listing left them (see apiClock).
-func (w *Watcher) settleEnds(ctx context.Context, changes []snapshot.Change, next snapshot.Snapshot, res *PollResult) (missed map[string]time.Time, settled, put []string) {
+// So a meeting that the previous listing lacked too ends now, whatever the
+// request budget: no end waits more than one listing after it was first
+// missed. A meeting missing for the first time goes back into next with
+// its old record, neither announced nor forgotten: its ended change is
+// taken out of changes, and it is returned in missed, with when it was
+// last seen, and in fresh. Missing meetings that are listed again, or end
+// now, are returned in settled.
+func (w *Watcher) holdEnds(changes []snapshot.Change, next snapshot.Snapshot) (kept []snapshot.Change, missed map[string]time.Time, settled, fresh []string) {
 	for key := range w.state.Missing {
 		settled = append(settled, key) // ended now, or listed again
 	}
 	slices.Sort(settled)
-	var fresh []snapshot.Change
-	for _, c := range changes {
-		if _, before := w.state.Missing[c.Key]; c.Kind == snapshot.Ended && !before {
-			fresh = append(fresh, c)
+	kept = slices.DeleteFunc(changes, func(c snapshot.Change) bool {
+		if _, before := w.state.Missing[c.Key]; c.Kind != snapshot.Ended || before {
+			return false
 		}
+		next[c.Key] = c.Old
+		if missed == nil {
+			missed = map[string]time.Time{}
+		}
+		missed[c.Key] = w.state.ObservedAt
+		fresh = append(fresh, c.Key)
+		return true
+	})
+	if len(fresh) > 0 {
+		w.logger.Info("meetings missing from the listing for the first time; a lookup or the next listing settles their end",
+			"missing", len(fresh))
 	}
+	return kept, missed, settled, fresh
+}
+
+// lookUpEnds looks up, once the poll that missed them is committed, up to
+// ConfirmConcurrency of fresh, the meetings that listing missed for the
+// first time, all at once, while the budget has room: one round at most,
+// since past that a poll would spend more on speeding ends up by one
+// listing than on the listing itself. A meeting found gone ends now; one
+// found ongoing is missing no more, and changed if its record did. Their
+// events go out, in that order, and are committed as a step of their own.
+// A meeting not looked up, or whose lookup failed, stays missing: the next
+// listing settles it. Lookups get the deadline the listing left them (see
+// apiClock).
+func (w *Watcher) lookUpEnds(ctx context.Context, fresh []string, res *PollResult) error {
 	if len(fresh) == 0 {
-		return nil, settled, nil
+		return nil
+	}
+	start := w.cfg.Now()
+	defer func() { res.Ends = w.cfg.Now().Sub(start) }()
+	fresh = fresh[:min(len(fresh), w.cfg.ConfirmConcurrency)]
+	ahead, stopAhead := w.readAhead(ctx)
+	defer stopAhead()
+	for _, key := range fresh {
+		ahead(key) // purged or written if the lookup finds an end or a change
 	}
 	var (
 		mu      sync.Mutex
 		lastErr error
+		changes []snapshot.Change
+		settled []string
+		ongoing int
 	)
-	missed = map[string]time.Time{}
-	// One round of lookups at most: past that, a poll would spend more on
-	// speeding ends up by one listing than on the listing itself.
-	for _, c := range fresh[min(len(fresh), w.cfg.ConfirmConcurrency):] {
-		next[c.Key] = c.Old
-		missed[c.Key] = w.state.ObservedAt
-		res.Unconfirmed++
-		put = append(put, c.Key)
-	}
-	fresh = fresh[:min(len(fresh), w.cfg.ConfirmConcurrency)]
-	g := new(errgroup.Group)
-	g.SetLimit(w.cfg.ConfirmConcurrency)
-	for _, c := range fresh {
-		g.Go(func() error {
-			cur, ongoing, err := w.api.Confirm(ctx, c.Old, w.records.Read)
+	var g sync.WaitGroup
+	for _, key := range fresh {
+		old := w.state.Snapshot[key]
+		g.Go(func() {
+			cur, still, err := w.api.Confirm(ctx, old, w.records.Read)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
 			case err != nil:
-				next[c.Key] = c.Old
-				missed[c.Key] = w.state.ObservedAt
-				res.Unconfirmed++
 				lastErr = err
-			case ongoing:
-				next[c.Key] = cur
-				res.StillOngoing++
+				return
+			case !still:
+				changes = append(changes, snapshot.Change{Kind: snapshot.Ended, Key: key, Old: old})
+			case !old.Same(cur):
+				changes = append(changes, snapshot.Change{Kind: snapshot.Changed, Key: key, Old: old, New: cur})
+				fallthrough
 			default:
-				return nil
+				ongoing++
 			}
-			put = append(put, c.Key)
-			return nil
+			settled = append(settled, key)
 		})
 	}
-	_ = g.Wait() // the goroutines report through res, never by error
-	if res.StillOngoing > 0 {
-		w.logger.Info("meetings missing from the listing are still ongoing", "still_ongoing", res.StillOngoing)
+	g.Wait()
+	if ongoing > 0 {
+		w.logger.Info("meetings missing from the listing are still ongoing", "still_ongoing", ongoing)
 	}
-	if res.Unconfirmed > 0 {
-		w.logger.Info("meetings missing from the listing for the first time; the next listing settles their end",
-			"missing", res.Unconfirmed, "lookup_err", lastErr)
+	if lastErr != nil {
+		w.logger.Info("end lookups failed; the next listing settles those meetings", "err", lastErr)
 	}
-	if len(missed) == 0 {
-		missed = nil
+	if len(settled) == 0 {
+		return nil
 	}
-	return missed, settled, put
+	rank := func(c snapshot.Change) int {
+		if c.Kind == snapshot.Ended {
+			return 0
+		}
+		return 1
+	}
+	slices.SortFunc(changes, func(a, b snapshot.Change) int { // as Diff orders them: ends, then changes
+		return cmp.Or(rank(a)-rank(b), strings.Compare(a.Key, b.Key))
+	})
+	slices.Sort(settled)
+
+	var step PollResult
+	if err := w.deliver(ctx, changes, w.state.ObservedAt, w.cfg.Now(), &step); err != nil {
+		return fmt.Errorf("publishing what end lookups found: %w", err)
+	}
+	snap := w.state.Snapshot
+	for _, c := range changes {
+		if c.Kind == snapshot.Ended {
+			delete(snap, c.Key)
+		} else {
+			snap[c.Key] = c.New
+		}
+	}
+	for _, key := range settled {
+		delete(w.state.Missing, key)
+	}
+	if err := w.cfg.Store.Commit(ctx, Commit{ObservedAt: w.state.ObservedAt, Meetings: len(snap), Settled: settled}); err != nil {
+		return fmt.Errorf("committing what end lookups found: %w", err)
+	}
+	res.addCounts(step)
+	res.StillOngoing = ongoing
+	res.Unconfirmed -= len(settled)
+	res.Meetings, res.PendingEnds = len(snap), len(w.state.Missing)
+	return nil
 }

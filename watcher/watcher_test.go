@@ -223,7 +223,9 @@ func TestPollPublishesEachKind(t *testing.T) {
 	evs := r.published(t)[3:]
 	require.Len(t, evs, 3)
 
-	ended, changed, started := evs[0], evs[1], evs[2]
+	// The listing's own events first; then the end that a lookup
+	// confirmed once the poll was committed.
+	changed, started, ended := evs[0], evs[1], evs[2]
 	assert.Equal(t, "meetwatch.meeting.ended", ended.Type)
 	assert.Equal(t, ids[0], ended.Subject)
 	require.NotNil(t, ended.Data.LastSeen)

@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -385,12 +386,15 @@ func assertLastSeen(t *testing.T, e event) {
 }
 
 // listings watches the listing requests that begin a poll (offset 0, no
-// searchKey), and can hold the next one until released.
+// searchKey), and can hold the next one until released. While
+// lookupsFail is set, it fails every end lookup, so that an end waits for
+// the next listing.
 type listings struct {
-	mu      sync.Mutex
-	n       int
-	gate    chan struct{}
-	blocked chan struct{}
+	mu          sync.Mutex
+	n           int
+	gate        chan struct{}
+	blocked     chan struct{}
+	lookupsFail atomic.Bool
 }
 
 // watchListings installs the hook on sim.
@@ -402,6 +406,9 @@ func watchListings(sim *apisim.Sim) *listings {
 
 func (l *listings) hook(r *http.Request) *apisim.Fault {
 	q := r.URL.Query()
+	if q.Has("searchKey") && l.lookupsFail.Load() {
+		return &apisim.Fault{Status: http.StatusServiceUnavailable}
+	}
 	if r.URL.Path != apisim.Path || q.Has("searchKey") || (q.Get("offset") != "" && q.Get("offset") != "0") {
 		return nil
 	}
@@ -906,16 +913,27 @@ func TestCrashPoints(t *testing.T) {
 		require.Equal(t, rigMeetings, metaBefore)
 
 		// The starts of the change are recorded before their events, its
-		// ends written after them: half of those land. The world changes
-		// while a poll waits to begin, so that one poll sees the whole
-		// change; its ends are as many as one round of lookups confirms.
+		// ends written after them: half of those land. The ends are
+		// missed by one listing, with no lookup to confirm them, and come
+		// with the next, which also sees the starts: one poll holds the
+		// whole change.
 		const starts, ends, landed = 30, 4, 2
+		r.lst.lookupsFail.Store(true)
+		ended := r.w.endSome(t, r.rng, r.st, ends)
+		require.Len(t, ended, ends)
+		require.Eventually(t, func() bool {
+			missing := r.st.keys(t, "e.")
+			for _, id := range ended {
+				if !missing[id] {
+					return false
+				}
+			}
+			return true
+		}, eventWait, tick, "waiting for a poll to miss the %d ended meetings", ends)
 		held := r.gate.holdFrom(nth(kindMeeting, landed))
 		blocked, release := r.lst.holdNext(t)
 		waitBlocked(t, blocked)
 		added := r.w.start(starts)
-		ended := r.w.endSome(t, r.rng, r.st, ends)
-		require.Len(t, ended, ends)
 		intentsBefore := r.gate.count(kindPrepare)
 		release()
 		r.waitHeld(held)
@@ -1304,9 +1322,19 @@ func TestNATSOutage(t *testing.T) {
 
 	f := checkTruth(t, msgs, r.w, nil)
 	after := checkAfter(t, msgs, meetings, ended, added)
+	// One poll published the five transitions: its starts at its
+	// listing's time, and the ends its lookups confirmed once it was
+	// committed, at theirs.
+	at := map[string][]message{}
 	for _, m := range after {
-		assert.Equal(t, after[0].Event.Time, m.Event.Time, "one poll published the five transitions")
+		at[m.Event.kind()] = append(at[m.Event.kind()], m)
 	}
+	for kind, ms := range at {
+		for _, m := range ms {
+			assert.Equal(t, ms[0].Event.Time, m.Event.Time, "one time for every %s event", kind)
+		}
+	}
+	assert.True(t, eventTime(t, at["started"][0]).Before(eventTime(t, at["ended"][0])), "the lookups' ends after the listing's starts")
 
 	var outageLines []string
 	for _, l := range mw.stderr.Lines() {

@@ -331,7 +331,7 @@ func TestRunPublishesStartedEndedChanged(t *testing.T) {
 	ids := api.Sim.UUIDs()
 
 	env := runEnv(api.URL, token, srv.ClientURL())
-	env["MEETWATCH_API_RATE"] = "0" // every vanished meeting is looked up: its end comes with the same poll
+	env["MEETWATCH_API_RATE"] = "0" // every vanished meeting is looked up: its end comes right after its poll
 	lst := watchListings(api.Sim)
 	mw := startMeetwatch(t, env, "run")
 
@@ -345,8 +345,10 @@ func TestRunPublishesStartedEndedChanged(t *testing.T) {
 	}
 	assert.ElementsMatch(t, ids, gotIDs, "one started event per meeting")
 
-	// One poll sees a meeting end, another change and a third start: its
-	// events go out as ended, then changed, then started (docs/events.md).
+	// One poll sees a meeting end, another change and a third start: the
+	// listing's events go out as changed, then started, at the listing's
+	// time; the end, which a lookup confirms once the poll is committed,
+	// follows at the lookup's (docs/events.md).
 	blocked, release := lst.holdNext(t)
 	waitBlocked(t, blocked)
 	endedID, changedID := ids[1], ids[3]
@@ -361,10 +363,11 @@ func TestRunPublishesStartedEndedChanged(t *testing.T) {
 	var order []string
 	for _, m := range msgs[5:] {
 		assertEnvelope(t, m, "meetings", api.URL)
-		assert.Equal(t, msgs[5].Event.Time, m.Event.Time, "one poll's events")
 		order = append(order, m.Event.Type+" "+m.Event.Subject)
 	}
-	assert.Equal(t, []string{"meetwatch.meeting.ended " + endedID, "meetwatch.meeting.changed " + changedID, "meetwatch.meeting.started " + startedID}, order)
+	assert.Equal(t, []string{"meetwatch.meeting.changed " + changedID, "meetwatch.meeting.started " + startedID, "meetwatch.meeting.ended " + endedID}, order)
+	assert.Equal(t, msgs[5].Event.Time, msgs[6].Event.Time, "one poll's events")
+	assert.True(t, eventTime(t, msgs[6]).Before(eventTime(t, msgs[7])), "the end its lookup confirmed, observed after the listing")
 	kinds := byKind(msgs[5:])
 	require.Len(t, kinds["ended"], 1, "ended events")
 	require.Len(t, kinds["changed"], 1, "changed events")
@@ -393,6 +396,14 @@ func TestRunPublishesStartedEndedChanged(t *testing.T) {
 
 	mw.stop(t, syscall.SIGTERM)
 	assert.Empty(t, mw.stdout.String(), "run logs to stderr only")
+}
+
+// eventTime returns m's event's time.
+func eventTime(tb testing.TB, m message) time.Time {
+	tb.Helper()
+	at, err := time.Parse(time.RFC3339, m.Event.Time)
+	require.NoError(tb, err)
+	return at
 }
 
 func TestRunRestartResumesFromCommittedState(t *testing.T) {
