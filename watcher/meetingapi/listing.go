@@ -126,6 +126,9 @@ func (c *Client) listOnce(ctx context.Context, searchKey string, read snapshot.R
 		return nil
 	})
 	for i, off := range offsets {
+		if gctx.Err() != nil {
+			break // a page failed, or did not join: the listing is over
+		}
 		g.Go(func() error {
 			p, err := c.fetchPage(gctx, searchKey, off, limit, read, slots)
 			if err != nil {
