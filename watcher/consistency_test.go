@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
@@ -358,4 +359,53 @@ func propertyEventsMatchGroundTruth(t *testing.T, lookups bool) {
 		len(windows), failedPolls, len(truth), clock, during, faults,
 		len(started), len(ended), changed, checkedStarts, confirmed,
 		phantom, repeated, missedEnd, missedStart)
+}
+
+// A meeting a listing missed that its lookup finds ongoing with a new
+// record gets a changed event that says what changed, as a listing's would.
+func TestLookupFindsAMissedMeetingChanged(t *testing.T) {
+	r := newRigWith(t, func(c *meetingapi.ClientConfig) {
+		c.PageSize = 10
+		c.Overlap = -1    // pages end to end: a shift loses a record between them
+		c.Concurrency = 1 // pages in order, so the shift is the one planned
+	})
+	r.api.Sim.AddN(30)
+	ids := r.api.Sim.UUIDs() // in list order: by start time
+	w := r.newWatcher(t, nil)
+	_, err := w.Poll(t.Context())
+	require.NoError(t, err)
+
+	var (
+		once  sync.Once
+		pages atomic.Int32
+	)
+	r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
+		if !isConfirmation(req) && pages.Add(1) == 2 {
+			once.Do(func() {
+				r.api.Sim.End(ids[0])
+				late := r.api.Sim.NewRecord()
+				late["startTime"] = "2099-01-01 00:00" // sorts last
+				r.api.Sim.Add(late)
+				// ids[10] moves to the end of the first page, read already.
+				r.api.Sim.Update(ids[10], func(rec apisim.Record) { rec["subject"] = "Renamed while missed" })
+			})
+		}
+		return nil
+	})
+	res, err := w.Poll(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, 1, res.StillOngoing, "the lookup found the missed meeting")
+	assert.Equal(t, 1, res.Changed)
+
+	var changed []events.Event
+	for _, e := range r.published(t)[30:] {
+		if e.Kind() == snapshot.Changed {
+			changed = append(changed, e)
+		}
+	}
+	require.Len(t, changed, 1)
+	assert.Equal(t, ids[10], changed[0].Subject)
+	require.Len(t, changed[0].Data.Changes, 1)
+	assert.Equal(t, "subject", changed[0].Data.Changes[0].Field)
+	assert.JSONEq(t, `"Renamed while missed"`, string(changed[0].Data.Changes[0].New))
 }

@@ -12,13 +12,12 @@
 package watcher
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -648,12 +647,13 @@ func (w *Watcher) lookUpEnds(ctx context.Context, fresh []string, res *PollResul
 	for _, key := range fresh {
 		ahead(key) // purged or written if the lookup finds an end or a change
 	}
+	// was holds each meeting a lookup answered for, as last listed; now,
+	// those still ongoing, as the lookup found them. Their diff is the
+	// step's changes, in Diff's order: ends, then changes.
 	var (
-		mu      sync.Mutex
-		lastErr error
-		changes []snapshot.Change
-		settled []string
-		ongoing int
+		mu       sync.Mutex
+		lastErr  error
+		was, now = snapshot.Snapshot{}, snapshot.Snapshot{}
 	)
 	var g sync.WaitGroup
 	for _, key := range fresh {
@@ -666,37 +666,24 @@ func (w *Watcher) lookUpEnds(ctx context.Context, fresh []string, res *PollResul
 			case err != nil:
 				lastErr = err
 				return
-			case !still:
-				changes = append(changes, snapshot.Change{Kind: snapshot.Ended, Key: key, Old: old})
-			case !old.Same(cur):
-				changes = append(changes, snapshot.Change{Kind: snapshot.Changed, Key: key, Old: old, New: cur})
-				fallthrough
-			default:
-				ongoing++
+			case still:
+				now[key] = cur
 			}
-			settled = append(settled, key)
+			was[key] = old
 		})
 	}
 	g.Wait()
-	if ongoing > 0 {
-		w.logger.Info("meetings missing from the listing are still ongoing", "still_ongoing", ongoing)
+	if len(now) > 0 {
+		w.logger.Info("meetings missing from the listing are still ongoing", "still_ongoing", len(now))
 	}
 	if lastErr != nil {
 		w.logger.Info("end lookups failed; the next listing settles those meetings", "err", lastErr)
 	}
-	if len(settled) == 0 {
+	if len(was) == 0 {
 		return nil
 	}
-	rank := func(c snapshot.Change) int {
-		if c.Kind == snapshot.Ended {
-			return 0
-		}
-		return 1
-	}
-	slices.SortFunc(changes, func(a, b snapshot.Change) int { // as Diff orders them: ends, then changes
-		return cmp.Or(rank(a)-rank(b), strings.Compare(a.Key, b.Key))
-	})
-	slices.Sort(settled)
+	changes := snapshot.Diff(was, now)
+	settled := slices.Sorted(maps.Keys(was))
 
 	var step PollResult
 	if err := w.deliver(ctx, changes, w.state.ObservedAt, w.cfg.Now(), &step); err != nil {
@@ -717,7 +704,7 @@ func (w *Watcher) lookUpEnds(ctx context.Context, fresh []string, res *PollResul
 		return fmt.Errorf("committing what end lookups found: %w", err)
 	}
 	res.addCounts(step)
-	res.StillOngoing = ongoing
+	res.StillOngoing = len(now)
 	res.Unconfirmed -= len(settled)
 	res.Meetings, res.PendingEnds = len(snap), len(w.state.Missing)
 	return nil
