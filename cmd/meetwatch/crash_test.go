@@ -919,8 +919,14 @@ func TestCrashPoints(t *testing.T) {
 		// whole change.
 		const starts, ends, landed = 30, 4, 2
 		r.lst.lookupsFail.Store(true)
+		blocked, release := r.lst.holdNext(t)
+		waitBlocked(t, blocked)
 		ended := r.w.endSome(t, r.rng, r.st, ends)
 		require.Len(t, ended, ends)
+		// The poll after the one that misses them waits, so that the
+		// meetings stay missing until the change is complete.
+		blocked, releaseNext := r.lst.holdNext(t)
+		release()
 		require.Eventually(t, func() bool {
 			missing := r.st.keys(t, "e.")
 			for _, id := range ended {
@@ -930,12 +936,11 @@ func TestCrashPoints(t *testing.T) {
 			}
 			return true
 		}, eventWait, tick, "waiting for a poll to miss the %d ended meetings", ends)
-		held := r.gate.holdFrom(nth(kindMeeting, landed))
-		blocked, release := r.lst.holdNext(t)
 		waitBlocked(t, blocked)
+		held := r.gate.holdFrom(nth(kindMeeting, landed))
 		added := r.w.start(starts)
 		intentsBefore := r.gate.count(kindPrepare)
-		release()
+		releaseNext()
 		r.waitHeld(held)
 		// The starts go their own way, their keys first, beside the ends:
 		// all, some or none of their keys may have passed the gate before
