@@ -606,9 +606,11 @@ func (w *Watcher) holdEnds(changes []snapshot.Change, next snapshot.Snapshot) (k
 		settled = append(settled, key) // ended now, or listed again
 	}
 	slices.Sort(settled)
-	kept = slices.DeleteFunc(changes, func(c snapshot.Change) bool {
+	kept = changes[:0]
+	for _, c := range changes {
 		if _, before := w.state.Missing[c.Key]; c.Kind != snapshot.Ended || before {
-			return false
+			kept = append(kept, c)
+			continue
 		}
 		next[c.Key] = c.Old
 		if missed == nil {
@@ -616,8 +618,7 @@ func (w *Watcher) holdEnds(changes []snapshot.Change, next snapshot.Snapshot) (k
 		}
 		missed[c.Key] = w.state.ObservedAt
 		fresh = append(fresh, c.Key)
-		return true
-	})
+	}
 	if len(fresh) > 0 {
 		w.logger.Info("meetings missing from the listing for the first time; a lookup or the next listing settles their end",
 			"missing", len(fresh))
