@@ -622,10 +622,15 @@ func meetwatchCalls(ctx context.Context, nc *nats.Conn, c callsConfig) error {
 			if err := lease.Delete(ctx, "leader", jetstream.LastRevision(rev)); err != nil {
 				return fmt.Errorf("releasing the lease: %w", err)
 			}
-			if _, err := lease.Create(ctx, "leader", []byte(`{"id":"b"}`)); err != nil {
-				return fmt.Errorf("taking over a released lease: %w", err)
-			}
-			return nil
+			// Create finds the delete marker with a read that a replica
+			// a moment behind may answer with the released lease: like
+			// a standby's next campaign, try again.
+			return eventually(ctx, func() error {
+				if _, err := lease.Create(ctx, "leader", []byte(`{"id":"b"}`)); err != nil {
+					return fmt.Errorf("taking over a released lease: %w", err)
+				}
+				return nil
+			})
 		}},
 	}
 	for _, s := range steps {
