@@ -201,9 +201,22 @@ func (l *Lease) Run(ctx context.Context, lead func(ctx context.Context)) error {
 	defer stopWatch()
 	gone := l.watchGone(wctx, &wg)
 	unreachable := 0
+	var marker uint64 // the revision of the delete marker the watch last saw
 	for {
 		sent := time.Now()
 		rev, err := l.kv.Create(ctx, leaseKey, value)
+		if errors.Is(err, jetstream.ErrKeyExists) && marker != 0 {
+			// Create looks for a delete marker with a read that a
+			// replica of the bucket a moment behind may answer with
+			// the lease just released. The watch saw the marker: take
+			// the lease over it, as Create would, rather than wait a
+			// campaign. If anyone wrote the key since, this fails too.
+			sent = time.Now()
+			if r, uerr := l.kv.Update(ctx, leaseKey, value, marker); uerr == nil {
+				rev, err = r, nil
+			}
+		}
+		marker = 0
 		resumed := false
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			// This run's own lease, held from before NATS went away and
@@ -239,18 +252,19 @@ func (l *Lease) Run(ctx context.Context, lead func(ctx context.Context)) error {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(l.cfg.TTL / 5):
-		case <-gone:
+		case marker = <-gone:
 		}
 	}
 }
 
 // watchGone returns a channel that hears whenever the lease key is
-// deleted, purged or expires, so that a standby campaigns at once rather
-// than at its next periodic try. The watch runs until ctx ends, in a
+// deleted, purged or expires, with the revision of the marker that says
+// so, so that a standby campaigns at once rather than at its next
+// periodic try. The watch runs until ctx ends, in a
 // goroutine wg waits for. Without it (a bucket that cannot be watched),
 // the periodic tries remain, and the channel never fires.
-func (l *Lease) watchGone(ctx context.Context, wg *sync.WaitGroup) <-chan struct{} {
-	gone := make(chan struct{}, 1)
+func (l *Lease) watchGone(ctx context.Context, wg *sync.WaitGroup) <-chan uint64 {
+	gone := make(chan uint64, 1)
 	wg.Go(func() {
 		// Started here, so that a watch slow to start holds no campaign.
 		w, err := l.kv.Watch(ctx, leaseKey, jetstream.UpdatesOnly())
@@ -288,10 +302,11 @@ func (l *Lease) watchGone(ctx context.Context, wg *sync.WaitGroup) <-chan struct
 				if e == nil || e.Operation() == jetstream.KeyValuePut {
 					continue
 				}
-				select {
-				case gone <- struct{}{}:
+				select { // the latest marker replaces one not yet heard
+				case <-gone:
 				default:
 				}
+				gone <- e.Revision()
 			}
 		}
 	})

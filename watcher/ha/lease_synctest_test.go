@@ -254,6 +254,34 @@ func TestLeaseHandsOverOnGracefulStop(t *testing.T) {
 	})
 }
 
+// On a replicated bucket, Create may miss the delete marker of a lease
+// just released, when the read it looks for it with is served by a replica
+// a moment behind. A standby whose watch saw the marker takes the lease
+// over it all the same, rather than wait for its next campaign.
+func TestLeaseHandsOverPastALaggingRead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start, kv, a, b, c := threeReplicasLedByA(t)
+		b.conn.Lag(true)
+		c.conn.Lag(true)
+		step(45 * time.Second)
+		require.True(t, a.leading())
+
+		a.stop()
+		stopped := time.Since(start)
+		aWrites := writesBy(kv, "a")
+		released := aWrites[len(aWrites)-1]
+		require.Equal(t, "delete", released.op)
+		synctest.Wait()
+		got := leaders(t, time.Since(start), a, b, c)
+		require.Len(t, got, 1, "a standby leads at once")
+		taken := kv.Writes()[len(kv.Writes())-1]
+		assert.Equal(t, memWrite{op: "update", by: got[0].id, rev: released.rev + 1, at: start.Add(stopped)}, taken,
+			"the standby takes the lease over the marker its watch saw")
+		step(testTTL)
+		assert.Equal(t, got, leaders(t, time.Since(start), a, b, c), "the other standby stands by")
+	})
+}
+
 // A replica leads as soon as it takes the lease: every write it makes
 // asks the lease first (Check), so a former leader paused past its own
 // lease cannot write over it. Cut off from then on, it leads until its own

@@ -162,7 +162,14 @@ type memConn struct {
 	fail atomic.Bool
 	// lose makes the next Update land, and its answer be lost.
 	lose atomic.Bool
+	// lag makes Create miss the last delete marker.
+	lag atomic.Bool
 }
+
+// Lag makes Create miss a delete marker, as jetstream's Create does when
+// the read it looks for one with is served by a replica of the bucket a
+// moment behind the delete: it reports the key as existing.
+func (c *memConn) Lag(lag bool) { c.lag.Store(lag) }
 
 // Fail makes every request fail at once from now on, as with no server to
 // answer it (NATS restarting), or none if fail is false.
@@ -225,7 +232,7 @@ func (c *memConn) Create(ctx context.Context, key string, value []byte, _ ...jet
 	}
 	c.kv.mu.Lock()
 	defer c.kv.mu.Unlock()
-	if e, ok := c.kv.last(key); ok && !e.deleted {
+	if e, ok := c.kv.last(key); ok && (!e.deleted || c.lag.Load()) {
 		return 0, wrongLastSequence(e.rev, jetstream.ErrKeyExists)
 	}
 	return c.kv.write("create", c.id, key, value), nil
