@@ -296,6 +296,24 @@ func allCommits(p *process) (started, ended, duplicates int) {
 	return started, ended, duplicates
 }
 
+// assertDropped checks what JetStream dropped as duplicates while p
+// published again what a crash left pending: want, the events already out
+// before the crash. A process that lost its lease on the way (a renewal
+// late under load) and led again re-sent, in its later term, also what
+// its earlier term got out: then the count lies between want and most,
+// what the crashed poll had to publish. checkTruth shows, either way, that
+// the stream holds each event once.
+func assertDropped(t *testing.T, p *process, want, most, dropped int, msg string) {
+	t.Helper()
+	if terms := strings.Count(p.stderr.String(), `msg=leading`); terms > 1 {
+		t.Logf("the restart led %d times: %d dropped, at least %d", terms, dropped, want)
+		assert.GreaterOrEqual(t, dropped, want, msg)
+		assert.LessOrEqual(t, dropped, most, msg)
+		return
+	}
+	assert.Equal(t, want, dropped, msg)
+}
+
 // tally is what checkTruth found.
 type tally struct {
 	transitions int // transitions the ground truth owes the stream
@@ -898,7 +916,7 @@ func TestCrashPoints(t *testing.T) {
 		again, f, _ := r.restart(nil)
 		started, _, dups := firstCommit(t, again)
 		assert.Equal(t, rigMeetings, started, "the restart publishes every recorded start")
-		assert.Equal(t, landed, dups, "and JetStream drops the copies of those that went out")
+		assertDropped(t, again, landed, rigMeetings, dups, "and JetStream drops the copies of those that went out")
 		t.Logf("crash: mid-publish (%d of %d events, no meta): transitions checked %d, events lost %d, duplicates %d, republished and dropped %d, kills 1",
 			landed, rigMeetings, f.transitions, f.lost, f.duplicates, dups)
 	})
@@ -976,7 +994,7 @@ func TestCrashPoints(t *testing.T) {
 		started, endedN, dups := allCommits(again)
 		assert.Equal(t, starts, started, "the restart publishes the starts no commit covered")
 		assert.Equal(t, ends-landed, endedN, "and the ends whose keys did not go")
-		assert.Equal(t, startsOut+ends-landed, dups, "and JetStream drops every copy of those already out")
+		assertDropped(t, again, startsOut+ends-landed, starts+ends-landed, dups, "and JetStream drops every copy of those already out")
 		t.Logf("crash: mid-commit of a later poll (%d of %d end writes, %d of %d start keys): transitions checked %d, events lost %d, duplicates %d, republished and dropped %d, kills 1",
 			landed, ends, intents, starts, f.transitions, f.lost, f.duplicates, dups)
 	})
