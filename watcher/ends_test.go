@@ -76,6 +76,35 @@ func TestEndWithoutLookupComesWithTheNextListing(t *testing.T) {
 	assert.ErrorIs(t, err, jetstream.ErrKeyNotFound, "the missing record goes with the end")
 }
 
+// A meeting whose record has no conferenceID cannot be looked up: one
+// listing that lacks it does not end it, the next one does.
+func TestEndOfAMeetingWithoutConferenceIDWaitsForTheNextListing(t *testing.T) {
+	r := newRigPaged(t, 10)
+	rec := r.api.Sim.NewRecord()
+	delete(rec, "conferenceID")
+	id := r.api.Sim.Add(rec)[0]
+	r.api.Sim.AddN(4)
+	_, err := r.newWatcher(t, nil).Poll(t.Context())
+	require.NoError(t, err)
+
+	require.True(t, r.api.Sim.End(id))
+	requests := r.api.Sim.Requests()
+	missed, err := r.newWatcher(t, nil).Poll(t.Context())
+	require.NoError(t, err)
+	assert.Zero(t, missed.Ended, "one listing is not the word on its end")
+	assert.Equal(t, 1, missed.Unconfirmed)
+	assert.Equal(t, requests+1, r.api.Sim.Requests(), "one page, and no lookup without a conferenceID")
+	assert.Equal(t, 5, len(r.published(t)), "the starts alone")
+
+	ended, err := r.newWatcher(t, nil).Poll(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 1, ended.Ended)
+	evs := r.published(t)
+	require.Len(t, evs, 6)
+	assert.Equal(t, snapshot.Ended, evs[5].Kind())
+	assert.Equal(t, id, evs[5].Subject)
+}
+
 // A meeting that one listing lacked and the next holds again never ended:
 // no event, and no trace of it having been missing.
 func TestMeetingListedAgainIsNotEnded(t *testing.T) {

@@ -34,6 +34,9 @@ var (
 	// ErrNoBudget means the request budget has no room for an optional
 	// request (an end lookup) now; the caller goes without it.
 	ErrNoBudget = errors.New("no room in the request budget for a lookup")
+	// ErrNoLookup means a meeting cannot be looked up: its record has no
+	// conferenceID to filter the list by. The next listing settles it.
+	ErrNoLookup = errors.New("no conferenceID to look the meeting up by")
 	// ErrLoginFailed means no access token could be had: the API refused
 	// the credentials, answered without a token, or could not be reached.
 	// It never matches ErrUnauthorized, which is about a token the API

@@ -37,14 +37,15 @@ func (c *Client) List(ctx context.Context, read snapshot.ReadFunc) (snapshot.Sna
 // with the same list filtered by its meeting ID. It returns the current
 // record and true while the meeting is still ongoing, and false once the
 // API confirms it is gone. A meeting without a conferenceID cannot be
-// looked up; the complete listing is then the only word, and it is gone.
+// looked up: Confirm fails with ErrNoLookup, and the next complete listing
+// settles it, as it does when a lookup fails.
 //
 // A lookup only speeds an end up (the next complete listing settles it
 // anyway), so it is never worth waiting for: when the request budget has
 // no room for it now, Confirm fails at once with ErrNoBudget.
 func (c *Client) Confirm(ctx context.Context, m snapshot.Meeting, read snapshot.ReadFunc) (snapshot.Meeting, bool, error) {
 	if m.ConferenceID == "" {
-		return snapshot.Meeting{}, false, nil
+		return snapshot.Meeting{}, false, fmt.Errorf("confirming the end of %s: %w", m.UUID, ErrNoLookup)
 	}
 	if b := c.cfg.Budget; b != nil && b.Tokens() < 1 {
 		return snapshot.Meeting{}, false, fmt.Errorf("confirming the end of %s: %w", m.UUID, ErrNoBudget)
