@@ -135,6 +135,35 @@ func TestMeetingListedAgainIsNotEnded(t *testing.T) {
 	assert.Contains(t, st.Snapshot, ids[5])
 }
 
+// A meeting listed again after its end, under the same confUUID, is
+// ongoing again: its key, purged at the end, is written over the purge's
+// marker, by the watcher that ended it and by one started afresh, without
+// either taking the marker for another replica's write.
+func TestMeetingListedAfterItsEndIsRecordedAgain(t *testing.T) {
+	r := newRigPaged(t, 10)
+	ids := r.api.Sim.AddN(12)
+	w := r.newWatcher(t, nil)
+	_, err := w.Poll(t.Context())
+	require.NoError(t, err)
+	rec, ok := r.api.Sim.Get(ids[5])
+	require.True(t, ok)
+
+	for round, w := range []*watcher.Watcher{w, r.newWatcher(t, nil)} {
+		require.True(t, r.api.Sim.End(ids[5]))
+		res, err := w.Poll(t.Context())
+		require.NoError(t, err, "round %d", round)
+		require.Equal(t, 1, res.Ended, "round %d: a lookup confirms the end", round)
+
+		r.api.Sim.Add(rec)
+		res, err = w.Poll(t.Context())
+		require.NoError(t, err, "round %d: the key is written over the marker", round)
+		assert.Equal(t, 1, res.Started, "round %d", round)
+		st, err := r.store(t).Load(t.Context())
+		require.NoError(t, err)
+		assert.Contains(t, st.Snapshot, ids[5], "round %d", round)
+	}
+}
+
 // A poll looks up at most ConfirmConcurrency of the meetings its listing
 // missed, so that a mass end costs one round of lookups, not one lookup
 // each; the rest end with the next listing.

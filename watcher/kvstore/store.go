@@ -635,36 +635,16 @@ func (s *Store) writeAll(ctx context.Context, writes []write) error {
 			if err := s.check(); err != nil {
 				return nil, nil, err
 			}
-			w := writes[i]
-			msg := nats.NewMsg(s.subjects + w.key)
-			var opts []jetstream.PublishOpt
-			if strings.HasPrefix(w.key, meetingPrefix) {
-				opts = append(opts, jetstream.WithExpectLastSequencePerSubject(s.rev(w.key)))
-			}
-			switch {
-			case w.purge:
-				msg.Header.Set("KV-Operation", "PURGE")
-				msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-				if s.markerTTL > 0 {
-					opts = append(opts, jetstream.WithMsgTTL(s.markerTTL))
-				}
-			case w.intent != "":
-				msg.Header.Set(intentHeader, w.intent)
-				if w.previous != nil {
-					msg.Header.Set(previousHeader, base64.StdEncoding.EncodeToString(w.previous))
-				}
-				msg.Data = w.value
-			default:
-				msg.Data = w.value
-			}
+			msg, opts := s.message(writes[i])
 			return msg, opts, nil
 		},
 		func(i int, ack *jetstream.PubAck, err error) error {
 			w := writes[i]
-			var apiErr *jetstream.APIError
+			if wrongLastSequence(err) && w.intent == intentStarted {
+				ack, err = s.overMarker(ctx, w, err)
+			}
 			switch {
-			case errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-				apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant):
+			case wrongLastSequence(err):
 				return fmt.Errorf("writing %s: %w: %w: %w", w.key, watcher.ErrFenced, ErrKeyMoved, err)
 			case err != nil:
 				return fmt.Errorf("writing %s: %w", w.key, err)
@@ -673,6 +653,73 @@ func (s *Store) writeAll(ctx context.Context, writes []write) error {
 			}
 			return nil
 		})
+}
+
+// message returns the message and options that store w: a meeting key's
+// with a compare-and-set on the revision this replica knows of it.
+func (s *Store) message(w write) (*nats.Msg, []jetstream.PublishOpt) {
+	msg := nats.NewMsg(s.subjects + w.key)
+	var opts []jetstream.PublishOpt
+	if strings.HasPrefix(w.key, meetingPrefix) {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(s.rev(w.key)))
+	}
+	switch {
+	case w.purge:
+		msg.Header.Set("KV-Operation", "PURGE")
+		msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		if s.markerTTL > 0 {
+			opts = append(opts, jetstream.WithMsgTTL(s.markerTTL))
+		}
+	case w.intent != "":
+		msg.Header.Set(intentHeader, w.intent)
+		if w.previous != nil {
+			msg.Header.Set(previousHeader, base64.StdEncoding.EncodeToString(w.previous))
+		}
+		msg.Data = w.value
+	default:
+		msg.Data = w.value
+	}
+	return msg, opts
+}
+
+// wrongLastSequence reports whether err is the server's refusal of a write
+// whose compare-and-set found another revision.
+func wrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// overMarker writes again the key of a started meeting that the server
+// refused with refused: the key this replica took for empty holds the
+// marker of an earlier end of the same meeting (listed again after it),
+// forgotten at the purge, or one that expired since Load read it. When its
+// last message is such a marker, or there is none, the write goes again at
+// that revision; when it is a record, another replica wrote it, and
+// refused stands.
+func (s *Store) overMarker(ctx context.Context, w write, refused error) (*jetstream.PubAck, error) {
+	stream, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return nil, fmt.Errorf("%w (reading the stream to look at the key: %w)", refused, err)
+	}
+	var rev uint64
+	last, err := stream.GetLastMsgForSubject(ctx, s.subjects+w.key)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("%w (looking at the key: %w)", refused, err)
+	case last.Header.Get("KV-Operation") == "" && last.Header.Get(jetstream.MarkerReasonHeader) == "":
+		return nil, refused
+	default:
+		rev = last.Sequence
+	}
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	s.setRev(w.key, rev, false)
+	msg, opts := s.message(w)
+	s.logger.Debug("writing a started meeting's key over the marker of its earlier end", "key", w.key, "revision", rev)
+	return s.js.PublishMsg(ctx, msg, opts...)
 }
 
 func (s *Store) hash(key string) uint64 { return maphash.String(s.seed, key) }

@@ -187,6 +187,12 @@ func TestTheServerRefusesAStaleWriteOfAMeetingKey(t *testing.T) {
 	require.ErrorIs(t, err, kvstore.ErrKeyMoved)
 	ended := snapshot.Change{Kind: snapshot.Ended, Key: "a", Old: rec("first")}
 	require.ErrorIs(t, stale.Write(t.Context(), []snapshot.Change{ended}), kvstore.ErrKeyMoved, "nor can it end the meeting")
+	// Nor start one the newer leader recorded since: the key holds a
+	// record, not the marker of an earlier end, which a start may write
+	// over.
+	require.NoError(t, fresh.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "b", New: record(t, "b", "new")}}, time.Now()))
+	err = stale.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "b", New: record(t, "b", "stale")}}, time.Now())
+	require.ErrorIs(t, err, kvstore.ErrKeyMoved, "nor can it start a meeting over the newer leader's")
 
 	st, err := open().Load(t.Context())
 	require.NoError(t, err)
