@@ -1,6 +1,8 @@
 package watcher_test
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -11,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/watcher"
 	"github.com/meetwatch/meetwatch/watcher/kvstore"
@@ -266,4 +269,102 @@ func TestLookupsNeverHoldTheListingsEventsBack(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotContains(t, st.Snapshot, ids[2], "its end committed")
 	assert.Empty(t, st.Missing)
+}
+
+// cutStore fails the commit numbered fail (from 0) with err, and calls
+// committed after each commit that succeeds.
+type cutStore struct {
+	watcher.StateStore
+	fail      int
+	err       error
+	committed func(i int)
+	calls     int
+}
+
+func (s *cutStore) Commit(ctx context.Context, c watcher.Commit) error {
+	i := s.calls
+	s.calls++
+	if i == s.fail {
+		return s.err
+	}
+	err := s.StateStore.Commit(ctx, c)
+	if err == nil && s.committed != nil {
+		s.committed(i)
+	}
+	return err
+}
+
+// cutPublisher fails every send while down is set.
+type cutPublisher struct {
+	watcher.Publisher
+	down atomic.Bool
+}
+
+func (p *cutPublisher) Send(ctx context.Context, msgs []events.Message) (events.PublishResult, error) {
+	if p.down.Load() {
+		return events.PublishResult{}, errors.New("nats: no servers available for connection")
+	}
+	return p.Publisher.Send(ctx, msgs)
+}
+
+// The end lookups' step follows the poll's commit. Cut short anywhere
+// (its events out and its commit failed, its events refused, or the term
+// fenced at its commit and a new watcher taking over), it loses no end and
+// announces none twice: the meeting ends once, with the time it was last
+// seen, and the state settles.
+func TestALookupStepCutShortEndsOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cut  func(store *cutStore, pub *cutPublisher)
+	}{
+		{"its commit fails", func(store *cutStore, _ *cutPublisher) {
+			store.fail, store.err = 1, errors.New("nats: timeout")
+		}},
+		{"its events cannot go out", func(store *cutStore, pub *cutPublisher) {
+			store.committed = func(i int) { pub.down.Store(i == 0) }
+		}},
+		{"fenced at its commit", func(store *cutStore, _ *cutPublisher) {
+			store.fail, store.err = 1, watcher.ErrFenced
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRigPaged(t, 10)
+			ids := r.api.Sim.AddN(12)
+			first, err := r.newWatcher(t, nil).Poll(t.Context())
+			require.NoError(t, err)
+
+			store := &cutStore{StateStore: r.store(t), fail: -1}
+			var pub *cutPublisher
+			w := r.newWatcherWith(t, store, func(c *watcher.Config) {
+				pub = &cutPublisher{Publisher: c.Publisher}
+				c.Publisher = pub
+			})
+			tc.cut(store, pub)
+			require.True(t, r.api.Sim.End(ids[3]))
+			if _, err := w.Poll(t.Context()); errors.Is(err, watcher.ErrFenced) {
+				w = r.newWatcher(t, nil) // the next term
+			} else {
+				require.NoError(t, err, "a lookup's trouble only delays the end")
+			}
+			pub.down.Store(false) // NATS is back
+			_, err = w.Poll(t.Context())
+			require.NoError(t, err)
+
+			var ends []events.Event
+			for _, e := range r.published(t) {
+				if e.Kind() == snapshot.Ended {
+					ends = append(ends, e)
+				}
+			}
+			require.Len(t, ends, 1)
+			assert.Equal(t, ids[3], ends[0].Subject)
+			require.NotNil(t, ends[0].Data.LastSeen)
+			assert.Equal(t, first.ObservedAt, *ends[0].Data.LastSeen)
+			st, err := r.store(t).Load(t.Context())
+			require.NoError(t, err)
+			assert.Empty(t, st.Missing)
+			assert.Empty(t, st.Pending)
+			assert.Len(t, st.Snapshot, 11)
+		})
+	}
 }
