@@ -128,7 +128,9 @@ func Token(s string) string {
 //     like onlineAttendeeAmount moved in between.
 //   - ended: likewise, the confUUID: an instance ends once.
 //   - changed: the confUUID plus the exact old and new records, so that two
-//     different changes of one meeting never share an id.
+//     different changes of one meeting never share an id, and the change's
+//     Base when it has one, so that a record flapping back to a value it had
+//     makes a new event and not a duplicate of the first.
 func ID(c snapshot.Change) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "meetwatch/v1\x00%s\x00%s\x00", c.Kind, c.Key)
@@ -136,6 +138,9 @@ func ID(c snapshot.Change) string {
 		h.Write(c.Old.Raw())
 		h.Write([]byte{0})
 		h.Write(c.New.Raw())
+		if c.Base != 0 {
+			fmt.Fprintf(h, "\x00%d", c.Base)
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }

@@ -34,6 +34,12 @@ type Change struct {
 	New Meeting
 	// Fields lists what differs, sorted by path; only for Changed.
 	Fields []FieldChange
+	// Base, for Changed, is the revision of the stored state that held
+	// Old, or 0 when unknown. A record that flaps back and forth (an
+	// attendee count going 3, 4, 3, 4) makes the same Old and New more
+	// than once; Base tells those changes apart, while a change published
+	// again keeps it.
+	Base uint64
 }
 
 // Meeting returns the record a consumer should see for the change: the new

@@ -85,7 +85,9 @@ type memStore struct {
 	observed  time.Time
 	committed bool
 	missing   map[string]time.Time
-	commits   []time.Time // when each commit landed
+	commits   []time.Time       // when each commit landed
+	revs      map[string]uint64 // each key's last write, numbered from 1
+	seq       uint64
 	// failCommit, when set, is asked before the i-th call of Commit
 	// (0-based) lands; an error fails that call, which writes nothing.
 	failCommit func(i int) error
@@ -128,6 +130,7 @@ func (s *memStore) Prepare(_ context.Context, changes []snapshot.Change, observe
 		if c.Kind == snapshot.Started || c.Kind == snapshot.Changed {
 			s.snap[c.Key] = c.New
 			s.intents[c.Key] = c
+			s.wrote(c.Key)
 		}
 	}
 	return nil
@@ -141,9 +144,11 @@ func (s *memStore) Write(_ context.Context, changes []snapshot.Change) error {
 		case snapshot.Ended:
 			delete(s.snap, c.Key)
 			delete(s.intents, c.Key)
+			delete(s.revs, c.Key)
 		case snapshot.Changed:
 			s.snap[c.Key] = c.New
 			delete(s.intents, c.Key)
+			s.wrote(c.Key)
 		}
 	}
 	return nil
@@ -171,6 +176,21 @@ func (s *memStore) Commit(_ context.Context, commit watcher.Commit) error {
 	s.observed, s.committed = commit.ObservedAt, true
 	s.commits = append(s.commits, time.Now())
 	return nil
+}
+
+// wrote numbers a write of key; call it with s.mu held.
+func (s *memStore) wrote(key string) {
+	if s.revs == nil {
+		s.revs = map[string]uint64{}
+	}
+	s.seq++
+	s.revs[key] = s.seq
+}
+
+func (s *memStore) Revision(confUUID string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.revs[confUUID]
 }
 
 // commitTimes returns when each commit landed.

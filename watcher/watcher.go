@@ -59,6 +59,11 @@ type StateStore interface {
 	Write(ctx context.Context, changes []snapshot.Change) error
 	// Commit makes the poll's snapshot the committed state.
 	Commit(ctx context.Context, c Commit) error
+	// Revision returns the revision of the stored record of a meeting, 0
+	// when there is none: the Base of its next change. Prepare stores a
+	// changed meeting's Base with its intent, and Load returns it with the
+	// pending change, so that its event is published again under its id.
+	Revision(confUUID string) uint64
 }
 
 // Lease tells this replica when it leads. Run calls lead for each term this
@@ -364,8 +369,14 @@ const chunkSize = 4096
 // intent that Load recognises; every other key after its event is safely
 // stored. So two streams of writes run at once: the starts' keys, then
 // their events; and the ends' and changes' events, each chunk's intents
-// before them and its keys behind them.
+// before them and its keys behind them. Each change takes its Base from
+// the store before any of its writes.
 func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observedAt, listed time.Time, res *PollResult) error {
+	for i := range changes {
+		if changes[i].Kind == snapshot.Changed {
+			changes[i].Base = w.cfg.Store.Revision(changes[i].Key)
+		}
+	}
 	// Diff puts the starts last.
 	first := slices.IndexFunc(changes, func(c snapshot.Change) bool { return c.Kind == snapshot.Started })
 	if first < 0 {

@@ -424,6 +424,47 @@ func TestRepublishAfterLostCommitIsDeduplicated(t *testing.T) {
 	assert.Equal(t, []string{ids[3]}, k[snapshot.Changed])
 }
 
+// A record that flaps back to a value it had (an attendee count going 3, 4,
+// 3, 4) changes each time: every change is an event of its own, none
+// dropped as a duplicate of an earlier one with the same records. A change
+// published again after a lost commit keeps its id all the same.
+func TestAFlappingRecordChangesEachTime(t *testing.T) {
+	r := newRig(t)
+	ids := r.api.Sim.AddN(3)
+	attendees := func(n int) {
+		require.True(t, r.api.Sim.Update(ids[1], func(rec apisim.Record) { rec["onlineAttendeeAmount"] = n }))
+	}
+	attendees(3)
+	w := r.newWatcher(t, nil)
+	_, err := w.Poll(t.Context())
+	require.NoError(t, err)
+	for _, n := range []int{4, 3, 4, 3} {
+		attendees(n)
+		res, err := w.Poll(t.Context())
+		require.NoError(t, err)
+		assert.Equal(t, 1, res.Changed, "to %d", n)
+		assert.Zero(t, res.Duplicates, "to %d", n)
+	}
+	flaps := r.publishedSince(t, 3)
+	require.Equal(t, 4, len(flaps), "every change stored")
+	seen := map[string]bool{}
+	for _, e := range flaps {
+		assert.Equal(t, snapshot.Changed, e.Kind())
+		assert.False(t, seen[e.ID], "id %s used twice", e.ID)
+		seen[e.ID] = true
+	}
+
+	attendees(4)
+	_, err = r.newWatcher(t, &lostWriteStore{Store: r.store(t)}).Poll(t.Context())
+	require.ErrorContains(t, err, "killed after the acknowledgements")
+	require.Len(t, r.publishedSince(t, 7), 1)
+	res, err := r.newWatcher(t, nil).Poll(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Changed, "the change published again from its intent")
+	assert.Equal(t, 1, res.Duplicates, "under its id")
+	assert.Len(t, r.publishedSince(t, 7), 1)
+}
+
 // TestAnnouncedButUncommittedMeetingStillEnds: a started event was
 // acknowledged, the commit was lost, and the meeting ended before the next
 // poll. The next poll must still publish its end.

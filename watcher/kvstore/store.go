@@ -12,6 +12,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -116,6 +117,9 @@ const (
 	// before the change, in standard base64: what the changed event is
 	// built from, and so its id.
 	previousHeader = "Meetwatch-Previous"
+	// baseHeader carries, on a changed meeting's intent, the change's
+	// Base (the revision of the record before it), part of its event's id.
+	baseHeader = "Meetwatch-Base"
 	// headroom is what a write's subject and headers other than
 	// previousHeader take at most.
 	headroom = 1024
@@ -273,7 +277,7 @@ func (s *Store) loadOnce(ctx context.Context, repair bool) (watcher.State, error
 			case rev <= committedRev || intent == "":
 				st.Snapshot[rec.UUID] = rec
 			case intent == intentChanged:
-				c, err := pendingChange(rec, m.Header.Get(previousHeader))
+				c, err := pendingChange(rec, m.Header.Get(previousHeader), m.Header.Get(baseHeader))
 				if err != nil {
 					return fmt.Errorf("decoding state key %s: %w", key, err)
 				}
@@ -350,9 +354,16 @@ func (s *Store) loadOnce(ctx context.Context, repair bool) (watcher.State, error
 // from the record before it, carried base64 in prev, to rec. An intent
 // whose record before was too large to carry has none: it is returned as
 // no change, rec standing as written.
-func pendingChange(rec snapshot.Meeting, prev string) (snapshot.Change, error) {
+func pendingChange(rec snapshot.Meeting, prev, base string) (snapshot.Change, error) {
 	if prev == "" {
 		return snapshot.Change{Key: rec.UUID, Old: rec}, nil
+	}
+	var b uint64
+	if base != "" { // an intent of an earlier version has none
+		var err error
+		if b, err = strconv.ParseUint(base, 10, 64); err != nil {
+			return snapshot.Change{}, fmt.Errorf("decoding the base of the change: %w", err)
+		}
 	}
 	raw, err := base64.StdEncoding.DecodeString(prev)
 	if err != nil {
@@ -363,7 +374,7 @@ func pendingChange(rec snapshot.Meeting, prev string) (snapshot.Change, error) {
 		return snapshot.Change{}, fmt.Errorf("decoding the record before the change: %w", err)
 	}
 	return snapshot.Change{Kind: snapshot.Changed, Key: rec.UUID, Old: old, New: rec,
-		Fields: snapshot.CompareRecords(old.Raw(), rec.Raw())}, nil
+		Fields: snapshot.CompareRecords(old.Raw(), rec.Raw()), Base: b}, nil
 }
 
 // readAll hands fn the last message of every key of the bucket, with its
@@ -477,7 +488,7 @@ func (s *Store) Prepare(ctx context.Context, changes []snapshot.Change, observed
 		case snapshot.Started:
 			writes = append(writes, write{key: meetingKey(c.Key), value: c.New.Raw(), intent: intentStarted})
 		case snapshot.Changed:
-			w := write{key: meetingKey(c.Key), value: c.New.Raw(), intent: intentChanged}
+			w := write{key: meetingKey(c.Key), value: c.New.Raw(), intent: intentChanged, base: c.Base}
 			// A record near the size limit cannot carry another: its
 			// intent says only that a change was under way.
 			if len(w.value)+base64.StdEncoding.EncodedLen(len(c.Old.Raw()))+headroom <= int(s.js.Conn().MaxPayload()) {
@@ -600,6 +611,7 @@ type write struct {
 	purge    bool
 	intent   string
 	previous []byte
+	base     uint64
 }
 
 const (
@@ -675,6 +687,9 @@ func (s *Store) message(w write) (*nats.Msg, []jetstream.PublishOpt) {
 		if w.previous != nil {
 			msg.Header.Set(previousHeader, base64.StdEncoding.EncodeToString(w.previous))
 		}
+		if w.base != 0 {
+			msg.Header.Set(baseHeader, strconv.FormatUint(w.base, 10))
+		}
 		msg.Data = w.value
 	default:
 		msg.Data = w.value
@@ -721,6 +736,10 @@ func (s *Store) overMarker(ctx context.Context, w write, refused error) (*jetstr
 	s.logger.Debug("writing a started meeting's key over the marker of its earlier end", "key", w.key, "revision", rev)
 	return s.js.PublishMsg(ctx, msg, opts...)
 }
+
+// Revision returns the revision of the stored record of the meeting with
+// confUUID, as this replica knows it; 0 when it knows none.
+func (s *Store) Revision(confUUID string) uint64 { return s.rev(meetingKey(confUUID)) }
 
 func (s *Store) hash(key string) uint64 { return maphash.String(s.seed, key) }
 

@@ -138,13 +138,17 @@ func TestLoadTellsUnannouncedChangesByTheirIntent(t *testing.T) {
 	require.NoError(t, store.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "a", New: rec("a", "first")}}, time.Now()))
 	require.NoError(t, store.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 1}))
 
-	renamed := snapshot.Change{Kind: snapshot.Changed, Key: "a", Old: rec("a", "first"), New: rec("a", "renamed")}
+	base := store.Revision("a")
+	require.NotZero(t, base, "the revision of the record before the change")
+	renamed := snapshot.Change{Kind: snapshot.Changed, Key: "a", Old: rec("a", "first"), New: rec("a", "renamed"), Base: base}
 	require.NoError(t, store.Prepare(t.Context(), []snapshot.Change{renamed}, time.Now()))
+	assert.Greater(t, store.Revision("a"), base, "the intent's")
 	st, err := store.Load(t.Context())
 	require.NoError(t, err)
 	require.Len(t, st.Pending, 1)
 	c := st.Pending[0]
 	assert.Equal(t, snapshot.Changed, c.Kind)
+	assert.Equal(t, base, c.Base, "the change's base, part of its event's id")
 	assert.Equal(t, "first", c.Old.Subject)
 	assert.Equal(t, "renamed", c.New.Subject)
 	assert.Equal(t, []snapshot.FieldChange{{Field: "subject", Old: []byte(`"first"`), New: []byte(`"renamed"`)}}, c.Fields)
