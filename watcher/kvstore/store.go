@@ -148,8 +148,12 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 		return nil, fmt.Errorf("reading state bucket %s: %w", cfg.Bucket, err)
 	}
 	// The poll's writes get an acknowledgement deadline of their own: one
-	// lost with a connection must fail the poll, not hang it.
-	wjs, err := jetstream.New(js.Conn(), jetstream.WithPublishAsyncTimeout(writeAckWait), jetstream.WithPublishAsyncMaxPending(writeWindow))
+	// lost with a connection must fail the poll, not hang it. Its two
+	// streams of writes (the starts' keys, and the other changes' intents
+	// and keys beside them) share the client, each with up to writeWindow
+	// unacknowledged: with room for one window only, the client failed a
+	// write outright once acknowledgements came slowly.
+	wjs, err := jetstream.New(js.Conn(), jetstream.WithPublishAsyncTimeout(writeAckWait), jetstream.WithPublishAsyncMaxPending(2*writeWindow))
 	if err != nil {
 		return nil, fmt.Errorf("opening jetstream for state writes: %w", err)
 	}
@@ -238,6 +242,9 @@ func (s *Store) loadOnce(ctx context.Context, repair bool) (watcher.State, error
 				return watcher.State{}, fmt.Errorf("decoding prepared time: %w", err)
 			}
 			st.ObservedAt = m.ObservedAt
+			s.mu.Lock()
+			s.preparedAt = m.ObservedAt
+			s.mu.Unlock()
 		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 			return watcher.State{}, fmt.Errorf("reading prepared time: %w", err)
 		}
@@ -462,10 +469,14 @@ type missingValue struct {
 // the next poll would look as if it had never been there, and its ended
 // event would be lost; and a change announced but not stored would be
 // announced again against the record before it. Until a first snapshot is
-// committed, it also records observedAt, every pending meeting's lastSeen.
+// committed, it also records the observedAt of the first poll that got
+// this far, which every pending meeting's lastSeen is then: a later poll
+// may have missed a meeting the first one prepared.
 func (s *Store) Prepare(ctx context.Context, changes []snapshot.Change, observedAt time.Time) error {
 	s.mu.Lock()
-	first := s.metaRev == 0 && !s.preparedAt.Equal(observedAt)
+	// The first poll's time stands for every later one until a commit:
+	// a meeting it prepared and a later poll missed was last seen then.
+	first := s.metaRev == 0 && s.preparedAt.IsZero()
 	s.mu.Unlock()
 	if first {
 		if err := s.check(); err != nil {

@@ -126,6 +126,32 @@ func TestLoadReadsLegacyPendingKeys(t *testing.T) {
 	assert.ErrorIs(t, err, jetstream.ErrKeyNotFound)
 }
 
+// Until a first commit, every pending meeting's lastSeen is when the first
+// poll that prepared was observed, however many polls failed after it: a
+// meeting that poll prepared and a later one missed was last seen then.
+func TestPreparedTimeIsTheFirstPolls(t *testing.T) {
+	js := newJetStream(t)
+	t1 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	start := func(s *kvstore.Store, id string, at time.Time) {
+		require.NoError(t, s.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: id, New: record(t, id, id)}}, at))
+	}
+	first := openStore(t, js)
+	_, err := first.Load(t.Context())
+	require.NoError(t, err)
+	start(first, "a", t1)
+	start(first, "b", t1.Add(time.Minute)) // the next poll, which failed too
+
+	again := openStore(t, js) // and after a restart
+	st, err := again.Load(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, t1, st.ObservedAt)
+	start(again, "c", t1.Add(2*time.Minute))
+	st, err = openStore(t, js).Load(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, t1, st.ObservedAt)
+	assert.Len(t, st.Pending, 3)
+}
+
 // The key of a changed meeting is written before its event too, as an
 // intent carrying the record before the change: Load returns the change
 // as Pending, with what its event is built from, until Write replaces the
