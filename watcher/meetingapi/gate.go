@@ -2,6 +2,7 @@ package meetingapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -81,14 +82,14 @@ func (g *Gate) admit(ctx context.Context, budget func(context.Context) error) er
 }
 
 // heed reads an answer's Retry-After and returns how long it asks to wait
-// (0 when it names no wait). When the answer is a 429 or a 503, it closes
-// the gate that long, capped at maxHold, unless it is closed longer already.
+// (0 when it names no wait), capped at maxHold, whatever the status. When
+// the answer is a 429 or a 503, it closes the gate that long, unless it is
+// closed longer already.
 func (g *Gate) heed(status int, h http.Header, now time.Time) time.Duration {
-	d := retryAfter(h, now)
+	d := min(retryAfter(h, now), maxHold)
 	if d <= 0 || (status != http.StatusTooManyRequests && status != http.StatusServiceUnavailable) {
 		return d
 	}
-	d = min(d, maxHold)
 	until := now.Add(d)
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -112,8 +113,12 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
-		return time.Duration(min(secs, 24*60*60)) * time.Second // a day is plenty, and cannot overflow
+	const most = 24 * 60 * 60 // seconds: a day is plenty, and cannot overflow
+	switch secs, err := strconv.ParseUint(v, 10, 64); {
+	case err == nil:
+		return time.Duration(min(secs, most)) * time.Second
+	case errors.Is(err, strconv.ErrRange): // digits past any wait worth counting
+		return most * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		return max(t.Sub(now), 0)

@@ -53,6 +53,17 @@ func TestRetryAfterHoldsEveryPage(t *testing.T) {
 			retryAfter: func(time.Time) string { return "2" },
 			wantTimes:  []time.Duration{0, 100 * ms, 200 * ms, 300 * ms, 400 * ms, 2100 * ms},
 		},
+		{
+			name: "a day asked by a 500 is five minutes", status: http.StatusInternalServerError,
+			retryAfter: func(time.Time) string { return "86400" },
+			wantTimes:  []time.Duration{0, 100 * ms, 200 * ms, 300 * ms, 400 * ms, 5*time.Minute + 100*ms},
+		},
+		{
+			name: "429, more seconds than a number holds", status: http.StatusTooManyRequests,
+			retryAfter: func(time.Time) string { return "99999999999999999999" },
+			wantTimes:  []time.Duration{0, 100 * ms, 5*time.Minute + 100*ms, 5*time.Minute + 100*ms, 5*time.Minute + 100*ms, 5*time.Minute + 100*ms},
+			wantHeld:   5*time.Minute + 100*ms,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
