@@ -51,6 +51,12 @@ const (
 	// interval, and the longest wait between two polls.
 	defaultRefusalBase = 15 * time.Second
 	defaultRefusalMax  = 5 * time.Minute
+	// renewalBase and renewalMax space the tries of a renewal that failed
+	// for a passing reason (a 5xx, a network error) while the token in
+	// hand still works: each is a request from the budget, and a login
+	// endpoint in trouble gains nothing from one per request.
+	renewalBase = time.Second
+	renewalMax  = time.Minute
 )
 
 // TokenSource hands out the API access token. Implementations cache it,
@@ -269,6 +275,7 @@ type loginSource struct {
 	refusal error
 	retryAt time.Time
 	refused backoff.Backoff // the waits after refusals in a row
+	renewal backoff.Backoff // the waits after failed renewals in a row
 }
 
 // flight is one login that several callers wait for: each login takes one
@@ -297,6 +304,7 @@ func newLoginSource(cfg LoginConfig, name, idKey, id string, build func(time.Tim
 	if l.refused.Max <= 0 {
 		l.refused.Max = defaultRefusalMax
 	}
+	l.renewal = backoff.Backoff{Base: renewalBase, Max: renewalMax}
 	l.base, l.stop = context.WithCancel(context.Background())
 	return l
 }
@@ -421,7 +429,8 @@ func (l *loginSource) fresh() (redact.Secret, bool) {
 
 // refresh logs in and caches the token. When a renewal fails while the old
 // token still works, it returns the old token: the caller's request can
-// still succeed, and the next Token tries the login again.
+// still succeed, and a Token after a backoff (within the token's life)
+// tries the login again.
 func (l *loginSource) refresh(ctx context.Context) (redact.Secret, error) {
 	// A caller that found the cache stale may arrive just after another
 	// flight stored a new token; it takes that token instead of logging in.
@@ -443,12 +452,16 @@ func (l *loginSource) refresh(ctx context.Context) (redact.Secret, error) {
 			l.refusal, l.retryAt = err, now.Add(l.refused.Next())
 		}
 		refusals, retryAt := l.refused.Failures(), l.retryAt
+		keep := !old.IsZero() && now.Before(expiry)
+		if keep {
+			l.renewTime = now.Add(min(l.renewal.Next(), expiry.Sub(now)))
+		}
 		l.mu.Unlock()
 		if refused {
 			l.log.Error("the api refused the credentials; no login before the backoff has passed",
 				"login", l.name, l.idKey, l.id, "refusals", refusals, "retry_at", retryAt, "err", err)
 		}
-		if !old.IsZero() && now.Before(expiry) {
+		if keep {
 			l.log.Warn("keeping the current token after a failed renewal", "err", err, "expires_at", expiry)
 			return old, nil
 		}
@@ -460,6 +473,7 @@ func (l *loginSource) refresh(ctx context.Context) (redact.Secret, error) {
 	l.tok, l.renewTime, l.expiry = tok, renew, expiry
 	l.refusal, l.retryAt = nil, time.Time{}
 	l.refused.Reset()
+	l.renewal.Reset()
 	l.mu.Unlock()
 	l.log.Info("logged in", "login", l.name, l.idKey, l.id, "expires_at", expiry, "renew_at", renew)
 	return tok, nil

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -408,8 +409,10 @@ func TestTokenRenewalFailureKeepsWorkingToken(t *testing.T) {
 		r := newAuthRig(t, 100*time.Second)
 		src := r.accountLogin()
 		first := mustToken(t, src)
+		var tries atomic.Int32
 		r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
 			if req.URL.Path == apisim.AccountAuthPath {
+				tries.Add(1)
 				return &apisim.Fault{Status: http.StatusServiceUnavailable}
 			}
 			return nil
@@ -420,8 +423,19 @@ func TestTokenRenewalFailureKeepsWorkingToken(t *testing.T) {
 		assert.Equal(t, first.Reveal(), got.Reveal(), "the old token still works for 10s")
 		assert.Contains(t, r.logs.String(), "failed renewal")
 		assert.Contains(t, r.logs.String(), "503")
+		// The next try waits for a backoff: not one login per request.
+		for range 20 {
+			assert.Equal(t, first.Reveal(), mustToken(t, src).Reveal())
+		}
+		assert.Equal(t, int32(1), tries.Load(), "one try, then a wait")
+		time.Sleep(time.Second)
+		mustToken(t, src)
+		assert.Equal(t, int32(2), tries.Load(), "the next try after the backoff")
+		time.Sleep(900 * time.Millisecond)
+		mustToken(t, src)
+		assert.Equal(t, int32(2), tries.Load(), "the wait doubles")
 
-		time.Sleep(10*time.Second - time.Nanosecond)
+		time.Sleep(10*time.Second - 1900*time.Millisecond - time.Nanosecond)
 		assert.Equal(t, first.Reveal(), mustToken(t, src).Reveal(), "up to the last nanosecond of its life")
 		time.Sleep(time.Nanosecond)
 		_, err := src.Token(t.Context())
