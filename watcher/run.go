@@ -110,7 +110,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 		held := pace != nil && pace.NotBefore().After(started)
 		switch {
 		case err == nil:
-			clock.floor = w.cfg.PollTimeout
+			// Room for twice what this poll took: a listing that the
+			// API's pace, not the budget, makes slow keeps the deadline
+			// it needed, rather than fail every other poll.
+			clock.floor = max(w.cfg.PollTimeout, min(clock.floor, 2*time.Since(started)))
 		case (errors.Is(err, errPollTimeout) || errorIs(err, overBudget.OverBudget)) && !held:
 			// Too short for this listing: give the next one longer, up to
 			// a bound. A pause the API asked for is no reason to.
@@ -195,7 +198,8 @@ func (w *Watcher) beat(until time.Time) {
 // lookups: Poll reaches its Lister through it.
 //
 // A listing gets floor from its start: PollTimeout, or more while listings
-// run out of time. When the Lister sizes its listings (sizer), the deadline
+// run out of time, and after one that needed more, up to twice what the
+// last poll took. When the Lister sizes its listings (sizer), the deadline
 // moves to when the listing's first page says the whole listing should be
 // done, at the request budget's pace and after any pause the API asked
 // for, however far that is: a big listing under a small budget is not cut
@@ -206,7 +210,7 @@ type apiClock struct {
 	Lister
 	sizer sizer // nil: the floor is the deadline
 	beat  func(until time.Time)
-	floor time.Duration // PollTimeout, or more while listings run out of time (Run)
+	floor time.Duration // PollTimeout, or more while listings run out of time or ran long (Run)
 
 	mu       sync.Mutex
 	lookupBy time.Time // end lookups of the poll in flight end by then

@@ -388,14 +388,19 @@ func TestRunWaitsForRetryAfter(t *testing.T) {
 // TestRunLengthensTheDeadlineOfASlowListing: without a request budget to
 // size it by, a listing that outlasts the API deadline fails the poll,
 // which backs off, and gets twice as long at the next poll, until it fits;
-// once a poll succeeds, the deadline goes back to PollTimeout.
+// once a poll succeeds, the deadline keeps room for twice what it took, so
+// that a listing slow by the API's pace does not fail every other poll,
+// and once polls are quick again, it is PollTimeout again.
 func TestRunLengthensTheDeadlineOfASlowListing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newBubbleRig(t, apisim.Options{Token: testToken}, nil)
 		r.api.Sim.AddN(2)
 		reached := make(chan struct{})
 		arrivals := recordListings(t, r.api.Sim, func(i int) *apisim.Fault {
-			if i == 4 {
+			switch i {
+			case 4:
+				return nil // the API is quick again
+			case 6:
 				close(reached)
 			}
 			return &apisim.Fault{Delay: 5 * time.Second}
@@ -411,7 +416,7 @@ func TestRunLengthensTheDeadlineOfASlowListing(t *testing.T) {
 
 		s := time.Second
 		at := arrivals()
-		require.Len(t, at, 5, "one request a poll")
+		require.Len(t, at, 7, "one request a poll")
 		got := gaps(at)
 		// Poll 0 ends at 2s, poll 1 at its start + 4s; each backs off.
 		assert.GreaterOrEqual(t, got[0], 10*s)
@@ -419,12 +424,14 @@ func TestRunLengthensTheDeadlineOfASlowListing(t *testing.T) {
 		assert.GreaterOrEqual(t, got[1], 4*s+10*s)
 		assert.LessOrEqual(t, got[1], 4*s+20*s)
 		assert.Equal(t, 10*s, got[2], "poll 2 succeeds: the next one after the interval")
-		assert.GreaterOrEqual(t, got[3], 10*s, "poll 3 fails again, from the start of the backoff")
-		assert.LessOrEqual(t, got[3], 12*s)
-		assert.Equal(t, []time.Duration{at[2] + 5*s}, since(r.t0, r.store.commitTimes()),
-			"deadlines of 2s and 4s cut the 5s listing short, 8s lets it finish")
+		assert.Equal(t, 10*s, got[3], "poll 3 keeps the deadline that fits, and succeeds")
+		assert.Equal(t, 10*s, got[4], "poll 4, quick, succeeds")
+		assert.GreaterOrEqual(t, got[5], 10*s, "poll 5 fails at PollTimeout, and backs off")
+		assert.LessOrEqual(t, got[5], 12*s)
+		assert.Equal(t, []time.Duration{at[2] + 5*s, at[3] + 5*s, at[4]}, since(r.t0, r.store.commitTimes()),
+			"deadlines of 2s and 4s cut the 5s listing short, 8s lets it finish, and stays while listings are slow")
 		logs := r.logs.String()
-		assert.Equal(t, 2, strings.Count(logs, "longer than its deadline (2s)"), "polls 0 and 3:\n%s", logs)
+		assert.Equal(t, 2, strings.Count(logs, "longer than its deadline (2s)"), "polls 0 and 5:\n%s", logs)
 		assert.Equal(t, 1, strings.Count(logs, "longer than its deadline (4s)"), logs)
 		assert.NotContains(t, logs, "(8s)")
 		assert.Len(t, r.pub.events(), 2)
