@@ -37,9 +37,11 @@ import (
 // published, marked with the intent header (a changed one's also carries
 // the record before the change); every other write follows the
 // acknowledgement of its event, and a changed meeting's key is written
-// again, unmarked, once its event is. A key written after meta's last
-// revision is therefore either the record of an acknowledged event, or,
-// when marked, a start or a change that may not have been announced: Load
+// again, unmarked, once its event is. A key written after the last commit
+// (past the revision its meta names as covered: every write its writer
+// had seen acknowledged) is therefore either the record of an acknowledged
+// event, or, when marked, a start or a change that may not have been
+// announced: Load
 // returns those as Pending, so that the next leader announces them again
 // under the same ids instead of diffing past them. Without that, a change
 // announced but not stored would be announced a second time against the
@@ -72,6 +74,9 @@ type Store struct {
 	revMu sync.Mutex
 	revs  map[uint64]uint64
 	seed  maphash.Seed
+	// seen is the highest revision of the bucket this replica has read or
+	// had acknowledged: what its next commit covers.
+	seen uint64
 }
 
 // ErrKeyMoved means a meeting's key was written by someone else since this
@@ -172,6 +177,13 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 type metaValue struct {
 	ObservedAt time.Time `json:"observedAt"`
 	Meetings   int       `json:"meetings"`
+	// Through is the highest revision the commit covers: an intent
+	// written past it was not covered. Without it (a meta written by an
+	// earlier version), the meta's own revision is the bound; but a
+	// former leader's commit that lands late, after a new leader loaded
+	// and wrote intents, would then cover those, unannounced as they may
+	// be.
+	Through uint64 `json:"through,omitempty"`
 }
 
 func meetingKey(confUUID string) string { return meetingPrefix + events.Token(confUUID) }
@@ -229,6 +241,7 @@ func (s *Store) get(ctx context.Context, key string) (jetstream.KeyValueEntry, e
 
 func (s *Store) loadOnce(ctx context.Context, repair bool) (watcher.State, error) {
 	st := watcher.State{Snapshot: snapshot.Snapshot{}}
+	var committedRev uint64 // the last commit covers the keys up to it
 	e, err := s.get(ctx, metaKey)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
@@ -257,15 +270,20 @@ func (s *Store) loadOnce(ctx context.Context, repair bool) (watcher.State, error
 			return watcher.State{}, fmt.Errorf("decoding state meta: %w", err)
 		}
 		st.ObservedAt, st.Committed = m.ObservedAt, true
+		committedRev = e.Revision()
+		if m.Through > 0 {
+			committedRev = m.Through
+		}
 	}
 
 	pending := map[string]snapshot.Change{}
 	legacy := snapshot.Snapshot{}
 	missing := map[string]time.Time{}
-	committedRev := s.metaRevision()
 	revs := map[uint64]uint64{}
+	var seen uint64
 	err = s.readAll(ctx, func(m *nats.Msg, rev uint64) error {
 		key := strings.TrimPrefix(m.Subject, s.subjects)
+		seen = max(seen, rev)
 		if strings.HasPrefix(key, meetingPrefix) {
 			revs[s.hash(key)] = rev
 		}
@@ -308,7 +326,7 @@ func (s *Store) loadOnce(ctx context.Context, repair bool) (watcher.State, error
 		return watcher.State{}, err
 	}
 	s.revMu.Lock()
-	s.revs = revs
+	s.revs, s.seen = revs, seen
 	s.revMu.Unlock()
 	if len(legacy) > 0 && repair {
 		// Each becomes an intent of today's kind before it goes.
@@ -588,7 +606,10 @@ func (s *Store) Commit(ctx context.Context, commit watcher.Commit) error {
 	if err := s.writeAll(ctx, keys); err != nil {
 		return fmt.Errorf("committing missing meetings: %w", err)
 	}
-	meta, err := json.Marshal(metaValue{ObservedAt: commit.ObservedAt.UTC(), Meetings: commit.Meetings})
+	s.revMu.Lock()
+	through := s.seen
+	s.revMu.Unlock()
+	meta, err := json.Marshal(metaValue{ObservedAt: commit.ObservedAt.UTC(), Meetings: commit.Meetings, Through: through})
 	if err != nil {
 		return fmt.Errorf("encoding state meta: %w", err)
 	}
@@ -673,6 +694,8 @@ func (s *Store) writeAll(ctx context.Context, writes []write) error {
 				return fmt.Errorf("writing %s: %w", w.key, err)
 			case strings.HasPrefix(w.key, meetingPrefix):
 				s.setRev(w.key, ack.Sequence, w.purge)
+			default:
+				s.saw(ack.Sequence)
 			}
 			return nil
 		})
@@ -762,12 +785,20 @@ func (s *Store) rev(key string) uint64 {
 	return s.revs[s.hash(key)]
 }
 
+// saw records that the bucket holds rev: see Store.seen.
+func (s *Store) saw(rev uint64) {
+	s.revMu.Lock()
+	defer s.revMu.Unlock()
+	s.seen = max(s.seen, rev)
+}
+
 // setRev records a meeting key's revision after a write; a purged key's
 // meeting ended for good, and is forgotten, so that the map does not grow
 // with every meeting that ever ended.
 func (s *Store) setRev(key string, rev uint64, purged bool) {
 	s.revMu.Lock()
 	defer s.revMu.Unlock()
+	s.seen = max(s.seen, rev)
 	if s.revs == nil {
 		s.revs = map[uint64]uint64{}
 	}

@@ -126,6 +126,38 @@ func TestLoadReadsLegacyPendingKeys(t *testing.T) {
 	assert.ErrorIs(t, err, jetstream.ErrKeyNotFound)
 }
 
+// A former leader's commit that was on its way when it froze, and lands
+// after a new leader loaded and recorded a start, covers only what the
+// former leader had seen: the new leader's start stays pending, to be
+// announced by whoever leads next, and the new leader's own commit is
+// refused.
+func TestALateCommitCoversOnlyWhatItsWriterSaw(t *testing.T) {
+	js := newJetStream(t)
+	start := func(s *kvstore.Store, id string) {
+		require.NoError(t, s.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: id, New: record(t, id, id)}}, time.Now()))
+	}
+	former := openStore(t, js)
+	_, err := former.Load(t.Context())
+	require.NoError(t, err)
+	start(former, "a")
+	require.NoError(t, former.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 1}))
+
+	next := openStore(t, js)
+	_, err = next.Load(t.Context())
+	require.NoError(t, err)
+	start(next, "b")
+	require.NoError(t, former.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 1}), "the late commit lands")
+	err = next.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 2})
+	require.ErrorIs(t, err, watcher.ErrFenced)
+
+	st, err := openStore(t, js).Load(t.Context())
+	require.NoError(t, err)
+	require.Len(t, st.Pending, 1, "the new leader's start, which no commit covered")
+	assert.Equal(t, "b", st.Pending[0].Key)
+	assert.Contains(t, st.Snapshot, "a")
+	assert.NotContains(t, st.Snapshot, "b")
+}
+
 // Until a first commit, every pending meeting's lastSeen is when the first
 // poll that prepared was observed, however many polls failed after it: a
 // meeting that poll prepared and a later one missed was last seen then.
