@@ -36,7 +36,7 @@ type config struct {
 	Password        redact.Secret `env:"PASSWORD"`
 	APIRate         int           `env:"API_RATE" envDefault:"100"`
 	PollInterval    time.Duration `env:"POLL_INTERVAL" envDefault:"15s"`
-	PollTimeout     time.Duration `env:"POLL_TIMEOUT"`
+	PollTimeout     time.Duration `env:"POLL_TIMEOUT" help:"90% of MEETWATCH_POLL_INTERVAL"`
 	PageSize        int           `env:"PAGE_SIZE" envDefault:"500"`
 	PageOverlap     int           `env:"PAGE_OVERLAP" envDefault:"20"` // the list may shift this much between pages; at most half a page
 	PageConcurrency int           `env:"PAGE_CONCURRENCY" envDefault:"4"`
@@ -103,6 +103,9 @@ func loadConfig(environ map[string]string, forRun bool) (config, error) {
 			return c, &configError{Var: varName(pe.Name), Msg: fmt.Sprintf("invalid value %q: %s", environ[varName(pe.Name)], want(pe))}
 		}
 		return c, &configError{Var: envPrefix + "*", Msg: err.Error()}
+	}
+	if _, set := environ[envPrefix+"HTTP_ADDR"]; !set {
+		c.HTTPAddr = defaultHTTPAddr
 	}
 	if err := c.validate(forRun); err != nil {
 		return c, err

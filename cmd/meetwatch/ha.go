@@ -14,9 +14,16 @@ type HA struct {
 	Replicas    int           `env:"REPLICAS" envDefault:"1"`
 	LeaseTTL    time.Duration `env:"LEASE_TTL" envDefault:"10s"`
 	LeaseBucket string        `env:"LEASE_BUCKET" envDefault:"meetwatch-lease"`
-	ReplicaID   string        `env:"REPLICA_ID"`
-	HTTPAddr    string        `env:"HTTP_ADDR" envDefault:":9464"`
+	ReplicaID   string        `env:"REPLICA_ID" help:"<host name>-<process id>"`
+	// HTTPAddr has no envDefault: the configuration reader takes a
+	// variable set empty for unset, and empty turns the probes off.
+	// loadConfig applies defaultHTTPAddr when it is unset.
+	HTTPAddr string `env:"HTTP_ADDR" help:":9464; set empty to turn the probes off"`
 }
+
+// defaultHTTPAddr is where the probes listen when MEETWATCH_HTTP_ADDR is
+// not set at all.
+const defaultHTTPAddr = ":9464"
 
 func (h HA) validate() error {
 	switch {

@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestStreamMaxAgeAndIgnoreFieldsConfiguration(t *testing.T) {
+func TestStreamMaxAgeIgnoreFieldsAndHTTPAddrConfiguration(t *testing.T) {
 	t.Parallel()
 	base := func(extra map[string]string) map[string]string {
 		env := map[string]string{"MEETWATCH_ACCESS_TOKEN": "t", "MEETWATCH_DATA_DIR": t.TempDir()}
@@ -22,6 +22,14 @@ func TestStreamMaxAgeAndIgnoreFieldsConfiguration(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 720*time.Hour, cfg.StreamMaxAge, "events are kept 30 days by default")
 	assert.Empty(t, cfg.IgnoreFields, "nothing is ignored by default")
+
+	assert.Equal(t, ":9464", cfg.HTTPAddr, "the probes' port by default")
+	cfg, err = loadConfig(base(map[string]string{"MEETWATCH_HTTP_ADDR": ""}), true)
+	require.NoError(t, err)
+	assert.Empty(t, cfg.HTTPAddr, "set empty: no probes")
+	cfg, err = loadConfig(base(map[string]string{"MEETWATCH_HTTP_ADDR": "127.0.0.1:9999"}), true)
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:9999", cfg.HTTPAddr)
 
 	cfg, err = loadConfig(base(map[string]string{"MEETWATCH_STREAM_MAX_AGE": "0"}), true)
 	require.NoError(t, err)

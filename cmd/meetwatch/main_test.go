@@ -866,7 +866,7 @@ func TestDemo(t *testing.T) {
 	t.Parallel()
 	tmp := t.TempDir()
 	mw := startMeetwatch(t, map[string]string{"TMPDIR": tmp},
-		"demo", "--nats-listen", "127.0.0.1:0", "--interval", "300ms", "--churn", "200ms")
+		"demo", "--nats-listen", "127.0.0.1:0", "--interval", "300ms", "--churn", "200ms", "-v")
 
 	started := func() int {
 		n := 0
@@ -882,6 +882,8 @@ func TestDemo(t *testing.T) {
 		return strings.Contains(l, "started") && strings.Contains(l, "[already running]")
 	}), "the meetings running at start are shown as already running:\n%s", mw.stdout)
 	mw.stop(t, syscall.SIGINT)
+	assert.Contains(t, mw.stderr.String(), "msg=leading", "info logs with --verbose")
+	assert.NotContains(t, mw.stderr.String(), "serving probes", "a trial opens no port beyond its NATS")
 
 	entries, err := os.ReadDir(tmp)
 	require.NoError(t, err)

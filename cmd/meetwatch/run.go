@@ -330,6 +330,9 @@ func envHelp() string {
 			continue // an embedded struct: its fields follow it
 		}
 		def := f.Tag.Get("envDefault")
+		if help := f.Tag.Get("help"); help != "" { // a default worked out at start-up
+			def = help
+		}
 		if f.Name == "Redact" {
 			def = redact.DefaultSpec()
 		}
