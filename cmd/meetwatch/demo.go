@@ -33,6 +33,9 @@ until Ctrl-C. Its state lives in a temporary directory, removed on exit.`, stder
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
+	if err := checkCounts(stderr, "demo", fs, *meetings); err != nil {
+		return err
+	}
 
 	dir, err := os.MkdirTemp("", "meetwatch-demo-")
 	if err != nil {

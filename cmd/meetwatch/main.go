@@ -124,6 +124,21 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	}
 }
 
+// checkCounts refuses what the flag package lets through for the
+// simulator's commands: arguments after the flags, and a negative
+// --meetings.
+func checkCounts(stderr io.Writer, cmd string, fs *flag.FlagSet, meetings int) error {
+	switch {
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "meetwatch %s: unexpected argument %q\n", cmd, fs.Arg(0))
+		return errUsage
+	case meetings < 0:
+		fmt.Fprintf(stderr, "meetwatch %s: --meetings %d: must not be negative\n", cmd, meetings)
+		return errUsage
+	}
+	return nil
+}
+
 func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)

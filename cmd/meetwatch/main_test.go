@@ -848,6 +848,9 @@ func TestHelpAndUsage(t *testing.T) {
 		{name: "unknown command", args: []string{"frobnicate"}, wantCode: 2, want: []string{`unknown command "frobnicate"`, "Usage"}},
 		{name: "no command", args: nil, wantCode: 2, want: []string{"Usage"}},
 		{name: "unknown flag", args: []string{"run", "--frobnicate"}, wantCode: 2, want: []string{"frobnicate"}},
+		{name: "negative meetings, sim", args: []string{"sim", "--meetings", "-5"}, wantCode: 2, want: []string{"--meetings -5: must not be negative"}},
+		{name: "negative meetings, demo", args: []string{"demo", "--meetings", "-1"}, wantCode: 2, want: []string{"--meetings -1: must not be negative"}},
+		{name: "demo, extra argument", args: []string{"demo", "extra"}, wantCode: 2, want: []string{`unexpected argument "extra"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

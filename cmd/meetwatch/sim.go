@@ -39,6 +39,9 @@ MEETWATCH_API_URL at the URL it prints to try meetwatch without an account.`, st
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
+	if err := checkCounts(stderr, "sim", fs, *meetings); err != nil {
+		return err
+	}
 	if *token == "" {
 		*token = environ[envPrefix+"ACCESS_TOKEN"]
 	}
