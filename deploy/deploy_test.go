@@ -63,6 +63,30 @@ func natsUser(tb testing.TB, opts *server.Options, name string) *server.User {
 	return nil
 }
 
+// The meetwatch user's permissions in the shipped configuration are the
+// ones docs/security.md lists, which the daemon's own tests run it with
+// (cmd/meetwatch): a list kept in two places drifts.
+func TestNATSConfigGrantsWhatTheDocsList(t *testing.T) {
+	t.Setenv(meetwatchPasswordVar, meetwatchPassword)
+	t.Setenv(readerPasswordVar, readerPassword)
+	shipped := natsUser(t, loadNATSConfig(t, natsConfigs[0]), "meetwatch").Permissions
+
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "security.md"))
+	require.NoError(t, err)
+	_, section, ok := strings.Cut(string(doc), "\n## NATS security\n")
+	require.True(t, ok, "docs/security.md has no NATS security section")
+	_, snippet, ok := strings.Cut(section, "```text\n")
+	require.True(t, ok)
+	snippet, _, ok = strings.Cut(snippet, "```")
+	require.True(t, ok)
+	path := filepath.Join(t.TempDir(), "documented.conf")
+	require.NoError(t, os.WriteFile(path, []byte(snippet), 0o600))
+	documented := natsUser(t, loadNATSConfig(t, path), "meetwatch").Permissions
+
+	assert.ElementsMatch(t, documented.Publish.Allow, shipped.Publish.Allow, "publish")
+	assert.ElementsMatch(t, documented.Subscribe.Allow, shipped.Subscribe.Allow, "subscribe")
+}
+
 func TestNATSConfig(t *testing.T) {
 	t.Setenv(meetwatchPasswordVar, meetwatchPassword)
 	t.Setenv(readerPasswordVar, readerPassword)
@@ -470,8 +494,8 @@ func meetingsStream(replicas int) jetstream.StreamConfig {
 // meetwatchCalls makes the JetStream calls meetwatch makes, with the
 // settings it makes them with: the stream and the two buckets created or
 // updated, an event published twice under one id, the state written,
-// committed, purged and loaded with a watch, and the lease taken, renewed,
-// contested, released and taken again.
+// committed, purged and loaded with a watch, and the lease watched, taken,
+// renewed, contested, released and taken again.
 func meetwatchCalls(ctx context.Context, nc *nats.Conn, c callsConfig) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -607,6 +631,13 @@ func meetwatchCalls(ctx context.Context, nc *nats.Conn, c callsConfig) error {
 				}
 				return w.Stop()
 			})
+		}},
+		{"watching the lease", func(ctx context.Context) error {
+			w, err := lease.Watch(ctx, "leader", jetstream.UpdatesOnly())
+			if err != nil {
+				return err
+			}
+			return w.Stop()
 		}},
 		{"leading", func(ctx context.Context) error {
 			rev, err := lease.Create(ctx, "leader", []byte(`{"id":"a"}`))
