@@ -1222,8 +1222,27 @@ type composeService struct {
 	Healthcheck map[string]any    `yaml:"healthcheck"`
 }
 
+// natsServerMinor returns the major.minor version of the nats-server
+// module in go.mod, the one the tests run, which the compose trial's image
+// must match.
+func natsServerMinor(tb testing.TB) string {
+	tb.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "go.mod"))
+	require.NoError(tb, err)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "github.com/nats-io/nats-server/v2 v"); ok {
+			major, rest, _ := strings.Cut(v, ".")
+			minor, _, _ := strings.Cut(rest, ".")
+			return major + "." + minor
+		}
+	}
+	require.FailNow(tb, "go.mod does not require nats-server")
+	return ""
+}
+
 func TestDockerCompose(t *testing.T) {
 	t.Parallel()
+	testedNATS := natsServerMinor(t)
 	b, err := os.ReadFile("docker-compose.yml")
 	require.NoError(t, err)
 	var f composeFile
@@ -1237,7 +1256,7 @@ func TestDockerCompose(t *testing.T) {
 		}
 		switch {
 		case strings.HasPrefix(name, "nats-"):
-			assert.True(t, strings.HasPrefix(s.Image, "nats:2."), "%s: image %s", name, s.Image)
+			assert.True(t, strings.HasPrefix(s.Image, "nats:"+testedNATS+"-"), "%s: image %s, not the nats-server %s the tests run", name, s.Image, testedNATS)
 			assert.NotEmpty(t, s.Healthcheck, "%s: a healthcheck", name)
 			// Its own configuration, with the shared part, read-only, and
 			// its own volume for the JetStream files.
