@@ -127,19 +127,44 @@ func want(pe env.ParseError) string {
 	}
 }
 
+// natsURLError says what is wrong with one server URL of MEETWATCH_NATS_URL,
+// if anything: the client takes host:port alone for nats://host:port, and
+// otherwise a nats, tls, ws or wss URL with a host.
+func natsURLError(u string) error {
+	if !strings.Contains(u, "://") {
+		u = "nats://" + u
+	}
+	p, err := url.Parse(u)
+	switch {
+	case err != nil:
+		return fmt.Errorf("invalid URL %q", u)
+	case p.Scheme != "nats" && p.Scheme != "tls" && p.Scheme != "ws" && p.Scheme != "wss":
+		return fmt.Errorf("%q: want a nats://, tls://, ws:// or wss:// URL", u)
+	case p.Hostname() == "":
+		return fmt.Errorf("%q: no host", u)
+	}
+	return nil
+}
+
 func (c config) validate(forRun bool) error {
 	if err := validPrefix(c.SubjectPrefix); err != nil {
 		return bad("SubjectPrefix", "%v", err)
 	}
 	if c.NATSURL != "" {
 		for _, u := range strings.Split(c.NATSURL, ",") {
-			if _, err := url.Parse(strings.TrimSpace(u)); err != nil {
-				return bad("NATSURL", "invalid URL %q", u)
+			if err := natsURLError(strings.TrimSpace(u)); err != nil {
+				return bad("NATSURL", "%v", err)
 			}
 		}
 		if err := natsAuthError(c.NATSAuth.Validate()); err != nil { // the embedded server takes none
 			return err
 		}
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return bad("LogLevel", "%v", err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return bad("LogFormat", "want text or json, got %q", c.LogFormat)
 	}
 	if !forRun {
 		return nil
@@ -191,12 +216,6 @@ func (c config) validate(forRun bool) error {
 	}
 	if _, err := snapshot.ParseFieldSet(c.IgnoreFields); err != nil {
 		return bad("IgnoreFields", "%v", err)
-	}
-	if _, err := parseLevel(c.LogLevel); err != nil {
-		return bad("LogLevel", "%v", err)
-	}
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		return bad("LogFormat", "want text or json, got %q", c.LogFormat)
 	}
 	if c.NATSURL == "" {
 		if _, err := natsembed.ParseListen(c.EmbeddedListen); err != nil {

@@ -763,6 +763,11 @@ func TestBadConfigurationExits2(t *testing.T) {
 		{name: "log format unknown", variable: "MEETWATCH_LOG_FORMAT", value: "xml"},
 		{name: "embedded listen without a port", variable: "MEETWATCH_EMBEDDED_NATS_LISTEN", value: "localhost"},
 		{name: "tail with a bad prefix", command: "tail", variable: "MEETWATCH_SUBJECT_PREFIX", value: "a b"},
+		{name: "tail with a bad log level", command: "tail", variable: "MEETWATCH_LOG_LEVEL", value: "loud"},
+		{name: "ls with a bad log format", command: "ls", variable: "MEETWATCH_LOG_FORMAT", value: "xml"},
+		{name: "nats url with spaces", variable: "MEETWATCH_NATS_URL", value: "foo bar"},
+		{name: "nats url of another scheme", variable: "MEETWATCH_NATS_URL", value: "nats://127.0.0.1:9,http://127.0.0.1:9"},
+		{name: "tail with a nats url without a host", command: "tail", variable: "MEETWATCH_NATS_URL", value: "nats://:4222"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
