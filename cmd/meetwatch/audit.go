@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/meetwatch/meetwatch/events/audit"
 )
@@ -52,19 +53,11 @@ MEETWATCH_NATS_* credentials, as tail does. Logs go to standard error.`, stderr)
 	if err != nil {
 		return err
 	}
-	if !streamName.MatchString(cfg.Stream) {
-		return bad("Stream", "%q: use letters, digits, - and _", cfg.Stream)
-	}
-	if _, err := parseLevel(cfg.LogLevel); err != nil {
-		return bad("LogLevel", "%v", err)
-	}
-	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
-		return bad("LogFormat", "want text or json, got %q", cfg.LogFormat)
-	}
 	logger := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
 	if *out == "-" {
 		return auditTo(ctx, cfg, *durable, stdout, logger)
 	}
+	_, statErr := os.Stat(*out)
 	f, err := audit.OpenFile(*out)
 	if err != nil {
 		return err
@@ -72,6 +65,10 @@ MEETWATCH_NATS_* credentials, as tail does. Logs go to standard error.`, stderr)
 	err = auditTo(ctx, cfg, *durable, f, logger)
 	if cerr := f.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("closing %s: %w", *out, cerr))
+	}
+	// A run that failed leaves no file it created and wrote nothing to.
+	if st, serr := os.Stat(*out); err != nil && errors.Is(statErr, os.ErrNotExist) && serr == nil && st.Size() == 0 {
+		_ = os.Remove(*out) // best effort: an empty file is harmless
 	}
 	return err
 }

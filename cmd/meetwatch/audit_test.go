@@ -524,6 +524,7 @@ func TestAuditRefusesAMismatchedFile(t *testing.T) {
 	after, err := os.ReadFile(path)
 	require.NoError(t, err)
 	assert.Equal(t, before, after, "the file is left as it was")
+	assert.NoFileExists(t, filepath.Join(dir, "empty.jsonl"), "a failed audit leaves no file it made")
 }
 
 func TestAuditUsage(t *testing.T) {

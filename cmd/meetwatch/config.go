@@ -160,6 +160,9 @@ func (c config) validate(forRun bool) error {
 			return err
 		}
 	}
+	if !streamName.MatchString(c.Stream) {
+		return bad("Stream", "%q: use letters, digits, - and _", c.Stream)
+	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return bad("LogLevel", "%v", err)
 	}
@@ -187,8 +190,6 @@ func (c config) validate(forRun bool) error {
 		return bad("RequestTimeout", "must be positive")
 	case len([]rune(c.SearchKey)) > 128:
 		return bad("SearchKey", "at most 128 characters")
-	case !streamName.MatchString(c.Stream):
-		return bad("Stream", "%q: use letters, digits, - and _", c.Stream)
 	case !streamName.MatchString(c.StateBucket):
 		return bad("StateBucket", "%q: use letters, digits, - and _", c.StateBucket)
 	case c.DuplicateWindow < minDuplicateWindow:

@@ -101,26 +101,8 @@ func runNotify(ctx context.Context, args []string, environ map[string]string, st
 	if err != nil {
 		return err
 	}
-	if err := cfg.validateForConsumers(); err != nil {
-		return err
-	}
 	logger := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
 	return notifyChat(ctx, cfg, opts, logger)
-}
-
-// validateForConsumers checks what a consumer of the stream reads beside
-// what every command does: the stream's name and the log settings.
-func (c config) validateForConsumers() error {
-	if !streamName.MatchString(c.Stream) {
-		return bad("Stream", "%q: use letters, digits, - and _", c.Stream)
-	}
-	if _, err := parseLevel(c.LogLevel); err != nil {
-		return bad("LogLevel", "%v", err)
-	}
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		return bad("LogFormat", "want text or json, got %q", c.LogFormat)
-	}
-	return nil
 }
 
 // notifyUsage reports a bad flag value in one line, as the flag package
