@@ -281,6 +281,7 @@ func (s *Store) loadOnce(ctx context.Context, repair bool) (watcher.State, error
 	missing := map[string]time.Time{}
 	revs := map[uint64]uint64{}
 	var seen uint64
+	var uncommitted []string // missing meetings' keys past the commit
 	err = s.readAll(ctx, func(m *nats.Msg, rev uint64) error {
 		key := strings.TrimPrefix(m.Subject, s.subjects)
 		seen = max(seen, rev)
@@ -314,6 +315,13 @@ func (s *Store) loadOnce(ctx context.Context, repair bool) (watcher.State, error
 				pending[rec.UUID] = snapshot.Change{Kind: snapshot.Started, Key: rec.UUID, New: rec}
 			}
 		case strings.HasPrefix(key, missingPrefix):
+			if rev > committedRev {
+				// Written for a commit that never landed (or a former
+				// leader's, sent late): not part of the state. Taken as
+				// missing, it would end its meeting with one listing.
+				uncommitted = append(uncommitted, key)
+				return nil
+			}
 			var v missingValue
 			if err := json.Unmarshal(m.Data, &v); err != nil {
 				return fmt.Errorf("decoding state key %s: %w", key, err)
@@ -353,6 +361,9 @@ func (s *Store) loadOnce(ctx context.Context, repair bool) (watcher.State, error
 	}
 	slices.SortFunc(st.Pending, func(a, b snapshot.Change) int { return strings.Compare(a.Key, b.Key) })
 	var done []write
+	for _, key := range uncommitted {
+		done = append(done, write{key: key, purge: true})
+	}
 	for id, lastSeen := range missing {
 		_, held := st.Snapshot[id]
 		if _, announcing := pending[id]; !held && !announcing {

@@ -1,6 +1,7 @@
 package kvstore_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -156,6 +157,38 @@ func TestALateCommitCoversOnlyWhatItsWriterSaw(t *testing.T) {
 	assert.Equal(t, "b", st.Pending[0].Key)
 	assert.Contains(t, st.Snapshot, "a")
 	assert.NotContains(t, st.Snapshot, "b")
+}
+
+// A missing meeting's record is part of the commit that wrote it: one
+// whose commit never landed, or a former leader's that landed late, is not
+// taken for missing, which would end its meeting with the next listing that
+// lacks it, and Load clears it.
+func TestMissingRecordsPastTheCommitAreNotMissing(t *testing.T) {
+	js := newJetStream(t)
+	store := openStore(t, js)
+	_, err := store.Load(t.Context())
+	require.NoError(t, err)
+	lastSeen := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	require.NoError(t, store.Prepare(t.Context(), []snapshot.Change{
+		{Kind: snapshot.Started, Key: "a", New: record(t, "a", "a")},
+		{Kind: snapshot.Started, Key: "b", New: record(t, "b", "b")},
+	}, lastSeen))
+	require.NoError(t, store.Commit(t.Context(), watcher.Commit{ObservedAt: lastSeen, Meetings: 2, Missed: map[string]time.Time{"a": lastSeen}}))
+
+	kv, err := js.KeyValue(t.Context(), "meetwatch-state")
+	require.NoError(t, err)
+	late, err := json.Marshal(map[string]any{"confUUID": "b", "lastSeen": lastSeen})
+	require.NoError(t, err)
+	_, err = kv.Put(t.Context(), "e.b", late) // no commit follows
+	require.NoError(t, err)
+
+	st, err := openStore(t, js).Load(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, map[string]time.Time{"a": lastSeen}, st.Missing, "the committed one only")
+	_, err = kv.Get(t.Context(), "e.b")
+	assert.ErrorIs(t, err, jetstream.ErrKeyNotFound, "cleared")
+	_, err = kv.Get(t.Context(), "e.a")
+	assert.NoError(t, err)
 }
 
 // Until a first commit, every pending meeting's lastSeen is when the first
