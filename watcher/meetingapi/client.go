@@ -323,7 +323,7 @@ func (c *Client) fetchPage(ctx context.Context, searchKey string, offset, limit 
 // and a pause the API asked for that outlasts the deadline cannot end in
 // time.
 func retryable(err error) bool {
-	if errors.Is(err, ErrLoginRefused) || errors.Is(err, ErrThrottled) {
+	if errors.Is(err, ErrLoginRefused) || errors.Is(err, ErrThrottled) || errors.Is(err, ErrNoBudget) {
 		return false
 	}
 	var apiErr *APIError
@@ -340,8 +340,18 @@ func (c *Client) wait(ctx context.Context) error {
 	return c.gate.admit(ctx, c.waitBudget)
 }
 
+// lookupKey marks the context of an end lookup, whose requests take from
+// the budget only what it has now (see Confirm).
+type lookupKey struct{}
+
 func (c *Client) waitBudget(ctx context.Context) error {
 	if c.cfg.Budget == nil {
+		return nil
+	}
+	if ctx.Value(lookupKey{}) != nil {
+		if !c.cfg.Budget.Allow() {
+			return fmt.Errorf("waiting for the request budget: %w", ErrNoBudget)
+		}
 		return nil
 	}
 	if err := c.cfg.Budget.Wait(ctx); err != nil {

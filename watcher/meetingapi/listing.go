@@ -42,7 +42,8 @@ func (c *Client) List(ctx context.Context, read snapshot.ReadFunc) (snapshot.Sna
 //
 // A lookup only speeds an end up (the next complete listing settles it
 // anyway), so it is never worth waiting for: when the request budget has
-// no room for it now, Confirm fails at once with ErrNoBudget.
+// no room for it now, Confirm fails at once with ErrNoBudget, and so do
+// lookups that found room together once the room is taken.
 func (c *Client) Confirm(ctx context.Context, m snapshot.Meeting, read snapshot.ReadFunc) (snapshot.Meeting, bool, error) {
 	if m.ConferenceID == "" {
 		return snapshot.Meeting{}, false, fmt.Errorf("confirming the end of %s: %w", m.UUID, ErrNoLookup)
@@ -50,7 +51,7 @@ func (c *Client) Confirm(ctx context.Context, m snapshot.Meeting, read snapshot.
 	if b := c.cfg.Budget; b != nil && b.Tokens() < 1 {
 		return snapshot.Meeting{}, false, fmt.Errorf("confirming the end of %s: %w", m.UUID, ErrNoBudget)
 	}
-	snap, err := c.listConsistent(ctx, m.ConferenceID, read)
+	snap, err := c.listConsistent(context.WithValue(ctx, lookupKey{}, true), m.ConferenceID, read)
 	if err != nil {
 		return snapshot.Meeting{}, false, fmt.Errorf("confirming the end of %s: %w", m.UUID, err)
 	}
