@@ -35,8 +35,9 @@ var (
 	// request (an end lookup) now; the caller goes without it.
 	ErrNoBudget = errors.New("no room in the request budget for a lookup")
 	// ErrNoLookup means a meeting cannot be looked up: its record has no
-	// conferenceID to filter the list by. The next listing settles it.
-	ErrNoLookup = errors.New("no conferenceID to look the meeting up by")
+	// conferenceID to filter the list by, or the listings are filtered by
+	// another search key. The next listing settles it.
+	ErrNoLookup = errors.New("no lookup by conferenceID")
 	// ErrLoginFailed means no access token could be had: the API refused
 	// the credentials, answered without a token, or could not be reached.
 	// It never matches ErrUnauthorized, which is about a token the API

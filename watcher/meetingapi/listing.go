@@ -38,15 +38,22 @@ func (c *Client) List(ctx context.Context, read snapshot.ReadFunc) (snapshot.Sna
 // record and true while the meeting is still ongoing, and false once the
 // API confirms it is gone. A meeting without a conferenceID cannot be
 // looked up: Confirm fails with ErrNoLookup, and the next complete listing
-// settles it, as it does when a lookup fails.
+// settles it, as it does when a lookup fails. Neither can any meeting
+// while the listings are filtered by a SearchKey: the lookup filters by
+// the meeting's ID instead, and would find a meeting that left the
+// filtered list (renamed, say) still ongoing, poll after poll, where the
+// listings end it.
 //
 // A lookup only speeds an end up (the next complete listing settles it
 // anyway), so it is never worth waiting for: when the request budget has
 // no room for it now, Confirm fails at once with ErrNoBudget, and so do
 // lookups that found room together once the room is taken.
 func (c *Client) Confirm(ctx context.Context, m snapshot.Meeting, read snapshot.ReadFunc) (snapshot.Meeting, bool, error) {
-	if m.ConferenceID == "" {
-		return snapshot.Meeting{}, false, fmt.Errorf("confirming the end of %s: %w", m.UUID, ErrNoLookup)
+	switch {
+	case m.ConferenceID == "":
+		return snapshot.Meeting{}, false, fmt.Errorf("confirming the end of %s: it has no conferenceID: %w", m.UUID, ErrNoLookup)
+	case c.cfg.SearchKey != "":
+		return snapshot.Meeting{}, false, fmt.Errorf("confirming the end of %s: the listings are filtered by a search key: %w", m.UUID, ErrNoLookup)
 	}
 	if b := c.cfg.Budget; b != nil && b.Tokens() < 1 {
 		return snapshot.Meeting{}, false, fmt.Errorf("confirming the end of %s: %w", m.UUID, ErrNoBudget)

@@ -167,6 +167,29 @@ func TestLookupNeverWaitsForTheBudget(t *testing.T) {
 	assert.Equal(t, requests, srv.Sim.Requests(), "no request sent")
 }
 
+// While the listings are filtered by a search key, no meeting is looked
+// up: a lookup by its ID would find a meeting that left the filtered list
+// still ongoing, where the listings end it.
+func TestNoLookupUnderASearchKey(t *testing.T) {
+	srv := apisim.NewServer(apisim.Options{Token: "tok"})
+	t.Cleanup(srv.Close)
+	ids := srv.Sim.AddN(3)
+	m, ok := srv.Sim.Get(ids[0])
+	require.True(t, ok)
+	c, err := meetingapi.NewClient(meetingapi.ClientConfig{
+		BaseURL: srv.URL, Tokens: meetingapi.StaticToken(redact.NewSecret("tok")), SearchKey: m["subject"].(string),
+	})
+	require.NoError(t, err)
+	snap, err := c.List(t.Context(), nil)
+	require.NoError(t, err)
+	require.Contains(t, snap, ids[0])
+
+	requests := srv.Sim.Requests()
+	_, _, err = c.Confirm(t.Context(), snap[ids[0]], nil)
+	require.ErrorIs(t, err, meetingapi.ErrNoLookup)
+	assert.Equal(t, requests, srv.Sim.Requests(), "no request sent")
+}
+
 // A page is decoded without holding a request slot: while one page's
 // records are read, the next page is requested, and never more requests
 // than Concurrency are in flight.
