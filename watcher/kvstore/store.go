@@ -41,11 +41,11 @@ import (
 // (past the revision its meta names as covered: every write its writer
 // had seen acknowledged) is therefore either the record of an acknowledged
 // event, or, when marked, a start or a change that may not have been
-// announced: Load
-// returns those as Pending, so that the next leader announces them again
-// under the same ids instead of diffing past them. Without that, a change
-// announced but not stored would be announced a second time against the
-// older record, and consumers would see the meeting's changes fork.
+// announced: Load returns those as Pending, so that the next leader
+// announces them again under the same ids instead of diffing past them.
+// Without that, a change announced but not stored would be announced a
+// second time against the older record, and consumers would see the
+// meeting's changes fork.
 type Store struct {
 	kv jetstream.KeyValue
 	js jetstream.JetStream
