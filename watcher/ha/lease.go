@@ -259,10 +259,10 @@ func (l *Lease) Run(ctx context.Context, lead func(ctx context.Context)) error {
 
 // watchGone returns a channel that hears whenever the lease key is
 // deleted, purged or expires, with the revision of the marker that says
-// so, so that a standby campaigns at once rather than at its next
-// periodic try. The watch runs until ctx ends, in a
-// goroutine wg waits for. Without it (a bucket that cannot be watched),
-// the periodic tries remain, and the channel never fires.
+// so, so that a standby campaigns at once rather than at its next periodic
+// try. The watch runs until ctx ends, in a goroutine wg waits for. Without
+// it (a bucket that cannot be watched), the periodic tries remain, and the
+// channel never fires.
 func (l *Lease) watchGone(ctx context.Context, wg *sync.WaitGroup) <-chan uint64 {
 	gone := make(chan uint64, 1)
 	wg.Go(func() {
