@@ -828,12 +828,6 @@ func (s *Store) check() error {
 	return s.guard()
 }
 
-func (s *Store) metaRevision() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.metaRev
-}
-
 func (s *Store) setMetaRev(rev uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

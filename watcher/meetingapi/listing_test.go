@@ -144,50 +144,45 @@ func TestAListingThatBreaksStopsRequesting(t *testing.T) {
 	assert.LessOrEqual(t, int(served.Load()), 5, "pages 0, 14 and 28, and at most two more already asked for, of 14")
 }
 
-// A lookup only speeds an end up, so it never waits for the budget: with
-// no room, Confirm fails at once and sends nothing.
-func TestLookupNeverWaitsForTheBudget(t *testing.T) {
-	srv := apisim.NewServer(apisim.Options{Token: "tok"})
-	t.Cleanup(srv.Close)
-	ids := srv.Sim.AddN(1)
-	m, ok := srv.Sim.Get(ids[0])
-	require.True(t, ok)
-	budget := rate.NewLimiter(rate.Every(time.Hour), 1)
-	c, err := meetingapi.NewClient(meetingapi.ClientConfig{
-		BaseURL: srv.URL, Tokens: meetingapi.StaticToken(redact.NewSecret("tok")), Budget: budget,
-	})
-	require.NoError(t, err)
-	snap, err := c.List(t.Context(), nil) // spends the one request the budget holds
-	require.NoError(t, err)
-	require.Len(t, snap, 1)
-
-	requests := srv.Sim.Requests()
-	_, _, err = c.Confirm(t.Context(), snap[m["confUUID"].(string)], nil)
-	require.ErrorIs(t, err, meetingapi.ErrNoBudget)
-	assert.Equal(t, requests, srv.Sim.Requests(), "no request sent")
-}
-
-// While the listings are filtered by a search key, no meeting is looked
+// A lookup sends nothing when it cannot help. It only speeds an end up, so
+// it never waits for the budget: with no room, Confirm fails at once. And
+// while the listings are filtered by a search key, no meeting is looked
 // up: a lookup by its ID would find a meeting that left the filtered list
 // still ongoing, where the listings end it.
-func TestNoLookupUnderASearchKey(t *testing.T) {
-	srv := apisim.NewServer(apisim.Options{Token: "tok"})
-	t.Cleanup(srv.Close)
-	ids := srv.Sim.AddN(3)
-	m, ok := srv.Sim.Get(ids[0])
-	require.True(t, ok)
-	c, err := meetingapi.NewClient(meetingapi.ClientConfig{
-		BaseURL: srv.URL, Tokens: meetingapi.StaticToken(redact.NewSecret("tok")), SearchKey: m["subject"].(string),
-	})
-	require.NoError(t, err)
-	snap, err := c.List(t.Context(), nil)
-	require.NoError(t, err)
-	require.Contains(t, snap, ids[0])
+func TestLookupSendsNothingWhenItCannotHelp(t *testing.T) {
+	tests := []struct {
+		name   string
+		adjust func(c *meetingapi.ClientConfig, rec apisim.Record)
+		want   error
+	}{
+		{"no room in the budget", func(c *meetingapi.ClientConfig, _ apisim.Record) {
+			c.Budget = rate.NewLimiter(rate.Every(time.Hour), 1) // spent by the listing
+		}, meetingapi.ErrNoBudget},
+		{"listings filtered by a search key", func(c *meetingapi.ClientConfig, rec apisim.Record) {
+			c.SearchKey = rec["subject"].(string)
+		}, meetingapi.ErrNoLookup},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := apisim.NewServer(apisim.Options{Token: "tok"})
+			t.Cleanup(srv.Close)
+			id := srv.Sim.AddN(1)[0]
+			rec, ok := srv.Sim.Get(id)
+			require.True(t, ok)
+			cfg := meetingapi.ClientConfig{BaseURL: srv.URL, Tokens: meetingapi.StaticToken(redact.NewSecret("tok"))}
+			tt.adjust(&cfg, rec)
+			c, err := meetingapi.NewClient(cfg)
+			require.NoError(t, err)
+			snap, err := c.List(t.Context(), nil)
+			require.NoError(t, err)
+			require.Contains(t, snap, id)
 
-	requests := srv.Sim.Requests()
-	_, _, err = c.Confirm(t.Context(), snap[ids[0]], nil)
-	require.ErrorIs(t, err, meetingapi.ErrNoLookup)
-	assert.Equal(t, requests, srv.Sim.Requests(), "no request sent")
+			requests := srv.Sim.Requests()
+			_, _, err = c.Confirm(t.Context(), snap[id], nil)
+			require.ErrorIs(t, err, tt.want)
+			assert.Equal(t, requests, srv.Sim.Requests(), "no request sent")
+		})
+	}
 }
 
 // A page is decoded without holding a request slot: while one page's
