@@ -13,6 +13,7 @@ import (
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/watcher"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim/simtest"
@@ -20,6 +21,24 @@ import (
 
 // isConfirmation tells the watcher's end confirmations from its listings.
 func isConfirmation(r *http.Request) bool { return r.URL.Query().Get("searchKey") != "" }
+
+// thirtyInPagesOfTen returns a rig listing 30 meetings in pages of 10 that
+// overlap by overlap records, one page at a time, so that a shift planned
+// before a page is the one it sees; the meetings' ids in list order (by
+// start time); and a watcher that has taken its first poll.
+func thirtyInPagesOfTen(t *testing.T, overlap int) (*rig, []string, *watcher.Watcher) {
+	t.Helper()
+	r := newRigWith(t, func(c *meetingapi.ClientConfig) {
+		c.PageSize = 10
+		c.Overlap = overlap
+		c.Concurrency = 1
+	})
+	r.api.Sim.AddN(30)
+	w := r.newWatcher(t, nil)
+	_, err := w.Poll(t.Context())
+	require.NoError(t, err)
+	return r, r.api.Sim.UUIDs(), w
+}
 
 // beforeSecondPage returns a simulator hook that calls change once per
 // listing, right before the listing's first page after offset 0 is served:
@@ -65,16 +84,7 @@ func TestShiftBetweenPagesIsNotAnEnd(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := newRigWith(t, func(c *meetingapi.ClientConfig) {
-				c.PageSize = 10
-				c.Overlap = tt.overlap
-				c.Concurrency = 1 // pages in order, so the shift is the one planned
-			})
-			r.api.Sim.AddN(30)
-			ids := r.api.Sim.UUIDs() // in list order: by start time
-			w := r.newWatcher(t, nil)
-			_, err := w.Poll(t.Context())
-			require.NoError(t, err)
+			r, ids, w := thirtyInPagesOfTen(t, tt.overlap)
 
 			// The change comes right before the second page.
 			var (
@@ -364,16 +374,7 @@ func propertyEventsMatchGroundTruth(t *testing.T, lookups bool) {
 // A meeting a listing missed that its lookup finds ongoing with a new
 // record gets a changed event that says what changed, as a listing's would.
 func TestLookupFindsAMissedMeetingChanged(t *testing.T) {
-	r := newRigWith(t, func(c *meetingapi.ClientConfig) {
-		c.PageSize = 10
-		c.Overlap = -1    // pages end to end: a shift loses a record between them
-		c.Concurrency = 1 // pages in order, so the shift is the one planned
-	})
-	r.api.Sim.AddN(30)
-	ids := r.api.Sim.UUIDs() // in list order: by start time
-	w := r.newWatcher(t, nil)
-	_, err := w.Poll(t.Context())
-	require.NoError(t, err)
+	r, ids, w := thirtyInPagesOfTen(t, -1) // pages end to end: a shift loses a record between them
 
 	var (
 		once  sync.Once
