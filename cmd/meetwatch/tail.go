@@ -91,11 +91,21 @@ Connects to MEETWATCH_NATS_URL (default `+defaultNATSURL+`).`, stderr)
 		}
 		defer cc.Stop()
 	} else {
-		sub, err := nc.ChanSubscribe(filter, msgs)
+		sub, err := nc.Subscribe(filter, func(m *nats.Msg) {
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+			}
+		})
 		if err != nil {
 			return fmt.Errorf("subscribing to %s: %w", filter, err)
 		}
 		defer sub.Unsubscribe()
+		// A burst printed to a slow reader (a pipe) waits in the client,
+		// however long, rather than be dropped as a slow consumer's.
+		if err := sub.SetPendingLimits(-1, -1); err != nil {
+			return fmt.Errorf("subscribing to %s: %w", filter, err)
+		}
 		if err := nc.Flush(); err != nil {
 			return fmt.Errorf("subscribing to %s: %w", filter, err)
 		}

@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim/simtest"
 )
 
 // TestTailSince: events stored before the --since moment are not shown,
@@ -120,4 +124,51 @@ func TestTailReplayNATSUser(t *testing.T) {
 			assert.NotContains(t, tail.stderr.String(), password)
 		})
 	}
+}
+
+// slowWriter counts the lines written to it, a little slowly, as a pipe to
+// a slow reader takes them.
+type slowWriter struct {
+	mu    sync.Mutex
+	lines int
+}
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	time.Sleep(100 * time.Microsecond)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.lines += bytes.Count(p, []byte("\n"))
+	return len(p), nil
+}
+
+func (w *slowWriter) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lines
+}
+
+// TestTailLiveLosesNothingToASlowReader: a burst of events printed to a
+// slow reader waits in the client; none is dropped as a slow consumer's.
+func TestTailLiveLosesNothingToASlowReader(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	ctx, cancel := context.WithCancel(t.Context())
+	out, stderr := &slowWriter{}, &simtest.Buffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- runTail(ctx, []string{"--json"}, map[string]string{"MEETWATCH_NATS_URL": srv.ClientURL()}, out, stderr)
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(stderr.String(), "meetwatch tail:") }, eventWait, tick, "waiting for tail to subscribe")
+
+	const n = 5000
+	for range n {
+		require.NoError(t, nc.Publish("meetings.started.x", []byte(`{"id":"x"}`)))
+	}
+	require.NoError(t, nc.Flush())
+	assert.Eventually(t, func() bool { return out.count() == n }, 30*time.Second, tick, "every event printed")
+	cancel()
+	require.NoError(t, <-done)
+	assert.Equal(t, n, out.count())
+	assert.NotContains(t, stderr.String(), "slow consumer")
 }
