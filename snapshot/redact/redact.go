@@ -230,12 +230,28 @@ func parsePath(p string) ([]segment, error) {
 	return segs, nil
 }
 
+// pathOf spells segs as a policy path, without the "[]" of the last.
+func pathOf(segs []segment) string {
+	parts := make([]string, len(segs))
+	for i, s := range segs {
+		parts[i] = s.key
+		if s.each && i < len(segs)-1 {
+			parts[i] += "[]"
+		}
+	}
+	return strings.Join(parts, ".")
+}
+
 func isKeyChar(c rune) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
 }
 
 // insert adds one path below n. A path inside one already redacted whole
 // adds nothing, and a shorter path replaces what was below it.
+//
+// A field on the way to a secret that comes in another shape than the path
+// says (an object where it names an array, say) is redacted whole, under
+// the path so far: nothing in it can be told apart from a secret.
 func insert(n *jsonedit.Node, path string, segs []segment) {
 	for i, s := range segs {
 		if n.Fields == nil {
@@ -254,6 +270,7 @@ func insert(n *jsonedit.Node, path string, segs []segment) {
 			*n = jsonedit.Node{Mark: path}
 			return
 		}
+		n.Else = pathOf(segs[:i+1])
 		if s.each {
 			if n.Elems == nil {
 				n.Elems = &jsonedit.Node{}
@@ -429,6 +446,11 @@ func (p *Policy) redactChange(out []snapshot.FieldChange, fc snapshot.FieldChang
 	if fc.Field != "" {
 		for _, key := range snapshot.SplitPath(fc.Field) {
 			child := n.Fields[key]
+			if child == nil && n.Elems != nil {
+				// A step by key into what the policy takes for an
+				// array: the value is of another shape, hidden whole.
+				return append(out, snapshot.FieldChange{Field: fc.Field, Redacted: true})
+			}
 			if child == nil {
 				return append(out, fc) // nothing redacted at or below this path
 			}

@@ -29,7 +29,18 @@ type Node struct {
 	Fields map[string]*Node
 	// Elems applies to every element of an array value.
 	Elems *Node
+	// Else, when not empty, marks the value here whole, as Mark would,
+	// when it is not null and it, or a value below it, has another shape
+	// than Fields or Elems expect (an object, an array): the tree cannot
+	// tell where in such a value what it marks is, so it takes all of it.
+	// Of a value of another shape and no Else above it, Replace and
+	// Remove fail with ErrShape.
+	Else string
 }
+
+// ErrShape means a value has another shape than the tree expects, and no
+// node above it says what to do then (see Node.Else).
+var ErrShape = errors.New("jsonedit: a value has another shape than expected")
 
 // Replace returns src with every value that root marks replaced by what
 // replace returns for it; replace returns nil to keep a value. Each
@@ -98,9 +109,12 @@ var errTruncated = errors.New("unexpected end of JSON")
 
 func (e *editor) run(n *Node, replace replaceFunc) error {
 	i := e.skipWS(0)
-	end, err := e.walkValue(i, n, replace)
+	end, misshapen, err := e.walkValue(i, n, replace)
 	if err != nil {
 		return err
+	}
+	if misshapen {
+		return ErrShape
 	}
 	if e.out != nil {
 		e.out = append(e.out, e.src[e.last:]...)
@@ -139,8 +153,10 @@ func (e *editor) syntaxError(i int) error {
 	return fmt.Errorf("unexpected %q at offset %d", e.src[i], i)
 }
 
-// walkValue applies n to the value at i and returns where it ends.
-func (e *editor) walkValue(i int, n *Node, replace replaceFunc) (int, error) {
+// walkValue applies n to the value at i and returns where it ends, and
+// whether it, or a value below it that no Else took whole, has another
+// shape than n expects.
+func (e *editor) walkValue(i int, n *Node, replace replaceFunc) (int, bool, error) {
 	if i < len(e.src) {
 		switch {
 		case e.src[i] == '{' && n.Fields != nil:
@@ -149,73 +165,112 @@ func (e *editor) walkValue(i int, n *Node, replace replaceFunc) (int, error) {
 			return e.walkArray(i, n.Elems, replace)
 		}
 	}
-	return e.skipValue(i)
+	end, err := e.skipValue(i)
+	if err != nil {
+		return 0, false, err
+	}
+	expects := n.Fields != nil || n.Elems != nil
+	return end, expects && string(e.src[i:end]) != "null", nil
 }
 
-func (e *editor) walkArray(i int, elems *Node, replace replaceFunc) (int, error) {
+func (e *editor) walkArray(i int, elems *Node, replace replaceFunc) (int, bool, error) {
 	i = e.skipWS(i + 1)
 	if i < len(e.src) && e.src[i] == ']' {
-		return i + 1, nil
+		return i + 1, false, nil
 	}
+	misshapen := false
 	for {
-		end, err := e.walkValue(e.skipWS(i), elems, replace)
+		end, bad, err := e.walkValue(e.skipWS(i), elems, replace)
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
+		misshapen = misshapen || bad
 		i = e.skipWS(end)
 		if i >= len(e.src) {
-			return 0, errTruncated
+			return 0, false, errTruncated
 		}
 		switch e.src[i] {
 		case ',':
 			i++
 		case ']':
-			return i + 1, nil
+			return i + 1, misshapen, nil
 		default:
-			return 0, e.syntaxError(i)
+			return 0, false, e.syntaxError(i)
 		}
 	}
 }
 
-func (e *editor) walkObject(i int, fields map[string]*Node, replace replaceFunc) (int, error) {
+// saved is where the output stood, so that edits made below a value can
+// be taken back when the value is taken whole after all.
+type saved struct {
+	out  int
+	last int
+	had  bool
+}
+
+func (e *editor) save() saved { return saved{len(e.out), e.last, e.out != nil} }
+
+func (e *editor) restore(s saved) {
+	if s.had {
+		e.out = e.out[:s.out]
+	} else {
+		e.out = nil
+	}
+	e.last = s.last
+}
+
+func (e *editor) walkObject(i int, fields map[string]*Node, replace replaceFunc) (int, bool, error) {
 	i = e.skipWS(i + 1)
 	if i < len(e.src) && e.src[i] == '}' {
-		return i + 1, nil
+		return i + 1, false, nil
 	}
+	misshapen := false
 	kept := false   // some member of this object is kept
 	prevComma := -1 // the comma before the current member
 	for {
 		memberStart := e.skipWS(i)
 		keyEnd, escaped, err := e.scanString(memberStart)
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		child, err := e.lookup(fields, memberStart, keyEnd, escaped)
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		i = e.skipWS(keyEnd)
 		if i >= len(e.src) || e.src[i] != ':' {
-			return 0, e.syntaxError(i)
+			return 0, false, e.syntaxError(i)
 		}
 		valStart := e.skipWS(i + 1)
 		var valEnd int
-		marked := child != nil && child.Mark != ""
-		if child != nil && !marked {
-			valEnd, err = e.walkValue(valStart, child, replace)
+		var mark string
+		if child != nil {
+			mark = child.Mark
+		}
+		if child != nil && mark == "" {
+			before := e.save()
+			var bad bool
+			valEnd, bad, err = e.walkValue(valStart, child, replace)
+			if bad && child.Else != "" {
+				e.restore(before) // taken whole: what was edited below goes
+				mark = child.Else
+			} else if bad {
+				misshapen = true
+			}
 		} else {
 			valEnd, err = e.skipValue(valStart)
 		}
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		i = e.skipWS(valEnd)
 		if i >= len(e.src) || (e.src[i] != ',' && e.src[i] != '}') {
-			return 0, e.syntaxError(i)
+			return 0, false, e.syntaxError(i)
 		}
+		marked := mark != ""
 		switch {
 		case marked && replace != nil:
-			if repl := replace(child.Mark, e.src[valStart:valEnd]); repl != nil {
+			if repl := replace(mark, e.src[valStart:valEnd]); repl != nil {
 				e.edit(valStart, valEnd, repl)
 			}
 			kept = true
@@ -229,7 +284,7 @@ func (e *editor) walkObject(i int, fields map[string]*Node, replace replaceFunc)
 			kept = true
 		}
 		if e.src[i] == '}' {
-			return i + 1, nil
+			return i + 1, misshapen, nil
 		}
 		prevComma = i
 		i++

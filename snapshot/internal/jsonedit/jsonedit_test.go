@@ -11,13 +11,14 @@ import (
 	"github.com/meetwatch/meetwatch/snapshot/internal/jsonedit"
 )
 
-// tree marks "s", "o.s" and "a[].s".
+// tree marks "s", "o.s" and "a[].s", and "o" and "a" whole when they come
+// in another shape.
 func tree() *jsonedit.Node {
 	leaf := func(mark string) *jsonedit.Node { return &jsonedit.Node{Mark: mark} }
 	return &jsonedit.Node{Fields: map[string]*jsonedit.Node{
 		"s": leaf("s"),
-		"o": {Fields: map[string]*jsonedit.Node{"s": leaf("o.s")}},
-		"a": {Elems: &jsonedit.Node{Fields: map[string]*jsonedit.Node{"s": leaf("a[].s")}}},
+		"o": {Fields: map[string]*jsonedit.Node{"s": leaf("o.s")}, Else: "o"},
+		"a": {Elems: &jsonedit.Node{Fields: map[string]*jsonedit.Node{"s": leaf("a[].s")}}, Else: "a"},
 	}}
 }
 
@@ -39,11 +40,13 @@ func TestReplace(t *testing.T) {
 		{name: "kept by the function", in: `{"s":null,"o":{"s":null}}`},
 		{name: "top level", in: `{"x":1,"s":"v"}`, want: `{"x":1,"s":"<s>"}`},
 		{name: "nested, any value", in: `{"o":{"s":{"deep":[1,"}"]},"t":1}}`, want: `{"o":{"s":"<o.s>","t":1}}`},
-		{name: "every element", in: `{"a":[{"s":1},2,{"t":3},{"s":[4]}]}`, want: `{"a":[{"s":"<a[].s>"},2,{"t":3},{"s":"<a[].s>"}]}`},
+		{name: "every element", in: `{"a":[{"s":1},{"t":3},{"s":[4]},null]}`, want: `{"a":[{"s":"<a[].s>"},{"t":3},{"s":"<a[].s>"},null]}`},
+		{name: "an element of another shape takes the array", in: `{"a":[{"s":1},2],"s":3}`, want: `{"a":"<a>","s":"<s>"}`},
+		{name: "another shape", in: `{"o":[{"s":1}],"a":{"s":2}}`, want: `{"o":"<o>","a":"<a>"}`},
+		{name: "null fits every shape", in: `{"o":null,"a":null}`},
 		{name: "escaped key", in: `{"\u0073":1}`, want: `{"\u0073":"<s>"}`},
 		{name: "duplicates", in: `{"s":1,"s":2}`, want: `{"s":"<s>","s":"<s>"}`},
 		{name: "spacing kept", in: " { \"s\" : 1 ,\n\"x\" : 1.50 } ", want: " { \"s\" : \"<s>\" ,\n\"x\" : 1.50 } "},
-		{name: "not an object", in: `["s",{"s":1}]`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,6 +90,7 @@ func TestRemove(t *testing.T) {
 		{name: "last", in: `{"x":2,"s":1}`, want: `{"x":2}`},
 		{name: "only", in: `{"s":1}`, want: `{}`},
 		{name: "nested and in elements", in: `{"o":{"s":1},"a":[{"s":2,"t":3},{"s":4}]}`, want: `{"o":{},"a":[{"t":3},{}]}`},
+		{name: "another shape goes whole", in: `{"x":1,"a":[{"s":2},3],"o":"s"}`, want: `{"x":1}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,6 +104,20 @@ func TestRemove(t *testing.T) {
 			assert.True(t, json.Valid(got))
 		})
 	}
+}
+
+// A value of another shape than the tree expects, with no Else above it
+// to say what to do, fails the edit rather than pass through unedited.
+func TestAnotherShapeWithoutElseFails(t *testing.T) {
+	for _, in := range []string{`["s",{"s":1}]`, `"s"`} {
+		_, err := jsonedit.Replace([]byte(in), tree(), upper)
+		assert.ErrorIs(t, err, jsonedit.ErrShape, in)
+		_, err = jsonedit.Remove([]byte(in), tree())
+		assert.ErrorIs(t, err, jsonedit.ErrShape, in)
+	}
+	noElse := &jsonedit.Node{Fields: map[string]*jsonedit.Node{"o": {Fields: map[string]*jsonedit.Node{"s": {Mark: "o.s"}}}}}
+	_, err := jsonedit.Remove([]byte(`{"o":[{"s":1}]}`), noElse)
+	assert.ErrorIs(t, err, jsonedit.ErrShape)
 }
 
 func TestEditErrors(t *testing.T) {
