@@ -191,12 +191,33 @@ type Builder struct {
 }
 
 // Publishes reports whether c gets an event: every change does except a
-// changed meeting whose every changed field is in Ignore, or whose only
-// change is its secrets sealed anew under a rotated key (see
-// redact.Policy.Rekeyed). Build does not ask; the watcher does, and still
-// takes the new record as its state.
+// changed meeting none of whose changed fields an event would show (see
+// shown). Build does not ask; the watcher does, and still takes the new
+// record as its state.
 func (b Builder) Publishes(c snapshot.Change) bool {
-	return !b.Ignore.Covers(c) && !(c.Kind == snapshot.Changed && b.Redact.Rekeyed(c.Fields))
+	return c.Kind != snapshot.Changed || len(c.Fields) == 0 || len(b.shown(c.Fields)) > 0
+}
+
+// shown returns the field changes a changed event shows: all but those
+// of fields in Ignore, and those that are only a secret sealed anew under
+// a rotated key (see redact.Policy.Rekeyed), which are no change of the
+// meeting. Each field is judged on its own: a rotation beside an ignored
+// change, or beside a real one, shows no secret as changed.
+func (b Builder) shown(fields []snapshot.FieldChange) []snapshot.FieldChange {
+	fields = b.Ignore.Filter(fields)
+	for i := range fields {
+		if !b.Redact.Rekeyed(fields[i : i+1]) {
+			continue
+		}
+		out := slices.Clone(fields[:i:i])
+		for j := i + 1; j < len(fields); j++ {
+			if !b.Redact.Rekeyed(fields[j : j+1]) {
+				out = append(out, fields[j])
+			}
+		}
+		return out
+	}
+	return fields
 }
 
 // Build returns the event for change c, observed at observed. initial marks
@@ -236,7 +257,7 @@ func (b Builder) Build(c snapshot.Change, observed time.Time, initial bool, last
 		if previous, err = b.Redact.Strip(c.Old.Raw()); err != nil {
 			return Event{}, fmt.Errorf("redacting %s: %w", c.Key, err)
 		}
-		changes = b.Redact.RedactChanges(b.Ignore.Filter(c.Fields))
+		changes = b.Redact.RedactChanges(b.shown(c.Fields))
 	case snapshot.Ended:
 		if !lastSeen.IsZero() {
 			ls := lastSeen.UTC()

@@ -239,6 +239,40 @@ func TestBuildKeepsSecretsOut(t *testing.T) {
 	assert.Contains(t, string(e.Data.Conference), `"passwordEntry":[{"conferenceRole":"chair"}]`)
 }
 
+// A secret sealed anew under a rotated key is no change of the meeting,
+// whatever else changed beside it: beside only ignored fields, there is no
+// event; beside a real change, the event shows the real change alone.
+func TestARotationOfTheSealKeyIsNoChange(t *testing.T) {
+	plain, err := redact.Parse("")
+	require.NoError(t, err)
+	k1, k2 := plain.WithKey([]byte("0123456789abcdef-first")), plain.WithKey([]byte("0123456789abcdef-second"))
+	ignore, err := snapshot.ParseFieldSet("onlineAttendeeAmount")
+	require.NoError(t, err)
+	b := builder
+	b.Redact, b.Ignore = k2, ignore
+	change := func(before, after string) snapshot.Change {
+		old, err := k1.Seal(meeting(t, before))
+		require.NoError(t, err)
+		cur, err := k2.Seal(meeting(t, after))
+		require.NoError(t, err)
+		changes := snapshot.Diff(snapshot.Snapshot{"u": old}, snapshot.Snapshot{"u": cur})
+		require.Len(t, changes, 1)
+		return changes[0]
+	}
+
+	attendees := change(`{"confUUID":"u","chairJoinUri":"https://x/s","onlineAttendeeAmount":3}`,
+		`{"confUUID":"u","chairJoinUri":"https://x/s","onlineAttendeeAmount":4}`)
+	assert.False(t, b.Publishes(attendees), "a rotation beside an ignored change")
+
+	renamed := change(`{"confUUID":"u","subject":"a","chairJoinUri":"https://x/s"}`,
+		`{"confUUID":"u","subject":"b","chairJoinUri":"https://x/s"}`)
+	require.True(t, b.Publishes(renamed))
+	e, err := b.Build(renamed, observed, false, lastSeen)
+	require.NoError(t, err)
+	assert.Equal(t, []snapshot.FieldChange{{Field: "subject", Old: []byte(`"a"`), New: []byte(`"b"`)}}, e.Data.Changes,
+		"the real change alone, no secret said to have changed")
+}
+
 // Encode writes what json.Marshal would, so that consumers read the same
 // event, only faster.
 func TestEncodeMatchesMarshal(t *testing.T) {
