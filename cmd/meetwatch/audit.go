@@ -63,12 +63,14 @@ MEETWATCH_NATS_* credentials, as tail does. Logs go to standard error.`, stderr)
 		return err
 	}
 	err = auditTo(ctx, cfg, *durable, f, logger)
-	if cerr := f.Close(); cerr != nil {
-		err = errors.Join(err, fmt.Errorf("closing %s: %w", *out, cerr))
-	}
-	// A run that failed leaves no file it created and wrote nothing to.
+	// A run that failed leaves no file it created and wrote nothing to. It
+	// goes while this process still holds the file's lock: once closed,
+	// another audit could take the file and write to it.
 	if st, serr := os.Stat(*out); err != nil && errors.Is(statErr, os.ErrNotExist) && serr == nil && st.Size() == 0 {
 		_ = os.Remove(*out) // best effort: an empty file is harmless
+	}
+	if cerr := f.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("closing %s: %w", *out, cerr))
 	}
 	return err
 }
