@@ -51,8 +51,11 @@ restart resumes where the last run stopped, and nothing is lost. An event
 is acknowledged only once the platform has accepted it. Sends are paced
 within the platform's documented rate; a 429 or the platform's rate-limit
 code waits (Retry-After) and tries again; 5xx and network errors are
-retried with backoff for as long as they last; a message the platform
-refuses 3 times is logged and skipped. Events of the kinds not selected
+retried with backoff for as long as they last, and so are answers that
+refuse the webhook itself (401, 403, 404, 410, a bad signature or a
+keyword the robot requires, a robot disabled or gone), logged as errors:
+the events wait until the configuration is mended. A message the
+platform refuses 3 times is logged and skipped. Events of the kinds not selected
 are acknowledged without a message, and so, with --skip-initial, are the
 started events of meetings already running when the watcher first looked
 (their message says so otherwise).

@@ -25,12 +25,19 @@ var (
 	// ErrRefused means the platform will not take this message (another
 	// 4xx, its own error code): sending it again is unlikely to help.
 	ErrRefused = errors.New("refused")
+	// ErrWebhookBroken means the platform refuses the webhook, not the
+	// message (HTTP 401, 403, 404 or 410; a bad signature or a clock too
+	// far off, a keyword the robot requires, a robot disabled or gone):
+	// every message would be refused alike. The message is sent again
+	// with backoff, for as long as it takes, so that none is given up
+	// before the configuration is mended.
+	ErrWebhookBroken = errors.New("the webhook refuses every message")
 
 	errBadURL = errors.New("invalid webhook url")
 )
 
 // AnswerError is an answer that did not accept a message. It unwraps to
-// ErrRateLimited, ErrUnavailable or ErrRefused.
+// ErrRateLimited, ErrUnavailable, ErrWebhookBroken or ErrRefused.
 type AnswerError struct {
 	// Status is the HTTP status.
 	Status int
@@ -72,7 +79,21 @@ var (
 		DingTalk: {"-1"}, // system busy
 		WeCom:    {"-1"}, // system busy
 	}
+	brokenCodes = map[Format][]string{
+		Feishu: {"19021", "19024"}, // bad signature or timestamp; keyword missing
+		WeLink: {"58404", "58602"}, // robot not found; robot disabled
+	}
 )
+
+// brokenStatus says whether an HTTP status refuses the webhook itself:
+// its credentials, or its address.
+func brokenStatus(status int) bool {
+	switch status {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusGone:
+		return true
+	}
+	return false
+}
 
 // maxRetryAfter caps the wait one answer can impose, so that a wrong
 // header cannot park the notifier for days.
@@ -99,6 +120,8 @@ func (f Format) Check(status int, header http.Header, body []byte, now time.Time
 		ae.kind, ae.RetryAfter = ErrRateLimited, retryAfter(header, now)
 	case hasCode && slices.Contains(busyCodes[f], code):
 		ae.kind = ErrUnavailable
+	case brokenStatus(status), hasCode && slices.Contains(brokenCodes[f], code):
+		ae.kind = ErrWebhookBroken
 	case status < 200 || status > 299:
 		ae.kind = ErrRefused
 	case f == CloudEvents:

@@ -115,6 +115,7 @@ func (s *Sender) Send(ctx context.Context, e events.Event, raw []byte) error {
 	p := platforms[s.hook.format]
 	slow := backoff.Backoff{Base: p.cooldown, Max: p.maxCooldown}
 	busy := backoff.Backoff{Base: time.Second, Max: time.Minute}
+	broken := backoff.Backoff{Base: 10 * time.Second, Max: 5 * time.Minute}
 	refusedWait := backoff.Backoff{Base: 500 * time.Millisecond, Max: 5 * time.Second}
 	refusals := 0
 	for attempt := 1; ; attempt++ {
@@ -144,6 +145,8 @@ func (s *Sender) Send(ctx context.Context, e events.Event, raw []byte) error {
 			if errors.As(err, &ae) && ae.RetryAfter > 0 {
 				wait = ae.RetryAfter
 			}
+		case errors.Is(err, ErrWebhookBroken):
+			wait = broken.Next()
 		case errors.Is(err, ErrRefused):
 			refusals++
 			if refusals >= s.tries {
@@ -153,8 +156,11 @@ func (s *Sender) Send(ctx context.Context, e events.Event, raw []byte) error {
 		default:
 			return fmt.Errorf("sending event %s: %w", e.ID, err)
 		}
-		s.logger.Warn("webhook did not accept the message; retrying", "event_id", e.ID, "kind", string(e.Kind()),
-			"attempt", attempt, "wait", wait, "err", err)
+		level, msg := slog.LevelWarn, "webhook did not accept the message; retrying"
+		if errors.Is(err, ErrWebhookBroken) {
+			level, msg = slog.LevelError, "the webhook refuses every message; events wait until its configuration is mended"
+		}
+		s.logger.Log(ctx, level, msg, "event_id", e.ID, "kind", string(e.Kind()), "attempt", attempt, "wait", wait, "err", err)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -166,8 +172,8 @@ func (s *Sender) Send(ctx context.Context, e events.Event, raw []byte) error {
 }
 
 // post makes one attempt: it returns nil when the platform accepted the
-// message, an error wrapping ErrRateLimited, ErrUnavailable or
-// ErrRefused when it answered otherwise or not at all, and another error
+// message, an error wrapping ErrRateLimited, ErrUnavailable,
+// ErrWebhookBroken or ErrRefused when it answered otherwise or not at all, and another error
 // when the message cannot be built.
 func (s *Sender) post(ctx context.Context, e events.Event, raw []byte) error {
 	req, err := s.hook.Request(ctx, e, raw, s.now())
