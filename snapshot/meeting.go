@@ -73,7 +73,7 @@ func ParseMeeting(raw []byte) (Meeting, error) {
 // holds raw itself, rather than a copy, when raw is already compact, and
 // it says so: Memo.Read then copies only what it keeps.
 func parseMeeting(raw []byte, share bool) (Meeting, bool, error) {
-	raw = bytes.TrimSpace(raw)
+	raw = bytes.Trim(raw, " \t\r\n") // JSON's whitespace, not Unicode's
 	if len(raw) == 0 || raw[0] != '{' {
 		return Meeting{}, false, ErrNotObject
 	}

@@ -75,6 +75,8 @@ func TestParseMeetingErrors(t *testing.T) {
 		{name: "array", in: `[1]`, want: snapshot.ErrNotObject},
 		{name: "null", in: `null`, want: snapshot.ErrNotObject},
 		{name: "truncated", in: `{"confUUID":"a"`},
+		{name: "vertical tab around it, not JSON's whitespace", in: "\v{\"confUUID\":\"a\"}"},
+		{name: "no-break space after it", in: "{\"confUUID\":\"a\"}\u00a0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
