@@ -58,11 +58,6 @@ func crashEnv(apiURL, token, natsURL string) map[string]string {
 	env := runEnv(apiURL, token, natsURL)
 	env["MEETWATCH_PAGE_SIZE"] = "500"
 	env["MEETWATCH_API_RATE"] = "0"
-	// A lease of a second leaves a renewal 0.9 s: on a loaded machine,
-	// under the race detector, renewals missed that, and the replica
-	// stood down again and again before the crash point came. A restart
-	// after SIGKILL waits for the lease to lapse, 3 s.
-	env["MEETWATCH_LEASE_TTL"] = "3s"
 	return env
 }
 
@@ -860,7 +855,13 @@ func (r *crashRig) start(viaGate bool) *process {
 	if viaGate {
 		url = r.gate.URL()
 	}
-	return startMeetwatch(r.t, crashEnv(r.api.URL, "rig-token", url), "run")
+	env := crashEnv(r.api.URL, "rig-token", url)
+	// A lease of a second leaves a renewal 0.9 s: on a loaded machine,
+	// under the race detector, renewals missed that, and the replica
+	// stood down again and again before the crash point came. A restart
+	// after SIGKILL waits for the lease to lapse, 3 s.
+	env["MEETWATCH_LEASE_TTL"] = "3s"
+	return startMeetwatch(r.t, env, "run")
 }
 
 // waitHeld waits for the gate to hold a message.
