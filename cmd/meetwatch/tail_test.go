@@ -161,7 +161,7 @@ func TestTailLiveLosesNothingToASlowReader(t *testing.T) {
 	}()
 	require.Eventually(t, func() bool { return strings.Contains(stderr.String(), "meetwatch tail:") }, eventWait, tick, "waiting for tail to subscribe")
 
-	const n = 5000
+	const n = 2000 // eight times what the subscription used to hold
 	for range n {
 		require.NoError(t, nc.Publish("meetings.started.x", []byte(`{"id":"x"}`)))
 	}
