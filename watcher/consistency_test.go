@@ -40,6 +40,33 @@ func thirtyInPagesOfTen(t *testing.T, overlap int) (*rig, []string, *watcher.Wat
 	return r, r.api.Sim.UUIDs(), w
 }
 
+// shiftBeforeSecondPage makes the list shift under the next listing, once:
+// right before its second page, ids[0] (on the first page, read already)
+// ends and a meeting that sorts last starts, and then also runs, when not
+// nil. It returns where the started meeting's id is put.
+func shiftBeforeSecondPage(r *rig, ids []string, also func()) *[]string {
+	var (
+		once  sync.Once
+		pages atomic.Int32
+		added []string
+	)
+	r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
+		if !isConfirmation(req) && pages.Add(1) == 2 {
+			once.Do(func() {
+				r.api.Sim.End(ids[0])
+				late := r.api.Sim.NewRecord()
+				late["startTime"] = "2099-01-01 00:00" // sorts last
+				added = r.api.Sim.Add(late)
+				if also != nil {
+					also()
+				}
+			})
+		}
+		return nil
+	})
+	return &added
+}
+
 // beforeSecondPage returns a simulator hook that calls change once per
 // listing, right before the listing's first page after offset 0 is served:
 // whichever page that is, some two pages that follow each other straddle
@@ -86,23 +113,7 @@ func TestShiftBetweenPagesIsNotAnEnd(t *testing.T) {
 			t.Parallel()
 			r, ids, w := thirtyInPagesOfTen(t, tt.overlap)
 
-			// The change comes right before the second page.
-			var (
-				once  sync.Once
-				pages atomic.Int32
-				added []string
-			)
-			r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
-				if !isConfirmation(req) && pages.Add(1) == 2 {
-					once.Do(func() {
-						r.api.Sim.End(ids[0])
-						late := r.api.Sim.NewRecord()
-						late["startTime"] = "2099-01-01 00:00" // sorts last
-						added = r.api.Sim.Add(late)
-					})
-				}
-				return nil
-			})
+			added := shiftBeforeSecondPage(r, ids, nil)
 			res, err := w.Poll(t.Context())
 			require.NoError(t, err)
 			assert.Equal(t, tt.wantProbe, res.StillOngoing, "meetings only a lookup found")
@@ -111,7 +122,7 @@ func TestShiftBetweenPagesIsNotAnEnd(t *testing.T) {
 			// listing still holds it.
 			k := kinds(r.published(t)[30:])
 			assert.Empty(t, k[snapshot.Ended], "no phantom end for the shifted meeting")
-			assert.Equal(t, added, k[snapshot.Started])
+			assert.Equal(t, *added, k[snapshot.Started])
 			assert.Empty(t, k[snapshot.Changed])
 			st, err := r.store(t).Load(t.Context())
 			require.NoError(t, err)
@@ -376,22 +387,9 @@ func propertyEventsMatchGroundTruth(t *testing.T, lookups bool) {
 func TestLookupFindsAMissedMeetingChanged(t *testing.T) {
 	r, ids, w := thirtyInPagesOfTen(t, -1) // pages end to end: a shift loses a record between them
 
-	var (
-		once  sync.Once
-		pages atomic.Int32
-	)
-	r.api.Sim.SetHook(func(req *http.Request) *apisim.Fault {
-		if !isConfirmation(req) && pages.Add(1) == 2 {
-			once.Do(func() {
-				r.api.Sim.End(ids[0])
-				late := r.api.Sim.NewRecord()
-				late["startTime"] = "2099-01-01 00:00" // sorts last
-				r.api.Sim.Add(late)
-				// ids[10] moves to the end of the first page, read already.
-				r.api.Sim.Update(ids[10], func(rec apisim.Record) { rec["subject"] = "Renamed while missed" })
-			})
-		}
-		return nil
+	shiftBeforeSecondPage(r, ids, func() {
+		// ids[10] moves to the end of the first page, read already.
+		r.api.Sim.Update(ids[10], func(rec apisim.Record) { rec["subject"] = "Renamed while missed" })
 	})
 	res, err := w.Poll(t.Context())
 	require.NoError(t, err)
