@@ -71,8 +71,8 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 	hc.Transport = mx.Transport(cmp.Or(hc.Transport, http.DefaultTransport), meetingapi.Endpoints()...)
 	var budget *rate.Limiter
 	if cfg.APIRate > 0 {
-		budget = rate.NewLimiter(rate.Limit(float64(cfg.APIRate)/60), cfg.PageConcurrency)
-		perPoll := int(float64(cfg.APIRate) * cfg.PollInterval.Minutes())
+		budget = meetingapi.NewBudget(cfg.APIRate, cfg.PageConcurrency)
+		perPoll := int(float64(budget.Limit()) * cfg.PollInterval.Seconds())
 		attrs := []any{"api_rate_per_min", cfg.APIRate, "requests_per_interval", perPoll,
 			"max_meetings_per_interval", max(perPoll-1, 0) * cfg.PageSize}
 		if perPoll < 2 {
