@@ -111,6 +111,8 @@ type sizingRun struct {
 	first       pollFigures
 	firstSteps  []step // where the first poll's time went
 	firstWindow time.Duration
+	firstProc   procStats     // of meetwatch, by the end of its first poll
+	touchCost   time.Duration // per MB of memory touched for the first time
 	churn       []pollFigures
 	idle        pollFigures
 	hwm1, rss1  int64 // kB, after the first poll and after the last poll
@@ -232,6 +234,7 @@ no_auth_user: meetwatch
 	mw := startChild(t, "meetwatch run", binary, env, "run")
 	log := &mwLog{child: mw}
 	first := log.nextCommit(t, firstWait)
+	res.firstProc = procStat(t, mw.pid())
 	require.Equal(t, n, first.started, "the first poll publishes every meeting as started")
 	res.first = first
 	loaded := log.find(t, "state loaded")
@@ -304,6 +307,7 @@ no_auth_user: meetwatch
 	_, res.bareLookups = bareFetch(t, apiURL, lookups, false)
 	res.floorPublish, res.floorWindow, res.floorMsgBytes = publishFloor(t, js, natsURL, n)
 	res.floorWrite, _, res.floorWriteBytes = writeFloor(t, js, natsURL)
+	res.touchCost = touchCost(t)
 
 	// The state bucket.
 	info, err := kvStream.Info(t.Context())
@@ -397,6 +401,10 @@ func (r sizingRun) report(t *testing.T) {
 	row("  the same against listing + publish + an async write of the records", ms(r.first.total), ms(bare+publishFloor+r.floorWrite),
 		ratio(float64(r.first.total), float64(bare+publishFloor+r.floorWrite)))
 	row("  async write floor of the records", fmt.Sprintf("%s, %s", ms(r.floorWrite), mb(float64(r.floorWriteBytes))))
+	touched := float64(r.firstProc.faults) * float64(os.Getpagesize())
+	row("  meetwatch's CPU by its end, user + system", fmt.Sprintf("%s + %s", ms(r.firstProc.user), ms(r.firstProc.system)))
+	row("  memory it touched for the first time (minor faults), at this machine's cost", fmt.Sprintf("%s at %.2f ms/MB: %s",
+		mb(touched), float64(r.touchCost.Microseconds())/1000, ms(time.Duration(touched/(1<<20))*r.touchCost)))
 	row("publish rate, events/s (server-side window)", fmt.Sprintf("%.0f", mwRate), fmt.Sprintf("%.0f", floorRate), ratio(mwRate, floorRate), "≥ 0.9×")
 	row("  async publish floor, client side", fmt.Sprintf("%s, %.0f events/s, %s of events", ms(publishFloor), floorClientRate, mb(float64(r.floorMsgBytes))))
 	row("peak RSS (VmHWM), first process", mb(float64(r.hwm1)*1024), mb(float64(r.listingBytes)), ratio(float64(r.hwm1)*1024, float64(r.listingBytes)), "≤ 3×")
@@ -881,13 +889,43 @@ const userHZ = 100
 // procCPU returns the user and system CPU time a process has used.
 func procCPU(tb testing.TB, pid int) time.Duration {
 	tb.Helper()
+	st := procStat(tb, pid)
+	return st.user + st.system
+}
+
+// procStats are a process's CPU times and minor page faults so far.
+type procStats struct {
+	user, system time.Duration
+	faults       int64 // minor: each a page of memory touched for the first time
+}
+
+func procStat(tb testing.TB, pid int) procStats {
+	tb.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	require.NoError(tb, err)
 	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]) // from the third, state
 	require.Greater(tb, len(fields), 12, "%s", s)
-	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
-	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
-	require.NoError(tb, cmp.Or(err1, err2), "%s", s)
-	return time.Duration(utime+stime) * time.Second / userHZ
+	minflt, err1 := strconv.ParseInt(fields[7], 10, 64)
+	utime, err2 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err3 := strconv.ParseInt(fields[12], 10, 64)
+	require.NoError(tb, cmp.Or(err1, err2, err3), "%s", s)
+	return procStats{user: time.Duration(utime) * time.Second / userHZ, system: time.Duration(stime) * time.Second / userHZ, faults: minflt}
+}
+
+// touchCost returns what this machine charges for memory touched for the
+// first time, per MB: a fresh mapping, each of its pages written once.
+// Virtual machines can charge far more for it than for any later use, and
+// a process whose heap grows to hundreds of megabytes pays it for each.
+func touchCost(tb testing.TB) time.Duration {
+	tb.Helper()
+	const size = 128 << 20
+	b, err := syscall.Mmap(-1, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	require.NoError(tb, err)
+	defer func() { require.NoError(tb, syscall.Munmap(b)) }()
+	start := time.Now()
+	for i := 0; i < size; i += os.Getpagesize() {
+		b[i] = 1
+	}
+	return time.Since(start) / (size >> 20)
 }
