@@ -110,7 +110,17 @@ func loadConfig(environ map[string]string, forRun bool) (config, error) {
 	if err := c.validate(forRun); err != nil {
 		return c, err
 	}
+	if c.PollTimeout == 0 {
+		c.PollTimeout = c.PollInterval * 9 / 10 // what the help says
+	}
 	return c, nil
+}
+
+// loopGrace is how long past the deadline the poll loop last reported
+// /healthz still calls it alive: a whole backoff at its longest, and a
+// request or a listing slower than its own deadline.
+func (c config) loopGrace() time.Duration {
+	return 3*c.PollInterval + 2*max(c.PollTimeout, c.RequestTimeout)
 }
 
 // want says what a variable of the field's type accepts.

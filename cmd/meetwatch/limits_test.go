@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestStreamMaxAgeIgnoreFieldsAndHTTPAddrConfiguration(t *testing.T) {
+func TestStreamMaxAgeIgnoreFieldsHTTPAddrAndPollTimeoutConfiguration(t *testing.T) {
 	t.Parallel()
 	base := func(extra map[string]string) map[string]string {
 		env := map[string]string{"MEETWATCH_ACCESS_TOKEN": "t", "MEETWATCH_DATA_DIR": t.TempDir()}
@@ -30,6 +30,15 @@ func TestStreamMaxAgeIgnoreFieldsAndHTTPAddrConfiguration(t *testing.T) {
 	cfg, err = loadConfig(base(map[string]string{"MEETWATCH_HTTP_ADDR": "127.0.0.1:9999"}), true)
 	require.NoError(t, err)
 	assert.Equal(t, "127.0.0.1:9999", cfg.HTTPAddr)
+
+	cfg, err = loadConfig(base(map[string]string{"MEETWATCH_POLL_INTERVAL": "60s"}), true)
+	require.NoError(t, err)
+	assert.Equal(t, 54*time.Second, cfg.PollTimeout, "90% of the interval by default")
+	assert.Equal(t, 288*time.Second, cfg.loopGrace(), "/healthz: 3 intervals and twice the longer of the poll's and a request's timeouts")
+	cfg, err = loadConfig(base(map[string]string{"MEETWATCH_POLL_INTERVAL": "60s", "MEETWATCH_POLL_TIMEOUT": "10s"}), true)
+	require.NoError(t, err)
+	assert.Equal(t, 10*time.Second, cfg.PollTimeout)
+	assert.Equal(t, 240*time.Second, cfg.loopGrace(), "a request's timeout when it is the longer")
 
 	cfg, err = loadConfig(base(map[string]string{"MEETWATCH_STREAM_MAX_AGE": "0"}), true)
 	require.NoError(t, err)

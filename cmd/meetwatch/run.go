@@ -118,7 +118,7 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 	health := &ha.Health{
 		Connected:   pipe.nc.IsConnected,
 		Lease:       pipe.lease,
-		LoopGrace:   3*cfg.PollInterval + 2*max(cfg.PollTimeout, cfg.RequestTimeout),
+		LoopGrace:   cfg.loopGrace(),
 		LeaseMaxAge: 3 * cfg.LeaseTTL,
 	}
 	ignore, _ := snapshot.ParseFieldSet(cfg.IgnoreFields) // validated with the configuration
