@@ -49,6 +49,7 @@ func TestEndWithoutLookupComesWithTheNextListing(t *testing.T) {
 	assert.Zero(t, missed.Ended)
 	assert.Equal(t, 12, missed.Meetings, "kept in the snapshot until the next listing")
 	assert.Len(t, r.published(t), 12)
+	assert.Contains(t, r.logs.String(), `level=INFO msg="end lookups failed; the next listing settles those meetings"`)
 	st, err := r.store(t).Load(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, map[string]time.Time{ids[3]: first.ObservedAt}, st.Missing, "stored with when it was last seen")
@@ -98,6 +99,9 @@ func TestEndOfAMeetingWithoutConferenceIDWaitsForTheNextListing(t *testing.T) {
 	assert.Equal(t, 1, missed.Unconfirmed)
 	assert.Equal(t, requests+1, r.api.Sim.Requests(), "one page, and no lookup without a conferenceID")
 	assert.Equal(t, 5, len(r.published(t)), "the starts alone")
+	logs := r.logs.String()
+	assert.Contains(t, logs, `level=DEBUG msg="end lookups not sent; the next listing settles those meetings" component=watcher reason="confirming the end of `+id+`: it has no conferenceID: no lookup by conferenceID"`)
+	assert.NotContains(t, logs, "end lookups failed", "a lookup not sent by design is no failure")
 
 	ended, err := r.newWatcher(t, nil).Poll(t.Context())
 	require.NoError(t, err)

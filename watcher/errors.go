@@ -26,6 +26,9 @@ type (
 	// overBudget is an error of a request budget that cannot fit the poll
 	// into its deadline, so the next poll gets a longer one.
 	overBudget interface{ OverBudget() bool }
+	// skipper is an error of an optional request not sent by design (an
+	// end lookup without room in the budget): nothing failed.
+	skipper interface{ Skipped() bool }
 	// logAttrser is an error with fields worth a log line's keys.
 	logAttrser interface{ LogAttrs() []any }
 )

@@ -87,6 +87,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 
 	failures := 0
 	retry := backoff.Backoff{Base: w.cfg.Interval, Max: MaxBackoff}
+	tooSmall := false // the budget cannot fit a poll into the interval: said once a streak
 	for {
 		started := time.Now()
 		w.beat(started.Add(clock.floor))
@@ -121,10 +122,16 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		if err == nil && budget != nil {
 			n := budget.Requests() - before
-			if need := budget.BudgetTime(n); need > w.cfg.Interval {
+			need := budget.BudgetTime(n)
+			switch {
+			case need > w.cfg.Interval && !tooSmall:
 				w.logger.Warn("the request budget cannot fit a poll into the interval; polls run back to back",
 					"requests", n, "budget_needs_ms", need.Milliseconds(), "interval_ms", w.cfg.Interval.Milliseconds())
+			case need <= w.cfg.Interval && tooSmall:
+				w.logger.Info("the request budget fits a poll into the interval again",
+					"requests", n, "budget_needs_ms", need.Milliseconds(), "interval_ms", w.cfg.Interval.Milliseconds())
 			}
+			tooSmall = need > w.cfg.Interval
 		}
 
 		next := started.Add(w.cfg.Interval)
@@ -143,7 +150,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			w.logPoll(res)
 		}
 		if pace != nil {
-			if nb := pace.NotBefore(); nb.After(next) {
+			if nb := pace.NotBefore(); nb.After(next) && nb.After(time.Now()) {
 				w.logger.Info("the api asked for a pause; the next poll waits for it", "not_before", nb)
 				next = nb
 			}

@@ -2,6 +2,7 @@ package watcher_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -327,6 +328,7 @@ func TestRunWaitsForRetryAfter(t *testing.T) {
 	s := time.Second
 	tests := []struct {
 		name        string
+		interval    time.Duration // 10s when zero
 		pollTimeout time.Duration
 		retryAfter  string
 		slowAfter   bool            // the listing after the pause takes 1.5s
@@ -350,6 +352,14 @@ func TestRunWaitsForRetryAfter(t *testing.T) {
 			wantCommits: []time.Duration{0, 12 * s, 20 * s, 30 * s, 40 * s, 50 * s},
 			wantLogs:    map[string]int{"longer than its deadline": 0, "asked for a pause": 0, "poll failed": 0},
 		},
+		{
+			// Over by the time the poll is: the next poll, due already,
+			// starts at once, and nothing says it waits.
+			name: "a pause within the poll, longer than the interval", interval: s, pollTimeout: 5 * s, retryAfter: "2", watch: 5500 * time.Millisecond,
+			wantAt:      []time.Duration{0, s, 3 * s, 3 * s, 4 * s, 5 * s},
+			wantCommits: []time.Duration{0, 3 * s, 3 * s, 4 * s, 5 * s},
+			wantLogs:    map[string]int{"asked for a pause": 0, "poll failed": 0},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -366,7 +376,7 @@ func TestRunWaitsForRetryAfter(t *testing.T) {
 					return nil
 				})
 				w := r.newWatcher(t, func(c *watcher.Config) {
-					c.Interval = 10 * s
+					c.Interval = cmp.Or(tt.interval, 10*s)
 					c.PollTimeout = tt.pollTimeout
 				})
 				stop := r.run(t, w)
@@ -486,9 +496,41 @@ func TestRunSizesTheDeadlineFromTheFirstPage(t *testing.T) {
 		logs := r.logs.String()
 		assert.NotContains(t, logs, "longer than its deadline")
 		assert.NotContains(t, logs, "poll failed")
-		assert.Equal(t, 3, strings.Count(logs, "request budget cannot fit a poll into the interval; polls run back to back"), logs)
+		assert.Equal(t, 1, strings.Count(logs, "request budget cannot fit a poll into the interval; polls run back to back"), "said once, not every poll: %s", logs)
 		assert.Contains(t, logs, "requests=5 budget_needs_ms=500 interval_ms=100")
 		assert.Len(t, r.pub.events(), 50)
+	})
+}
+
+// The warning that the budget cannot fit a poll into the interval comes
+// once, when polls start to run back to back, and a line says when they
+// fit again.
+func TestRunSaysOnceThatTheBudgetIsTooSmall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newBubbleRig(t, apisim.Options{Token: testToken}, func(c *meetingapi.ClientConfig) {
+			c.PageSize = 10
+			c.Overlap = -1
+			c.Concurrency = 1
+			c.Budget = rate.NewLimiter(rate.Limit(10), 1) // 10 requests a second
+		})
+		ids := r.api.Sim.AddN(50) // five pages a poll: half a second of budget
+		w := r.newWatcher(t, func(c *watcher.Config) {
+			c.Interval = 200 * time.Millisecond
+			c.PollTimeout = time.Second
+		})
+		stop := r.run(t, w)
+		time.Sleep(1200 * time.Millisecond) // two polls and more
+		for _, id := range ids[5:] {
+			r.api.Sim.End(id) // one page a poll from now on
+		}
+		time.Sleep(2 * time.Second)
+		_, err := stop()
+		require.NoError(t, err)
+
+		logs := r.logs.String()
+		assert.Equal(t, 1, strings.Count(logs, "the request budget cannot fit a poll into the interval"), logs)
+		assert.Equal(t, 1, strings.Count(logs, "the request budget fits a poll into the interval again"), logs)
+		assert.Less(t, strings.Index(logs, "cannot fit a poll"), strings.Index(logs, "fits a poll into the interval again"))
 	})
 }
 

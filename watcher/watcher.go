@@ -663,9 +663,9 @@ func (w *Watcher) lookUpEnds(ctx context.Context, fresh []string, res *PollResul
 	// those still ongoing, as the lookup found them. Their diff is the
 	// step's changes, in Diff's order: ends, then changes.
 	var (
-		mu       sync.Mutex
-		lastErr  error
-		was, now = snapshot.Snapshot{}, snapshot.Snapshot{}
+		mu               sync.Mutex
+		lastErr, skipped error
+		was, now         = snapshot.Snapshot{}, snapshot.Snapshot{}
 	)
 	var g sync.WaitGroup
 	for _, key := range fresh {
@@ -675,6 +675,9 @@ func (w *Watcher) lookUpEnds(ctx context.Context, fresh []string, res *PollResul
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
+			case errorIs(err, skipper.Skipped):
+				skipped = err
+				return
 			case err != nil:
 				lastErr = err
 				return
@@ -688,8 +691,11 @@ func (w *Watcher) lookUpEnds(ctx context.Context, fresh []string, res *PollResul
 	if len(now) > 0 {
 		w.logger.Info("meetings missing from the listing are still ongoing", "still_ongoing", len(now))
 	}
-	if lastErr != nil {
+	switch {
+	case lastErr != nil:
 		w.logger.Info("end lookups failed; the next listing settles those meetings", "err", lastErr)
+	case skipped != nil:
+		w.logger.Debug("end lookups not sent; the next listing settles those meetings", "reason", skipped)
 	}
 	if len(was) == 0 {
 		return nil

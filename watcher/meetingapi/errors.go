@@ -33,11 +33,11 @@ var (
 	ErrOverBudget error = overBudgetError{}
 	// ErrNoBudget means the request budget has no room for an optional
 	// request (an end lookup) now; the caller goes without it.
-	ErrNoBudget = errors.New("no room in the request budget for a lookup")
+	ErrNoBudget error = skippedError("no room in the request budget for a lookup")
 	// ErrNoLookup means a meeting cannot be looked up: its record has no
 	// conferenceID to filter the list by, or the listings are filtered by
 	// another search key. The next listing settles it.
-	ErrNoLookup = errors.New("no lookup by conferenceID")
+	ErrNoLookup error = skippedError("no lookup by conferenceID")
 	// ErrLoginFailed means no access token could be had: the API refused
 	// the credentials, answered without a token, or could not be reached.
 	// It never matches ErrUnauthorized, which is about a token the API
@@ -65,6 +65,16 @@ func (overBudgetError) Error() string {
 
 // OverBudget tells the watcher that the poll needs a longer deadline.
 func (overBudgetError) OverBudget() bool { return true }
+
+// skippedError is the type of ErrNoBudget and ErrNoLookup: an optional
+// request that was never sent.
+type skippedError string
+
+func (e skippedError) Error() string { return string(e) }
+
+// Skipped tells the watcher that nothing failed: the request was not sent,
+// by design, and what it would have told comes another way.
+func (skippedError) Skipped() bool { return true }
 
 // APIError is an answer other than 200, with the API's error fields where it
 // sent them. Gateways also answer with HTML or empty bodies; then only the
