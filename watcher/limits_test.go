@@ -63,6 +63,8 @@ func TestOversizedMeetingGetsEveryEvent(t *testing.T) {
 		assert.Contains(t, e.Data.Truncated, "conference.partAttendeeInfo")
 	}
 	assert.Equal(t, []snapshot.FieldChange{{Field: "onlineAttendeeAmount", Old: mine[1].Data.Changes[0].Old, New: []byte("99")}}, mine[1].Data.Changes)
+	assert.Regexp(t, `level=INFO msg="meeting record trimmed to fit the size limit" component=watcher meeting=`+id+` bytes=\d+ max_bytes=\d+ trimmed=\[partAttendeeInfo\]`, r.logs.String(),
+		"the operator hears of each record cut")
 }
 
 func TestIgnoredFieldsAreCommittedNotPublished(t *testing.T) {

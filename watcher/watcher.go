@@ -589,12 +589,17 @@ func (w *Watcher) fit(m snapshot.Meeting) (snapshot.Meeting, error) {
 	if w.cfg.MaxRecordBytes <= 0 {
 		return m, nil
 	}
-	trimmed, _, err := snapshot.Trim(m, w.cfg.MaxRecordBytes)
+	trimmed, cut, err := snapshot.Trim(m, w.cfg.MaxRecordBytes)
 	switch {
 	case errors.Is(err, snapshot.ErrTooLarge):
 		w.logger.Error("meeting record too large even trimmed", "meeting", m.UUID, "err", err)
 	case err != nil:
 		return snapshot.Meeting{}, fmt.Errorf("trimming %s: %w", m.UUID, err)
+	case len(cut) > 0:
+		// Once for each version of the record a process reads: the
+		// listings after it find it remembered (see snapshot.Memo).
+		w.logger.Info("meeting record trimmed to fit the size limit", "meeting", m.UUID,
+			"bytes", len(m.Raw()), "max_bytes", w.cfg.MaxRecordBytes, "trimmed", cut)
 	}
 	return trimmed, nil
 }
