@@ -7,7 +7,7 @@ var (
 	// ErrFenced means this replica lost the lease, or another replica wrote
 	// the state since this one read it: whatever it was about to write is
 	// stale.
-	ErrFenced = errors.New("fenced: another replica leads")
+	ErrFenced = errors.New("fenced: this replica no longer leads")
 
 	// errPollTimeout is the cause of a poll whose API part outlived its
 	// deadline; Run gives the next poll longer.
