@@ -394,6 +394,84 @@ func TestNotifyHandsBackTheMessageItWasSendingWhenStopped(t *testing.T) {
 	assert.Len(t, hook.requests(), 2)
 }
 
+// A stop while the webhook takes its time lets the message finish and be
+// acknowledged, rather than cut it short and post it again on the next
+// start: a chat would show it twice.
+func TestNotifyFinishesTheMessageItIsSendingWhenStopped(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	createMeetingsStream(t, js)
+
+	received := make(chan struct{}, 1)
+	hook := startHook(t, func(_ int, _ *http.Request, _ []byte) *reply {
+		received <- struct{}{}
+		time.Sleep(time.Second) // a slow platform
+		return &reply{status: http.StatusAccepted, accepted: true}
+	})
+	env := map[string]string{"MEETWATCH_NATS_URL": srv.ClientURL()}
+	args := []string{"--webhook", hook.URL + "/events", "--format", "cloudevents"}
+	first := startNotify(t, env, args...)
+	publishEvent(t, js, "started", meeting{"12345678123456781234567812345678", "Slow", "3002"}, false)
+	select {
+	case <-received:
+	case <-time.After(eventWait):
+		require.FailNow(t, "the webhook got no request")
+	}
+	first.stop(t, syscall.SIGTERM)
+	assert.Len(t, hook.accepted(), 1, "sent before the process stopped")
+	waitSettled(t, js, "meetwatch-notify")
+
+	second := startNotify(t, env, args...)
+	publishEvent(t, js, "started", meeting{"22345678123456781234567812345678", "Next", "3003"}, false)
+	hook.waitAccepted(t, 2)
+	waitSettled(t, js, "meetwatch-notify")
+	second.stop(t, syscall.SIGTERM)
+	assert.Len(t, hook.requests(), 2, "nothing sent twice")
+}
+
+// After a crash mid-send the message goes again once the server's ack wait
+// for it runs out, and every later one waits for it: a few seconds, not
+// half a minute.
+func TestNotifyResendsSoonAfterACrash(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	createMeetingsStream(t, js)
+
+	var held sync.Once
+	holding := make(chan struct{})
+	hook := startHook(t, func(_ int, _ *http.Request, _ []byte) *reply {
+		first := false
+		held.Do(func() { first = true; close(holding) })
+		if first {
+			return nil // no answer: the process dies while it waits
+		}
+		return &reply{status: http.StatusAccepted, accepted: true}
+	})
+	env := map[string]string{"MEETWATCH_NATS_URL": srv.ClientURL()}
+	args := []string{"--webhook", hook.URL + "/events", "--format", "cloudevents"}
+	first := startNotify(t, env, args...)
+	publishEvent(t, js, "started", meeting{"32345678123456781234567812345678", "Crash", "3004"}, false)
+	select {
+	case <-holding:
+	case <-time.After(eventWait):
+		require.FailNow(t, "the webhook got no request")
+	}
+	require.NoError(t, first.cmd.Process.Kill())
+	<-first.done
+
+	second := startNotify(t, env, args...)
+	restarted := time.Now()
+	hook.waitAccepted(t, 1)
+	assert.Less(t, time.Since(restarted), 10*time.Second, "sent again within the ack wait (5s), not 30s")
+	second.stop(t, syscall.SIGTERM)
+}
+
 func TestNotifyUsageErrors(t *testing.T) {
 	t.Parallel()
 	const hookURL = "https://oapi.dingtalk.example/robot/send?access_token=UsageToken9"

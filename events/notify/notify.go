@@ -31,9 +31,16 @@ const DefaultDurable = "meetwatch-notify"
 
 // ackWait is how long the server waits for a message's acknowledgement
 // before it delivers it again: after a crash, the message being sent is
-// sent again within it. A send that takes longer (a platform asking to
-// wait) reports progress well within it.
-const ackWait = 30 * time.Second
+// sent again within it, and every later one waits for it meanwhile. A
+// send that takes longer (a platform asking to wait) reports progress
+// well within it.
+const ackWait = 5 * time.Second
+
+// stopGrace is how long a stop lets the message being sent finish: cut
+// short, the platform may have posted it all the same, and the next start
+// would post it again. It keeps the stop within the 5 s every command
+// promises.
+const stopGrace = 3 * time.Second
 
 // Config says what to read and what to send.
 type Config struct {
@@ -190,10 +197,25 @@ func (n *notifier) handle(ctx context.Context, m jetstream.Msg) {
 	}
 
 	// A send may wait long for the platform: the server hears that the
-	// message is in progress, so that it does not deliver it again.
-	sctx, stop := context.WithCancel(ctx)
+	// message is in progress, so that it does not deliver it again. A
+	// stop gives it stopGrace to finish.
+	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { keepAlive(sctx, m, log) })
+	wg.Go(func() {
+		select {
+		case <-sctx.Done():
+			return
+		case <-ctx.Done():
+		}
+		t := time.NewTimer(stopGrace)
+		defer t.Stop()
+		select {
+		case <-sctx.Done():
+		case <-t.C:
+			stop()
+		}
+	})
 	err = n.cfg.Sender.Send(sctx, e, m.Data())
 	stop()
 	wg.Wait()
@@ -208,7 +230,7 @@ func (n *notifier) handle(ctx context.Context, m jetstream.Msg) {
 		log.Info("event sent")
 	case ctx.Err() != nil:
 		n.handBack(m)
-		log.Info("stopped while sending; the event will be sent on the next start")
+		log.Info("stopped while sending, past the grace for it; the event will be sent on the next start", "grace", stopGrace)
 	default:
 		n.counts.Skipped++
 		log.Error("event skipped: the webhook did not take it", "err", err, "skipped_total", n.counts.Skipped)
