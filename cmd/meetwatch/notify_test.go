@@ -350,48 +350,78 @@ func TestNotifySkipsARefusedMessage(t *testing.T) {
 	assert.NotContains(t, stderr, secret)
 }
 
-func TestNotifyHandsBackTheMessageItWasSendingWhenStopped(t *testing.T) {
-	t.Parallel()
+// notifyRig is a NATS server with the events' stream, and a webhook
+// stand-in that `meetwatch notify` posts CloudEvents to.
+type notifyRig struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	hook *hookStandIn
+	env  map[string]string
+	args []string
+}
+
+func newNotifyRig(t *testing.T, answer func(n int, r *http.Request, body []byte) *reply) *notifyRig {
+	t.Helper()
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	createMeetingsStream(t, js)
+	hook := startHook(t, answer)
+	return &notifyRig{nc: nc, js: js, hook: hook,
+		env:  map[string]string{"MEETWATCH_NATS_URL": srv.ClientURL()},
+		args: []string{"--webhook", hook.URL + "/events", "--format", "cloudevents"}}
+}
 
-	var held sync.Once
-	holding := make(chan struct{})
-	hook := startHook(t, func(_ int, _ *http.Request, _ []byte) *reply {
-		first := false
-		held.Do(func() { first = true; close(holding) })
-		if first {
-			return nil // no answer: notify is stopped while it waits
+func (r *notifyRig) start(t *testing.T) *process { return startNotify(t, r.env, r.args...) }
+
+// holdFirst is a webhook that never answers its first request, and
+// accepts every later one; sent is closed once the first came.
+func holdFirst() (answer func(int, *http.Request, []byte) *reply, sent <-chan struct{}) {
+	var once sync.Once
+	first := make(chan struct{})
+	return func(_ int, _ *http.Request, _ []byte) *reply {
+		held := false
+		once.Do(func() { held = true; close(first) })
+		if held {
+			return nil // no answer: notify stops, or dies, while it waits
 		}
 		return &reply{status: http.StatusAccepted, accepted: true}
-	})
-	env := map[string]string{"MEETWATCH_NATS_URL": srv.ClientURL()}
-	args := []string{"--webhook", hook.URL + "/events", "--format", "cloudevents"}
-	first := startNotify(t, env, args...)
+	}, first
+}
+
+// waitFor fails the test unless ch is closed, or sends, in time.
+func waitFor(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(eventWait):
+		require.FailNow(t, what)
+	}
+}
+
+func TestNotifyHandsBackTheMessageItWasSendingWhenStopped(t *testing.T) {
+	t.Parallel()
+	answer, sent := holdFirst()
+	r := newNotifyRig(t, answer)
+	first := r.start(t)
 
 	m := meeting{"12345678123456781234567812345678", "Held", "3001"}
-	id := publishEvent(t, js, "started", m, false)
-	select {
-	case <-holding:
-	case <-time.After(eventWait):
-		require.FailNow(t, "the webhook got no request")
-	}
+	id := publishEvent(t, r.js, "started", m, false)
+	waitFor(t, sent, "the webhook got no request")
 	first.stop(t, syscall.SIGTERM)
-	assert.Empty(t, hook.accepted())
+	assert.Empty(t, r.hook.accepted())
 
-	second := startNotify(t, env, args...)
-	accepted := hook.waitAccepted(t, 1)
-	waitSettled(t, js, "meetwatch-notify")
+	second := r.start(t)
+	accepted := r.hook.waitAccepted(t, 1)
+	waitSettled(t, r.js, "meetwatch-notify")
 	second.stop(t, syscall.SIGTERM)
 
-	stored := natstest.Messages(t, nc, "MEETINGS")
+	stored := natstest.Messages(t, r.nc, "MEETINGS")
 	require.Len(t, stored, 1)
 	assert.Equal(t, [][]byte{stored[0].Data}, accepted, "the event as stored, delivered once accepted")
 	assert.Contains(t, string(accepted[0]), id)
-	assert.Len(t, hook.requests(), 2)
+	assert.Len(t, r.hook.requests(), 2)
 }
 
 // A stop while the webhook takes its time lets the message finish and be
@@ -399,37 +429,25 @@ func TestNotifyHandsBackTheMessageItWasSendingWhenStopped(t *testing.T) {
 // start: a chat would show it twice.
 func TestNotifyFinishesTheMessageItIsSendingWhenStopped(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	nc := natstest.Connect(t, srv)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	createMeetingsStream(t, js)
-
 	received := make(chan struct{}, 1)
-	hook := startHook(t, func(_ int, _ *http.Request, _ []byte) *reply {
+	r := newNotifyRig(t, func(_ int, _ *http.Request, _ []byte) *reply {
 		received <- struct{}{}
 		time.Sleep(time.Second) // a slow platform
 		return &reply{status: http.StatusAccepted, accepted: true}
 	})
-	env := map[string]string{"MEETWATCH_NATS_URL": srv.ClientURL()}
-	args := []string{"--webhook", hook.URL + "/events", "--format", "cloudevents"}
-	first := startNotify(t, env, args...)
-	publishEvent(t, js, "started", meeting{"12345678123456781234567812345678", "Slow", "3002"}, false)
-	select {
-	case <-received:
-	case <-time.After(eventWait):
-		require.FailNow(t, "the webhook got no request")
-	}
+	first := r.start(t)
+	publishEvent(t, r.js, "started", meeting{"22345678123456781234567812345678", "Slow", "3002"}, false)
+	waitFor(t, received, "the webhook got no request")
 	first.stop(t, syscall.SIGTERM)
-	assert.Len(t, hook.accepted(), 1, "sent before the process stopped")
-	waitSettled(t, js, "meetwatch-notify")
+	assert.Len(t, r.hook.accepted(), 1, "sent before the process stopped")
+	waitSettled(t, r.js, "meetwatch-notify")
 
-	second := startNotify(t, env, args...)
-	publishEvent(t, js, "started", meeting{"22345678123456781234567812345678", "Next", "3003"}, false)
-	hook.waitAccepted(t, 2)
-	waitSettled(t, js, "meetwatch-notify")
+	second := r.start(t)
+	publishEvent(t, r.js, "started", meeting{"32345678123456781234567812345678", "Next", "3003"}, false)
+	r.hook.waitAccepted(t, 2)
+	waitSettled(t, r.js, "meetwatch-notify")
 	second.stop(t, syscall.SIGTERM)
-	assert.Len(t, hook.requests(), 2, "nothing sent twice")
+	assert.Len(t, r.hook.requests(), 2, "nothing sent twice")
 }
 
 // After a crash mid-send the message goes again once the server's ack wait
@@ -437,37 +455,17 @@ func TestNotifyFinishesTheMessageItIsSendingWhenStopped(t *testing.T) {
 // half a minute.
 func TestNotifyResendsSoonAfterACrash(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	nc := natstest.Connect(t, srv)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	createMeetingsStream(t, js)
-
-	var held sync.Once
-	holding := make(chan struct{})
-	hook := startHook(t, func(_ int, _ *http.Request, _ []byte) *reply {
-		first := false
-		held.Do(func() { first = true; close(holding) })
-		if first {
-			return nil // no answer: the process dies while it waits
-		}
-		return &reply{status: http.StatusAccepted, accepted: true}
-	})
-	env := map[string]string{"MEETWATCH_NATS_URL": srv.ClientURL()}
-	args := []string{"--webhook", hook.URL + "/events", "--format", "cloudevents"}
-	first := startNotify(t, env, args...)
-	publishEvent(t, js, "started", meeting{"32345678123456781234567812345678", "Crash", "3004"}, false)
-	select {
-	case <-holding:
-	case <-time.After(eventWait):
-		require.FailNow(t, "the webhook got no request")
-	}
+	answer, sent := holdFirst()
+	r := newNotifyRig(t, answer)
+	first := r.start(t)
+	publishEvent(t, r.js, "started", meeting{"42345678123456781234567812345678", "Crash", "3004"}, false)
+	waitFor(t, sent, "the webhook got no request")
 	require.NoError(t, first.cmd.Process.Kill())
 	<-first.done
 
-	second := startNotify(t, env, args...)
+	second := r.start(t)
 	restarted := time.Now()
-	hook.waitAccepted(t, 1)
+	r.hook.waitAccepted(t, 1)
 	assert.Less(t, time.Since(restarted), 10*time.Second, "sent again within the ack wait (5s), not 30s")
 	second.stop(t, syscall.SIGTERM)
 }
