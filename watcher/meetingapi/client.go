@@ -4,7 +4,7 @@
 // polite retries.
 //
 // The watcher sees it only through its Lister interface and through the
-// methods its errors carry (Rejected, Unauthorized, OverBudget), so that
+// methods its errors carry (Rejected, Unauthorized, OverBudget, Skipped), so that
 // the engine never depends on HTTP.
 package meetingapi
 

@@ -12,7 +12,7 @@ import (
 
 // Errors of a listing that cannot become a snapshot, and of getting a token.
 // The watcher does not import this package: it asks an error how to treat
-// it through the methods below (Rejected, Unauthorized, OverBudget).
+// it through the methods below (Rejected, Unauthorized, OverBudget, Skipped).
 var (
 	// ErrIncomplete means the listing did not cover every meeting the API
 	// counted, so a missing meeting cannot be read as ended.
