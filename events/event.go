@@ -205,19 +205,11 @@ func (b Builder) Publishes(c snapshot.Change) bool {
 // change, or beside a real one, shows no secret as changed.
 func (b Builder) shown(fields []snapshot.FieldChange) []snapshot.FieldChange {
 	fields = b.Ignore.Filter(fields)
-	for i := range fields {
-		if !b.Redact.Rekeyed(fields[i : i+1]) {
-			continue
-		}
-		out := slices.Clone(fields[:i:i])
-		for j := i + 1; j < len(fields); j++ {
-			if !b.Redact.Rekeyed(fields[j : j+1]) {
-				out = append(out, fields[j])
-			}
-		}
-		return out
+	rekeyed := func(fc snapshot.FieldChange) bool { return b.Redact.Rekeyed([]snapshot.FieldChange{fc}) }
+	if !slices.ContainsFunc(fields, rekeyed) {
+		return fields // the diff's own, untouched
 	}
-	return fields
+	return slices.DeleteFunc(slices.Clone(fields), rekeyed)
 }
 
 // Build returns the event for change c, observed at observed. initial marks
