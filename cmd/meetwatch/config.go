@@ -147,11 +147,11 @@ func natsURLError(u string) error {
 	p, err := url.Parse(u)
 	switch {
 	case err != nil:
-		return fmt.Errorf("invalid URL %q", u)
+		return fmt.Errorf("invalid URL %q", redact.URL(u))
 	case p.Scheme != "nats" && p.Scheme != "tls" && p.Scheme != "ws" && p.Scheme != "wss":
-		return fmt.Errorf("%q: want a nats://, tls://, ws:// or wss:// URL", u)
+		return fmt.Errorf("%q: want a nats://, tls://, ws:// or wss:// URL", redact.URL(u))
 	case p.Hostname() == "":
-		return fmt.Errorf("%q: no host", u)
+		return fmt.Errorf("%q: no host", redact.URL(u))
 	}
 	return nil
 }
@@ -185,7 +185,7 @@ func (c config) validate(forRun bool) error {
 	_, err := meetingapi.ParseBaseURL(c.APIURL)
 	switch {
 	case err != nil:
-		return bad("APIURL", "want an http(s)://host URL, got %q", c.APIURL)
+		return bad("APIURL", "want an http(s)://host URL, got %q", redact.URL(c.APIURL))
 	case c.PollInterval < 100*time.Millisecond:
 		return bad("PollInterval", "must be at least 100ms, got %s", c.PollInterval)
 	case c.PollTimeout < 0:

@@ -16,6 +16,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/meetwatch/meetwatch/snapshot/redact"
 )
 
 func main() {
@@ -86,12 +88,12 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return exitOK
 	case errors.As(err, &cfgErr):
-		fmt.Fprintf(stderr, "meetwatch: configuration: %v\n", cfgErr)
+		fmt.Fprintf(stderr, "meetwatch: configuration: %s\n", redact.Text(cfgErr.Error()))
 		return exitUsage
 	case errors.Is(err, errUsage):
 		return exitUsage
 	default:
-		fmt.Fprintf(stderr, "meetwatch %s: %v\n", cmd, err)
+		fmt.Fprintf(stderr, "meetwatch %s: %s\n", cmd, redact.Text(err.Error()))
 		return exitFailed
 	}
 }
@@ -171,8 +173,10 @@ func environMap(kv []string) map[string]string {
 func newLogger(w io.Writer, level, format string) *slog.Logger {
 	lvl, _ := parseLevel(level) // validated with the configuration
 	opts := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	// No line shows the credentials of a URL, whoever put the URL in it.
+	return slog.New(redact.Handler(h))
 }

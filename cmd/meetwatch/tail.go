@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meetwatch/meetwatch/events"
+	"github.com/meetwatch/meetwatch/snapshot/redact"
 )
 
 const defaultNATSURL = "nats://127.0.0.1:4222"
@@ -110,7 +111,7 @@ Connects to MEETWATCH_NATS_URL (default `+defaultNATSURL+`).`, stderr)
 			return fmt.Errorf("subscribing to %s: %w", filter, err)
 		}
 	}
-	fmt.Fprintf(stderr, "meetwatch tail: %s%s on %s\n", filter, from, nc.ConnectedUrlRedacted())
+	fmt.Fprintf(stderr, "meetwatch tail: %s%s on %s\n", filter, from, redact.URL(nc.ConnectedUrl()))
 	for {
 		select {
 		case <-ctx.Done():
