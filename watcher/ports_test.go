@@ -211,6 +211,7 @@ type memHealth struct {
 
 func (h *memHealth) NewTerm()           {}
 func (h *memHealth) Polled(_ time.Time) {}
+func (h *memHealth) PollFailed(error)   {}
 
 // Alive is the heartbeat Run sends when its Health listens.
 func (h *memHealth) Alive(until time.Time) {

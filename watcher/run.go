@@ -37,15 +37,16 @@ type (
 	heartbeat interface{ Alive(until time.Time) }
 )
 
-const (
-	// maxAPITimeout caps how far the floor of a poll's API deadline grows
-	// when listings keep running out of time.
-	maxAPITimeout = 15 * time.Minute
-	// MaxBackoff caps the wait after failed polls: long enough not to
-	// hammer an API that refuses them, short enough to notice a fix. It is
-	// exported so that a refused login can back off the same way.
-	MaxBackoff = 5 * time.Minute
-)
+// maxAPITimeout caps how far the floor of a poll's API deadline grows
+// when listings keep running out of time.
+const maxAPITimeout = 15 * time.Minute
+
+// MaxBackoff caps the wait after failed polls at the larger of interval
+// and 30 s: long enough not to hammer an API that refuses them, short
+// enough that events flow again within 30 s of the API's return, however
+// long it was away. It is exported so that a refused login backs off the
+// same way.
+func MaxBackoff(interval time.Duration) time.Duration { return max(interval, 30*time.Second) }
 
 // Lead runs a fresh Watcher for every term lease grants this replica, until
 // ctx ends. Each term starts from the stored state: a standby that takes
@@ -86,7 +87,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	pace, _ := w.cfg.Lister.(paced)
 
 	failures := 0
-	retry := backoff.Backoff{Base: w.cfg.Interval, Max: MaxBackoff}
+	retry := backoff.Backoff{Base: w.cfg.Interval, Max: MaxBackoff(w.cfg.Interval)}
 	tooSmall := false // the budget cannot fit a poll into the interval: said once a streak
 	for {
 		started := time.Now()
@@ -137,7 +138,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 		next := started.Add(w.cfg.Interval)
 		if err != nil {
 			failures++
-			w.logPollError(err, failures)
+			w.logPollError(err, failures, res)
+			if w.cfg.Health != nil {
+				w.cfg.Health.PollFailed(err)
+			}
 			if after := time.Now().Add(retry.Next()); after.After(next) {
 				next = after
 			}
@@ -302,13 +306,21 @@ func (w *Watcher) logPoll(res PollResult) {
 		"commit_ms", res.Commit.Milliseconds(), "total_ms", res.Total.Milliseconds())
 }
 
-func (w *Watcher) logPollError(err error, failures int) {
-	attrs := []any{"err", err, "consecutive_errors", failures}
+// logPollError says why a poll failed, and what it published before:
+// events acknowledged before the failure stay in the stream, and the next
+// poll publishes them again under the same ids, which the stream drops as
+// duplicates; the poll's snapshot is never committed.
+func (w *Watcher) logPollError(err error, failures int, res PollResult) {
+	published := res.Stored + res.Duplicates
+	attrs := []any{"err", err, "consecutive_errors", failures, "published", published, "committed", false}
 	var withAttrs logAttrser
 	if errors.As(err, &withAttrs) {
 		attrs = append(attrs, withAttrs.LogAttrs()...)
 	}
 	msg := "poll failed; nothing published or committed"
+	if published > 0 {
+		msg = "poll failed after publishing some of its events; nothing committed: the next poll publishes them again under the same ids"
+	}
 	switch {
 	case errorIs(err, unauthorized.Unauthorized):
 		msg = "authentication failed: the API refused the access token; retrying with backoff"

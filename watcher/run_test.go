@@ -208,12 +208,12 @@ func pollStarts(at []time.Duration) []time.Duration {
 
 // assertBackoff checks the gaps between the starts of polls that failed in
 // a row: after the k-th failure (0-based), a jittered wait in the upper
-// half of interval doubled k times, capped at watcher.MaxBackoff, and never
-// less than the interval.
-func assertBackoff(t *testing.T, interval time.Duration, gaps []time.Duration) {
+// half of interval doubled k times, capped at most, and never less than
+// the interval.
+func assertBackoff(t *testing.T, interval, most time.Duration, gaps []time.Duration) {
 	t.Helper()
 	for k, got := range gaps {
-		d := min(interval<<k, watcher.MaxBackoff)
+		d := min(interval<<k, most)
 		assert.GreaterOrEqual(t, got, max(d/2, interval), "wait after failure %d", k+1)
 		assert.LessOrEqual(t, got, d, "wait after failure %d", k+1)
 	}
@@ -221,7 +221,8 @@ func assertBackoff(t *testing.T, interval time.Duration, gaps []time.Duration) {
 
 // TestRunBacksOffAfterFailedPolls: every failed poll, whatever failed,
 // waits a jittered backoff before the next one: from the interval,
-// doubling up to five minutes, never sooner than the interval; a success
+// doubling up to the larger of the interval and 30 s, never sooner than
+// the interval; a success
 // polls again after the interval and starts the backoff over. The
 // messages for a refused token and a rejected configuration stay.
 func TestRunBacksOffAfterFailedPolls(t *testing.T) {
@@ -252,20 +253,26 @@ func TestRunBacksOffAfterFailedPolls(t *testing.T) {
 			wantAttrs: "error_code=USG.000000002",
 		},
 		{
-			// A refused token is renewed (a static one cannot be) and
-			// tried once more at once: two requests a failing poll.
-			name: "refused token (401)",
+			// A refused static token cannot be renewed, so it is not
+			// tried again at once: one request a failing poll, and the
+			// error says why.
+			name: "refused static token (401)",
 			fault: func(i int) *apisim.Fault {
-				if i < 20 || i == 21 || i == 22 {
+				if failing(i) {
 					return &apisim.Fault{Status: http.StatusUnauthorized}
 				}
 				return nil
 			},
-			perPoll:   2,
+			perPoll:   1,
 			wantMsg:   "authentication failed: the API refused the access token",
-			wantAttrs: "error_code=USG.000000004",
+			wantAttrs: "the api refused the static access token, which cannot be renewed",
 		},
-		{name: "committing fails", commitFails: true, perPoll: 1, wantMsg: "poll failed; nothing published or committed", wantAttrs: "nats unreachable"},
+		{
+			// The events went out before the commit failed: the line
+			// says so, until a poll that publishes nothing fails.
+			name: "committing fails", commitFails: true, perPoll: 1, wantMsg: " published=",
+			wantAttrs: `msg="poll failed after publishing some of its events; nothing committed: the next poll publishes them again under the same ids" component=watcher err="committing state: nats unreachable" consecutive_errors=1 published=1`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -301,7 +308,7 @@ func TestRunBacksOffAfterFailedPolls(t *testing.T) {
 				require.Len(t, at, wantRequests, "%d requests a failing poll, none more", tt.perPoll)
 				got := gaps(pollStarts(at))
 				require.Len(t, got, 12, "13 polls")
-				assertBackoff(t, interval, got[:10])
+				assertBackoff(t, interval, watcher.MaxBackoff(interval), got[:10])
 				assert.Equal(t, interval, got[10], "after a success, the next poll comes after the interval")
 				assert.Equal(t, interval, got[11], "a new failure backs off from the start again: the interval")
 				t.Logf("waits after 10 failures in a row: %v", got[:10])
@@ -574,7 +581,7 @@ func TestRunBacksOffWhileTheLoginIsRefused(t *testing.T) {
 					c.Gate = &meetingapi.Gate{}
 					c.Tokens = meetingapi.NewAccountLogin(meetingapi.LoginConfig{
 						BaseURL: api.URL, HTTPClient: api.Client(), Gate: c.Gate,
-						Backoff: backoff.Backoff{Base: interval, Max: watcher.MaxBackoff, Jitter: tt.jitter},
+						Backoff: backoff.Backoff{Base: interval, Max: 5 * time.Minute, Jitter: tt.jitter},
 					}, meetingapi.AccountCredentials{Account: "ops@example.com", Password: redact.NewSecret("wrong")})
 					t.Cleanup(c.Tokens.Close)
 				})
@@ -599,7 +606,7 @@ func TestRunBacksOffWhileTheLoginIsRefused(t *testing.T) {
 					}, got)
 					return
 				}
-				assertBackoff(t, interval, gaps(got))
+				assertBackoff(t, interval, 5*time.Minute, gaps(got))
 				assert.GreaterOrEqual(t, len(got), 16)
 				t.Logf("%d refused logins in an hour, at %v", len(got), got)
 			})
@@ -747,7 +754,7 @@ func TestTokenNeverLogged(t *testing.T) {
 		_, err = stop()
 		require.NoError(t, err)
 
-		assert.Equal(t, 2+2+1, r.api.Sim.Requests(), "a refused token is renewed and tried once more per poll")
+		assert.Equal(t, 1+1+1, r.api.Sim.Requests(), "a refused static token is not tried again within a poll")
 		assert.Len(t, r.store.commitTimes(), 1)
 		logs := r.logs.String()
 		assert.Contains(t, logs, "error_code=USG.000000004")

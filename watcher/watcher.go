@@ -116,10 +116,12 @@ type Observer interface {
 }
 
 // Health hears of the watcher's progress, for the probes: NewTerm when this
-// replica starts leading, Polled after every committed poll.
+// replica starts leading, Polled after every committed poll, PollFailed
+// with the error of every poll that failed.
 type Health interface {
 	NewTerm()
 	Polled(at time.Time)
+	PollFailed(err error)
 }
 
 var _ Publisher = (*events.Publisher)(nil)
@@ -239,7 +241,7 @@ type PollResult struct {
 func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
 	res, fresh, err := w.poll(ctx)
 	if err != nil {
-		return PollResult{}, err
+		return res, err
 	}
 	if err := w.lookUpEnds(ctx, fresh, &res); err != nil {
 		if errors.Is(err, ErrFenced) || ctx.Err() != nil {
@@ -266,7 +268,7 @@ func (w *Watcher) poll(ctx context.Context) (PollResult, []string, error) {
 		w.logger.Info("state loaded", "meetings", len(st.Snapshot), "committed", st.Committed,
 			"observed_at", st.ObservedAt, "pending", len(st.Pending))
 		if err := w.settle(ctx, &st, &res); err != nil {
-			return PollResult{}, nil, err
+			return res, nil, err
 		}
 		w.state, w.loaded = st, true
 	}
@@ -303,13 +305,14 @@ func (w *Watcher) poll(ctx context.Context) (PollResult, []string, error) {
 	res.Deliver = w.cfg.Now().Sub(t)
 	if err != nil {
 		// Some events may have gone out and some keys changed: the next
-		// poll reads the store again rather than trusting memory.
+		// poll reads the store again rather than trusting memory. res
+		// says what went out.
 		w.loaded = false
-		return PollResult{}, nil, err
+		return res, nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		w.loaded = false // the keys written stay; the store says what they are
-		return PollResult{}, nil, fmt.Errorf("before commit: %w", context.Cause(ctx))
+		return res, nil, fmt.Errorf("before commit: %w", context.Cause(ctx))
 	}
 	commit := Commit{ObservedAt: observedAt, Meetings: len(next), Missed: missed, Settled: settled}
 	t = w.cfg.Now()
@@ -320,7 +323,7 @@ func (w *Watcher) poll(ctx context.Context) (PollResult, []string, error) {
 		// next poll makes it diff against what is really there, so it
 		// re-publishes (under the same ids) and re-writes only the rest.
 		w.loaded = false
-		return PollResult{}, nil, fmt.Errorf("committing state: %w", err)
+		return res, nil, fmt.Errorf("committing state: %w", err)
 	}
 	w.state = State{Snapshot: next, ObservedAt: observedAt, Committed: true, Missing: missed}
 	res.PendingEnds = len(missed)
@@ -350,6 +353,8 @@ func (w *Watcher) settle(ctx context.Context, st *State, res *PollResult) error 
 	}
 	pr, err := w.cfg.Publisher.Send(ctx, evs)
 	if err != nil {
+		res.Stored += pr.Stored
+		res.Duplicates += pr.Duplicates
 		return fmt.Errorf("publishing %d pending events: %w", len(evs), err)
 	}
 	for _, c := range st.Pending {
@@ -514,11 +519,11 @@ func (w *Watcher) stream(ctx context.Context, changes []snapshot.Change, listed 
 			return nil
 		}
 		pr, err := w.cfg.Publisher.Send(gctx, c.evs)
+		res.Stored += pr.Stored
+		res.Duplicates += pr.Duplicates
 		if err != nil {
 			return fmt.Errorf("publishing %d events: %w", len(c.evs), err)
 		}
-		res.Stored += pr.Stored
-		res.Duplicates += pr.Duplicates
 		c.evs, c.announced = nil, nil
 		return nil
 	}, st.published)

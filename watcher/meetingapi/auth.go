@@ -47,8 +47,10 @@ const (
 	// renewed, leaving a fifth of it to cover a slow or failing login.
 	defaultRenewAt = 0.8
 	// defaultRefusalBase and defaultRefusalMax space the logins after a
-	// refusal when LoginConfig.Backoff is not set: the default poll
-	// interval, and the longest wait between two polls.
+	// refusal when LoginConfig.Backoff does not: the default poll
+	// interval, and five minutes. Refused credentials are a configuration
+	// to mend, not an outage to outlast, so they are tried far less often
+	// than a failed poll.
 	defaultRefusalBase = 15 * time.Second
 	defaultRefusalMax  = 5 * time.Minute
 	// renewalBase and renewalMax space the tries of a renewal that failed
@@ -71,8 +73,9 @@ type TokenSource interface {
 	// Invalidate is called with a token the API refused (401 or
 	// USG.000000004). The next Token logs in again, but only if the cached
 	// token is still bad, so that ten requests refused at once cause one
-	// login, not ten.
-	Invalidate(bad redact.Secret)
+	// login, not ten. It reports whether a new token can be had at all:
+	// a static one cannot, and a request sent again would be refused again.
+	Invalidate(bad redact.Secret) (renewable bool)
 	// Expiry is when the token in hand expires; zero when unknown.
 	Expiry() time.Time
 }
@@ -92,7 +95,7 @@ func (s staticToken) Token(context.Context) (redact.Secret, error) {
 	return s.tok, nil
 }
 
-func (staticToken) Invalidate(redact.Secret) {}
+func (staticToken) Invalidate(redact.Secret) bool { return false }
 
 // Expiry is unknown: the token came from elsewhere.
 func (staticToken) Expiry() time.Time { return time.Time{} }
@@ -130,9 +133,8 @@ type LoginConfig struct {
 	// refusal, and sends no login until Backoff's next wait has passed;
 	// the waits grow with each refusal in a row and start over after a
 	// login succeeds. While a token from before still works, Token hands it
-	// out meanwhile. Set Base to the poll interval and Max to the poll's
-	// longest backoff, so that logins back off like polls; zero Base and
-	// Max mean 15s and 5m.
+	// out meanwhile. Set Base to the poll interval, so that logins back
+	// off like polls; zero Base and Max mean 15s and 5m.
 	Backoff backoff.Backoff
 	// Now is the clock that times the token's life; nil means time.Now.
 	Now func() time.Time
@@ -371,8 +373,6 @@ func (l *loginSource) Token(ctx context.Context) (redact.Secret, error) {
 	}
 }
 
-// Invalidate forgets bad if it is still the cached token. A token renewed
-// since bad was handed out is kept: it is not the one the API refused.
 // Expiry is when the token in hand expires; zero before the first login.
 func (l *loginSource) Expiry() time.Time {
 	l.mu.Lock()
@@ -380,15 +380,18 @@ func (l *loginSource) Expiry() time.Time {
 	return l.expiry
 }
 
-func (l *loginSource) Invalidate(bad redact.Secret) {
+// Invalidate forgets bad if it is still the cached token. A token renewed
+// since bad was handed out is kept: it is not the one the API refused.
+func (l *loginSource) Invalidate(bad redact.Secret) bool {
 	if bad.IsZero() {
-		return
+		return true
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.tok.Reveal() == bad.Reveal() {
 		l.tok, l.renewTime, l.expiry = redact.Secret{}, time.Time{}, time.Time{}
 	}
+	return true
 }
 
 // held answers a Token call while a refused login is held back: the token

@@ -273,7 +273,8 @@ func (c *Client) pageURL(searchKey string, offset, limit int) string {
 // fetchPage gets and decodes one page. A network error, a 429 or a 5xx is
 // retried with jittered exponential backoff (honouring Retry-After) while
 // the context allows; a refused token is renewed once and the request sent
-// again; a refused login is not retried. Every attempt waits for the gate
+// again, unless it is a static token, which cannot be; a refused login is
+// not retried. Every attempt waits for the gate
 // and the request budget first, and for one of slots when given (see
 // requestPage). A first page (offset 0) sizes the listing for
 // ListingDeadline.
@@ -291,7 +292,7 @@ func (c *Client) fetchPage(ctx context.Context, searchKey string, offset, limit 
 		switch {
 		case ctx.Err() != nil:
 			return Page{}, err
-		case errors.Is(err, ErrUnauthorized) && !reloggedIn:
+		case errors.Is(err, ErrUnauthorized) && !reloggedIn && !errors.Is(err, ErrStaticTokenRefused):
 			reloggedIn = true
 			c.logger.Info("access token refused; renewing it once", "offset", offset)
 			continue
@@ -422,10 +423,11 @@ func (c *Client) requestPage(ctx context.Context, searchKey string, offset, limi
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(body, maxErrorBody)) // best effort: the status already says it failed
 		apiErr := parseAPIError(resp.StatusCode, resp.Header.Get("X-Request-Id"), b, token.Reveal())
-		if apiErr.Unauthorized() {
-			c.cfg.Tokens.Invalidate(token)
+		retryAfter := c.gate.heed(resp.StatusCode, resp.Header, time.Now())
+		if apiErr.Unauthorized() && !c.cfg.Tokens.Invalidate(token) {
+			return nil, "", retryAfter, fmt.Errorf("listing page at offset %d: %w: %w", offset, ErrStaticTokenRefused, apiErr)
 		}
-		return nil, "", c.gate.heed(resp.StatusCode, resp.Header, time.Now()), fmt.Errorf("listing page at offset %d: %w", offset, apiErr)
+		return nil, "", retryAfter, fmt.Errorf("listing page at offset %d: %w", offset, apiErr)
 	}
 	reqID := resp.Header.Get("X-Request-Id")
 	buf, err := readBody(body)

@@ -209,8 +209,7 @@ func TestRetries(t *testing.T) {
 			wantStatus: http.StatusServiceUnavailable,
 			wantWaits:  [][2]time.Duration{{s / 2, s}, {s, 2 * s}, {3 * s / 2, 3 * s}},
 		},
-		{name: "a refused token is tried again at once", faults: []apisim.Fault{{Status: 401}}, wantWaits: [][2]time.Duration{{0, 0}}},
-		{name: "a token refused twice is an error", faults: []apisim.Fault{{Status: 401}, {Status: 401}}, wantErr: meetingapi.ErrUnauthorized, wantStatus: 401, wantWaits: [][2]time.Duration{{0, 0}}},
+		{name: "a refused static token is not tried again", faults: []apisim.Fault{{Status: 401}}, wantErr: meetingapi.ErrStaticTokenRefused, wantStatus: 401},
 		{name: "403 is not retried", faults: []apisim.Fault{{Status: 403, Code: "USG.000000002"}}, wantErr: meetingapi.ErrRejected, wantStatus: 403},
 		{name: "400 is not retried", faults: []apisim.Fault{{Status: 400}}, wantErr: meetingapi.ErrRejected, wantStatus: 400},
 	}

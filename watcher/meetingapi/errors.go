@@ -24,6 +24,11 @@ var (
 	ErrBadPage = errors.New("malformed page")
 	// ErrUnauthorized means the API refused the access token.
 	ErrUnauthorized = errors.New("authentication failed")
+	// ErrStaticTokenRefused means the API refused a static access token,
+	// which meetwatch has no credentials to renew: every request fails
+	// until the token is replaced. An error that matches it matches
+	// ErrUnauthorized too.
+	ErrStaticTokenRefused = errors.New("the api refused the static access token, which cannot be renewed: replace it, or log in with an App ID or an account")
 	// ErrRejected means the API refused the request as configured: a 400
 	// (invalid parameters) or a 403 (queryAll without an admin's token).
 	// Retrying would only repeat it, so polls back off instead.

@@ -67,7 +67,7 @@ func New(src Sources) *Metrics {
 		}, []string{"type"}),
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meetwatch_polls_total",
-			Help: "Polls by result: ok (committed) or error (nothing published or committed).",
+			Help: "Polls by result: ok (committed) or error (not committed; events published before the failure go out again, under the same ids, with the next poll).",
 		}, []string{"result"}),
 		pollTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "meetwatch_poll_duration_seconds",
