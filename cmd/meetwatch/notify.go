@@ -175,13 +175,6 @@ func notifyChat(ctx context.Context, cfg config, opts notifyOptions, logger *slo
 	nc, js, err := dialNATS(cfg, "meetwatch-notify", log,
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(250*time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("nats disconnected", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Error("nats error", "err", err) }),
 	)
 	if err != nil {
 		return err

@@ -3,17 +3,19 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	neturl "net/url"
 	"os"
 	"reflect"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
@@ -44,27 +46,15 @@ func runDaemon(ctx context.Context, args []string, environ map[string]string, st
 }
 
 // watch runs the watcher as configured until ctx ends, starting the
-// embedded NATS server first when no NATS URL is set.
+// embedded NATS server first when no NATS URL is set. The probes listen
+// before anything connects, so that an orchestrator sees a live process
+// however long NATS takes to answer.
 func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
-	natsURL := cfg.NATSURL
-	if natsURL == "" {
-		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-			return fmt.Errorf("creating data dir: %w", err)
-		}
-		srv, err := natsembed.Start(natsembed.Options{Listen: cfg.EmbeddedListen, StoreDir: cfg.DataDir})
-		if err != nil {
-			return err
-		}
-		defer natsembed.Stop(srv)
-		natsURL = srv.ClientURL()
-		logger.Info("embedded nats started", "url", natsURL, "data_dir", cfg.DataDir)
-	}
-
-	var pipe *pipeline // set once NATS answers, before the metrics are served
-	var tokens meetingapi.TokenSource
+	health := &ha.Health{LoopGrace: cfg.loopGrace(), LeaseMaxAge: 3 * cfg.LeaseTTL}
+	var tokens meetingapi.TokenSource // set before the metrics are served
 	mx := metrics.New(metrics.Sources{
-		Leader:      func() bool { return pipe.lease.Leader() },
-		Connected:   func() bool { return pipe.nc.IsConnected() },
+		Leader:      health.Leader,
+		Connected:   health.Connected,
 		TokenExpiry: func() time.Time { return tokens.Expiry() },
 	})
 	hc := meetingapi.NewHTTPClient(cfg.PageConcurrency, cfg.RequestTimeout)
@@ -74,7 +64,7 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		budget = meetingapi.NewBudget(cfg.APIRate, cfg.PageConcurrency)
 		perPoll := int(float64(budget.Limit()) * cfg.PollInterval.Seconds())
 		attrs := []any{"api_rate_per_min", cfg.APIRate, "requests_per_interval", perPoll,
-			"max_meetings_per_interval", max(perPoll-1, 0) * cfg.PageSize}
+			"max_meetings_per_interval", max(perPoll-1, 0) * max(cfg.PageSize-cfg.PageOverlap, 1)}
 		if perPoll < 2 {
 			logger.Warn("the request budget fits less than one listing and one confirmation per poll interval; polls will run back to back", attrs...)
 		} else {
@@ -109,18 +99,69 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err != nil {
 		return bad("APIURL", "%v", err)
 	}
-	pipe, err = openPipeline(ctx, natsURL, cfg, mx.Stored, logger)
-	if err != nil || pipe == nil {
-		return err // nil, nil: stopped while NATS was unreachable
-	}
-	defer pipe.close()
 
-	health := &ha.Health{
-		Connected:   pipe.nc.IsConnected,
-		Lease:       pipe.lease,
-		LoopGrace:   cfg.loopGrace(),
-		LeaseMaxAge: 3 * cfg.LeaseTTL,
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	if cfg.HTTPAddr != "" {
+		// Several replicas on one host share a configuration, and so a
+		// port: a replica without probes still watches.
+		if l, err := ha.Listen(cfg.HTTPAddr); err != nil {
+			logger.Error("probes disabled: set "+varName("HTTPAddr")+" to a free host:port, or empty to turn them off", "err", err)
+		} else {
+			mux := http.NewServeMux()
+			mux.Handle("GET /metrics", mx.Handler())
+			mux.Handle("/", health.Handler())
+			g.Go(func() error {
+				if err := ha.Serve(gctx, l, mux, logger); err != nil {
+					logger.Error("probes stopped", "err", err)
+				}
+				return nil
+			})
+		}
 	}
+	natsURL := cfg.NATSURL
+	if natsURL == "" {
+		srv, err := startEmbedded(cfg)
+		if err != nil {
+			cancel()
+			_ = g.Wait() // the probes' server, stopping
+			return err
+		}
+		defer natsembed.Stop(srv)
+		natsURL = srv.ClientURL()
+		logger.Info("embedded nats started", "url", natsURL, "data_dir", cfg.DataDir)
+	}
+	g.Go(func() error {
+		pipe, err := openPipeline(gctx, natsURL, cfg, mx.Stored, health, logger)
+		if err != nil || pipe == nil {
+			return err // nil, nil: stopped while NATS was unreachable
+		}
+		defer pipe.close()
+		return lead(gctx, cfg, pipe, client, policy, health, mx, logger)
+	})
+	err = g.Wait()
+	logger.Info("stopped")
+	return err
+}
+
+// startEmbedded starts the embedded NATS server. A port another NATS
+// holds (a demo, a second run) is said with the variables that resolve
+// it, rather than as a bare "address already in use".
+func startEmbedded(cfg config) (*server.Server, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("creating data dir: %w", err)
+	}
+	srv, err := natsembed.Start(natsembed.Options{Listen: cfg.EmbeddedListen, StoreDir: cfg.DataDir})
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("%w: another NATS server (a meetwatch demo or run?) listens there; set %s=nats://%s to use it, or %s to listen elsewhere",
+			err, varName("NATSURL"), cfg.EmbeddedListen, varName("EmbeddedListen"))
+	}
+	return srv, err
+}
+
+// lead runs the watcher for every term the lease grants this replica.
+func lead(ctx context.Context, cfg config, pipe *pipeline, client *meetingapi.Client, policy *redact.Policy, health *ha.Health, mx *metrics.Metrics, logger *slog.Logger) error {
 	ignore, _ := snapshot.ParseFieldSet(cfg.IgnoreFields) // validated with the configuration
 	// The server's max payload bounds every event and state value: records
 	// are trimmed to fit rather than wedge the polls (it is read once, at
@@ -141,7 +182,7 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		Interval:           cfg.PollInterval,
 		PollTimeout:        cfg.PollTimeout,
 		ConfirmConcurrency: cfg.PageConcurrency,
-		Wake:               pipe.reconnected,
+		Wake:               pipe.link.reconnected,
 		Logger:             logger,
 		Health:             health,
 		Observer:           mx,
@@ -149,25 +190,7 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 	logger.Info("watching", "api", cfg.APIURL, "interval", cfg.PollInterval, "stream", cfg.Stream,
 		"subjects", cfg.SubjectPrefix+".>", "state_bucket", cfg.StateBucket, "replica", cfg.replicaID(),
 		"lease_bucket", cfg.LeaseBucket, "lease_ttl", cfg.LeaseTTL)
-
-	g, gctx := errgroup.WithContext(ctx)
-	if cfg.HTTPAddr != "" {
-		g.Go(func() error {
-			// Several replicas on one host share a configuration, and so a
-			// port: a replica without probes still watches.
-			mux := http.NewServeMux()
-			mux.Handle("GET /metrics", mx.Handler())
-			mux.Handle("/", health.Handler())
-			if err := ha.Serve(gctx, cfg.HTTPAddr, mux, logger); err != nil {
-				logger.Error("probes disabled", "err", err)
-			}
-			return nil
-		})
-	}
-	g.Go(func() error { return watcher.Lead(gctx, pipe.lease, wcfg) })
-	err = g.Wait()
-	logger.Info("stopped")
-	return err
+	return watcher.Lead(ctx, pipe.lease, wcfg)
 }
 
 // tokenSource returns the configured way of getting an access token; the
@@ -177,7 +200,7 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 func tokenSource(cfg config, hc *http.Client, budget *rate.Limiter, gate *meetingapi.Gate, logger *slog.Logger) meetingapi.TokenSource {
 	login := meetingapi.LoginConfig{
 		BaseURL: cfg.APIURL, HTTPClient: hc, Logger: logger, Gate: gate,
-		Backoff: backoff.Backoff{Base: cfg.PollInterval, Max: watcher.MaxBackoff},
+		Backoff: backoff.Backoff{Base: cfg.PollInterval}, // up to 5 minutes: refused credentials do not mend themselves
 	}
 	if budget != nil {
 		login.Wait = budget.Wait
@@ -195,13 +218,10 @@ func tokenSource(cfg config, hc *http.Client, budget *rate.Limiter, gate *meetin
 // pipeline is what the watcher needs from NATS.
 type pipeline struct {
 	nc        *nats.Conn
+	link      *natsLink
 	publisher *events.Publisher
 	store     *kvstore.Store
 	lease     *ha.Lease
-	// reconnected hears of every reconnection, so that polls failing
-	// while NATS was away start again at once rather than after their
-	// backoff.
-	reconnected chan struct{}
 	// closed is closed once the connection is, after every callback
 	// queued before it ran.
 	closed chan struct{}
@@ -219,9 +239,13 @@ func (p *pipeline) close() {
 	}
 }
 
-// leads guards every event and state write: only while this replica holds
-// the lease by its own clock.
+// leads guards every event and state write: only while NATS is connected,
+// so that the write's failure names the cause, and this replica holds the
+// lease by its own clock.
 func (p *pipeline) leads() error {
+	if !p.nc.IsConnected() {
+		return p.link.explain(nats.ErrConnectionReconnecting)
+	}
 	if p.lease == nil {
 		return fmt.Errorf("%w: no lease yet", watcher.ErrFenced)
 	}
@@ -230,15 +254,16 @@ func (p *pipeline) leads() error {
 
 // openPipeline connects to NATS and makes sure the stream and the state
 // bucket exist, retrying until it succeeds or ctx ends, so that meetwatch
-// can start before its NATS is up. It returns nil, nil when ctx ends.
-func openPipeline(ctx context.Context, url string, cfg config, stored func(events.Kind), logger *slog.Logger) (*pipeline, error) {
-	log := logger.With("component", "nats")
-	security, err := natsSecurity(cfg, log)
+// can start before its NATS is up. It tells health how the connection and
+// the set-up go. It returns nil, nil when ctx ends.
+func openPipeline(ctx context.Context, url string, cfg config, stored func(events.Kind), health *ha.Health, logger *slog.Logger) (*pipeline, error) {
+	security, err := natsSecurity(cfg, logger.With("component", "nats"))
 	if err != nil {
 		return nil, err
 	}
-	reconnected, closed := make(chan struct{}, 1), make(chan struct{})
-	nc, err := nats.Connect(url, append(security,
+	link := newNATSLink(logger, health)
+	closed := make(chan struct{})
+	nc, err := nats.Connect(url, append(append(security,
 		nats.Name("meetwatch"),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
@@ -247,33 +272,13 @@ func openPipeline(ctx context.Context, url string, cfg config, stored func(event
 		// in a buffer for the reconnection: by then this replica may no
 		// longer lead, and the write must not go out late.
 		nats.ReconnectBufSize(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("nats disconnected", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
-			select {
-			case reconnected <- struct{}{}:
-			default:
-			}
-		}),
-		// What the server refuses asynchronously (a permission, a slow
-		// consumer) goes to the log with the rest, not to bare stderr.
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			if sub != nil {
-				log.Error("nats error", "subject", sub.Subject, "err", err)
-				return
-			}
-			log.Error("nats error", "err", err)
-		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
-	)...)
+	), link.options()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to nats: %w", err)
 	}
-	p := &pipeline{nc: nc, reconnected: reconnected, closed: closed}
+	health.SetConnection(nc.IsConnected)
+	p := &pipeline{nc: nc, link: link, closed: closed}
 	p.publisher, err = events.NewPublisher(nc, events.PublisherConfig{
 		Stream:     cfg.Stream,
 		Prefix:     cfg.SubjectPrefix,
@@ -295,30 +300,53 @@ func openPipeline(ctx context.Context, url string, cfg config, stored func(event
 	}
 	wait := backoff.Backoff{Base: time.Second, Max: 10 * time.Second}
 	for attempt := 1; ; attempt++ {
-		err := p.publisher.EnsureStream(ctx)
+		pause := wait.Next()
+		health.Beat(ha.LoopSetup, time.Now().Add(pause+time.Minute)) // a minute for the requests
+		err := p.open(ctx, js, cfg, health, logger)
 		if err == nil {
-			p.store, err = kvstore.Open(ctx, js, kvstore.Config{Bucket: cfg.StateBucket, Replicas: cfg.Replicas, Guard: p.leads, Logger: logger})
-		}
-		if err == nil {
-			p.lease, err = ha.OpenLease(ctx, js, ha.LeaseConfig{
-				Bucket: cfg.LeaseBucket, Replicas: cfg.Replicas, TTL: cfg.LeaseTTL, ID: cfg.replicaID(), Logger: logger,
-			})
-		}
-		if err == nil {
+			health.Recovered(ha.LoopSetup)
+			health.Done(ha.LoopSetup)
+			health.SetLease(p.lease)
 			return p, nil
 		}
 		if ctx.Err() != nil {
 			nc.Close()
 			return nil, nil
 		}
-		log.Warn("nats not ready; retrying", "url", redactURLs(url), "attempt", attempt, "err", err)
+		err = link.explain(err)
+		health.Failed(ha.LoopSetup, err)
+		link.log.Warn("nats not ready; retrying", "url", redact.URLs(url), "attempt", attempt, "err", err)
 		select {
 		case <-ctx.Done():
 			nc.Close()
 			return nil, nil
-		case <-time.After(wait.Next()):
+		case <-time.After(pause):
+		case <-link.reconnected:
 		}
 	}
+}
+
+// open makes sure of the stream and the buckets, and opens the lease.
+func (p *pipeline) open(ctx context.Context, js jetstream.JetStream, cfg config, health *ha.Health, logger *slog.Logger) error {
+	if !p.nc.IsConnected() {
+		return nats.ErrConnectionReconnecting
+	}
+	if err := p.publisher.EnsureStream(ctx); err != nil {
+		return err
+	}
+	store, err := kvstore.Open(ctx, js, kvstore.Config{Bucket: cfg.StateBucket, Replicas: cfg.Replicas, Guard: p.leads, Logger: logger})
+	if err != nil {
+		return err
+	}
+	lease, err := ha.OpenLease(ctx, js, ha.LeaseConfig{
+		Bucket: cfg.LeaseBucket, Replicas: cfg.Replicas, TTL: cfg.LeaseTTL, ID: cfg.replicaID(), Logger: logger,
+		Beat: func(until time.Time) { health.Beat(ha.LoopLease, until) },
+	})
+	if err != nil {
+		return err
+	}
+	p.store, p.lease = store, lease
+	return nil
 }
 
 // envHelp lists the configuration variables and their defaults.
@@ -343,17 +371,4 @@ func envHelp() string {
 	}
 	tw.Flush()
 	return b.String()
-}
-
-// redactURLs returns NATS server URLs without the user information they may
-// carry, for log lines.
-func redactURLs(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			u.User = nil
-			parts[i] = u.String()
-		}
-	}
-	return strings.Join(parts, ",")
 }

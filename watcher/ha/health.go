@@ -6,47 +6,143 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
+
+	"github.com/meetwatch/meetwatch/snapshot/redact"
 )
 
-// Health answers the /healthz and /readyz probes from what the watcher and
-// the lease report, so that an orchestrator restarts a stuck replica and
-// routes nothing to one that is not ready.
+// Health answers the /healthz and /readyz probes, so that an orchestrator
+// restarts a replica whose own loops are stuck, and knows which replicas
+// are ready. The two ask different questions:
 //
-//   - /readyz is 200 once NATS is connected and this replica is either the
-//     leader with a committed snapshot, or a standby that heard from the
-//     lease recently.
-//   - /healthz is 200 while the poll loop is alive (leader) or the last
-//     lease check is recent (standby). The loop tells Alive its own
-//     deadline of the moment, at each poll's start, each time the poll's
-//     deadline moves, and at the start of each wait; it is alive while
-//     that deadline is at most LoopGrace past. A long but healthy poll (a
-//     first listing of ten minutes under the request budget) says so, and
-//     stays healthy; a failing poll that backs off is alive too, since a
-//     restart would not mend it. A leader whose loop has not beaten yet
-//     this term is healthy while its lease renewals are recent.
+//   - /healthz, liveness: should this process be restarted? It is 200
+//     while every loop of the process (the poll loop of a leader, the
+//     lease's campaign and renewals, the set-up of NATS) has beaten within
+//     LoopGrace of the deadline it gave at its last beat. A loop beats
+//     whether its work succeeded or not, so an outage of NATS or of the
+//     API never fails it: a restart would mend neither, and would lose
+//     the process's place in the lease.
+//   - /readyz, readiness: is this replica doing its job now? It is 200
+//     once NATS is connected, the stream and buckets are open, and this
+//     replica either leads with a snapshot committed in this term, or
+//     stands by having looked at the lease within LeaseMaxAge.
 //
-// Both answer JSON with the reason when they are not 200.
+// Both answer JSON, with the reason when they are not 200 and the error
+// behind the current trouble (last_error, credentials removed). Health is
+// usable from the process's first moment, before NATS is connected:
+// SetConnection and SetLease attach what it reads once they exist.
 type Health struct {
-	// Connected reports whether NATS is connected; nil means always.
-	Connected func() bool
-	// Lease tells leader from standby; nil means a single replica that
-	// always leads.
-	Lease *Lease
-	// LoopGrace is how far past its own deadline the poll loop may be
-	// while healthy: publishing and committing have no deadline of their
-	// own, and a loaded machine runs late.
+	// LoopGrace is how far past its own deadline a loop may be while
+	// healthy: publishing and committing have no deadline of their own,
+	// and a loaded machine runs late.
 	LoopGrace time.Duration
-	// LeaseMaxAge is how old the last lease check may be while healthy.
+	// LeaseMaxAge is how old a standby's last look at the lease may be
+	// while it is ready.
 	LeaseMaxAge time.Duration
 
-	mu         sync.Mutex
-	lastPoll   time.Time
-	committed  bool
-	aliveUntil time.Time // the loop's deadline, from its last heartbeat
+	mu        sync.Mutex
+	connected func() bool
+	lease     *Lease
+	lastPoll  time.Time
+	committed bool
+	// loops holds each loop's deadline from its last beat.
+	loops map[string]time.Time
+	// errs holds the error of each source (nats, setup, poll) that has
+	// not recovered since.
+	errs map[string]timedError
+}
+
+type timedError struct {
+	at  time.Time
+	msg string
+}
+
+// The loops Health watches, and the sources of last_error.
+const (
+	// LoopPoll is the leader's poll loop; it counts only while this
+	// replica leads.
+	LoopPoll = "poll"
+	// LoopLease is the lease's campaigns and renewals.
+	LoopLease = "lease"
+	// LoopSetup is the connection to NATS and the opening of the stream
+	// and buckets, retried until they succeed.
+	LoopSetup = "setup"
+
+	// SourceNATS is the NATS connection.
+	SourceNATS = "nats"
+)
+
+// SetConnection attaches the NATS connection's state.
+func (h *Health) SetConnection(connected func() bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.connected = connected
+}
+
+// SetLease attaches the lease, once the stream and buckets are open.
+func (h *Health) SetLease(l *Lease) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lease = l
+}
+
+// Connected reports whether NATS is connected, for metrics.
+func (h *Health) Connected() bool {
+	h.mu.Lock()
+	connected := h.connected
+	h.mu.Unlock()
+	return connected != nil && connected()
+}
+
+// Leader reports whether this replica leads, for metrics.
+func (h *Health) Leader() bool {
+	h.mu.Lock()
+	lease := h.lease
+	h.mu.Unlock()
+	return lease != nil && lease.Leader()
+}
+
+// Beat records that loop is alive and will beat again by until.
+func (h *Health) Beat(loop string, until time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.loops == nil {
+		h.loops = make(map[string]time.Time)
+	}
+	h.loops[loop] = until
+}
+
+// Done records that loop ended as it should: it is watched no more.
+func (h *Health) Done(loop string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.loops, loop)
+}
+
+// Failed records the error of source (SourceNATS, LoopSetup, LoopPoll),
+// shown as last_error until Recovered(source).
+func (h *Health) Failed(source string, err error) {
+	if err == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.errs == nil {
+		h.errs = make(map[string]timedError)
+	}
+	h.errs[source] = timedError{at: time.Now(), msg: redact.Text(err.Error())}
+}
+
+// Recovered records that source works again.
+func (h *Health) Recovered(source string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.errs, source)
 }
 
 // NewTerm forgets the last term's polls and heartbeats: a replica that
@@ -57,7 +153,8 @@ func (h *Health) NewTerm() {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.lastPoll, h.committed, h.aliveUntil = time.Time{}, false, time.Time{}
+	h.lastPoll, h.committed = time.Time{}, false
+	delete(h.loops, LoopPoll)
 }
 
 // Alive records a heartbeat of the poll loop: it is alive, and its own
@@ -66,9 +163,7 @@ func (h *Health) Alive(until time.Time) {
 	if h == nil {
 		return
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.aliveUntil = until
+	h.Beat(LoopPoll, until)
 }
 
 // Polled records a complete, committed poll.
@@ -79,6 +174,16 @@ func (h *Health) Polled(at time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.lastPoll, h.committed = at, true
+	delete(h.errs, LoopPoll)
+}
+
+// PollFailed records the error of a poll, shown as last_error until a
+// poll commits.
+func (h *Health) PollFailed(err error) {
+	if h == nil {
+		return
+	}
+	h.Failed(LoopPoll, err)
 }
 
 // Report is the probes' JSON body.
@@ -89,47 +194,62 @@ type Report struct {
 	NATSConnected  bool       `json:"nats_connected"`
 	LastPoll       *time.Time `json:"last_poll,omitempty"`
 	LastLeaseCheck *time.Time `json:"last_lease_check,omitempty"`
+	LastError      string     `json:"last_error,omitempty"`
+	LastErrorAt    *time.Time `json:"last_error_at,omitempty"`
 }
 
 // Check returns the readiness and liveness reports.
 func (h *Health) Check(now time.Time) (ready, healthy Report) {
 	h.mu.Lock()
-	lastPoll, committed, aliveUntil := h.lastPoll, h.committed, h.aliveUntil
+	connected, lease := h.connected, h.lease
+	lastPoll, committed := h.lastPoll, h.committed
+	loops := maps.Clone(h.loops)
+	var last timedError
+	for _, e := range h.errs {
+		if e.at.After(last.at) {
+			last = e
+		}
+	}
 	h.mu.Unlock()
 
-	base := Report{Role: "leader", NATSConnected: h.Connected == nil || h.Connected()}
+	base := Report{Role: "standby", NATSConnected: connected != nil && connected()}
 	if !lastPoll.IsZero() {
 		base.LastPoll = &lastPoll
 	}
-	leader := true
+	if last.msg != "" {
+		base.LastError, base.LastErrorAt = last.msg, &last.at
+	}
+	leader := false
 	var lastCheck time.Time
-	if h.Lease != nil {
-		leader, lastCheck = h.Lease.Leader(), h.Lease.LastCheck()
+	if lease != nil {
+		leader, lastCheck = lease.Leader(), lease.LastCheck()
 		if !lastCheck.IsZero() {
 			base.LastLeaseCheck = &lastCheck
 		}
-		if !leader {
-			base.Role = "standby"
-		}
 	}
-	fresh := func(t time.Time, maxAge time.Duration) bool { return !t.IsZero() && now.Sub(t) <= maxAge }
+	if leader {
+		base.Role = "leader"
+	}
 
 	ready, healthy = base, base
 	switch {
 	case !base.NATSConnected:
 		ready.Reason = "nats is not connected"
+	case lease == nil:
+		ready.Reason = "opening the stream and buckets"
 	case leader && !committed:
 		ready.Reason = "no snapshot committed yet"
-	case !leader && !fresh(lastCheck, h.LeaseMaxAge):
+	case !leader && (lastCheck.IsZero() || now.Sub(lastCheck) > h.LeaseMaxAge):
 		ready.Reason = "no recent lease check"
 	}
-	switch {
-	case leader && !aliveUntil.IsZero() && now.Sub(aliveUntil) > h.LoopGrace:
-		healthy.Reason = "the poll loop is more than " + h.LoopGrace.String() + " past its own deadline"
-	case leader && aliveUntil.IsZero() && h.Lease != nil && !fresh(lastCheck, h.LeaseMaxAge):
-		healthy.Reason = "no recent lease renewal"
-	case !leader && !fresh(lastCheck, h.LeaseMaxAge):
-		healthy.Reason = "no recent lease check"
+	if lease != nil && !leader {
+		delete(loops, LoopPoll) // a former term's loop has ended
+	}
+	for _, name := range slices.Sorted(maps.Keys(loops)) {
+		if now.Sub(loops[name]) > h.LoopGrace {
+			healthy.Reason = "the " + name + " loop is more than " + h.LoopGrace.String() + " past its own deadline"
+			break
+		}
 	}
 	for _, r := range []*Report{&ready, &healthy} {
 		r.Status = "ok"
@@ -158,14 +278,21 @@ func (h *Health) Handler() http.Handler {
 	return mux
 }
 
-// Serve serves h (the probes, and whatever else shares their port) on
-// addr until ctx ends, then shuts the server down within a second: a probe
-// cut short by a stopping process is fine.
-func Serve(ctx context.Context, addr string, h http.Handler, logger *slog.Logger) error {
+// Listen listens for the probes on addr. It is apart from Serve so that
+// the probes listen from the process's first moment, before anything
+// connects, and a taken port is known at once.
+func Listen(addr string) (net.Listener, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listening for probes on %s: %w", addr, err)
+		return nil, fmt.Errorf("listening for probes on %s: %w", addr, err)
 	}
+	return l, nil
+}
+
+// Serve serves h (the probes, and whatever else shares their port) on l
+// until ctx ends, then shuts the server down within a second: a probe cut
+// short by a stopping process is fine.
+func Serve(ctx context.Context, l net.Listener, h http.Handler, logger *slog.Logger) error {
 	logger.Info("serving probes", "addr", l.Addr().String())
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan error, 1)

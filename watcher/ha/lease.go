@@ -5,7 +5,6 @@
 package ha
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -65,6 +64,10 @@ type LeaseConfig struct {
 	ID string
 	// Logger receives elections; nil discards them.
 	Logger *slog.Logger
+	// Beat, when set, hears that the lease's loop is alive and when it
+	// will beat again at the latest, whether or not NATS answered: the
+	// liveness probe follows the loop, not the bucket.
+	Beat func(until time.Time)
 }
 
 // keyValue is what a Lease uses of a jetstream.KeyValue: the three
@@ -191,7 +194,7 @@ func (l *Lease) Check() error {
 // context ends. On the way out Run gives the lease up, so that a standby
 // takes over at once rather than after a TTL.
 func (l *Lease) Run(ctx context.Context, lead func(ctx context.Context)) error {
-	value, err := json.Marshal(leaseValue{ID: l.cfg.ID, Incarnation: l.incarnation})
+	value, err := json.Marshal(l.self())
 	if err != nil {
 		return fmt.Errorf("encoding lease value: %w", err)
 	}
@@ -201,8 +204,10 @@ func (l *Lease) Run(ctx context.Context, lead func(ctx context.Context)) error {
 	defer stopWatch()
 	gone := l.watchGone(wctx, &wg)
 	unreachable := 0
-	var marker uint64 // the revision of the delete marker the watch last saw
+	var marker uint64     // the revision of the delete marker the watch last saw
+	var leader leaseValue // the other replica this one last saw lead
 	for {
+		l.beat(l.cfg.TTL/5 + campaignBound)
 		sent := time.Now()
 		rev, err := l.kv.Create(ctx, leaseKey, value)
 		if errors.Is(err, jetstream.ErrKeyExists) && marker != 0 {
@@ -218,14 +223,17 @@ func (l *Lease) Run(ctx context.Context, lead func(ctx context.Context)) error {
 		}
 		marker = 0
 		resumed := false
+		var holder leaseValue
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			// This run's own lease, held from before NATS went away and
 			// still unexpired: no other replica can have led since.
-			if held, ok := l.own(ctx, value); ok {
+			held, v, ok := l.holder(ctx)
+			if ok && v == l.self() {
 				sent = time.Now()
 				rev, err = l.kv.Update(ctx, leaseKey, value, held)
 				resumed = err == nil
 			}
+			holder = v
 		}
 		switch {
 		case err == nil:
@@ -233,12 +241,20 @@ func (l *Lease) Run(ctx context.Context, lead func(ctx context.Context)) error {
 				l.logger.Info("lease bucket reachable again", "failed_attempts", unreachable)
 				unreachable = 0
 			}
+			leader = leaseValue{}
 			l.term(ctx, value, rev, sent, resumed, lead)
 		case errors.Is(err, jetstream.ErrKeyExists):
 			l.checked(false)
 			if unreachable > 0 {
 				l.logger.Info("lease bucket reachable again", "failed_attempts", unreachable)
 				unreachable = 0
+			}
+			if holder.ID != "" && holder != leader {
+				// Said when this replica starts standing by, and
+				// whenever the leader changes: a standby is otherwise
+				// silent for as long as it waits.
+				l.logger.Info("standing by", "leader", holder.ID)
+				leader = holder
 			}
 		case ctx.Err() != nil:
 		default:
@@ -313,14 +329,29 @@ func (l *Lease) watchGone(ctx context.Context, wg *sync.WaitGroup) <-chan uint64
 	return gone
 }
 
-// own returns the revision of the lease key when it holds value, this
-// run's own lease.
-func (l *Lease) own(ctx context.Context, value []byte) (uint64, bool) {
+// self is what the lease key holds while this run of the replica leads.
+func (l *Lease) self() leaseValue { return leaseValue{ID: l.cfg.ID, Incarnation: l.incarnation} }
+
+// holder returns the revision of the lease key and who holds it, when
+// anyone does.
+func (l *Lease) holder(ctx context.Context) (uint64, leaseValue, bool) {
+	var v leaseValue
 	e, err := l.kv.Get(ctx, leaseKey)
-	if err != nil || e.Operation() != jetstream.KeyValuePut || !bytes.Equal(e.Value(), value) {
-		return 0, false
+	if err != nil || e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &v) != nil {
+		return 0, leaseValue{}, false
 	}
-	return e.Revision(), true
+	return e.Revision(), v, true
+}
+
+// campaignBound bounds the requests of one campaign, each under the
+// client's default timeout of 5 s.
+const campaignBound = 4 * 5 * time.Second
+
+// beat tells Beat, when set, that the loop beats again within d.
+func (l *Lease) beat(d time.Duration) {
+	if l.cfg.Beat != nil {
+		l.cfg.Beat(time.Now().Add(d))
+	}
 }
 
 // term holds the lease from the write sent at sent that took it (or, when
@@ -345,6 +376,7 @@ func (l *Lease) term(ctx context.Context, value []byte, rev uint64, sent time.Ti
 	}
 	l.renewed(sent.Add(l.cfg.TTL * 9 / 10))
 	l.logger.Info("leading")
+	l.beat(renewEvery + l.cfg.TTL)
 
 	lctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
@@ -363,6 +395,7 @@ func (l *Lease) term(ctx context.Context, value []byte, rev uint64, sent time.Ti
 				return
 			case <-tick.C:
 			}
+			l.beat(renewEvery + l.cfg.TTL)
 			at := time.Now()
 			next, err := l.renew(lctx, value, rev, last.Add(l.cfg.TTL*9/10))
 			if err != nil {
@@ -416,8 +449,8 @@ func (l *Lease) renew(ctx context.Context, value []byte, rev uint64, by time.Tim
 			}
 			return next, nil
 		case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyNotFound):
-			held, ok := l.own(ctx, value)
-			if !ok || adopted {
+			held, v, ok := l.holder(ctx)
+			if !ok || v != l.self() || adopted {
 				return 0, err
 			}
 			rev, adopted = held, true

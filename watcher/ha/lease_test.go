@@ -3,6 +3,7 @@ package ha_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -100,9 +101,14 @@ func TestLeaseHasOneLeaderAndFailsOver(t *testing.T) {
 	require.Eventually(t, other.leading, leaseTTL, 5*time.Millisecond, "the last standby takes over")
 }
 
+// TestHealthProbes walks the probes through a replica's life: before
+// NATS answers, while the stream and buckets open, leading before and
+// after its first commit, through a failed poll and a lost connection.
+// /healthz follows the loops alone; /readyz says why it is not ready, and
+// last_error why things fail, without the credentials of a URL.
 func TestHealthProbes(t *testing.T) {
-	connected := true
-	h := &ha.Health{Connected: func() bool { return connected }, LoopGrace: time.Minute, LeaseMaxAge: time.Minute}
+	srv := natstest.Start(t)
+	h := &ha.Health{LoopGrace: time.Minute, LeaseMaxAge: time.Minute}
 	get := func(path string) (int, ha.Report) {
 		rec := httptest.NewRecorder()
 		h.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
@@ -110,33 +116,65 @@ func TestHealthProbes(t *testing.T) {
 		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &rep))
 		return rec.Code, rep
 	}
-	code, rep := get("/readyz")
-	assert.Equal(t, http.StatusServiceUnavailable, code)
-	assert.Equal(t, "no snapshot committed yet", rep.Reason)
+	ready := func() (int, string, string) {
+		code, rep := get("/readyz")
+		return code, rep.Reason, rep.LastError
+	}
+	healthy := func() (int, string) {
+		code, rep := get("/healthz")
+		return code, rep.Reason
+	}
+	unavailable := http.StatusServiceUnavailable
+
+	h.Beat(ha.LoopSetup, time.Now().Add(time.Second))
+	h.Failed(ha.SourceNATS, errors.New("dial tcp 127.0.0.1:4222: connect: connection refused (nats://meetwatch:hunter2@127.0.0.1:4222)"))
+	code, reason, lastErr := ready()
+	assert.Equal(t, []any{unavailable, "nats is not connected"}, []any{code, reason})
+	assert.Contains(t, lastErr, "connection refused")
+	assert.NotContains(t, lastErr, "hunter2")
+	assert.Equal(t, []any{http.StatusOK, ""}, anys(healthy()), "an unreachable nats is no reason to restart")
+
+	connected := true
+	h.SetConnection(func() bool { return connected })
+	h.Recovered(ha.SourceNATS)
+	code, reason, lastErr = ready()
+	assert.Equal(t, []any{unavailable, "opening the stream and buckets", ""}, []any{code, reason, lastErr})
+
+	r, _ := startReplica(t, srv.ClientURL(), "a")
+	require.Eventually(t, r.leading, 5*time.Second, 10*time.Millisecond)
+	h.SetLease(r.lease)
+	h.Done(ha.LoopSetup)
+	h.NewTerm()
+	code, reason, _ = ready()
+	assert.Equal(t, []any{unavailable, "no snapshot committed yet"}, []any{code, reason})
 
 	h.Polled(time.Now())
-	code, rep = get("/readyz")
-	assert.Equal(t, http.StatusOK, code)
-	assert.Equal(t, "ok", rep.Status)
-	code, _ = get("/healthz")
-	assert.Equal(t, http.StatusOK, code)
+	code, rep := get("/readyz")
+	assert.Equal(t, []any{http.StatusOK, "ok", "leader"}, []any{code, rep.Status, rep.Role})
+
+	h.PollFailed(errors.New(`listing meetings: Get "https://u:pw@api.example/v1/x?offset=0": EOF`))
+	code, reason, lastErr = ready()
+	assert.Equal(t, http.StatusOK, code, "a failed poll after a commit: still ready (%s)", reason)
+	assert.Equal(t, `listing meetings: Get "https://[redacted]@api.example/v1/x?offset=0": EOF`, lastErr)
+	h.Polled(time.Now())
+	_, _, lastErr = ready()
+	assert.Empty(t, lastErr, "a committed poll clears the poll's error")
 
 	connected = false
-	code, rep = get("/readyz")
-	assert.Equal(t, http.StatusServiceUnavailable, code)
-	assert.Equal(t, "nats is not connected", rep.Reason)
+	code, reason, _ = ready()
+	assert.Equal(t, []any{unavailable, "nats is not connected"}, []any{code, reason})
+	assert.Equal(t, []any{http.StatusOK, ""}, anys(healthy()))
 
 	h.Polled(time.Now().Add(-2 * time.Minute))
-	code, _ = get("/healthz")
-	assert.Equal(t, http.StatusOK, code, "an old poll alone says nothing of the loop")
+	assert.Equal(t, []any{http.StatusOK, ""}, anys(healthy()), "an old poll alone says nothing of the loop")
 
 	h.Alive(time.Now().Add(-2 * time.Minute))
-	code, rep = get("/healthz")
-	assert.Equal(t, http.StatusServiceUnavailable, code)
-	assert.Equal(t, "the poll loop is more than 1m0s past its own deadline", rep.Reason)
+	assert.Equal(t, []any{unavailable, "the poll loop is more than 1m0s past its own deadline"}, anys(healthy()))
 	h.Alive(time.Now().Add(time.Hour))
-	code, _ = get("/healthz")
-	assert.Equal(t, http.StatusOK, code)
+	h.Beat(ha.LoopLease, time.Now().Add(-2*time.Minute))
+	assert.Equal(t, []any{unavailable, "the lease loop is more than 1m0s past its own deadline"}, anys(healthy()))
 }
+
+func anys[A, B any](a A, b B) []any { return []any{a, b} }
 
 func natsConnect(url string) (*nats.Conn, error) { return nats.Connect(url) }
