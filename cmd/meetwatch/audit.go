@@ -14,12 +14,18 @@ import (
 func runAudit(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("audit", `Usage: meetwatch audit --out FILE [--durable NAME]
 
-Appends every event of the stream MEETWATCH_STREAM (default MEETINGS) to
-FILE, one per line, each message body exactly as stored, in stream order,
-and keeps following until interrupted.
+Appends every message of the stream MEETWATCH_STREAM (default MEETINGS) to
+FILE, one per line, in stream order, and keeps following until interrupted.
+A line is the message body exactly as stored when that body is one line of
+JSON (valid JSON with no newline or carriage return byte), as every event
+is. Any other body, which something else published on the stream's
+subjects, is written as the line
+  {"audit_unreadable":{"seq":N,"subject":"...","body_base64":"..."}}
+with its stream sequence, subject and body in standard base64, and logged
+as a warning; the stop's log line counts them (unreadable_total).
 
-FILE holds every event exactly once, even if meetwatch audit is killed at
-any moment: bodies are written and synced before they are acknowledged to
+FILE holds every message exactly once, even if meetwatch audit is killed at
+any moment: lines are written and synced before they are acknowledged to
 a durable JetStream consumer, and on start the file's last line is matched
 with the messages that consumer delivered, so that nothing is written twice
 and nothing is skipped. A last line cut short by a kill is removed first,

@@ -3,12 +3,15 @@ package main
 // These tests run `meetwatch audit` as a process against a real JetStream
 // stream that they fill with events the way the daemon publishes them,
 // kill it with SIGKILL at random moments and at chosen ones, and check the
-// one thing an audit log promises: the file is the stream, body for body,
-// byte for byte, in stream order, none missing and none twice.
+// one thing an audit log promises: the file is the stream, line for
+// message, in stream order, none missing and none twice. A line is the body
+// byte for byte, or, for a body that is not one line of JSON, an
+// audit_unreadable line that holds it.
 
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -120,8 +123,40 @@ func (r *streamRig) tryPublish(ctx context.Context, n int) error {
 	return nil
 }
 
-// publishing publishes a few events every few milliseconds until the
-// returned stop is called, which waits for the last publish.
+// rawBody is a message published on the stream's subjects by something
+// other than meetwatch.
+type rawBody struct {
+	subject string
+	body    []byte
+}
+
+// oddBodies are bodies that are not one line of JSON: the audit log writes
+// them as audit_unreadable lines.
+var oddBodies = []rawBody{
+	{subject: "meetings.note.pretty", body: []byte("{\n  \"id\": \"note-1\",\n  \"text\": \"pretty-printed by hand\"\n}\n")},
+	{subject: "meetings.note.text", body: []byte("room 4 is free now")},
+	{subject: "meetings.note.empty", body: []byte{}},
+	{subject: "meetings.note.crlf", body: []byte("{\"id\":\"note-2\"}\r\n")},
+}
+
+// publishRaw stores bodies as they are, in order.
+func (r *streamRig) publishRaw(tb testing.TB, bodies ...rawBody) {
+	tb.Helper()
+	require.NoError(tb, r.tryPublishRaw(tb.Context(), bodies...))
+}
+
+func (r *streamRig) tryPublishRaw(ctx context.Context, bodies ...rawBody) error {
+	for _, b := range bodies {
+		if _, err := r.js.Publish(ctx, b.subject, b.body); err != nil {
+			return fmt.Errorf("publishing on %s: %w", b.subject, err)
+		}
+	}
+	return nil
+}
+
+// publishing publishes a few events every few milliseconds, and now and
+// then a body that is not one line of JSON, until the returned stop is
+// called, which waits for the last publish.
 func (r *streamRig) publishing(t *testing.T) (stop func()) {
 	t.Helper()
 	done := make(chan struct{})
@@ -135,11 +170,17 @@ func (r *streamRig) publishing(t *testing.T) (stop func()) {
 				return
 			case <-tk.C:
 				r.mu.Lock()
-				n := 1 + r.rng.IntN(4)
+				n, odd := 1+r.rng.IntN(4), r.rng.IntN(len(oddBodies)*3)
 				r.mu.Unlock()
 				if err := r.tryPublish(t.Context(), n); err != nil {
 					t.Errorf("publishing: %v", err)
 					return
+				}
+				if odd < len(oddBodies) {
+					if err := r.tryPublishRaw(t.Context(), oddBodies[odd]); err != nil {
+						t.Errorf("publishing: %v", err)
+						return
+					}
 				}
 			}
 		}
@@ -203,14 +244,26 @@ func waitForLines(tb testing.TB, path string, n int) {
 		eventWait, tick, "waiting for %d lines in %s", n, path)
 }
 
-// assertLogIsStream checks that lines are the stream's bodies: the same
-// bodies, byte for byte, one per line, in stream order, none missing,
-// none twice. It returns the stream's bodies.
+// auditLine is the line an audit file holds for a stream message: its body
+// when that is valid JSON without a '\n' or '\r' byte, else an
+// audit_unreadable line. The line is spelled out here byte for byte, as the
+// docs give it, so that any change of the format fails the tests.
+func auditLine(m *jetstream.RawStreamMsg) []byte {
+	if json.Valid(m.Data) && !bytes.ContainsAny(m.Data, "\n\r") {
+		return m.Data
+	}
+	return fmt.Appendf(nil, `{"audit_unreadable":{"seq":%d,"subject":%q,"body_base64":%q}}`,
+		m.Sequence, m.Subject, base64.StdEncoding.EncodeToString(m.Data))
+}
+
+// assertLogIsStream checks that lines are the stream's messages: the line
+// of each, byte for byte, one per line, in stream order, none missing,
+// none twice. It returns the lines the stream's messages make.
 func assertLogIsStream(t *testing.T, nc *nats.Conn, lines [][]byte) [][]byte {
 	t.Helper()
 	var want [][]byte
 	for _, m := range natstest.Messages(t, nc, auditStream) {
-		want = append(want, m.Data)
+		want = append(want, auditLine(m))
 	}
 	seen := map[string]int{}
 	doubled := 0
@@ -340,7 +393,9 @@ func ackKind(subject string, _ []byte) string {
 // TestAuditKillPoints kills the audit process at chosen points: with a
 // batch written and synced but its acknowledgement held back (the first
 // batch of a new durable, and a later one), with a torn line after that,
-// and with messages delivered to a process that died before writing them.
+// and with messages delivered to a process that died before writing them;
+// and, in a stream of bodies that are not one line of JSON, with an
+// unacknowledged audit_unreadable line last and a torn one after it.
 // Each time, a restart must leave the file equal to the stream.
 func TestAuditKillPoints(t *testing.T) {
 	t.Parallel()
@@ -348,17 +403,25 @@ func TestAuditKillPoints(t *testing.T) {
 		name string
 		acks int  // acknowledgements let through before one is held
 		torn bool // append half of the next line after the kill
+		odd  bool // publish only bodies that are not one line of JSON
 	}{
 		{name: "first batch written, unacknowledged", acks: 0},
 		{name: "later batch written, unacknowledged", acks: 1},
 		{name: "batch unacknowledged, then a torn line", acks: 1, torn: true},
+		{name: "unreadable bodies, batch unacknowledged, then a torn line", acks: 1, torn: true, odd: true},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			r := newStreamRig(t, uint64(41+i))
 			path := filepath.Join(t.TempDir(), "audit.jsonl")
-			r.publish(t, 600)
+			if tt.odd {
+				for range 600 / len(oddBodies) {
+					r.publishRaw(t, oddBodies...)
+				}
+			} else {
+				r.publish(t, 600)
+			}
 			gate := startGateKinds(t, r.url(), ackKind)
 			held := gate.holdFrom(nth("ack", tt.acks))
 
@@ -377,8 +440,11 @@ func TestAuditKillPoints(t *testing.T) {
 			require.Zero(t, f.torn)
 			require.Greater(t, lines, floor, "the file holds a batch the durable has not acknowledged")
 			require.GreaterOrEqual(t, delivered, lines)
+			if tt.odd {
+				require.True(t, bytes.HasPrefix(f.lines[lines-1], []byte(`{"audit_unreadable":`)), "the last line: %s", f.lines[lines-1])
+			}
 			if tt.torn {
-				next := natstest.Messages(t, r.nc, auditStream)[lines].Data
+				next := auditLine(natstest.Messages(t, r.nc, auditStream)[lines])
 				fh, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
 				require.NoError(t, err)
 				_, err = fh.Write(next[:len(next)/2])
@@ -443,16 +509,98 @@ func b2i(b bool) int {
 	return 0
 }
 
-// TestAuditToStdout: with --out -, the bodies go to standard output, one
-// per line, and the logs to standard error.
+// TestAuditWritesUnreadableBodies: bodies that something else published on
+// the stream's subjects and that are not one line of JSON (pretty-printed,
+// not JSON, empty, ending in "\r\n") do not stop the audit. Each becomes an
+// audit_unreadable line in its place that gives back its sequence, subject
+// and exact body, and is logged at WARN by sequence and subject, without
+// the body; a one-line JSON body that is no event is written as it is. A
+// restart with an unreadable line last in the file and a torn line after
+// it goes on with nothing doubled or lost.
+func TestAuditWritesUnreadableBodies(t *testing.T) {
+	t.Parallel()
+	r := newStreamRig(t, 23)
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	oneLine := rawBody{subject: "meetings.note.line", body: []byte(`{"note":"one line, with an escaped \n and \r"}`)}
+	r.publish(t, 3)
+	r.publishRaw(t, oddBodies[0])
+	r.publish(t, 2)
+	r.publishRaw(t, oddBodies[1], oddBodies[2], oneLine)
+	r.publish(t, 1)
+	r.publishRaw(t, oddBodies[3])
+	odd := map[uint64]rawBody{4: oddBodies[0], 7: oddBodies[1], 8: oddBodies[2], 11: oddBodies[3]}
+
+	p := startAudit(t, r.url(), "--out", path)
+	lines := stopAudit(t, r, p, path)
+	require.Len(t, lines, 11)
+	msgs := natstest.Messages(t, r.nc, auditStream)
+	for i, line := range lines {
+		seq := uint64(i + 1)
+		want, ok := odd[seq]
+		if !ok {
+			assert.Equal(t, msgs[i].Data, line, "line %d is the body as stored", seq)
+			continue
+		}
+		var got struct {
+			Unreadable struct {
+				Seq        uint64 `json:"seq"`
+				Subject    string `json:"subject"`
+				BodyBase64 string `json:"body_base64"`
+			} `json:"audit_unreadable"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(line))
+		dec.DisallowUnknownFields()
+		require.NoError(t, dec.Decode(&got), "line %d: %s", seq, line)
+		body, err := base64.StdEncoding.DecodeString(got.Unreadable.BodyBase64)
+		require.NoError(t, err, "line %d", seq)
+		assert.Equal(t, seq, got.Unreadable.Seq, "line %d", seq)
+		assert.Equal(t, want.subject, got.Unreadable.Subject, "line %d", seq)
+		assert.Equal(t, want.body, body, "line %d gives back the body", seq)
+
+		logged := 0
+		for _, l := range p.stderr.Lines() {
+			if strings.Contains(l, "audit_unreadable") && strings.Contains(l, fmt.Sprintf(" seq=%d ", seq)) &&
+				strings.Contains(l, " subject="+want.subject) && strings.Contains(l, "level=WARN") {
+				logged++
+			}
+		}
+		assert.Equal(t, 1, logged, "a warning for line %d; stderr:\n%s", seq, p.stderr)
+	}
+	for _, b := range []string{"pretty-printed", "room 4", base64.StdEncoding.EncodeToString(oddBodies[1].body)} {
+		assert.NotContains(t, p.stderr.String(), b, "bodies stay out of the log")
+	}
+	assert.Equal(t, 1, countLines(p, "audit stopped"))
+	assert.Equal(t, 2, countLines(p, "unreadable_total=4"), "the last warning and the stop")
+
+	// Killed while writing the next, unreadable, line: half of it is
+	// left after an unreadable line that the durable acknowledged.
+	r.publishRaw(t, oddBodies[0])
+	next := auditLine(natstest.Messages(t, r.nc, auditStream)[11])
+	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err)
+	_, err = fh.Write(next[:len(next)/2])
+	require.NoError(t, err)
+	require.NoError(t, fh.Close())
+	r.publish(t, 2)
+	q := startAudit(t, r.url(), "--out", path)
+	lines = stopAudit(t, r, q, path)
+	assert.Len(t, lines, 14)
+	assert.Equal(t, 1, countLines(q, "removed a torn last line"))
+	assert.Equal(t, 1, countLines(q, "written as audit_unreadable"), "only the new body is logged")
+	assert.Equal(t, 2, countLines(q, "unreadable_total=1"), "the warning and the stop")
+}
+
+// TestAuditToStdout: with --out -, the lines go to standard output, one
+// per message, and the logs to standard error.
 func TestAuditToStdout(t *testing.T) {
 	t.Parallel()
 	r := newStreamRig(t, 3)
 	r.publish(t, 5)
+	r.publishRaw(t, oddBodies[1])
 	p := startAudit(t, r.url(), "--out", "-")
-	require.Eventually(t, func() bool { return len(p.stdout.Lines()) >= 5 }, eventWait, tick, "waiting for 5 lines on stdout")
+	require.Eventually(t, func() bool { return len(p.stdout.Lines()) >= 6 }, eventWait, tick, "waiting for 6 lines on stdout")
 	r.publish(t, 1)
-	require.Eventually(t, func() bool { return len(p.stdout.Lines()) >= 6 }, eventWait, tick, "waiting for the live event")
+	require.Eventually(t, func() bool { return len(p.stdout.Lines()) >= 7 }, eventWait, tick, "waiting for the live event")
 	p.stop(t, syscall.SIGTERM)
 
 	var lines [][]byte
@@ -573,7 +721,7 @@ func TestAuditAfterOldEventsLeaveTheStream(t *testing.T) {
 	assert.Equal(t, 1, countLines(p, "no longer in the stream"))
 	var want [][]byte
 	for _, m := range natstest.Messages(t, r.nc, auditStream) {
-		want = append(want, m.Data)
+		want = append(want, auditLine(m))
 	}
 	require.Len(t, want, 10)
 	assert.Equal(t, append(old, want...), readAuditFile(t, path).lines, "the file goes on after the purge, nothing twice")

@@ -1,14 +1,26 @@
-// Package audit keeps an audit log of a JetStream stream: a file that holds
-// every message body exactly as stored, one per line, in stream order, each
-// exactly once, however often the process writing it is killed.
+// Package audit keeps an audit log of a JetStream stream: a file with one
+// line per message, in stream order, each exactly once, however often the
+// process writing it is killed. An event, and any body that is one line of
+// JSON, is its line exactly as stored. Anything else published on the
+// stream's subjects cannot be, and must not stop the log, so it is written
+// as a line that holds it in base64:
+//
+//	{"audit_unreadable":{"seq":N,"subject":"...","body_base64":"..."}}
+//
+// with the stream sequence, the subject, and the body in standard, padded
+// base64. A body is one line of JSON when encoding/json.Valid accepts it and
+// it holds no '\n' or '\r' byte. A JSON string cannot hold either raw, so in
+// valid JSON they are whitespace between tokens (a pretty-printed document,
+// a trailing "\r\n"); '\r' counts as well as '\n' because readers that split
+// lines on "\r\n" or "\r" would cut the body. An empty body is not JSON.
 //
 // Two records say how far the log got, and they cannot be updated together:
 // the file's last line, and the acknowledgement floor of a durable consumer.
-// So bodies are written and synced before they are acknowledged, which
+// So lines are written and synced before they are acknowledged, which
 // keeps the file never behind the floor, and on start the file's last line
-// is looked up among the messages the consumer delivered from the floor on.
-// Its stream sequence is where the file stands; everything at or before it
-// is not written again, everything after it is, in order.
+// is looked up among the lines of the messages the consumer delivered from
+// the floor on. Its stream sequence is where the file stands; everything at
+// or before it is not written again, everything after it is, in order.
 //
 // Stream sequences, not event ids, carry the reconciliation: an id may come
 // back after the stream's duplicate window, and a message delivered to a
@@ -20,6 +32,7 @@ package audit
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,9 +63,6 @@ var (
 	// from another stream, or it lost lines after they were acknowledged.
 	// Writing on would double or drop events, so the log stops instead.
 	ErrMismatch = errors.New("the audit file does not match its durable consumer")
-	// ErrNewline reports a message body holding a newline: the log keeps
-	// each body byte for byte on one line, so it cannot hold it.
-	ErrNewline = errors.New("message body holds a newline")
 	// ErrLocked reports an audit file that another process has open.
 	ErrLocked = errors.New("another process is writing the audit file")
 	// ErrConsumerConfig reports a durable consumer of the given name that
@@ -107,7 +117,7 @@ func Run(ctx context.Context, js jetstream.JetStream, out io.Writer, opts Option
 	}
 	err := l.run(ctx, js)
 	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-		l.logger.Info("audit stopped", "last_seq", l.written)
+		l.logger.Info("audit stopped", "last_seq", l.written, "unreadable_total", l.unreadable)
 		return nil // stopped while starting, as asked
 	}
 	return err
@@ -122,10 +132,12 @@ type auditLog struct {
 	cons   jetstream.Consumer
 	logger *slog.Logger
 
-	// written is the stream sequence of the last body in out. Every
+	// written is the stream sequence of the last line in out. Every
 	// message of the stream up to it is in out, once and in order.
 	written uint64
-	buf     []byte
+	// unreadable counts the audit_unreadable lines this run wrote.
+	unreadable int
+	buf        []byte
 }
 
 func (l *auditLog) run(ctx context.Context, js jetstream.JetStream) error {
@@ -177,8 +189,8 @@ func (l *auditLog) consumer(ctx context.Context, js jetstream.JetStream) (bool, 
 	}
 	if l.file != nil {
 		if last, ok := l.file.LastLine(); ok {
-			return false, fmt.Errorf("%w: %s already holds events (the last with id %q), but durable %s is new and would write them again",
-				ErrMismatch, l.file.Path(), eventID(last), l.opts.Durable)
+			return false, fmt.Errorf("%w: %s already holds events (the last %s), but durable %s is new and would write them again",
+				ErrMismatch, l.file.Path(), describe(last), l.opts.Durable)
 		}
 	}
 	l.cons, err = js.CreateConsumer(ctx, l.opts.Stream, jetstream.ConsumerConfig{
@@ -217,10 +229,11 @@ func checkConsumer(c jetstream.ConsumerConfig) error {
 // batch is synced before it is acknowledged, and possibly more: a batch
 // written, or synced, whose acknowledgement did not happen, and messages
 // copied from the stream on an earlier start. Those can only be messages
-// the consumer delivered, so the last line is looked for among the
-// messages from the floor to the last delivered one, by its whole body:
-// an id alone could match an older message published again after the
-// duplicate window.
+// the consumer delivered, so the last line is looked for among the lines
+// of the messages from the floor to the last delivered one, by its whole
+// text: an id alone could match an older message published again after
+// the duplicate window. An audit_unreadable line holds its sequence, so it
+// matches only its own message.
 func (l *auditLog) reconcile(ctx context.Context, floor, delivered uint64, acked bool) (uint64, error) {
 	last, ok := l.file.LastLine()
 	switch {
@@ -245,7 +258,11 @@ func (l *auditLog) reconcile(ctx context.Context, floor, delivered uint64, acked
 		if m.Sequence > delivered {
 			break
 		}
-		if bytes.Equal(m.Data, last) {
+		line, _, err := lineOf(m.Sequence, m.Subject, m.Data)
+		if err != nil {
+			return 0, err
+		}
+		if bytes.Equal(line, last) {
 			if m.Sequence > floor {
 				l.logger.Info("the file holds messages not yet acknowledged", "ack_floor", floor, "last_seq", m.Sequence)
 			}
@@ -261,8 +278,8 @@ func (l *auditLog) reconcile(ctx context.Context, floor, delivered uint64, acked
 			"ack_floor", floor, "last_id", eventID(last))
 		return floor, nil
 	}
-	return 0, fmt.Errorf("%w: the last line of %s (id %q) is none of the messages durable %s delivered from its ack floor, stream sequences %d to %d",
-		ErrMismatch, l.file.Path(), eventID(last), l.opts.Durable, floor, delivered)
+	return 0, fmt.Errorf("%w: the last line of %s (%s) is none of the messages durable %s delivered from its ack floor, stream sequences %d to %d",
+		ErrMismatch, l.file.Path(), describe(last), l.opts.Durable, floor, delivered)
 }
 
 // next returns the stream's first message at or after seq.
@@ -309,7 +326,7 @@ func (l *auditLog) fill(ctx context.Context, seq uint64) (int, error) {
 		if m.Sequence >= seq {
 			break
 		}
-		if err := l.add(m.Sequence, m.Data); err != nil {
+		if err := l.add(m.Sequence, m.Subject, m.Data); err != nil {
 			return n, err
 		}
 		n++
@@ -322,12 +339,20 @@ func (l *auditLog) fill(ctx context.Context, seq uint64) (int, error) {
 // acknowledgement, so a flush is safe at any point.
 const flushBytes = 1 << 20
 
-// add appends one body to the buffer as a line.
-func (l *auditLog) add(seq uint64, body []byte) error {
-	if bytes.IndexByte(body, '\n') >= 0 {
-		return fmt.Errorf("stream %s sequence %d: %w", l.opts.Stream, seq, ErrNewline)
+// add appends one message to the buffer as a line. A body that is not one
+// line of JSON is counted and logged, by sequence and subject only: it is
+// whatever someone published, and may hold anything.
+func (l *auditLog) add(seq uint64, subject string, body []byte) error {
+	line, readable, err := lineOf(seq, subject, body)
+	if err != nil {
+		return err
 	}
-	l.buf = append(l.buf, body...)
+	if !readable {
+		l.unreadable++
+		l.logger.Warn("message body is not one line of JSON; written as audit_unreadable",
+			"seq", seq, "subject", subject, "bytes", len(body), "unreadable_total", l.unreadable)
+	}
+	l.buf = append(l.buf, line...)
 	l.buf = append(l.buf, '\n')
 	l.written = seq
 	if len(l.buf) >= flushBytes {
@@ -370,7 +395,7 @@ func (l *auditLog) follow(ctx context.Context) error {
 	for {
 		m, err := it.Next(jetstream.NextContext(ctx))
 		if ctx.Err() != nil {
-			l.logger.Info("audit stopped", "last_seq", l.written)
+			l.logger.Info("audit stopped", "last_seq", l.written, "unreadable_total", l.unreadable)
 			return nil
 		}
 		if err != nil {
@@ -435,7 +460,7 @@ func (l *auditLog) commit(ctx context.Context, batch []jetstream.Msg) error {
 			}
 			added += n
 		}
-		if err := l.add(seq, m.Data()); err != nil {
+		if err := l.add(seq, m.Subject(), m.Data()); err != nil {
 			return err
 		}
 		added++
@@ -452,6 +477,52 @@ func (l *auditLog) commit(ctx context.Context, batch []jetstream.Msg) error {
 	}
 	l.logger.Debug("batch written", "written", added, "delivered_again", redone, "last_seq", l.written, "acked_seq", topSeq)
 	return nil
+}
+
+// lineOf returns a message's line in the log, without its newline, and
+// whether it is the body itself: a body that is one line of JSON is its own
+// line, any other is wrapped in an audit_unreadable line.
+func lineOf(seq uint64, subject string, body []byte) ([]byte, bool, error) {
+	if json.Valid(body) && !bytes.ContainsAny(body, "\n\r") {
+		return body, true, nil
+	}
+	var u unreadableLine
+	u.Unreadable.Seq = seq
+	u.Unreadable.Subject = subject
+	u.Unreadable.BodyBase64 = base64.StdEncoding.EncodeToString(body)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	// A subject's '<', '>' and '&' stay as they are, so that the line
+	// can be searched for the subject as it was published.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(u); err != nil {
+		return nil, false, fmt.Errorf("encoding the line of stream sequence %d: %w", seq, err)
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), false, nil
+}
+
+// unreadableLine is the line of a body that is not one line of JSON. Its
+// keys are part of the file's format: readers of the file look for them.
+type unreadableLine struct {
+	Unreadable struct {
+		Seq        uint64 `json:"seq"`
+		Subject    string `json:"subject"`
+		BodyBase64 string `json:"body_base64"`
+	} `json:"audit_unreadable"`
+}
+
+// describe names a line of the file in errors: by its event id, or as the
+// audit_unreadable line of a stream sequence.
+func describe(line []byte) string {
+	var u struct {
+		Unreadable *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"audit_unreadable"`
+	}
+	if json.Unmarshal(line, &u) == nil && u.Unreadable != nil {
+		return fmt.Sprintf("audit_unreadable, stream sequence %d", u.Unreadable.Seq)
+	}
+	return fmt.Sprintf("with id %q", eventID(line))
 }
 
 // eventID returns a body's CloudEvents id, for messages about it, or "" if
