@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 )
@@ -47,6 +48,19 @@ type Health struct {
 	lastPoll   time.Time
 	committed  bool
 	aliveUntil time.Time // the loop's deadline, from its last heartbeat
+	warnings   []string
+}
+
+// Warn adds msg to the warnings both probes show: a setting that keeps
+// meetwatch from a guarantee, which an operator should see, but which
+// leaves it working, so the probes' status does not change for it.
+func (h *Health) Warn(msg string) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.warnings = append(h.warnings, msg)
 }
 
 // NewTerm forgets the last term's polls and heartbeats: a replica that
@@ -89,15 +103,17 @@ type Report struct {
 	NATSConnected  bool       `json:"nats_connected"`
 	LastPoll       *time.Time `json:"last_poll,omitempty"`
 	LastLeaseCheck *time.Time `json:"last_lease_check,omitempty"`
+	Warnings       []string   `json:"warnings,omitempty"`
 }
 
 // Check returns the readiness and liveness reports.
 func (h *Health) Check(now time.Time) (ready, healthy Report) {
 	h.mu.Lock()
 	lastPoll, committed, aliveUntil := h.lastPoll, h.committed, h.aliveUntil
+	warnings := slices.Clone(h.warnings)
 	h.mu.Unlock()
 
-	base := Report{Role: "leader", NATSConnected: h.Connected == nil || h.Connected()}
+	base := Report{Role: "leader", NATSConnected: h.Connected == nil || h.Connected(), Warnings: warnings}
 	if !lastPoll.IsZero() {
 		base.LastPoll = &lastPoll
 	}

@@ -139,4 +139,20 @@ func TestHealthProbes(t *testing.T) {
 	assert.Equal(t, http.StatusOK, code)
 }
 
+// The probes show warnings without failing for them.
+func TestHealthShowsWarnings(t *testing.T) {
+	h := &ha.Health{LoopGrace: time.Minute, LeaseMaxAge: time.Minute}
+	h.Polled(time.Now())
+	h.Warn("stream MEETINGS has a duplicate window of 20m0s")
+	for _, path := range []string{"/readyz", "/healthz"} {
+		rec := httptest.NewRecorder()
+		h.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		assert.Equal(t, http.StatusOK, rec.Code, path)
+		var rep ha.Report
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &rep))
+		assert.Equal(t, "ok", rep.Status, path)
+		assert.Equal(t, []string{"stream MEETINGS has a duplicate window of 20m0s"}, rep.Warnings, path)
+	}
+}
+
 func natsConnect(url string) (*nats.Conn, error) { return nats.Connect(url) }
