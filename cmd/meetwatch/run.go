@@ -119,7 +119,10 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		Connected:   pipe.nc.IsConnected,
 		Lease:       pipe.lease,
 		LoopGrace:   cfg.loopGrace(),
-		LeaseMaxAge: 3 * cfg.LeaseTTL,
+		LeaseMaxAge: 3 * pipe.lease.TTL(),
+	}
+	for _, c := range pipe.conflicts {
+		health.Warn(c)
 	}
 	ignore, _ := snapshot.ParseFieldSet(cfg.IgnoreFields) // validated with the configuration
 	// The server's max payload bounds every event and state value: records
@@ -148,7 +151,7 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 	}
 	logger.Info("watching", "api", cfg.APIURL, "interval", cfg.PollInterval, "stream", cfg.Stream,
 		"subjects", cfg.SubjectPrefix+".>", "state_bucket", cfg.StateBucket, "replica", cfg.replicaID(),
-		"lease_bucket", cfg.LeaseBucket, "lease_ttl", cfg.LeaseTTL)
+		"lease_bucket", cfg.LeaseBucket, "lease_ttl", pipe.lease.TTL())
 
 	g, gctx := errgroup.WithContext(ctx)
 	if cfg.HTTPAddr != "" {
@@ -205,6 +208,10 @@ type pipeline struct {
 	// closed is closed once the connection is, after every callback
 	// queued before it ran.
 	closed chan struct{}
+	// conflicts are the settings of the existing stream and buckets that
+	// keep meetwatch from a guarantee, left as the operator set them:
+	// /readyz shows them.
+	conflicts []string
 }
 
 // close closes the connection and waits, a second at most, until the
@@ -229,8 +236,9 @@ func (p *pipeline) leads() error {
 }
 
 // openPipeline connects to NATS and makes sure the stream and the state
-// bucket exist, retrying until it succeeds or ctx ends, so that meetwatch
-// can start before its NATS is up. It returns nil, nil when ctx ends.
+// and lease buckets exist, retrying until it succeeds or ctx ends, so that
+// meetwatch can start before its NATS is up. It returns nil, nil when ctx
+// ends.
 func openPipeline(ctx context.Context, url string, cfg config, stored func(events.Kind), logger *slog.Logger) (*pipeline, error) {
 	log := logger.With("component", "nats")
 	security, err := natsSecurity(cfg, log)
@@ -274,6 +282,7 @@ func openPipeline(ctx context.Context, url string, cfg config, stored func(event
 		return nil, fmt.Errorf("connecting to nats: %w", err)
 	}
 	p := &pipeline{nc: nc, reconnected: reconnected, closed: closed}
+	conflict := func(msg string) { p.conflicts = append(p.conflicts, msg) }
 	p.publisher, err = events.NewPublisher(nc, events.PublisherConfig{
 		Stream:     cfg.Stream,
 		Prefix:     cfg.SubjectPrefix,
@@ -283,6 +292,7 @@ func openPipeline(ctx context.Context, url string, cfg config, stored func(event
 		Logger:     logger,
 		Guard:      p.leads,
 		Stored:     stored,
+		Conflict:   conflict,
 	})
 	if err != nil {
 		nc.Close()
@@ -295,13 +305,14 @@ func openPipeline(ctx context.Context, url string, cfg config, stored func(event
 	}
 	wait := backoff.Backoff{Base: time.Second, Max: 10 * time.Second}
 	for attempt := 1; ; attempt++ {
+		p.conflicts = nil // each attempt checks the settings afresh
 		err := p.publisher.EnsureStream(ctx)
 		if err == nil {
-			p.store, err = kvstore.Open(ctx, js, kvstore.Config{Bucket: cfg.StateBucket, Replicas: cfg.Replicas, Guard: p.leads, Logger: logger})
+			p.store, err = kvstore.Open(ctx, js, kvstore.Config{Bucket: cfg.StateBucket, Replicas: cfg.Replicas, Guard: p.leads, Logger: logger, Conflict: conflict})
 		}
 		if err == nil {
 			p.lease, err = ha.OpenLease(ctx, js, ha.LeaseConfig{
-				Bucket: cfg.LeaseBucket, Replicas: cfg.Replicas, TTL: cfg.LeaseTTL, ID: cfg.replicaID(), Logger: logger,
+				Bucket: cfg.LeaseBucket, Replicas: cfg.Replicas, TTL: cfg.LeaseTTL, ID: cfg.replicaID(), Logger: logger, Conflict: conflict,
 			})
 		}
 		if err == nil {
