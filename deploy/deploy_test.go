@@ -24,6 +24,8 @@ import (
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/meetwatch/meetwatch/events/jsensure"
 )
 
 // The passwords the NATS configuration reads from the server's environment.
@@ -202,7 +204,7 @@ func testCluster(t *testing.T) {
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
-		_, err := js.CreateOrUpdateStream(ctx, meetingsStream(3))
+		_, err := jsensure.Stream(ctx, js, meetingsStream(3), nil, nil)
 		assert.NoError(c, err)
 	}, 20*time.Second, 250*time.Millisecond, "creating the stream")
 
@@ -447,7 +449,7 @@ func deniedWithout(t *testing.T, e permEntry) (denied []string, calls, err error
 		if err != nil {
 			return nil, nil, err
 		}
-		if _, err := js.CreateOrUpdateStream(ctx, meetingsStream(1)); err != nil {
+		if _, err := jsensure.Stream(ctx, js, meetingsStream(1), nil, nil); err != nil {
 			return nil, nil, err
 		}
 		publish := func(ctx context.Context, id string) error {
@@ -492,10 +494,10 @@ func meetingsStream(replicas int) jetstream.StreamConfig {
 }
 
 // meetwatchCalls makes the JetStream calls meetwatch makes, with the
-// settings it makes them with: the stream and the two buckets created or
-// updated, an event published twice under one id, the state written,
-// committed, purged and loaded with a watch, and the lease watched, taken,
-// renewed, contested, released and taken again.
+// settings it makes them with: the stream and the two buckets read, and
+// created since they are missing, an event published twice under one id,
+// the state written, committed, purged and loaded with a watch, and the
+// lease watched, taken, renewed, contested, released and taken again.
 func meetwatchCalls(ctx context.Context, nc *nats.Conn, c callsConfig) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -514,8 +516,8 @@ func meetwatchCalls(ctx context.Context, nc *nats.Conn, c callsConfig) error {
 		what string
 		f    func(ctx context.Context) error
 	}{
-		{"creating or updating the stream", func(ctx context.Context) error {
-			_, err := js.CreateOrUpdateStream(ctx, meetingsStream(c.replicas))
+		{"making sure the stream exists", func(ctx context.Context) error {
+			_, err := jsensure.Stream(ctx, js, meetingsStream(c.replicas), nil, nil)
 			return err
 		}},
 		{"publishing an event twice", func(ctx context.Context) error {
@@ -530,30 +532,29 @@ func meetwatchCalls(ctx context.Context, nc *nats.Conn, c callsConfig) error {
 			}
 			return nil
 		}},
-		{"creating or updating the state bucket", func(ctx context.Context) error {
-			var err error
-			state, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		{"making sure the state bucket exists", func(ctx context.Context) error {
+			var (
+				cfg jetstream.StreamConfig
+				err error
+			)
+			state, cfg, err = jsensure.Bucket(ctx, js, jetstream.KeyValueConfig{
 				Bucket: stateBucket, History: 1, Storage: jetstream.FileStorage,
 				Replicas: c.replicas, LimitMarkerTTL: time.Hour,
-			})
+			}, nil, nil)
 			if err != nil {
 				return err
 			}
-			st, err := state.Status(ctx)
-			if err != nil {
-				return err
-			}
-			if st.LimitMarkerTTL() != time.Hour {
-				return fmt.Errorf("marker ttl %s", st.LimitMarkerTTL())
+			if !cfg.AllowMsgTTL {
+				return errors.New("the state bucket refuses per-message ttls")
 			}
 			return nil
 		}},
-		{"creating or updating the lease bucket", func(ctx context.Context) error {
+		{"making sure the lease bucket exists", func(ctx context.Context) error {
 			var err error
-			lease, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			lease, _, err = jsensure.Bucket(ctx, js, jetstream.KeyValueConfig{
 				Bucket: leaseBucket, History: 1, TTL: 10 * time.Second, Storage: jetstream.FileStorage,
 				Replicas: c.replicas, LimitMarkerTTL: 10 * time.Second,
-			})
+			}, nil, nil)
 			return err
 		}},
 		{"writing the state", func(ctx context.Context) error {

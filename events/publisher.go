@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meetwatch/meetwatch/events/jsensure"
 	"github.com/meetwatch/meetwatch/watcher/backoff"
 )
 
@@ -28,12 +30,15 @@ type PublisherConfig struct {
 	// Prefix is the first subject token.
 	Prefix string
 	// Duplicates is the stream's deduplication window. It must outlast a
-	// restart, so that re-publishing an event with its id is dropped.
+	// restart, so that re-publishing an event with its id is dropped; an
+	// existing stream's window may be longer.
 	Duplicates time.Duration
-	// Replicas is the stream's replica count; 0 means 1.
+	// Replicas is the stream's replica count when EnsureStream creates
+	// it; 0 means 1.
 	Replicas int
-	// MaxAge bounds how long events are kept; 0 keeps them until removed
-	// by hand. It must not be shorter than Duplicates.
+	// MaxAge bounds how long events are kept, in a stream EnsureStream
+	// creates; 0 keeps them until removed by hand. It must not be shorter
+	// than Duplicates.
 	MaxAge time.Duration
 	// AckTimeout bounds the wait for one acknowledgement; 0 means 5s. An
 	// acknowledgement lost with a stream leader that died never comes:
@@ -53,6 +58,10 @@ type PublisherConfig struct {
 	// Stored, when set, hears of each event the stream stored (not of one
 	// it dropped as a duplicate), for metrics.
 	Stored func(Kind)
+	// Conflict, when set, hears of each setting of an existing stream
+	// that keeps events from a guarantee and that EnsureStream leaves as
+	// the operator set it, as a sentence for the readiness probe.
+	Conflict func(msg string)
 }
 
 // window bounds the acknowledgements outstanding at once, so that a poll
@@ -83,22 +92,55 @@ func NewPublisher(nc *nats.Conn, cfg PublisherConfig) (*Publisher, error) {
 	return &Publisher{js: js, cfg: cfg, logger: cfg.Logger.With("component", "publisher")}, nil
 }
 
-// EnsureStream creates the stream, or updates it to the configuration, so
-// that a deployment converges on what meetwatch was started with.
+// EnsureStream creates the stream with the configuration when it is
+// missing, and otherwise leaves the settings an operator gave it as they
+// are: only the subjects events go to are added when the stream lacks
+// them, since without them nothing could be published. A duplicate window
+// shorter than Duplicates is kept too, but logged at WARN and reported to
+// Conflict, since it lets a re-published event be stored twice.
 func (p *Publisher) EnsureStream(ctx context.Context) error {
-	_, err := p.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	subjects := p.cfg.Prefix + ".>"
+	cfg, err := jsensure.Stream(ctx, p.js, jetstream.StreamConfig{
 		Name:        p.cfg.Stream,
 		Description: "meetwatch meeting events",
-		Subjects:    []string{p.cfg.Prefix + ".>"},
+		Subjects:    []string{subjects},
 		Storage:     jetstream.FileStorage,
 		Duplicates:  p.cfg.Duplicates,
 		MaxAge:      p.cfg.MaxAge,
 		Replicas:    p.cfg.Replicas,
-	})
+	}, func(cfg *jetstream.StreamConfig) []string {
+		if slices.ContainsFunc(cfg.Subjects, func(s string) bool { return jsensure.Covers(s, subjects) }) {
+			return nil
+		}
+		cfg.Subjects = append(cfg.Subjects, subjects)
+		return []string{"subjects " + subjects}
+	}, p.logger)
 	if err != nil {
-		return fmt.Errorf("creating or updating stream %s: %w", p.cfg.Stream, err)
+		return err
+	}
+	log := p.logger.With("stream", p.cfg.Stream)
+	switch {
+	case cfg.Duplicates < p.cfg.Duplicates:
+		log.Warn("the stream's duplicate window is shorter than configured; keeping it, so an event published again after it is stored twice",
+			"duplicate_window", cfg.Duplicates, "configured_duplicate_window", p.cfg.Duplicates)
+		p.conflict(fmt.Sprintf("stream %s has a duplicate window of %s, shorter than the %s configured: an event published again more than %s after it was first (after a restart or an outage) is stored twice",
+			p.cfg.Stream, cfg.Duplicates, p.cfg.Duplicates, cfg.Duplicates))
+	case cfg.Duplicates > p.cfg.Duplicates:
+		log.Debug("the stream's duplicate window is longer than configured; keeping it",
+			"duplicate_window", cfg.Duplicates, "configured_duplicate_window", p.cfg.Duplicates)
+	}
+	if cfg.MaxAge != p.cfg.MaxAge || cfg.Replicas != p.cfg.Replicas {
+		log.Info("the stream's own settings differ from the configured ones; keeping them",
+			"max_age", cfg.MaxAge, "configured_max_age", p.cfg.MaxAge, "replicas", cfg.Replicas, "configured_replicas", p.cfg.Replicas)
 	}
 	return nil
+}
+
+// conflict reports msg to the configured Conflict, if any.
+func (p *Publisher) conflict(msg string) {
+	if p.cfg.Conflict != nil {
+		p.cfg.Conflict(msg)
+	}
 }
 
 // PublishResult counts what one Publish did.

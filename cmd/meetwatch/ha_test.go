@@ -368,9 +368,10 @@ var probesAddr = regexp.MustCompile(`msg="serving probes" addr=(\S+)`)
 
 // probeReport is the part of a probe's JSON body the tests read.
 type probeReport struct {
-	Status string `json:"status"`
-	Role   string `json:"role"`
-	Reason string `json:"reason"`
+	Status   string   `json:"status"`
+	Role     string   `json:"role"`
+	Reason   string   `json:"reason"`
+	Warnings []string `json:"warnings"`
 }
 
 // askProbe asks one of a process's probes; the process must have logged its

@@ -50,7 +50,7 @@ func runDaemon(ctx context.Context, args []string, environ map[string]string, st
 // before anything connects, so that an orchestrator sees a live process
 // however long NATS takes to answer.
 func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
-	health := &ha.Health{LoopGrace: cfg.loopGrace(), LeaseMaxAge: 3 * cfg.LeaseTTL}
+	health := &ha.Health{LoopGrace: cfg.loopGrace()}
 	var tokens meetingapi.TokenSource // set before the metrics are served
 	mx := metrics.New(metrics.Sources{
 		Leader:      health.Leader,
@@ -189,7 +189,7 @@ func lead(ctx context.Context, cfg config, pipe *pipeline, client *meetingapi.Cl
 	}
 	logger.Info("watching", "api", cfg.APIURL, "interval", cfg.PollInterval, "stream", cfg.Stream,
 		"subjects", cfg.SubjectPrefix+".>", "state_bucket", cfg.StateBucket, "replica", cfg.replicaID(),
-		"lease_bucket", cfg.LeaseBucket, "lease_ttl", cfg.LeaseTTL)
+		"lease_bucket", cfg.LeaseBucket, "lease_ttl", pipe.lease.TTL())
 	return watcher.Lead(ctx, pipe.lease, wcfg)
 }
 
@@ -225,6 +225,10 @@ type pipeline struct {
 	// closed is closed once the connection is, after every callback
 	// queued before it ran.
 	closed chan struct{}
+	// conflicts are the settings of the existing stream and buckets that
+	// keep meetwatch from a guarantee, left as the operator set them:
+	// the probes show them.
+	conflicts []string
 }
 
 // close closes the connection and waits, a second at most, until the
@@ -279,6 +283,7 @@ func openPipeline(ctx context.Context, url string, cfg config, stored func(event
 	}
 	health.SetConnection(nc.IsConnected)
 	p := &pipeline{nc: nc, link: link, closed: closed}
+	conflict := func(msg string) { p.conflicts = append(p.conflicts, msg) }
 	p.publisher, err = events.NewPublisher(nc, events.PublisherConfig{
 		Stream:     cfg.Stream,
 		Prefix:     cfg.SubjectPrefix,
@@ -288,6 +293,7 @@ func openPipeline(ctx context.Context, url string, cfg config, stored func(event
 		Logger:     logger,
 		Guard:      p.leads,
 		Stored:     stored,
+		Conflict:   conflict,
 	})
 	if err != nil {
 		nc.Close()
@@ -302,10 +308,12 @@ func openPipeline(ctx context.Context, url string, cfg config, stored func(event
 	for attempt := 1; ; attempt++ {
 		pause := wait.Next()
 		health.Beat(ha.LoopSetup, time.Now().Add(pause+time.Minute)) // a minute for the requests
-		err := p.open(ctx, js, cfg, health, logger)
+		p.conflicts = nil // each attempt checks the settings afresh
+		err := p.open(ctx, js, cfg, health, conflict, logger)
 		if err == nil {
 			health.Recovered(ha.LoopSetup)
 			health.Done(ha.LoopSetup)
+			health.SetWarnings(p.conflicts)
 			health.SetLease(p.lease)
 			return p, nil
 		}
@@ -327,20 +335,20 @@ func openPipeline(ctx context.Context, url string, cfg config, stored func(event
 }
 
 // open makes sure of the stream and the buckets, and opens the lease.
-func (p *pipeline) open(ctx context.Context, js jetstream.JetStream, cfg config, health *ha.Health, logger *slog.Logger) error {
+func (p *pipeline) open(ctx context.Context, js jetstream.JetStream, cfg config, health *ha.Health, conflict func(string), logger *slog.Logger) error {
 	if !p.nc.IsConnected() {
 		return nats.ErrConnectionReconnecting
 	}
 	if err := p.publisher.EnsureStream(ctx); err != nil {
 		return err
 	}
-	store, err := kvstore.Open(ctx, js, kvstore.Config{Bucket: cfg.StateBucket, Replicas: cfg.Replicas, Guard: p.leads, Logger: logger})
+	store, err := kvstore.Open(ctx, js, kvstore.Config{Bucket: cfg.StateBucket, Replicas: cfg.Replicas, Guard: p.leads, Logger: logger, Conflict: conflict})
 	if err != nil {
 		return err
 	}
 	lease, err := ha.OpenLease(ctx, js, ha.LeaseConfig{
 		Bucket: cfg.LeaseBucket, Replicas: cfg.Replicas, TTL: cfg.LeaseTTL, ID: cfg.replicaID(), Logger: logger,
-		Beat: func(until time.Time) { health.Beat(ha.LoopLease, until) },
+		Beat: func(until time.Time) { health.Beat(ha.LoopLease, until) }, Conflict: conflict,
 	})
 	if err != nil {
 		return err

@@ -42,7 +42,7 @@ type Health struct {
 	// and a loaded machine runs late.
 	LoopGrace time.Duration
 	// LeaseMaxAge is how old a standby's last look at the lease may be
-	// while it is ready.
+	// while it is ready; 0 means three of the lease's TTLs.
 	LeaseMaxAge time.Duration
 
 	mu        sync.Mutex
@@ -55,6 +55,8 @@ type Health struct {
 	// errs holds the error of each source (nats, setup, poll) that has
 	// not recovered since.
 	errs map[string]timedError
+	// warnings are settings an operator should see (see SetWarnings).
+	warnings []string
 }
 
 type timedError struct {
@@ -89,6 +91,16 @@ func (h *Health) SetLease(l *Lease) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.lease = l
+}
+
+// SetWarnings replaces the warnings both probes show: settings of the
+// stream or buckets that keep a guarantee from holding, which meetwatch
+// leaves as their operator set them. They change neither probe's status:
+// the replica works, and a restart would not mend them.
+func (h *Health) SetWarnings(msgs []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.warnings = slices.Clone(msgs)
 }
 
 // Connected reports whether NATS is connected, for metrics.
@@ -196,6 +208,7 @@ type Report struct {
 	LastLeaseCheck *time.Time `json:"last_lease_check,omitempty"`
 	LastError      string     `json:"last_error,omitempty"`
 	LastErrorAt    *time.Time `json:"last_error_at,omitempty"`
+	Warnings       []string   `json:"warnings,omitempty"`
 }
 
 // Check returns the readiness and liveness reports.
@@ -204,6 +217,7 @@ func (h *Health) Check(now time.Time) (ready, healthy Report) {
 	connected, lease := h.connected, h.lease
 	lastPoll, committed := h.lastPoll, h.committed
 	loops := maps.Clone(h.loops)
+	warnings := slices.Clone(h.warnings)
 	var last timedError
 	for _, e := range h.errs {
 		if e.at.After(last.at) {
@@ -212,7 +226,7 @@ func (h *Health) Check(now time.Time) (ready, healthy Report) {
 	}
 	h.mu.Unlock()
 
-	base := Report{Role: "standby", NATSConnected: connected != nil && connected()}
+	base := Report{Role: "standby", NATSConnected: connected != nil && connected(), Warnings: warnings}
 	if !lastPoll.IsZero() {
 		base.LastPoll = &lastPoll
 	}
@@ -221,8 +235,12 @@ func (h *Health) Check(now time.Time) (ready, healthy Report) {
 	}
 	leader := false
 	var lastCheck time.Time
+	maxAge := h.LeaseMaxAge
 	if lease != nil {
 		leader, lastCheck = lease.Leader(), lease.LastCheck()
+		if maxAge == 0 {
+			maxAge = 3 * lease.TTL()
+		}
 		if !lastCheck.IsZero() {
 			base.LastLeaseCheck = &lastCheck
 		}
@@ -239,7 +257,7 @@ func (h *Health) Check(now time.Time) (ready, healthy Report) {
 		ready.Reason = "opening the stream and buckets"
 	case leader && !committed:
 		ready.Reason = "no snapshot committed yet"
-	case !leader && (lastCheck.IsZero() || now.Sub(lastCheck) > h.LeaseMaxAge):
+	case !leader && (lastCheck.IsZero() || now.Sub(lastCheck) > maxAge):
 		ready.Reason = "no recent lease check"
 	}
 	if lease != nil && !leader {

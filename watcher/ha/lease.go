@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meetwatch/meetwatch/events/jsensure"
 	"github.com/meetwatch/meetwatch/watcher"
 	"github.com/meetwatch/meetwatch/watcher/backoff"
 )
@@ -52,13 +53,16 @@ type Lease struct {
 type LeaseConfig struct {
 	// Bucket is the key-value bucket holding the lease.
 	Bucket string
-	// Replicas is the bucket's replica count; 0 means 1.
+	// Replicas is the bucket's replica count when OpenLease creates it;
+	// 0 means 1.
 	Replicas int
-	// TTL is the lease's length. A leader renews it every TTL/3, retries
-	// a renewal that fails for a passing reason, and stops leading on its
-	// own clock TTL*9/10 after its last good renewal; a standby tries to
-	// take it as soon as it sees the key go, and every TTL/5 besides.
-	// Failover so stays within a lease, and the new leader's first poll.
+	// TTL is the lease's length, and the TTL of a bucket OpenLease
+	// creates; an existing bucket's TTL overrides it. A leader renews it
+	// every TTL/3, retries a renewal that fails for a passing reason, and
+	// stops leading on its own clock TTL*9/10 after its last good
+	// renewal; a standby tries to take it as soon as it sees the key go,
+	// and every TTL/5 besides. Failover so stays within a lease, and the
+	// new leader's first poll.
 	TTL time.Duration
 	// ID names this replica in the lease and in logs.
 	ID string
@@ -68,6 +72,9 @@ type LeaseConfig struct {
 	// will beat again at the latest, whether or not NATS answered: the
 	// liveness probe follows the loop, not the bucket.
 	Beat func(until time.Time)
+	// Conflict, when set, hears of a lease bucket whose TTL differs from
+	// TTL, as a sentence for the readiness probe.
+	Conflict func(msg string)
 }
 
 // keyValue is what a Lease uses of a jetstream.KeyValue: the three
@@ -89,12 +96,27 @@ var (
 	_ keyValue      = jetstream.KeyValue(nil)
 )
 
-// OpenLease creates or updates the lease bucket.
+// OpenLease opens the lease bucket, creating it with a TTL of cfg.TTL when
+// it is missing. An existing bucket keeps the settings an operator gave it
+// (its size, replicas, placement, description): only a marker TTL is added
+// when it lacks one, since without it standbys do not see the lease
+// expire and wait for their next try to take it.
+//
+// The bucket's TTL is what fences a leader: the server expires the lease
+// one TTL after its last renewal, and a leader stops at 9/10 of its own
+// TTL. Replicas that disagree on it could lead at once, so a bucket whose
+// TTL differs from cfg.TTL is not rewritten, which would move the ground
+// under the replicas running: the lease takes the bucket's, as they do,
+// and the difference is logged at WARN and reported to Conflict.
 func OpenLease(ctx context.Context, js jetstream.JetStream, cfg LeaseConfig) (*Lease, error) {
 	if cfg.TTL < time.Second {
 		return nil, fmt.Errorf("lease ttl %s: must be at least 1s", cfg.TTL)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	logger := slog.New(slog.DiscardHandler)
+	if cfg.Logger != nil {
+		logger = cfg.Logger.With("component", "lease", "replica", cfg.ID)
+	}
+	kv, bucket, err := jsensure.Bucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:         cfg.Bucket,
 		Description:    "meetwatch: which replica leads",
 		History:        1,
@@ -102,12 +124,32 @@ func OpenLease(ctx context.Context, js jetstream.JetStream, cfg LeaseConfig) (*L
 		Storage:        jetstream.FileStorage,
 		Replicas:       max(cfg.Replicas, 1),
 		LimitMarkerTTL: cfg.TTL,
-	})
+	}, func(c *jetstream.StreamConfig) []string {
+		if c.SubjectDeleteMarkerTTL > 0 {
+			return nil
+		}
+		c.AllowMsgTTL, c.SubjectDeleteMarkerTTL = true, cfg.TTL
+		return []string{"a marker TTL"}
+	}, logger)
 	if err != nil {
-		return nil, fmt.Errorf("creating or updating lease bucket %s: %w", cfg.Bucket, err)
+		return nil, fmt.Errorf("opening lease bucket: %w", err)
+	}
+	switch ttl := bucket.MaxAge; {
+	case ttl < time.Second:
+		return nil, fmt.Errorf("lease bucket %s has a TTL of %s: a lease needs one of at least 1s, or a dead leader's lease never lapses; set it, or delete the bucket for meetwatch to make it again", cfg.Bucket, ttl)
+	case ttl != cfg.TTL:
+		logger.Warn("the lease bucket's TTL differs from the configured lease TTL; leasing with the bucket's, as the other replicas do",
+			"bucket", cfg.Bucket, "ttl", ttl, "configured_ttl", cfg.TTL)
+		if cfg.Conflict != nil {
+			cfg.Conflict(fmt.Sprintf("lease bucket %s has a TTL of %s, not the %s configured: this replica leases with the bucket's, as every replica must", cfg.Bucket, ttl, cfg.TTL))
+		}
+		cfg.TTL = ttl
 	}
 	return newLease(kv, cfg), nil
 }
+
+// TTL is the lease's length: the lease bucket's TTL.
+func (l *Lease) TTL() time.Duration { return l.cfg.TTL }
 
 // newLease returns a Lease held in kv, a bucket whose TTL is cfg.TTL.
 func newLease(kv keyValue, cfg LeaseConfig) *Lease {

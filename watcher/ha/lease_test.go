@@ -177,4 +177,27 @@ func TestHealthProbes(t *testing.T) {
 
 func anys[A, B any](a A, b B) []any { return []any{a, b} }
 
+// The probes show warnings without failing for them.
+func TestHealthShowsWarnings(t *testing.T) {
+	h := &ha.Health{LoopGrace: time.Minute, LeaseMaxAge: time.Minute}
+	h.SetConnection(func() bool { return true })
+	probe := func(path string) (int, ha.Report) {
+		rec := httptest.NewRecorder()
+		h.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		var rep ha.Report
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &rep))
+		return rec.Code, rep
+	}
+	before := map[string]int{}
+	for _, path := range []string{"/readyz", "/healthz"} {
+		before[path], _ = probe(path)
+	}
+	h.SetWarnings([]string{"stream MEETINGS has a duplicate window of 20m0s"})
+	for _, path := range []string{"/readyz", "/healthz"} {
+		code, rep := probe(path)
+		assert.Equal(t, before[path], code, path)
+		assert.Equal(t, []string{"stream MEETINGS has a duplicate window of 20m0s"}, rep.Warnings, path)
+	}
+}
+
 func natsConnect(url string) (*nats.Conn, error) { return nats.Connect(url) }

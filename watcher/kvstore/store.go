@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meetwatch/meetwatch/events"
+	"github.com/meetwatch/meetwatch/events/jsensure"
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/watcher"
 )
@@ -91,7 +92,8 @@ var _ watcher.StateStore = (*Store)(nil)
 type Config struct {
 	// Bucket is the key-value bucket's name.
 	Bucket string
-	// Replicas is the bucket's replica count; 0 means 1.
+	// Replicas is the bucket's replica count when Open creates it; 0
+	// means 1.
 	Replicas int
 	// Guard, when set, is asked before every write, and an error it
 	// returns stops the write: the lease's check that this replica still
@@ -99,6 +101,10 @@ type Config struct {
 	Guard func() error
 	// Logger hears of loads that stalled and started again; nil discards.
 	Logger *slog.Logger
+	// Conflict, when set, hears of each setting of an existing bucket
+	// that keeps the state from a guarantee and that Open leaves as the
+	// operator set it, as a sentence for the readiness probe.
+	Conflict func(msg string)
 }
 
 const (
@@ -134,23 +140,42 @@ const (
 	tombstoneTTL = time.Hour
 )
 
-// Open creates or updates the state bucket.
+// Open opens the state bucket, creating it when it is missing. An
+// existing bucket keeps the settings an operator gave it (its size,
+// replicas, placement, description): only per-message TTLs are added when
+// it lacks them, since without them the markers of ended meetings would
+// stay for good and every start-up would read them all. A TTL, or a
+// discard policy that drops old values at a limit, is kept too, but logged
+// at WARN and reported to Conflict: either lets the key of a meeting still
+// going on vanish, and the meeting be announced as started again.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
-	replicas := max(cfg.Replicas, 1)
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("component", "state")
+	kv, bucket, err := jsensure.Bucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:         cfg.Bucket,
 		Description:    "meetwatch: the last committed snapshot, one key per meeting",
 		History:        1,
 		Storage:        jetstream.FileStorage,
-		Replicas:       replicas,
+		Replicas:       max(cfg.Replicas, 1),
 		LimitMarkerTTL: tombstoneTTL,
-	})
+	}, func(c *jetstream.StreamConfig) []string {
+		if c.AllowMsgTTL {
+			return nil
+		}
+		c.AllowMsgTTL = true
+		return []string{"per-message TTLs"}
+	}, logger)
 	if err != nil {
-		return nil, fmt.Errorf("creating or updating state bucket %s: %w", cfg.Bucket, err)
+		return nil, fmt.Errorf("opening state bucket: %w", err)
 	}
-	st, err := kv.Status(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("reading state bucket %s: %w", cfg.Bucket, err)
+	for _, c := range stateConflicts(cfg.Bucket, bucket) {
+		logger.Warn("the state bucket's settings let a meeting's key vanish; keeping them", "bucket", cfg.Bucket, "conflict", c)
+		if cfg.Conflict != nil {
+			cfg.Conflict(c)
+		}
 	}
 	// The poll's writes get an acknowledgement deadline of their own: one
 	// lost with a connection must fail the poll, not hang it. Its two
@@ -162,16 +187,25 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("opening jetstream for state writes: %w", err)
 	}
-	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
 	s := &Store{kv: kv, js: wjs, subjects: "$KV." + cfg.Bucket + ".", stream: "KV_" + cfg.Bucket, guard: cfg.Guard,
-		logger: logger.With("component", "state"), seed: maphash.MakeSeed()}
-	if st.LimitMarkerTTL() > 0 { // a bucket made without it cannot expire markers
+		logger: logger, seed: maphash.MakeSeed()}
+	if bucket.AllowMsgTTL { // a bucket that refuses per-message TTLs keeps its markers
 		s.markerTTL = tombstoneTTL
 	}
 	return s, nil
+}
+
+// stateConflicts returns what in the configuration of the state bucket
+// lets the key of a meeting still going on vanish, one sentence each.
+func stateConflicts(bucket string, c jetstream.StreamConfig) []string {
+	var out []string
+	if c.MaxAge > 0 {
+		out = append(out, fmt.Sprintf("state bucket %s has a TTL of %s: keys not written for that long expire, and meetings still going on are announced as started again", bucket, c.MaxAge))
+	}
+	if c.Discard == jetstream.DiscardOld && (c.MaxBytes > 0 || c.MaxMsgs > 0) {
+		out = append(out, fmt.Sprintf("state bucket %s discards old values at its limits (max bytes %d, max values %d): the keys of meetings still going on may go, and those meetings be announced as started again", bucket, c.MaxBytes, c.MaxMsgs))
+	}
+	return out
 }
 
 type metaValue struct {
