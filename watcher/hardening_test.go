@@ -119,7 +119,7 @@ func secretsOf(tb testing.TB, recs []apisim.Record) []string {
 	tb.Helper()
 	var out []string
 	for _, rec := range recs {
-		for _, k := range []string{"chairJoinUri", "guestJoinUri", "audienceJoinUri", "liveAddress", "auxAddress"} {
+		for _, k := range []string{"chairJoinUri", "guestJoinUri", "audienceJoinUri", "liveAddress", "auxAddress", "liveUrl"} {
 			if v, ok := rec[k].(string); ok {
 				out = append(out, v)
 			}
@@ -180,7 +180,7 @@ func TestNoSecretLeavesUnderTheDefaultPolicy(t *testing.T) {
 		assert.NotContains(t, bodies.String(), s, "published")
 		assert.NotContains(t, stored.String(), s, "stored")
 	}
-	for _, key := range []string{`"chairJoinUri"`, `"guestJoinUri"`, `"audienceJoinUri"`, `"liveAddress"`, `"auxAddress"`, `"guestPwd"`, `"password"`} {
+	for _, key := range []string{`"chairJoinUri"`, `"guestJoinUri"`, `"audienceJoinUri"`, `"liveAddress"`, `"auxAddress"`, `"liveUrl"`, `"guestPwd"`, `"password"`} {
 		assert.NotContains(t, bodies.String(), key+":")
 	}
 

@@ -213,7 +213,8 @@ func TestPollPublishesEachKind(t *testing.T) {
 	require.True(t, r.api.Sim.End(ids[0]))
 	require.True(t, r.api.Sim.Update(ids[1], func(rec apisim.Record) {
 		rec["subject"] = "Renamed"
-		rec["confConfigInfo"].(map[string]any)["isAutoMute"] = false
+		cfg := rec["confConfigInfo"].(map[string]any)
+		cfg["isAutoMute"] = !cfg["isAutoMute"].(bool)
 		rec["newApiField"] = "flows through"
 	}))
 	added := r.api.Sim.AddN(1)

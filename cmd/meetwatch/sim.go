@@ -23,7 +23,11 @@ func runSim(ctx context.Context, args []string, environ map[string]string, stdou
 
 Serves a simulated Huawei Cloud Meeting API (the ongoing-meeting list) on
 addr, with meetings that start, change and end at random. Point
-MEETWATCH_API_URL at the URL it prints to try meetwatch without an account.`, stderr)
+MEETWATCH_API_URL at the URL it prints to try meetwatch without an account.
+
+The meetings carry every field of the API's ConferenceInfo model, secrets
+included; some are recurring (cycleParams, subConfs), webinars, held in a
+cloud room (vmrID, vmrConferenceID) or streamed live. --seed chooses which.`, stderr)
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
 	token := fs.String("token", "", "access token to accept (default $MEETWATCH_ACCESS_TOKEN, else sim-token)")
 	meetings := fs.Int("meetings", 10, "meetings ongoing at start")

@@ -34,7 +34,10 @@ import (
 
 // Default is the default policy's field paths: everything the API sends
 // that gives control of a meeting (the host link, the passwords, the
-// live-stream push addresses) or lets anyone join it. Published records
+// live-stream push addresses) or lets anyone join or watch it (the guest
+// and webinar audience links, the live viewing link, which can carry the
+// token that lets its holder watch). passwordEntry holds the host's, the
+// guests' and a webinar audience's passwords alike. Published records
 // reach every subscriber of a wide subject, so these must not travel with
 // them unless an operator explicitly opts out.
 //
@@ -45,6 +48,7 @@ var Default = []string{
 	"audienceJoinUri",
 	"liveAddress",
 	"auxAddress",
+	"liveUrl",
 	"passwordEntry[].password",
 	"confConfigInfo.guestPwd",
 }

@@ -174,7 +174,7 @@ func TestDefaultSpec(t *testing.T) {
 	p, err := redact.Parse(redact.DefaultSpec())
 	require.NoError(t, err)
 	assert.Equal(t, redact.Default, p.Paths(), "the help text's list is the default")
-	assert.Equal(t, "chairJoinUri,guestJoinUri,audienceJoinUri,liveAddress,auxAddress,passwordEntry[].password,confConfigInfo.guestPwd", redact.DefaultSpec())
+	assert.Equal(t, "chairJoinUri,guestJoinUri,audienceJoinUri,liveAddress,auxAddress,liveUrl,passwordEntry[].password,confConfigInfo.guestPwd", redact.DefaultSpec())
 }
 
 func TestPolicyPathsIsACopy(t *testing.T) {
@@ -263,14 +263,15 @@ func TestSeal(t *testing.T) {
 	tests := []struct {
 		name, policy, in, want string
 	}{
-		{name: "nothing to seal", in: `{"confUUID":"u","subject":"s","liveUrl":"https://live"}`},
+		{name: "nothing to seal", in: `{"confUUID":"u","subject":"s","accessNumber":"+991117"}`},
 		{name: "null stays null", in: `{"confUUID":"u","chairJoinUri":null,"confConfigInfo":{"guestPwd":null}}`},
 		{name: "absent stays absent", in: `{"confUUID":"u","confConfigInfo":{"isAutoMute":true},"passwordEntry":[{"conferenceRole":"chair"}]}`},
 		{
 			name: "every default field",
-			in:   `{"confUUID":"u","chairJoinUri":"c","guestJoinUri":"g","audienceJoinUri":"a","liveAddress":"l","auxAddress":"x","passwordEntry":[{"conferenceRole":"chair","password":"1"}],"confConfigInfo":{"isAutoMute":true,"guestPwd":"2"}}`,
+			in:   `{"confUUID":"u","chairJoinUri":"c","guestJoinUri":"g","audienceJoinUri":"a","liveAddress":"l","auxAddress":"x","liveUrl":"v","passwordEntry":[{"conferenceRole":"chair","password":"1"}],"confConfigInfo":{"isAutoMute":true,"guestPwd":"2"}}`,
 			want: `{"confUUID":"u","chairJoinUri":"` + d("chairJoinUri", `"c"`) + `","guestJoinUri":"` + d("guestJoinUri", `"g"`) +
 				`","audienceJoinUri":"` + d("audienceJoinUri", `"a"`) + `","liveAddress":"` + d("liveAddress", `"l"`) + `","auxAddress":"` + d("auxAddress", `"x"`) +
+				`","liveUrl":"` + d("liveUrl", `"v"`) +
 				`","passwordEntry":[{"conferenceRole":"chair","password":"` + d("passwordEntry[].password", `"1"`) +
 				`"}],"confConfigInfo":{"isAutoMute":true,"guestPwd":"` + d("confConfigInfo.guestPwd", `"2"`) + `"}}`,
 		},
@@ -414,7 +415,7 @@ func TestStrip(t *testing.T) {
 	tests := []struct {
 		name, in, want string
 	}{
-		{name: "nothing to strip", in: `{"confUUID":"u","liveUrl":"l"}`, want: `{"confUUID":"u","liveUrl":"l"}`},
+		{name: "nothing to strip", in: `{"confUUID":"u","accessNumber":"+991117"}`, want: `{"confUUID":"u","accessNumber":"+991117"}`},
 		{name: "first member", in: `{"chairJoinUri":"c","a":1,"b":2}`, want: `{"a":1,"b":2}`},
 		{name: "middle member", in: `{"a":1,"chairJoinUri":"c","b":2}`, want: `{"a":1,"b":2}`},
 		{name: "last member", in: `{"a":1,"b":2,"chairJoinUri":"c"}`, want: `{"a":1,"b":2}`},

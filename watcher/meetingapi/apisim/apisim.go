@@ -181,8 +181,11 @@ func New(opts Options) *Sim {
 }
 
 // NewRecord returns a fresh random meeting shaped like the reference's
-// example, with every secret filled in. It is not added to the list, so the
-// caller can adjust it first and then Add it.
+// example, with the fields of the API's whole ConferenceInfo model that
+// apply to it and every secret filled in: some meetings are recurring,
+// webinars, held in a cloud room or streamed live, and carry the fields
+// only those have. It is not added to the list, so the caller can adjust it
+// first and then Add it.
 func (s *Sim) NewRecord() Record {
 	now := s.now()
 	s.mu.Lock()
@@ -306,9 +309,13 @@ func (s *Sim) Len() int {
 }
 
 // Step makes one random change, as live meetings do: roughly 40% start a
-// new meeting, 30% end one, and 30% change one (its subject,
-// onlineAttendeeAmount, isAutoMute, confConfigInfo.isAutoMute, or a new
-// entry in partAttendeeInfo). With no meetings it starts one. rng picks the
+// new meeting, 30% end one, and 30% change one: its subject,
+// onlineAttendeeAmount, isAutoMute or confConfigInfo.isAutoMute, a new
+// entry in partAttendeeInfo, an endTime prolonged, another picDisplay
+// layout, the waiting room switched, the guest password reset (in
+// confConfigInfo and passwordEntry), or a live stream started or stopped
+// (recordType with liveAddress, auxAddress and liveUrl). With no meetings
+// it starts one. rng picks the
 // change, so a sequence of steps can be replayed; nil uses the simulator's
 // own seeded source. Step returns the kind of change ("started", "ended" or
 // "changed") and the confUUID it touched.
