@@ -652,7 +652,7 @@ func TestTokenNeverPrinted(t *testing.T) {
 		wantEvents int
 		wantStderr string
 	}{
-		{name: "refused token", token: "Wr-51b2d8e0-wrong-token", wantStderr: "authentication"},
+		{name: "refused token", token: "Wr-51b2d8e0-wrong-token", wantStderr: "the api refused the static access token, which cannot be renewed"},
 		{name: "accepted token", token: rightToken, wantEvents: 2, wantStderr: "poll committed"},
 	}
 	for _, tt := range tests {
@@ -674,6 +674,7 @@ func TestTokenNeverPrinted(t *testing.T) {
 			assert.NotContains(t, mw.stderr.String(), tt.token)
 			assert.NotContains(t, mw.stdout.String(), tt.token)
 			assert.NotContains(t, mw.stderr.String(), rightToken)
+			assert.NotContains(t, mw.stderr.String(), "renewing", "a static token cannot be renewed")
 		})
 	}
 }

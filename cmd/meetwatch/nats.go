@@ -88,8 +88,10 @@ type natsLink struct {
 	log    *slog.Logger
 	health *ha.Health // nil outside run
 	dialer net.Dialer
-	// reconnected hears of every reconnection, without blocking.
-	reconnected chan struct{}
+	// connected hears of the first connection and every reconnection,
+	// without blocking: what waits for NATS (the set-up, a failing poll)
+	// goes on at once rather than after its backoff.
+	connected chan struct{}
 
 	mu       sync.Mutex
 	lastDial error
@@ -97,11 +99,13 @@ type natsLink struct {
 }
 
 func newNATSLink(logger *slog.Logger, health *ha.Health) *natsLink {
-	return &natsLink{
-		log: logger.With("component", "nats"), health: health,
-		dialer:      net.Dialer{Timeout: 2 * time.Second}, // the client's own default
-		reconnected: make(chan struct{}, 1),
+	l := &natsLink{
+		health:    health,
+		dialer:    net.Dialer{Timeout: 2 * time.Second}, // the client's own default
+		connected: make(chan struct{}, 1),
 	}
+	l.log = slog.New(l.explaining(logger.Handler())).With("component", "nats")
+	return l
 }
 
 // options are the client options that report to the link.
@@ -109,13 +113,7 @@ func (l *natsLink) options() []nats.Option {
 	return []nats.Option{
 		nats.SetCustomDialer(l),
 		nats.ConnectHandler(func(c *nats.Conn) { l.up(c, "nats connected", false) }),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			l.up(c, "nats reconnected", true)
-			select {
-			case l.reconnected <- struct{}{}:
-			default:
-			}
-		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { l.up(c, "nats reconnected", true) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err == nil {
 				return // closed on purpose
@@ -170,6 +168,10 @@ func (l *natsLink) up(c *nats.Conn, msg string, again bool) {
 	if l.health != nil {
 		l.health.Recovered(ha.SourceNATS)
 	}
+	select {
+	case l.connected <- struct{}{}:
+	default:
+	}
 }
 
 // first reports whether an asynchronous error is new in this outage.
@@ -187,14 +189,77 @@ func (l *natsLink) first(key string) bool {
 }
 
 // explain returns err, said of a NATS that could not be reached, with
-// the dial error behind it when there was one.
+// the dial error behind it when there was one: the client's own words for
+// a request made while disconnected ("no servers available", "outbound
+// buffer limit exceeded") do not say that NATS is away, nor why.
 func (l *natsLink) explain(err error) error {
-	l.mu.Lock()
-	dial := l.lastDial
-	l.mu.Unlock()
-	if dial == nil || (!errors.Is(err, nats.ErrNoServers) && !errors.Is(err, nats.ErrReconnectBufExceeded) &&
-		!errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrConnectionReconnecting)) {
+	switch {
+	case err == nil, errors.As(err, new(*notConnectedError)):
 		return err
+	case errors.Is(err, nats.ErrNoServers), errors.Is(err, nats.ErrReconnectBufExceeded), errors.Is(err, nats.ErrConnectionReconnecting):
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return &notConnectedError{dial: l.lastDial, err: err}
 	}
-	return fmt.Errorf("nats is not connected: %w (%w)", dial, err)
+	return err
+}
+
+// explainText is explain for an error that reached a line through other
+// code's wrapping: the client's words are replaced where they stand, so
+// the context around them stays.
+func (l *natsLink) explainText(err error) string {
+	text := err.Error()
+	if errors.As(err, new(*notConnectedError)) {
+		return text
+	}
+	for _, client := range []error{nats.ErrReconnectBufExceeded, nats.ErrConnectionReconnecting, nats.ErrNoServers} {
+		if errors.Is(err, client) {
+			return strings.Replace(text, client.Error(), l.explain(client).Error(), 1)
+		}
+	}
+	return text
+}
+
+// notConnectedError is a request made while NATS was unreachable.
+type notConnectedError struct {
+	dial error // the last dial's error; nil when none failed yet
+	err  error // what the client said
+}
+
+func (e *notConnectedError) Error() string {
+	if e.dial == nil {
+		return "nats is not connected"
+	}
+	return "nats is not connected: " + e.dial.Error()
+}
+
+func (e *notConnectedError) Unwrap() []error { return []error{e.dial, e.err} }
+
+// explaining returns h, with each error a record carries said as
+// explainText says it.
+func (l *natsLink) explaining(h slog.Handler) slog.Handler { return explainHandler{h, l} }
+
+type explainHandler struct {
+	slog.Handler
+	link *natsLink
+}
+
+func (e explainHandler) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		if err, ok := a.Value.Any().(error); ok && a.Value.Kind() == slog.KindAny {
+			a = slog.String(a.Key, e.link.explainText(err))
+		}
+		out.AddAttrs(a)
+		return true
+	})
+	return e.Handler.Handle(ctx, out)
+}
+
+func (e explainHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return explainHandler{e.Handler.WithAttrs(as), e.link}
+}
+
+func (e explainHandler) WithGroup(name string) slog.Handler {
+	return explainHandler{e.Handler.WithGroup(name), e.link}
 }

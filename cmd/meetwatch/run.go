@@ -51,6 +51,12 @@ func runDaemon(ctx context.Context, args []string, environ map[string]string, st
 // however long NATS takes to answer.
 func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 	health := &ha.Health{LoopGrace: cfg.loopGrace()}
+	// The NATS client's words for a request made while it is away ("outbound
+	// buffer limit exceeded") are said as what they mean, with the dial
+	// error, in every line and in the probes.
+	link := newNATSLink(logger, health)
+	logger = slog.New(link.explaining(logger.Handler()))
+	health.Explain = link.explainText
 	var tokens meetingapi.TokenSource // set before the metrics are served
 	mx := metrics.New(metrics.Sources{
 		Leader:      health.Leader,
@@ -133,7 +139,7 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		logger.Info("embedded nats started", "url", natsURL, "data_dir", cfg.DataDir)
 	}
 	g.Go(func() error {
-		pipe, err := openPipeline(gctx, natsURL, cfg, mx.Stored, health, logger)
+		pipe, err := openPipeline(gctx, natsURL, cfg, mx.Stored, health, link, logger)
 		if err != nil || pipe == nil {
 			return err // nil, nil: stopped while NATS was unreachable
 		}
@@ -182,7 +188,7 @@ func lead(ctx context.Context, cfg config, pipe *pipeline, client *meetingapi.Cl
 		Interval:           cfg.PollInterval,
 		PollTimeout:        cfg.PollTimeout,
 		ConfirmConcurrency: cfg.PageConcurrency,
-		Wake:               pipe.link.reconnected,
+		Wake:               pipe.link.connected,
 		Logger:             logger,
 		Health:             health,
 		Observer:           mx,
@@ -260,12 +266,11 @@ func (p *pipeline) leads() error {
 // bucket exist, retrying until it succeeds or ctx ends, so that meetwatch
 // can start before its NATS is up. It tells health how the connection and
 // the set-up go. It returns nil, nil when ctx ends.
-func openPipeline(ctx context.Context, url string, cfg config, stored func(events.Kind), health *ha.Health, logger *slog.Logger) (*pipeline, error) {
-	security, err := natsSecurity(cfg, logger.With("component", "nats"))
+func openPipeline(ctx context.Context, url string, cfg config, stored func(events.Kind), health *ha.Health, link *natsLink, logger *slog.Logger) (*pipeline, error) {
+	security, err := natsSecurity(cfg, link.log)
 	if err != nil {
 		return nil, err
 	}
-	link := newNATSLink(logger, health)
 	closed := make(chan struct{})
 	nc, err := nats.Connect(url, append(append(security,
 		nats.Name("meetwatch"),
@@ -308,7 +313,7 @@ func openPipeline(ctx context.Context, url string, cfg config, stored func(event
 	for attempt := 1; ; attempt++ {
 		pause := wait.Next()
 		health.Beat(ha.LoopSetup, time.Now().Add(pause+time.Minute)) // a minute for the requests
-		p.conflicts = nil // each attempt checks the settings afresh
+		p.conflicts = nil                                            // each attempt checks the settings afresh
 		err := p.open(ctx, js, cfg, health, conflict, logger)
 		if err == nil {
 			health.Recovered(ha.LoopSetup)
@@ -321,7 +326,6 @@ func openPipeline(ctx context.Context, url string, cfg config, stored func(event
 			nc.Close()
 			return nil, nil
 		}
-		err = link.explain(err)
 		health.Failed(ha.LoopSetup, err)
 		link.log.Warn("nats not ready; retrying", "url", redact.URLs(url), "attempt", attempt, "err", err)
 		select {
@@ -329,7 +333,7 @@ func openPipeline(ctx context.Context, url string, cfg config, stored func(event
 			nc.Close()
 			return nil, nil
 		case <-time.After(pause):
-		case <-link.reconnected:
+		case <-link.connected:
 		}
 	}
 }

@@ -44,6 +44,9 @@ type Health struct {
 	// LeaseMaxAge is how old a standby's last look at the lease may be
 	// while it is ready; 0 means three of the lease's TTLs.
 	LeaseMaxAge time.Duration
+	// Explain, when set, says an error as last_error shows it; nil means
+	// its own text. Either way the credentials of URLs are removed.
+	Explain func(error) string
 
 	mu        sync.Mutex
 	connected func() bool
@@ -147,7 +150,11 @@ func (h *Health) Failed(source string, err error) {
 	if h.errs == nil {
 		h.errs = make(map[string]timedError)
 	}
-	h.errs[source] = timedError{at: time.Now(), msg: redact.Text(err.Error())}
+	msg := err.Error()
+	if h.Explain != nil {
+		msg = h.Explain(err)
+	}
+	h.errs[source] = timedError{at: time.Now(), msg: redact.Text(msg)}
 }
 
 // Recovered records that source works again.
