@@ -135,7 +135,7 @@ func (l *natsLink) options() []nats.Option {
 			if sub != nil {
 				attrs = append(attrs, "subject", sub.Subject)
 			}
-			if l.first(fmt.Sprint(attrs...)) {
+			if l.first(err.Error()) { // an ordered consumer's subject changes as it is made anew
 				l.log.Error("nats error", attrs...)
 				return
 			}
