@@ -34,25 +34,22 @@ Connects to MEETWATCH_NATS_URL (default `+defaultNATSURL+`).`, stderr)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
+	if fs.NArg() > 1 {
+		return usagef("unexpected argument %q: give one filter at most", fs.Arg(1))
+	}
 	var since time.Time
 	if *sinceFlag != "" {
 		if *all {
-			fmt.Fprintln(stderr, "meetwatch tail: --all and --since: give one")
-			return errUsage
+			return usagef("--all and --since: give one")
 		}
 		var err error
 		if since, err = parseSince(*sinceFlag, time.Now()); err != nil {
-			fmt.Fprintf(stderr, "meetwatch tail: %v\n", err)
-			return errUsage
+			return usagef("%v", err)
 		}
 	}
 	cfg, err := loadConfig(environ, false)
 	if err != nil {
 		return err
-	}
-	if fs.NArg() > 1 {
-		fs.Usage()
-		return errUsage
 	}
 	filter := cfg.SubjectPrefix + ".>"
 	if fs.NArg() == 1 {
