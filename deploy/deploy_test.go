@@ -744,9 +744,17 @@ func readerCalls(ctx context.Context, nc *nats.Conn, publish func(ctx context.Co
 		return err
 	}
 	if err := do("new events", func(ctx context.Context) error {
-		// meetwatch tail without --all: from the next event stored.
+		// meetwatch tail without --all: a first consumer finds the
+		// stream's last event, and the one read starts after it.
+		probe, err := js.OrderedConsumer(ctx, streamName, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{"meetings.>"}, DeliverPolicy: jetstream.DeliverNewPolicy, InactiveThreshold: time.Second,
+		})
+		if err != nil {
+			return err
+		}
 		cons, err := js.OrderedConsumer(ctx, streamName, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{"meetings.>"}, DeliverPolicy: jetstream.DeliverNewPolicy,
+			FilterSubjects: []string{"meetings.>"},
+			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy, OptStartSeq: probe.CachedInfo().Delivered.Stream + 1,
 		})
 		if err != nil {
 			return err

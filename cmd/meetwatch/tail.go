@@ -118,7 +118,7 @@ Connects to MEETWATCH_NATS_URL (default `+defaultNATSURL+`).`, stderr)
 // not there. It returns nil, nil when ctx ends first.
 func tailConsumer(ctx context.Context, js jetstream.JetStream, stream string, occ jetstream.OrderedConsumerConfig, waiting func()) (jetstream.Consumer, error) {
 	for first := true; ; first = false {
-		cons, err := js.OrderedConsumer(ctx, stream, occ)
+		cons, err := orderedConsumer(ctx, js, stream, occ)
 		switch {
 		case err == nil:
 			return cons, nil
@@ -139,6 +139,27 @@ func tailConsumer(ctx context.Context, js jetstream.JetStream, stream string, oc
 		case <-time.After(streamWait):
 		}
 	}
+}
+
+// orderedConsumer creates an ordered consumer. One of the new events
+// starts after the stream's last event as a first consumer finds it,
+// rather than with DeliverNewPolicy: an ordered consumer made again
+// before its first event (after a reconnection, or a pull no server
+// answered) applies its deliver policy again, and "new" would then skip
+// the events stored in between. The first consumer goes once inactive.
+func orderedConsumer(ctx context.Context, js jetstream.JetStream, stream string, occ jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	if occ.DeliverPolicy != jetstream.DeliverNewPolicy {
+		return js.OrderedConsumer(ctx, stream, occ)
+	}
+	probe := occ
+	probe.InactiveThreshold = time.Second
+	p, err := js.OrderedConsumer(ctx, stream, probe)
+	if err != nil {
+		return nil, err
+	}
+	occ.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+	occ.OptStartSeq = p.CachedInfo().Delivered.Stream + 1
+	return js.OrderedConsumer(ctx, stream, occ)
 }
 
 // streamWait is how often tail looks for a stream that is not there yet.

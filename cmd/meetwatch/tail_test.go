@@ -272,3 +272,35 @@ func residentBytes(pid int) (int64, error) {
 	}
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
+
+// TestTailNewEventsSurviveAReconnection: a tail of the new events that has
+// shown none yet loses none across a NATS restart either. Its consumer is
+// gone with the server and made again on the reconnection; an event stored
+// before tail is back is still shown, once.
+func TestTailNewEventsSurviveAReconnection(t *testing.T) {
+	t.Parallel()
+	port, dir := freePort(t), t.TempDir()
+	srv := startNATSAt(t, port, dir)
+	r := newStreamRigOn(t, srv, natstest.Connect(t, srv), 79)
+	r.publish(t, 2) // before tail: not shown
+	tail := startTail(t, srv.ClientURL(), "--json")
+
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	srv = startNATSAt(t, port, dir)
+	// Stored at once, while tail waits to reconnect.
+	again := newStreamRigOn(t, srv, natstest.Connect(t, srv), 83)
+	again.n = r.n // new events, not duplicates of the first two
+	r = again
+	r.publish(t, 1)
+	require.Eventually(t, func() bool { return len(tail.stdout.Lines()) >= 1 }, eventWait, tick, "waiting for the event stored while tail was away")
+	r.publish(t, 1)
+	require.Eventually(t, func() bool { return len(tail.stdout.Lines()) >= 2 }, eventWait, tick, "waiting for the next event")
+	tail.stop(t, syscall.SIGTERM)
+
+	var want []string
+	for _, m := range natstest.Messages(t, r.nc, auditStream)[2:] {
+		want = append(want, string(bytes.TrimSpace(m.Data)))
+	}
+	assert.Equal(t, want, tail.stdout.Lines(), "the events stored after tail started, each once")
+}
