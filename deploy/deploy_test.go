@@ -689,10 +689,10 @@ func eventually(ctx context.Context, f func() error) error {
 	}
 }
 
-// readerCalls makes the calls of an event consumer: `meetwatch tail`
-// (a live subscription), `meetwatch tail --all` (an ordered consumer
-// replaying the stream) and a bot with a durable consumer that
-// acknowledges. publish sends an event as the daemon.
+// readerCalls makes the calls of an event consumer: a live subscription
+// (`nats sub`), `meetwatch tail` (an ordered consumer, replaying the
+// stream or not) and a bot with a durable consumer that acknowledges.
+// publish sends an event as the daemon.
 func readerCalls(ctx context.Context, nc *nats.Conn, publish func(ctx context.Context, id string) error, step time.Duration) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -740,6 +740,48 @@ func readerCalls(ctx context.Context, nc *nats.Conn, publish func(ctx context.Co
 				return ctx.Err()
 			default:
 			}
+		}
+	}); err != nil {
+		return err
+	}
+	if err := do("new events", func(ctx context.Context) error {
+		// meetwatch tail without --all: a first consumer finds the
+		// stream's last event, and the one read starts after it.
+		probe, err := js.OrderedConsumer(ctx, streamName, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{"meetings.>"}, DeliverPolicy: jetstream.DeliverNewPolicy, InactiveThreshold: time.Second,
+		})
+		if err != nil {
+			return err
+		}
+		cons, err := js.OrderedConsumer(ctx, streamName, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{"meetings.>"},
+			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy, OptStartSeq: probe.CachedInfo().Delivered.Stream + 1,
+		})
+		if err != nil {
+			return err
+		}
+		got := make(chan string, 64)
+		cc, err := cons.Consume(func(m jetstream.Msg) {
+			select {
+			case got <- m.Subject():
+			default:
+			}
+		}, jetstream.PullMaxBytes(2<<20))
+		if err != nil {
+			return err
+		}
+		defer cc.Stop()
+		if err := publish(ctx, "reader-new"); err != nil {
+			return fmt.Errorf("publishing as the daemon: %w", err)
+		}
+		select {
+		case s := <-got:
+			if s != "meetings.started.reader-new" {
+				return fmt.Errorf("got %s", s)
+			}
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}); err != nil {
 		return err

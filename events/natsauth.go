@@ -23,18 +23,21 @@ import (
 // client asking it for TLS or signing with an nkey would fail to connect, so
 // the settings are ignored there rather than checked.
 //
+// Each field's desc tag says what its variable means, for the help that
+// lists the variables.
+//
 // The field names carry a NATS prefix because the daemon's configuration,
 // which embeds this struct, already has a Password (the meeting API's): a
 // promoted field of the same name would be hidden.
 type NATSAuth struct {
-	NATSCreds    string        `env:"NATS_CREDS"`
-	NATSNKey     string        `env:"NATS_NKEY"`
-	NATSUser     string        `env:"NATS_USER"`
-	NATSPassword redact.Secret `env:"NATS_PASSWORD"`
-	NATSToken    redact.Secret `env:"NATS_TOKEN"`
-	NATSCA       string        `env:"NATS_CA"`
-	NATSCert     string        `env:"NATS_CERT"`
-	NATSKey      string        `env:"NATS_KEY"`
+	NATSCreds    string        `env:"NATS_CREDS" desc:"a .creds file (user JWT and nkey seed), for servers in operator (JWT) mode"`
+	NATSNKey     string        `env:"NATS_NKEY" desc:"a file holding a user nkey seed (SU...)"`
+	NATSUser     string        `env:"NATS_USER" desc:"a NATS user, with MEETWATCH_NATS_PASSWORD"`
+	NATSPassword redact.Secret `env:"NATS_PASSWORD" desc:"the NATS user's password"`
+	NATSToken    redact.Secret `env:"NATS_TOKEN" desc:"a NATS authorization token"`
+	NATSCA       string        `env:"NATS_CA" desc:"PEM CA certificate(s) that the server's certificate must chain to: TLS"`
+	NATSCert     string        `env:"NATS_CERT" desc:"a client certificate, for servers that verify clients (mutual TLS), with MEETWATCH_NATS_KEY"`
+	NATSKey      string        `env:"NATS_KEY" desc:"the client certificate's key"`
 }
 
 // SettingError names the NATSAuth fields at fault, so that a caller can

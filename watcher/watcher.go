@@ -389,8 +389,10 @@ func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observ
 	}
 	others, starts := changes[:first], changes[first:]
 	var startsRes, othersRes PollResult // one each, so that the streams share no counter
-	// The starts' events wait for the others', so that the stream holds a
-	// poll's events in Diff's order: ends, changes, starts.
+	// The starts' events are sent after the others', in Diff's order, the
+	// order a consumer mostly sees. It is no promise: a retried publish is
+	// stored after events sent later. Only a meeting's own events keep
+	// their order, since a poll has one per meeting.
 	othersOut := make(chan struct{})
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -653,7 +655,7 @@ func (w *Watcher) holdEnds(changes []snapshot.Change, next snapshot.Snapshot) (k
 // since past that a poll would spend more on speeding ends up by one
 // listing than on the listing itself. A meeting found gone ends now; one
 // found ongoing is missing no more, and changed if its record did. Their
-// events go out, in that order, and are committed as a step of their own.
+// events go out, the ends sent first, and are committed as a step of their own.
 // A meeting not looked up, or whose lookup failed, stays missing: the next
 // listing settles it. Lookups get the deadline the listing left them (see
 // apiClock).

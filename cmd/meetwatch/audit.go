@@ -44,16 +44,14 @@ MEETWATCH_NATS_* credentials, as tail does. Logs go to standard error.`, stderr)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
+	if err := noArguments(fs); err != nil {
+		return err
+	}
 	switch {
-	case fs.NArg() > 0:
-		fmt.Fprintf(stderr, "meetwatch audit: unexpected argument %q\n", fs.Arg(0))
-		return errUsage
 	case *out == "":
-		fmt.Fprintln(stderr, "meetwatch audit: --out is required (a file, or - for standard output)")
-		return errUsage
+		return usagef("--out is required (a file, or - for standard output)")
 	case !streamName.MatchString(*durable):
-		fmt.Fprintf(stderr, "meetwatch audit: --durable %q: use letters, digits, - and _\n", *durable)
-		return errUsage
+		return usagef("--durable %q: use letters, digits, - and _", *durable)
 	}
 	cfg, err := loadConfig(environ, false)
 	if err != nil {

@@ -28,12 +28,12 @@ until Ctrl-C. Its state lives in a temporary directory, removed on exit.`, stder
 	interval := fs.Duration("interval", 2*time.Second, "poll interval")
 	churn := fs.Duration("churn", 1500*time.Millisecond, "time between random meeting changes")
 	meetings := fs.Int("meetings", 6, "meetings already running at start")
-	listen := fs.String("nats-listen", natsembed.DefaultListen, "where the embedded NATS server listens, so `meetwatch tail` can attach; falls back to a free port if taken")
+	listen := fs.String("nats-listen", natsembed.DefaultListen, "the `address` the embedded NATS server listens on, for meetwatch tail to attach to; a free port if it is taken")
 	verbose := fs.Bool("v", false, "show the watcher's logs")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if err := checkCounts(stderr, "demo", fs, *meetings); err != nil {
+	if err := checkCounts(fs, *meetings); err != nil {
 		return err
 	}
 

@@ -11,14 +11,14 @@ import (
 // the probes an orchestrator asks. It is exported because the configuration
 // reader only fills exported embedded structs.
 type HA struct {
-	Replicas    int           `env:"REPLICAS" envDefault:"1"`
-	LeaseTTL    time.Duration `env:"LEASE_TTL" envDefault:"10s"`
-	LeaseBucket string        `env:"LEASE_BUCKET" envDefault:"meetwatch-lease"`
-	ReplicaID   string        `env:"REPLICA_ID" help:"<host name>-<process id>"`
+	Replicas    int           `env:"REPLICAS" envDefault:"1" desc:"replicas of the stream and the buckets, 1 to 5 (3 on a three-node cluster)"`
+	LeaseTTL    time.Duration `env:"LEASE_TTL" envDefault:"10s" desc:"the leader lease, at least 1s; after a leader dies, failover takes about this long"`
+	LeaseBucket string        `env:"LEASE_BUCKET" envDefault:"meetwatch-lease" desc:"the key-value bucket holding the lease"`
+	ReplicaID   string        `env:"REPLICA_ID" help:"<host name>-<process id>" desc:"this replica's name in the lease and the logs"`
 	// HTTPAddr has no envDefault: the configuration reader takes a
 	// variable set empty for unset, and empty turns the probes off.
 	// loadConfig applies defaultHTTPAddr when it is unset.
-	HTTPAddr string `env:"HTTP_ADDR" help:":9464; set empty to turn the probes off"`
+	HTTPAddr string `env:"HTTP_ADDR" help:":9464; set empty to turn the probes off" desc:"where /healthz, /readyz and /metrics are served"`
 }
 
 // defaultHTTPAddr is where the probes listen when MEETWATCH_HTTP_ADDR is

@@ -76,6 +76,6 @@ func TestStreamMaxAgeIgnoreFieldsHTTPAddrAndPollTimeoutConfiguration(t *testing.
 
 func TestHelpListsNewDefaults(t *testing.T) {
 	help := envHelp()
-	assert.Regexp(t, `MEETWATCH_STREAM_MAX_AGE\s+720h\n`, help)
-	assert.Regexp(t, `MEETWATCH_IGNORE_FIELDS\s+\(empty\)\n`, help)
+	assert.Regexp(t, `MEETWATCH_STREAM_MAX_AGE\s+.*\(default: 720h\)\n`, help)
+	assert.Regexp(t, `MEETWATCH_IGNORE_FIELDS\s+.*\(default: empty\)\n`, help)
 }

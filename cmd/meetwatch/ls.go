@@ -38,9 +38,8 @@ settings of meetwatch run. A state that does not load within --timeout
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
+	if err := noArguments(fs); err != nil {
+		return err
 	}
 	cfg, err := loadConfig(environ, false)
 	if err != nil {

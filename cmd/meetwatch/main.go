@@ -47,7 +47,10 @@ Usage:
                                     WeCom or WeLink, or the event to any CloudEvents receiver
   meetwatch audit --out FILE        append every event to FILE exactly once, in stream order
   meetwatch sim [flags]             serve the simulated meeting API, for trials and tests
+  meetwatch version                 print the version, commit and Go version of this build
   meetwatch <command> --help        help for one command
+
+Flags may come before or after a command's other arguments; -- ends them.
 
 Configuration is read from MEETWATCH_* environment variables; see README.md.
 `
@@ -56,7 +59,7 @@ Configuration is read from MEETWATCH_* environment variables; see README.md.
 // environment and output.
 func run(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		printUsageError(stderr, "", "no command")
 		return exitUsage
 	}
 	cmd, rest := args[0], args[1:]
@@ -65,6 +68,9 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
+	case "-version", "--version", "version":
+		cmd = "version"
+		err = runVersion(rest, stdout)
 	case "run":
 		err = runDaemon(ctx, rest, environ, stdout, stderr)
 	case "demo":
@@ -80,13 +86,19 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	case "sim":
 		err = runSim(ctx, rest, environ, stdout, stderr)
 	default:
-		fmt.Fprintf(stderr, "meetwatch: unknown command %q\n\n%s", cmd, usage)
+		printUsageError(stderr, "", fmt.Sprintf("unknown command %q", cmd))
 		return exitUsage
 	}
-	var cfgErr *configError
+	var (
+		cfgErr   *configError
+		usageErr *badUsage
+	)
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return exitOK
+	case errors.As(err, &usageErr):
+		printUsageError(stderr, cmd, usageErr.problem)
+		return exitUsage
 	case errors.As(err, &cfgErr):
 		fmt.Fprintf(stderr, "meetwatch: configuration: %s\n", redact.Text(cfgErr.Error()))
 		return exitUsage
@@ -98,12 +110,40 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	}
 }
 
-// errUsage reports bad flags, which the flag package has already printed.
+// badUsage is a command line meetwatch cannot run: a flag it does not
+// know or cannot read, one that is missing, an argument too many. run
+// prints it as one line, with where to read how the command is used, and
+// exits 2.
+type badUsage struct {
+	problem string
+}
+
+func (e *badUsage) Error() string { return e.problem }
+
+// Is makes every usage error an errUsage.
+func (e *badUsage) Is(target error) bool { return target == errUsage }
+
+// usagef returns a badUsage naming the problem.
+func usagef(format string, args ...any) error {
+	return &badUsage{problem: fmt.Sprintf(format, args...)}
+}
+
+// errUsage is a bad command line already reported.
 var errUsage = errors.New("usage")
 
-// parseFlags parses a sub-command's flags. Asked for help, it prints the
-// usage on stdout, so that `meetwatch run --help | less` works; on a bad
-// flag, the flag package has printed the usage on stderr.
+// printUsageError writes the one line of a usage error: the problem and
+// the help that explains the command, so the mistake is not lost above a
+// screenful of usage. cmd is empty for meetwatch itself.
+func printUsageError(stderr io.Writer, cmd, problem string) {
+	name := strings.TrimSpace("meetwatch " + cmd)
+	fmt.Fprintf(stderr, "%s: %s (see %s --help)\n", name, problem, name)
+}
+
+// parseFlags parses a sub-command's flags, before and after its other
+// arguments alike (`tail 'meetings.ended.>' --json`), up to a "--", and
+// leaves the other arguments in fs.Args. Asked for help, it prints the
+// usage on stdout, so that `meetwatch run --help | less` works; a flag it
+// cannot parse is a badUsage.
 func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	for _, a := range args {
 		if a == "--" {
@@ -115,28 +155,47 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 			return flag.ErrHelp
 		}
 	}
-	err := fs.Parse(args)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, flag.ErrHelp):
-		return err
-	default:
-		return errUsage
+	// The error is reported in one line, not followed by the usage.
+	fs.SetOutput(io.Discard)
+	var positional []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return usagef("%v", err)
+		}
+		rest := fs.Args()
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			positional = append(positional, rest...) // all after "--"
+			break
+		}
+		if len(rest) == 0 {
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
 	}
+	// Parsing "--" alone sets no flag, and leaves fs.Args as the arguments
+	// that are not flags.
+	return fs.Parse(append([]string{"--"}, positional...))
+}
+
+// noArguments refuses the arguments that are not flags, for the commands
+// that take none.
+func noArguments(fs *flag.FlagSet) error {
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
 }
 
 // checkCounts refuses what the flag package lets through for the
-// simulator's commands: arguments after the flags, and a negative
+// simulator's commands: arguments that are not flags, and a negative
 // --meetings.
-func checkCounts(stderr io.Writer, cmd string, fs *flag.FlagSet, meetings int) error {
-	switch {
-	case fs.NArg() > 0:
-		fmt.Fprintf(stderr, "meetwatch %s: unexpected argument %q\n", cmd, fs.Arg(0))
-		return errUsage
-	case meetings < 0:
-		fmt.Fprintf(stderr, "meetwatch %s: --meetings %d: must not be negative\n", cmd, meetings)
-		return errUsage
+func checkCounts(fs *flag.FlagSet, meetings int) error {
+	if err := noArguments(fs); err != nil {
+		return err
+	}
+	if meetings < 0 {
+		return usagef("--meetings %d: must not be negative", meetings)
 	}
 	return nil
 }

@@ -92,12 +92,12 @@ func runNotify(ctx context.Context, args []string, environ map[string]string, st
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return notifyUsage(stderr, "unexpected argument %q", fs.Arg(0))
+	if err := noArguments(fs); err != nil {
+		return err
 	}
 	opts, err := parseNotifyOptions(*webhook, *format, *secret, *kinds, *durable, environ)
 	if err != nil {
-		return notifyUsage(stderr, "%v", err)
+		return usagef("%v", err)
 	}
 	opts.skipInitial = *skipInitial
 	cfg, err := loadConfig(environ, false)
@@ -106,13 +106,6 @@ func runNotify(ctx context.Context, args []string, environ map[string]string, st
 	}
 	logger := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
 	return notifyChat(ctx, cfg, opts, logger)
-}
-
-// notifyUsage reports a bad flag value in one line, as the flag package
-// reports an unknown flag, and makes meetwatch exit 2.
-func notifyUsage(stderr io.Writer, format string, args ...any) error {
-	fmt.Fprintf(stderr, "meetwatch notify: %s (see meetwatch notify --help)\n", fmt.Sprintf(format, args...))
-	return errUsage
 }
 
 // parseNotifyOptions checks the flags, taking the webhook and the secret

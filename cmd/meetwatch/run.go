@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"runtime"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -34,15 +35,22 @@ import (
 )
 
 func runDaemon(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("run", "Usage: meetwatch run\n\nPolls the ongoing-meeting list, diffs it against the last committed\nsnapshot, publishes started/ended/changed events to JetStream, then commits.\nStops cleanly on SIGINT or SIGTERM.\n\nEnvironment:\n"+envHelp(), stderr)
+	fs := newFlagSet("run", "Usage: meetwatch run\n\nPolls the ongoing-meeting list, diffs it against the last committed\nsnapshot, publishes started/ended/changed events to JetStream, then commits.\nStops cleanly on SIGINT or SIGTERM.\n\nEnvironment:\n"+envHelp()+
+		"\nThe MEETWATCH_NATS_* credentials and TLS settings apply only with MEETWATCH_NATS_URL:\nthe embedded server takes none.", stderr)
 	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	if err := noArguments(fs); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(environ, true)
 	if err != nil {
 		return err
 	}
-	return watch(ctx, cfg, newLogger(stderr, cfg.LogLevel, cfg.LogFormat))
+	logger := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	b := readBuild()
+	logger.Info("meetwatch starting", "version", b.Version, "commit", b.Commit, "modified", b.Modified, "go", runtime.Version())
+	return watch(ctx, cfg, logger)
 }
 
 // watch runs the watcher as configured until ctx ends, starting the
@@ -361,7 +369,8 @@ func (p *pipeline) open(ctx context.Context, js jetstream.JetStream, cfg config,
 	return nil
 }
 
-// envHelp lists the configuration variables and their defaults.
+// envHelp lists the configuration variables, each with its meaning and
+// default, as the tags of the configuration's fields give them.
 func envHelp() string {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 2, 4, 2, ' ', 0)
@@ -369,18 +378,19 @@ func envHelp() string {
 		if f.Anonymous {
 			continue // an embedded struct: its fields follow it
 		}
-		def := f.Tag.Get("envDefault")
-		if help := f.Tag.Get("help"); help != "" { // a default worked out at start-up
-			def = help
-		}
-		if f.Name == "Redact" {
-			def = redact.DefaultSpec()
-		}
-		if def == "" {
-			def = "(empty)"
-		}
-		fmt.Fprintf(tw, "  %s%s\t%s\n", envPrefix, f.Tag.Get("env"), def)
+		fmt.Fprintf(tw, "  %s%s\t%s (default: %s)\n", envPrefix, f.Tag.Get("env"), f.Tag.Get("desc"), envDefault(f))
 	}
 	tw.Flush()
 	return b.String()
+}
+
+// envDefault is what a variable left unset means, in words.
+func envDefault(f reflect.StructField) string {
+	if f.Name == "Redact" {
+		return redact.DefaultSpec()
+	}
+	if def := f.Tag.Get("help"); def != "" { // a default worked out at start-up
+		return def
+	}
+	return cmp.Or(f.Tag.Get("envDefault"), "empty")
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -32,7 +33,7 @@ cloud room (vmrID, vmrConferenceID) or streamed live. --seed chooses which.`, st
 	token := fs.String("token", "", "access token to accept (default $MEETWATCH_ACCESS_TOKEN, else sim-token)")
 	meetings := fs.Int("meetings", 10, "meetings ongoing at start")
 	churn := fs.Duration("churn", 2*time.Second, "time between random changes; 0 for none")
-	seed := fs.Int64("seed", time.Now().UnixNano(), "random seed")
+	seed := fs.Int64("seed", 0, "the random `seed` of the meetings and their changes; 0 picks one, printed at start so that a run can be repeated")
 	appID := fs.String("app-id", "", "App ID whose login (HMAC-signed) the simulator accepts")
 	appKey := fs.String("app-key", "", "App key for --app-id")
 	account := fs.String("account", "", "account whose login (Basic) the simulator accepts")
@@ -43,9 +44,13 @@ cloud room (vmrID, vmrConferenceID) or streamed live. --seed chooses which.`, st
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if err := checkCounts(stderr, "sim", fs, *meetings); err != nil {
+	if err := checkCounts(fs, *meetings); err != nil {
 		return err
 	}
+	if *seed == 0 {
+		*seed = rand.Int64N(math.MaxInt64) + 1
+	}
+	fmt.Fprintf(stdout, "random seed %d (--seed %d repeats this run)\n", *seed, *seed)
 	if *token == "" {
 		*token = environ[envPrefix+"ACCESS_TOKEN"]
 	}
