@@ -1,7 +1,6 @@
 package ha
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meetwatch/meetwatch/watcher"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim/simtest"
 )
 
 // testTTL makes the lease's intervals whole seconds: a leader renews every
@@ -384,7 +384,7 @@ func TestHealthOutlivesTheLeaseBucket(t *testing.T) {
 func TestStandbyNamesTheLeader(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		kv := newMemKV(t, testTTL)
-		var logs syncBuffer
+		var logs simtest.Buffer
 		logged := func(c *LeaseConfig) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) }
 		a := startTestReplica(t, kv, "a")
 		synctest.Wait()
@@ -402,24 +402,6 @@ func TestStandbyNamesTheLeader(t *testing.T) {
 		}
 		assert.Equal(t, 1, strings.Count(logs.String(), `msg="standing by" component=lease replica=b leader=a`), "said once")
 	})
-}
-
-// syncBuffer is a bytes.Buffer that goroutines write to at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // A renewal that fails for a while (NATS restarting: nobody answers) is
