@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meetwatch/meetwatch/events"
+	"github.com/meetwatch/meetwatch/events/natsprobe"
 )
 
 const defaultNATSURL = "nats://127.0.0.1:4222"
@@ -92,6 +93,9 @@ Connects to MEETWATCH_NATS_URL (default `+defaultNATSURL+`).`, stderr)
 		defer cc.Stop()
 	} else {
 		sub, err := nc.Subscribe(filter, func(m *nats.Msg) {
+			if m.Header.Get(natsprobe.Header) != "" {
+				return // a probe of meetwatch check: no event, and stored nowhere
+			}
 			select {
 			case msgs <- m:
 			case <-ctx.Done():
