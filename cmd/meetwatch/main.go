@@ -39,6 +39,7 @@ started / ended / changed events on NATS JetStream.
 
 Usage:
   meetwatch run                     the daemon: poll, diff, publish, commit
+  meetwatch check [--json]          check run's configuration against the API and NATS, writing nothing
   meetwatch demo                    a local trial: embedded NATS, a simulated API, live events
   meetwatch tail [--json] [filter]  print events as they arrive (filter e.g. meetings.ended.>)
   meetwatch ls [--json]             list the meetings going on now, from the state bucket
@@ -73,6 +74,8 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		err = runVersion(rest, stdout)
 	case "run":
 		err = runDaemon(ctx, rest, environ, stdout, stderr)
+	case "check":
+		err = runCheck(ctx, rest, environ, stdout, stderr)
 	case "demo":
 		err = runDemo(ctx, rest, stdout, stderr)
 	case "tail":

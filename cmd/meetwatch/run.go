@@ -96,20 +96,7 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 	gate := &meetingapi.Gate{}
 	tokens = tokenSource(cfg, hc, budget, gate, logger)
 	defer tokens.Close()
-	client, err := meetingapi.NewClient(meetingapi.ClientConfig{
-		BaseURL:        cfg.APIURL,
-		Tokens:         tokens,
-		PageSize:       cfg.PageSize,
-		Overlap:        cmp.Or(cfg.PageOverlap, -1), // the setting's 0 is the client's "none"
-		QueryAll:       cfg.QueryAll,
-		SearchKey:      cfg.SearchKey,
-		Concurrency:    cfg.PageConcurrency,
-		RequestTimeout: cfg.RequestTimeout,
-		Budget:         budget,
-		Gate:           gate,
-		HTTPClient:     hc,
-		Logger:         logger,
-	})
+	client, err := newAPIClient(cfg, tokens, budget, gate, hc, logger)
 	if err != nil {
 		return bad("APIURL", "%v", err)
 	}
@@ -227,6 +214,25 @@ func tokenSource(cfg config, hc *http.Client, budget *rate.Limiter, gate *meetin
 	default:
 		return meetingapi.StaticToken(cfg.AccessToken)
 	}
+}
+
+// newAPIClient returns the meeting API's client as the configuration sets
+// it up, for run and for check alike.
+func newAPIClient(cfg config, tokens meetingapi.TokenSource, budget *rate.Limiter, gate *meetingapi.Gate, hc *http.Client, logger *slog.Logger) (*meetingapi.Client, error) {
+	return meetingapi.NewClient(meetingapi.ClientConfig{
+		BaseURL:        cfg.APIURL,
+		Tokens:         tokens,
+		PageSize:       cfg.PageSize,
+		Overlap:        cmp.Or(cfg.PageOverlap, -1), // the setting's 0 is the client's "none"
+		QueryAll:       cfg.QueryAll,
+		SearchKey:      cfg.SearchKey,
+		Concurrency:    cfg.PageConcurrency,
+		RequestTimeout: cfg.RequestTimeout,
+		Budget:         budget,
+		Gate:           gate,
+		HTTPClient:     hc,
+		Logger:         logger,
+	})
 }
 
 // pipeline is what the watcher needs from NATS.

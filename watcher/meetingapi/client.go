@@ -231,11 +231,7 @@ func (c *Client) ListingDeadline(since time.Time) time.Time {
 // size records what a listing's first page, answered at at, tells about
 // the whole listing: see ListingDeadline.
 func (c *Client) size(first Page, at time.Time) {
-	limit := c.cfg.PageSize
-	if first.Limit > 0 && first.Limit < limit {
-		limit = first.Limit
-	}
-	left := pagesAfterFirst(first.Count, limit, c.cfg.Overlap)
+	left := pagesAfterFirst(first.Count, c.limit(first), c.cfg.Overlap)
 	need := c.BudgetTime(int64(left))
 	if left == 0 || need == 0 {
 		return
@@ -246,6 +242,43 @@ func (c *Client) size(first Page, at time.Time) {
 	if !s.at.Before(c.sized.at) {
 		c.sized = s
 	}
+}
+
+// limit returns the page size a listing whose first page is first asks
+// for: the configured one, or less when the server echoed a smaller limit
+// (a gateway that caps pages).
+func (c *Client) limit(first Page) int {
+	if first.Limit > 0 && first.Limit < c.cfg.PageSize {
+		return first.Limit
+	}
+	return c.cfg.PageSize
+}
+
+// ListingRequests returns how many requests a listing takes whose first
+// page is first, when the list holds still: that page, and those after it
+// with their overlap. It is what a poll spends of the budget, short of
+// retries, end lookups and logins; `meetwatch check` sizes the interval
+// with it.
+func (c *Client) ListingRequests(first Page) int {
+	return 1 + pagesAfterFirst(first.Count, c.limit(first), c.cfg.Overlap)
+}
+
+// PageSizes returns the page size and the overlap a listing whose first
+// page is first uses, as List works them out.
+func (c *Client) PageSizes(first Page) (limit, overlap int) {
+	limit = c.limit(first)
+	overlap, _ = windows(limit, c.cfg.Overlap)
+	return limit, overlap
+}
+
+// FirstPage sends one request for the listing's first page, as a poll's
+// first request is sent (after the gate and the budget, with a token from
+// the token source), and decodes it; it does not retry, nor log in again
+// after a 401, so that the answer is the API's own. `meetwatch check`
+// measures the API with it.
+func (c *Client) FirstPage(ctx context.Context) (Page, error) {
+	p, _, err := c.fetchPageOnce(ctx, c.cfg.SearchKey, 0, c.cfg.PageSize, nil, nil)
+	return p, err
 }
 
 // Page is one decoded answer of the list endpoint.

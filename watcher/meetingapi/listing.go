@@ -93,10 +93,7 @@ func (c *Client) listOnce(ctx context.Context, searchKey string, read snapshot.R
 	}
 	// The server echoes the limit it applied; a gateway that caps pages
 	// below what was asked must not leave gaps between them.
-	limit := c.cfg.PageSize
-	if first.Limit > 0 && first.Limit < limit {
-		limit = first.Limit
-	}
+	limit := c.limit(first)
 	overlap, stride := windows(limit, c.cfg.Overlap)
 	j := newJoin(first.Count, limit, overlap)
 	if err := j.add(first); err != nil {

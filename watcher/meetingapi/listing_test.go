@@ -239,3 +239,67 @@ func TestAPageIsDecodedWhileTheNextIsRequested(t *testing.T) {
 	assert.True(t, overlapped.Load(), "a page was requested while another was decoded")
 	assert.EqualValues(t, 1, most.Load(), "one request in flight at most")
 }
+
+// TestListingRequestsCountsAListing checks ListingRequests against the
+// requests a listing really sends, for lists around the page boundaries,
+// and that FirstPage sends exactly one request and tells the count.
+func TestListingRequestsCountsAListing(t *testing.T) {
+	tests := []struct {
+		meetings, pageSize, overlap int
+		want                        int
+	}{
+		{meetings: 0, pageSize: 500, overlap: 20, want: 1},
+		{meetings: 500, pageSize: 500, overlap: 20, want: 1},
+		{meetings: 501, pageSize: 500, overlap: 20, want: 2},
+		{meetings: 1234, pageSize: 500, overlap: 20, want: 3}, // strides of 479: 0, 479, 958
+		{meetings: 1458, pageSize: 500, overlap: 20, want: 3}, // the third page ends at 958+500
+		{meetings: 1459, pageSize: 500, overlap: 20, want: 4},
+		{meetings: 100, pageSize: 10, overlap: -1, want: 10}, // no overlap: pages end to end
+		{meetings: 100, pageSize: 20, overlap: 5, want: 7},   // strides of 14
+	}
+	for _, tt := range tests {
+		t.Run(strconv.Itoa(tt.meetings)+" in pages of "+strconv.Itoa(tt.pageSize), func(t *testing.T) {
+			t.Parallel()
+			srv := apisim.NewServer(apisim.Options{Token: "tok"})
+			t.Cleanup(srv.Close)
+			srv.Sim.AddN(tt.meetings)
+			c, err := meetingapi.NewClient(meetingapi.ClientConfig{
+				BaseURL: srv.URL, Tokens: meetingapi.StaticToken(redact.NewSecret("tok")),
+				PageSize: tt.pageSize, Overlap: tt.overlap,
+			})
+			require.NoError(t, err)
+
+			first, err := c.FirstPage(t.Context())
+			require.NoError(t, err)
+			assert.Equal(t, 1, srv.Sim.Requests(), "FirstPage sends one request")
+			assert.Equal(t, tt.meetings, first.Count)
+			assert.Len(t, first.Records, min(tt.meetings, tt.pageSize))
+			assert.Equal(t, tt.want, c.ListingRequests(first))
+
+			snap, err := c.List(t.Context(), nil)
+			require.NoError(t, err)
+			require.Len(t, snap, tt.meetings)
+			assert.Equal(t, tt.want, srv.Sim.Requests()-1, "requests of a listing")
+		})
+	}
+}
+
+// TestFirstPageDoesNotRetry checks that FirstPage reports the API's first
+// answer, where a listing would retry it or log in again.
+func TestFirstPageDoesNotRetry(t *testing.T) {
+	for _, status := range []int{http.StatusUnauthorized, http.StatusForbidden, http.StatusServiceUnavailable} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			t.Parallel()
+			srv := apisim.NewServer(apisim.Options{Token: "tok"})
+			t.Cleanup(srv.Close)
+			srv.Sim.FailOnce(0, apisim.Fault{Status: status})
+			c, err := meetingapi.NewClient(meetingapi.ClientConfig{BaseURL: srv.URL, Tokens: meetingapi.StaticToken(redact.NewSecret("tok"))})
+			require.NoError(t, err)
+			_, err = c.FirstPage(t.Context())
+			var apiErr *meetingapi.APIError
+			require.ErrorAs(t, err, &apiErr)
+			assert.Equal(t, status, apiErr.Status)
+			assert.Equal(t, 1, srv.Sim.Requests())
+		})
+	}
+}
