@@ -40,7 +40,7 @@ func TestNoCredentialInAnyLine(t *testing.T) {
 	t.Run("a NATS URL that does not parse", func(t *testing.T) {
 		t.Parallel()
 		bad := "nats://meetwatch:" + natsPassword + "%zz@127.0.0.1:4222"
-		for _, cmd := range [][]string{{"run"}, {"tail"}, {"ls"}, {"audit", "--out", "-"}} {
+		for _, cmd := range [][]string{{"run"}, {"check"}, {"tail"}, {"ls"}, {"audit", "--out", "-"}} {
 			var stdout, stderr bytes.Buffer
 			env := map[string]string{"MEETWATCH_NATS_URL": bad, "MEETWATCH_ACCESS_TOKEN": "t"}
 			code := run(t.Context(), cmd, env, &stdout, &stderr)
