@@ -381,38 +381,42 @@ func TestCheckReadsTheAnswer(t *testing.T) {
 	}
 }
 
-// TestCheckProbesPassTailBy runs check while `meetwatch tail` prints the
-// live events: the probes on the event subjects are no events, and tail
-// prints none of them.
+// TestCheckProbesPassTailBy: a plain subscriber to the event subjects,
+// with no stream to refuse the probes, is a case check cannot tell from a
+// stream that does not answer, and says so; once the stream is there,
+// check passes, and `meetwatch tail`, which reads the stream, never sees
+// a probe.
 func TestCheckProbesPassTailBy(t *testing.T) {
 	t.Parallel()
 	const token = "check-tail-token"
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
-	tail := startTail(t, srv.ClientURL())
 	api := startAPI(t, token, 3)
 	env := checkEnv(api.URL, token, srv.ClientURL())
 
-	// No stream yet: the subscriber takes the probes, and no stream
-	// refuses them, which check cannot tell from a stream that does not
-	// answer.
+	sub, err := nc.SubscribeSync("meetings.>")
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
 	code, lines, _ := runCheckBinary(t, env, "--timeout", "1s")
 	assert.Equal(t, 1, code, "exit code")
 	got := byName(t, lines)
 	assert.False(t, got["stream"].ok)
 	assert.Contains(t, got["stream"].detail, "no answer within 1s: something takes meetings.> but no stream answered")
 	assert.True(t, got["publish"].ok, "the publish was let through: %s", got["publish"].detail)
+	require.NoError(t, sub.Unsubscribe())
 
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	_, err = js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "MEETINGS", Subjects: []string{"meetings.>"}})
+	_, err = js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "MEETINGS", Subjects: []string{"meetings.>"}, Duplicates: time.Hour})
 	require.NoError(t, err)
+	tail := startTail(t, srv.ClientURL())
 	code, _, p := runCheckBinary(t, env)
 	require.Equal(t, 0, code, "exit code; stdout:\n%s", p.stdout)
 
 	// A message after the probes, which tail shows as what it is: once it
 	// is printed, so is everything before it.
-	require.NoError(t, nc.Publish("meetings.started.after", []byte("{}")))
+	_, err = js.Publish(t.Context(), "meetings.started.after", []byte("{}"))
+	require.NoError(t, err)
 	require.Eventually(t, func() bool { return len(tail.stdout.Lines()) > 0 }, eventWait, tick, "waiting for tail")
 	printed := tail.stdout.Lines()
 	require.Len(t, printed, 1, "tail printed:\n%s", tail.stdout)
@@ -523,4 +527,27 @@ func TestSizeListing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCheckShortDuplicateWindow: a stream whose duplicate window is
+// shorter than MEETWATCH_DUPLICATE_WINDOW, which run leaves as it is, fails
+// the stream check with the consequence and the fix.
+func TestCheckShortDuplicateWindow(t *testing.T) {
+	t.Parallel()
+	const token = "check-window-token"
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "MEETINGS", Subjects: []string{"meetings.>"}, Duplicates: 5 * time.Minute})
+	require.NoError(t, err)
+	api := startAPI(t, token, 3)
+	code, lines, p := runCheckBinary(t, checkEnv(api.URL, token, srv.ClientURL()))
+	assert.Equal(t, 1, code, "exit code; stdout:\n%s", p.stdout)
+	got := byName(t, lines)
+	assert.False(t, got["stream"].ok)
+	assert.Contains(t, got["stream"].detail, "MEETINGS keeps ids for 5m0s, less than MEETWATCH_DUPLICATE_WINDOW=1h0m0s")
+	st, err := js.Stream(t.Context(), "MEETINGS")
+	require.NoError(t, err)
+	assert.Equal(t, 5*time.Minute, st.CachedInfo().Config.Duplicates, "check changes nothing")
 }

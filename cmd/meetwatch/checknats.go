@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meetwatch/meetwatch/events"
+	"github.com/meetwatch/meetwatch/events/jsensure"
 	"github.com/meetwatch/meetwatch/events/natsprobe"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
 )
@@ -53,7 +54,7 @@ func checkNATS(ctx context.Context, cfg config, timeout time.Duration, logger *s
 		about: aboutState,
 	})
 	checkBucket(ctx, p, rep, bucketProbe{
-		check: "lease_bucket", bucket: cfg.LeaseBucket, key: "leader",
+		check: "lease_bucket", bucket: cfg.LeaseBucket, key: "leader", info: true,
 		reads: "a standby reads the lease",
 		watch: "the watch through which a standby sees the lease go",
 		about: aboutLease,
@@ -157,14 +158,25 @@ func checkJetStream(ctx context.Context, p *natsprobe.Prober, rep *checkReport) 
 	return true
 }
 
-// checkEventStream probes the events' stream: that run may create and update
-// it, and which stream stores the event subjects; and the publish of each
-// kind of event.
+// checkEventStream probes the events' stream: that run may read and create
+// it, and update it where it lacks the event subjects; which stream stores
+// those subjects; that its duplicate window keeps the exactly-once
+// guarantee; and the publish of each kind of event.
 func checkEventStream(ctx context.Context, cfg config, p *natsprobe.Prober, rep *checkReport) {
-	stream := cfg.Stream
+	stream, subjects := cfg.Stream, cfg.SubjectPrefix+".>"
 	var d, pub denials
-	d.note(p.MayUpdateStream(ctx, stream), "$JS.API.STREAM.UPDATE."+stream, "run updates the stream at every start")
+	info, err := p.StreamInfo(ctx, stream)
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		d.note(err, "$JS.API.STREAM.INFO."+stream, "run reads the stream's settings at every start")
+	}
 	d.note(p.MayCreateStream(ctx, stream), "$JS.API.STREAM.CREATE."+stream, "run creates it when it is missing")
+	if info != nil && !slices.ContainsFunc(info.Config.Subjects, func(s string) bool { return jsensure.Covers(s, subjects) }) {
+		d.note(p.MayUpdateStream(ctx, stream), "$JS.API.STREAM.UPDATE."+stream, "run adds "+subjects+" to the stream, which lacks it")
+	}
+	if info != nil && info.Config.Duplicates < cfg.DuplicateWindow {
+		d.failed = append(d.failed, fmt.Sprintf("%s keeps ids for %s, less than %s=%s: an event published again after a longer outage would be stored twice; raise the stream's duplicate window (run leaves it as it is)",
+			stream, info.Config.Duplicates, varName("DuplicateWindow"), cfg.DuplicateWindow))
+	}
 	var (
 		stored  string // the stream that stores the event subjects
 		known   bool
@@ -190,17 +202,17 @@ func checkEventStream(ctx context.Context, cfg config, p *natsprobe.Prober, rep 
 	case !d.ok():
 		rep.add("stream", false, "%s", d.String())
 	case known && stored == stream:
-		rep.add("stream", true, "%s stores %s.>; run may update it, or create it", stream, cfg.SubjectPrefix)
+		rep.add("stream", true, "%s stores %s.>; run may read it, or create it", stream, cfg.SubjectPrefix)
 	case known && stored == "":
 		rep.add("stream", true, "%s does not exist yet, and no stream stores %s.>: run creates it (it may)", stream, cfg.SubjectPrefix)
 	case known:
 		rep.add("stream", false, "the stream %s stores %s.>, not %s: run's events, which expect %s, would be refused; set %s=%s, or take %s.> out of %s",
 			stored, cfg.SubjectPrefix, stream, stream, varName("Stream"), stored, cfg.SubjectPrefix, stored)
 	case unclear != nil:
-		rep.add("stream", false, "%v: something takes %s.> but no stream answered: either %s is there and its leader does not answer, or it is not there and something else (nats sub, meetwatch tail) subscribes; stop that and check again",
+		rep.add("stream", false, "%v: something takes %s.> but no stream answered: either %s is there and its leader does not answer, or it is not there and something else (such as nats sub) subscribes; stop that and check again",
 			unclear, cfg.SubjectPrefix, stream)
 	default:
-		rep.add("stream", true, "run may create and update %s (whether it exists is not known: publishing was denied)", stream)
+		rep.add("stream", true, "run may read and create %s (whether it stores the events is not known: publishing was denied)", stream)
 	}
 	if !pub.ok() {
 		rep.add("publish", false, "%s", pub.String())
@@ -240,10 +252,9 @@ func checkBucket(ctx context.Context, p *natsprobe.Prober, rep *checkReport, b b
 		var err error
 		info, err = p.StreamInfo(ctx, stream)
 		if !errors.Is(err, jetstream.ErrStreamNotFound) {
-			d.note(err, "$JS.API.STREAM.INFO."+stream, "run reads the bucket's status at start")
+			d.note(err, "$JS.API.STREAM.INFO."+stream, "run reads the bucket's settings at every start")
 		}
 	}
-	d.note(p.MayUpdateStream(ctx, stream), "$JS.API.STREAM.UPDATE."+stream, "run updates the bucket at every start")
 	d.note(p.MayCreateStream(ctx, stream), "$JS.API.STREAM.CREATE."+stream, "run creates it when it is missing")
 	subject := "$KV." + b.bucket + "." + b.key
 	entry, err := p.DirectGet(ctx, stream, subject)
@@ -266,7 +277,7 @@ func checkBucket(ctx context.Context, p *natsprobe.Prober, rep *checkReport, b b
 		rep.add(b.check, false, "%s", d.String())
 		return
 	}
-	may := "run may read, write, watch, create and update it"
+	may := "run may read, write, watch and create it"
 	switch {
 	case owner == "" && info == nil:
 		rep.add(b.check, true, "%s does not exist yet: run creates it; %s", stream, may)
