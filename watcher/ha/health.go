@@ -225,20 +225,12 @@ func (h *Health) Check(now time.Time) (ready, healthy Report) {
 	lastPoll, committed := h.lastPoll, h.committed
 	loops := maps.Clone(h.loops)
 	warnings := slices.Clone(h.warnings)
-	var last timedError
-	for _, e := range h.errs {
-		if e.at.After(last.at) {
-			last = e
-		}
-	}
+	errs := maps.Clone(h.errs)
 	h.mu.Unlock()
 
 	base := Report{Role: "standby", NATSConnected: connected != nil && connected(), Warnings: warnings}
 	if !lastPoll.IsZero() {
 		base.LastPoll = &lastPoll
-	}
-	if last.msg != "" {
-		base.LastError, base.LastErrorAt = last.msg, &last.at
 	}
 	leader := false
 	var lastCheck time.Time
@@ -255,6 +247,20 @@ func (h *Health) Check(now time.Time) (ready, healthy Report) {
 	if leader {
 		base.Role = "leader"
 	}
+	if lease != nil && !leader {
+		// A former term's: a standby does not poll.
+		delete(errs, LoopPoll)
+		delete(loops, LoopPoll)
+	}
+	var last timedError
+	for _, e := range errs {
+		if e.at.After(last.at) {
+			last = e
+		}
+	}
+	if last.msg != "" {
+		base.LastError, base.LastErrorAt = last.msg, &last.at
+	}
 
 	ready, healthy = base, base
 	switch {
@@ -266,9 +272,6 @@ func (h *Health) Check(now time.Time) (ready, healthy Report) {
 		ready.Reason = "no snapshot committed yet"
 	case !leader && (lastCheck.IsZero() || now.Sub(lastCheck) > maxAge):
 		ready.Reason = "no recent lease check"
-	}
-	if lease != nil && !leader {
-		delete(loops, LoopPoll) // a former term's loop has ended
 	}
 	for _, name := range slices.Sorted(maps.Keys(loops)) {
 		if now.Sub(loops[name]) > h.LoopGrace {
