@@ -12,6 +12,7 @@ import (
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
+	"github.com/meetwatch/meetwatch/events/publish"
 	"github.com/meetwatch/meetwatch/snapshot"
 )
 
@@ -43,7 +44,7 @@ func TestEnsureStreamKeepsTheOperatorsSettings(t *testing.T) {
 
 			var logs bytes.Buffer
 			var conflicts []string
-			pub, err := events.NewPublisher(nc, events.PublisherConfig{
+			pub, err := publish.New(nc, publish.Config{
 				Stream: "MEETINGS", Prefix: "meetings", Duplicates: time.Hour, MaxAge: 720 * time.Hour,
 				Logger:   slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 				Conflict: func(msg string) { conflicts = append(conflicts, msg) },
@@ -78,7 +79,7 @@ func TestEnsureStreamAddsItsSubjects(t *testing.T) {
 	_, err = js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "MEETINGS", Subjects: []string{"calls.>"}, Duplicates: time.Hour, MaxBytes: 1 << 20})
 	require.NoError(t, err)
 	var logs bytes.Buffer
-	pub, err := events.NewPublisher(nc, events.PublisherConfig{
+	pub, err := publish.New(nc, publish.Config{
 		Stream: "MEETINGS", Prefix: "meetings", Duplicates: time.Hour, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 	})
 	require.NoError(t, err)

@@ -498,3 +498,11 @@ func (e Event) Summary() string {
 	}
 	return b.String()
 }
+
+// PublishResult counts what one Publish did.
+type PublishResult struct {
+	// Stored events were new to the stream.
+	Stored int
+	// Duplicates were already in the stream under the same id.
+	Duplicates int
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
+	"github.com/meetwatch/meetwatch/events/publish"
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
 )
@@ -130,7 +131,7 @@ func TestSubjectNeverWidens(t *testing.T) {
 func TestPublishIsIdempotent(t *testing.T) {
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
-	pub, err := events.NewPublisher(nc, events.PublisherConfig{Stream: "MEETINGS", Prefix: "meetings", Duplicates: time.Hour, MaxAge: 30 * 24 * time.Hour})
+	pub, err := publish.New(nc, publish.Config{Stream: "MEETINGS", Prefix: "meetings", Duplicates: time.Hour, MaxAge: 30 * 24 * time.Hour})
 	require.NoError(t, err)
 	require.NoError(t, pub.EnsureStream(t.Context()))
 
@@ -170,7 +171,7 @@ func TestPublishFailsWhenNothingAcknowledges(t *testing.T) {
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
 	// No stream: nobody acknowledges, so Publish must fail, never pretend.
-	pub, err := events.NewPublisher(nc, events.PublisherConfig{Stream: "MEETINGS", Prefix: "meetings", Attempts: 2, AckTimeout: 200 * time.Millisecond})
+	pub, err := publish.New(nc, publish.Config{Stream: "MEETINGS", Prefix: "meetings", Attempts: 2, AckTimeout: 200 * time.Millisecond})
 	require.NoError(t, err)
 	_, err = pub.Publish(t.Context(), []events.Event{build(t, changes(t)[0])})
 	require.Error(t, err)

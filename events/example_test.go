@@ -13,6 +13,7 @@ import (
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed"
+	"github.com/meetwatch/meetwatch/events/publish"
 	"github.com/meetwatch/meetwatch/snapshot"
 )
 
@@ -85,7 +86,7 @@ func exampleStream(ctx context.Context) (jetstream.JetStream, func()) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	pub, err := events.NewPublisher(nc, events.PublisherConfig{Stream: "MEETINGS", Prefix: events.DefaultPrefix, Duplicates: time.Minute})
+	pub, err := publish.New(nc, publish.Config{Stream: "MEETINGS", Prefix: events.DefaultPrefix, Duplicates: time.Minute})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
+	"github.com/meetwatch/meetwatch/events/publish"
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
 )
@@ -255,7 +256,7 @@ func TestRecordTrimmedForStateFitsAnEvent(t *testing.T) {
 func TestPublishOversizedMeeting(t *testing.T) {
 	srv := natstest.Start(t)
 	nc := natstest.Connect(t, srv)
-	pub, err := events.NewPublisher(nc, events.PublisherConfig{Stream: "MEETINGS", Prefix: "meetings", Duplicates: time.Hour, Attempts: 1})
+	pub, err := publish.New(nc, publish.Config{Stream: "MEETINGS", Prefix: "meetings", Duplicates: time.Hour, Attempts: 1})
 	require.NoError(t, err)
 	require.NoError(t, pub.EnsureStream(t.Context()))
 

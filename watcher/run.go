@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meetwatch/meetwatch/internal/backoff"
 	"github.com/meetwatch/meetwatch/snapshot"
-	"github.com/meetwatch/meetwatch/watcher/backoff"
 )
 
 // The behaviours Run asks of its Lister and its Health when they have them.

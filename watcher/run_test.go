@@ -22,9 +22,9 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/meetwatch/meetwatch/events"
+	"github.com/meetwatch/meetwatch/internal/backoff"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
 	"github.com/meetwatch/meetwatch/watcher"
-	"github.com/meetwatch/meetwatch/watcher/backoff"
 	"github.com/meetwatch/meetwatch/watcher/ha"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"

@@ -124,8 +124,6 @@ type Health interface {
 	PollFailed(err error)
 }
 
-var _ Publisher = (*events.Publisher)(nil)
-
 // Config wires a Watcher.
 type Config struct {
 	Lister    Lister

@@ -17,6 +17,7 @@ import (
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
+	"github.com/meetwatch/meetwatch/events/publish"
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
 	"github.com/meetwatch/meetwatch/watcher"
@@ -95,7 +96,7 @@ func (r *rig) newWatcherRedacting(tb testing.TB, store watcher.StateStore, red *
 // newWatcherWith is newWatcher with its configuration adjusted.
 func (r *rig) newWatcherWith(tb testing.TB, store watcher.StateStore, adjust func(*watcher.Config)) *watcher.Watcher {
 	tb.Helper()
-	pub, err := events.NewPublisher(r.nc, events.PublisherConfig{Stream: testStream, Prefix: "meetings", Duplicates: time.Hour})
+	pub, err := publish.New(r.nc, publish.Config{Stream: testStream, Prefix: "meetings", Duplicates: time.Hour})
 	require.NoError(tb, err)
 	require.NoError(tb, pub.EnsureStream(tb.Context()))
 	if store == nil {

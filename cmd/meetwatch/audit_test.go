@@ -32,6 +32,7 @@ import (
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
+	"github.com/meetwatch/meetwatch/events/publish"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim/simtest"
 )
 
@@ -47,7 +48,7 @@ type streamRig struct {
 	srv  *server.Server
 	nc   *nats.Conn
 	js   jetstream.JetStream
-	pub  *events.Publisher
+	pub  *publish.Publisher
 	rng  *rand.Rand // the publisher's, under mu
 	seed uint64
 
@@ -66,7 +67,7 @@ func newStreamRigOn(t *testing.T, srv *server.Server, nc *nats.Conn, defaultSeed
 	t.Helper()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	pub, err := events.NewPublisher(nc, events.PublisherConfig{Stream: auditStream, Prefix: events.DefaultPrefix, Duplicates: time.Hour})
+	pub, err := publish.New(nc, publish.Config{Stream: auditStream, Prefix: events.DefaultPrefix, Duplicates: time.Hour})
 	require.NoError(t, err)
 	require.NoError(t, pub.EnsureStream(t.Context()))
 	seed := simtest.Seed(t, defaultSeed)

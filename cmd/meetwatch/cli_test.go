@@ -243,7 +243,7 @@ func TestRunHelpGivesEveryVariableItsMeaning(t *testing.T) {
 	}
 	assert.Greater(t, n, 40, "the embedded structs' variables are listed too")
 	assert.Regexp(t, `(?m)^  MEETWATCH_NATS_URL +NATS server URLs, comma-separated \(default: empty, meaning an embedded server`, help)
-	assert.Regexp(t, `(?m)^  MEETWATCH_NATS_USER +\S`, help, "a variable of events.NATSAuth")
+	assert.Regexp(t, `(?m)^  MEETWATCH_NATS_USER +\S`, help, "a variable of NATSAuth")
 	assert.Regexp(t, `(?m)^  MEETWATCH_LEASE_TTL +\S`, help, "a variable of HA")
 }
 

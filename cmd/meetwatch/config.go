@@ -14,7 +14,6 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
-	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed"
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
@@ -47,7 +46,7 @@ type config struct {
 	QueryAll        bool          `env:"QUERY_ALL" envDefault:"true" desc:"list every user's meetings (needs an enterprise admin's token); false for the user's own"`
 	SearchKey       string        `env:"SEARCH_KEY" desc:"only the meetings the API's searchKey matches (subject, scheduler or meeting ID); ends then come with the next listing, not a lookup"`
 	NATSURL         string        `env:"NATS_URL" help:"empty, meaning an embedded server with its files in MEETWATCH_DATA_DIR" desc:"NATS server URLs, comma-separated"`
-	events.NATSAuth               // MEETWATCH_NATS_CREDS, _NKEY, _USER, _PASSWORD, _TOKEN, _CA, _CERT, _KEY
+	NATSAuth                      // MEETWATCH_NATS_CREDS, _NKEY, _USER, _PASSWORD, _TOKEN, _CA, _CERT, _KEY
 	HA                            // MEETWATCH_REPLICAS, _LEASE_TTL, _LEASE_BUCKET, _REPLICA_ID, _HTTP_ADDR
 	EmbeddedListen  string        `env:"EMBEDDED_NATS_LISTEN" envDefault:"127.0.0.1:4222" desc:"where the embedded NATS server listens, when MEETWATCH_NATS_URL is empty"`
 	DataDir         string        `env:"DATA_DIR" envDefault:"./meetwatch-data" desc:"the embedded NATS server's JetStream files, when MEETWATCH_NATS_URL is empty"`
@@ -169,7 +168,7 @@ func (c config) validate(forRun bool) error {
 				return bad("NATSURL", "%v", err)
 			}
 		}
-		if err := natsAuthError(c.NATSAuth.Validate()); err != nil { // the embedded server takes none
+		if err := c.NATSAuth.Validate(); err != nil { // the embedded server takes none
 			return err
 		}
 	}

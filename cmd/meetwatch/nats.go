@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
 	"github.com/meetwatch/meetwatch/watcher/ha"
 )
@@ -22,7 +21,7 @@ import (
 // natsSecurity returns the security options for connecting to
 // MEETWATCH_NATS_URL, or none when it is empty: then the server is the
 // embedded one, which takes no credentials and speaks no TLS (see
-// events.NATSAuth). Settings left over in that case are named in a warning,
+// NATSAuth). Settings left over in that case are named in a warning,
 // since they suggest MEETWATCH_NATS_URL was meant to be set.
 func natsSecurity(cfg config, logger *slog.Logger) ([]nats.Option, error) {
 	if cfg.NATSURL == "" {
@@ -32,16 +31,6 @@ func natsSecurity(cfg config, logger *slog.Logger) ([]nats.Option, error) {
 		return nil, nil
 	}
 	return cfg.NATSAuth.Options()
-}
-
-// natsAuthError turns the NATS settings' error into a configuration error
-// that names the variables.
-func natsAuthError(err error) error {
-	var se *events.SettingError
-	if errors.As(err, &se) {
-		return &configError{Var: strings.Join(varNames(se.Fields), ", "), Msg: se.Msg}
-	}
-	return err
 }
 
 func varNames(fields []string) []string {

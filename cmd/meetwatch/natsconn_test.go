@@ -36,7 +36,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
 )
 
@@ -277,46 +276,46 @@ func TestNATSAuthValidate(t *testing.T) {
 	secret := redact.NewSecret
 	tests := []struct {
 		name    string
-		auth    events.NATSAuth
+		auth    NATSAuth
 		wantVar string // empty: valid
 	}{
-		{name: "nothing set", auth: events.NATSAuth{}},
-		{name: "creds", auth: events.NATSAuth{NATSCreds: f.creds}},
-		{name: "nkey", auth: events.NATSAuth{NATSNKey: f.seed}},
-		{name: "user and password", auth: events.NATSAuth{NATSUser: "u", NATSPassword: secret("p")}},
-		{name: "user alone", auth: events.NATSAuth{NATSUser: "u"}},
-		{name: "token", auth: events.NATSAuth{NATSToken: secret("t")}},
-		{name: "server-verified TLS", auth: events.NATSAuth{NATSCA: f.CA}},
-		{name: "mutual TLS", auth: events.NATSAuth{NATSCA: f.CA, NATSCert: f.ClientCert, NATSKey: f.ClientKey}},
-		{name: "client certificate with system roots", auth: events.NATSAuth{NATSCert: f.ClientCert, NATSKey: f.ClientKey}},
-		{name: "user over mutual TLS", auth: events.NATSAuth{NATSUser: "u", NATSPassword: secret("p"), NATSCA: f.CA, NATSCert: f.ClientCert, NATSKey: f.ClientKey}},
+		{name: "nothing set", auth: NATSAuth{}},
+		{name: "creds", auth: NATSAuth{NATSCreds: f.creds}},
+		{name: "nkey", auth: NATSAuth{NATSNKey: f.seed}},
+		{name: "user and password", auth: NATSAuth{NATSUser: "u", NATSPassword: secret("p")}},
+		{name: "user alone", auth: NATSAuth{NATSUser: "u"}},
+		{name: "token", auth: NATSAuth{NATSToken: secret("t")}},
+		{name: "server-verified TLS", auth: NATSAuth{NATSCA: f.CA}},
+		{name: "mutual TLS", auth: NATSAuth{NATSCA: f.CA, NATSCert: f.ClientCert, NATSKey: f.ClientKey}},
+		{name: "client certificate with system roots", auth: NATSAuth{NATSCert: f.ClientCert, NATSKey: f.ClientKey}},
+		{name: "user over mutual TLS", auth: NATSAuth{NATSUser: "u", NATSPassword: secret("p"), NATSCA: f.CA, NATSCert: f.ClientCert, NATSKey: f.ClientKey}},
 
-		{name: "creds and user", auth: events.NATSAuth{NATSCreds: f.creds, NATSUser: "u"}, wantVar: "MEETWATCH_NATS_CREDS, MEETWATCH_NATS_USER"},
-		{name: "nkey and token", auth: events.NATSAuth{NATSNKey: f.seed, NATSToken: secret("t")}, wantVar: "MEETWATCH_NATS_NKEY, MEETWATCH_NATS_TOKEN"},
-		{name: "user and token", auth: events.NATSAuth{NATSUser: "u", NATSToken: secret("t")}, wantVar: "MEETWATCH_NATS_USER, MEETWATCH_NATS_TOKEN"},
-		{name: "all four", auth: events.NATSAuth{NATSCreds: f.creds, NATSNKey: f.seed, NATSUser: "u", NATSToken: secret("t")},
+		{name: "creds and user", auth: NATSAuth{NATSCreds: f.creds, NATSUser: "u"}, wantVar: "MEETWATCH_NATS_CREDS, MEETWATCH_NATS_USER"},
+		{name: "nkey and token", auth: NATSAuth{NATSNKey: f.seed, NATSToken: secret("t")}, wantVar: "MEETWATCH_NATS_NKEY, MEETWATCH_NATS_TOKEN"},
+		{name: "user and token", auth: NATSAuth{NATSUser: "u", NATSToken: secret("t")}, wantVar: "MEETWATCH_NATS_USER, MEETWATCH_NATS_TOKEN"},
+		{name: "all four", auth: NATSAuth{NATSCreds: f.creds, NATSNKey: f.seed, NATSUser: "u", NATSToken: secret("t")},
 			wantVar: "MEETWATCH_NATS_CREDS, MEETWATCH_NATS_NKEY, MEETWATCH_NATS_USER, MEETWATCH_NATS_TOKEN"},
-		{name: "password without user", auth: events.NATSAuth{NATSPassword: secret("p")}, wantVar: "MEETWATCH_NATS_USER"},
-		{name: "cert without key", auth: events.NATSAuth{NATSCert: f.ClientCert}, wantVar: "MEETWATCH_NATS_KEY"},
-		{name: "key without cert", auth: events.NATSAuth{NATSKey: f.ClientKey}, wantVar: "MEETWATCH_NATS_CERT"},
+		{name: "password without user", auth: NATSAuth{NATSPassword: secret("p")}, wantVar: "MEETWATCH_NATS_USER"},
+		{name: "cert without key", auth: NATSAuth{NATSCert: f.ClientCert}, wantVar: "MEETWATCH_NATS_KEY"},
+		{name: "key without cert", auth: NATSAuth{NATSKey: f.ClientKey}, wantVar: "MEETWATCH_NATS_CERT"},
 
-		{name: "creds missing", auth: events.NATSAuth{NATSCreds: f.missing}, wantVar: "MEETWATCH_NATS_CREDS"},
-		{name: "creds a directory", auth: events.NATSAuth{NATSCreds: f.dir}, wantVar: "MEETWATCH_NATS_CREDS"},
-		{name: "creds without a JWT", auth: events.NATSAuth{NATSCreds: f.seed}, wantVar: "MEETWATCH_NATS_CREDS"},
-		{name: "creds garbage", auth: events.NATSAuth{NATSCreds: f.garbage}, wantVar: "MEETWATCH_NATS_CREDS"},
-		{name: "nkey missing", auth: events.NATSAuth{NATSNKey: f.missing}, wantVar: "MEETWATCH_NATS_NKEY"},
-		{name: "nkey garbage", auth: events.NATSAuth{NATSNKey: f.garbage}, wantVar: "MEETWATCH_NATS_NKEY"},
-		{name: "nkey of an account", auth: events.NATSAuth{NATSNKey: f.accountSeed}, wantVar: "MEETWATCH_NATS_NKEY"},
-		{name: "ca missing", auth: events.NATSAuth{NATSCA: f.missing}, wantVar: "MEETWATCH_NATS_CA"},
-		{name: "ca not PEM", auth: events.NATSAuth{NATSCA: f.garbage}, wantVar: "MEETWATCH_NATS_CA"},
-		{name: "cert missing", auth: events.NATSAuth{NATSCert: f.missing, NATSKey: f.ClientKey}, wantVar: "MEETWATCH_NATS_CERT"},
-		{name: "key missing", auth: events.NATSAuth{NATSCert: f.ClientCert, NATSKey: f.missing}, wantVar: "MEETWATCH_NATS_KEY"},
-		{name: "key of another certificate", auth: events.NATSAuth{NATSCert: f.ClientCert, NATSKey: f.ServerKey}, wantVar: "MEETWATCH_NATS_CERT"},
+		{name: "creds missing", auth: NATSAuth{NATSCreds: f.missing}, wantVar: "MEETWATCH_NATS_CREDS"},
+		{name: "creds a directory", auth: NATSAuth{NATSCreds: f.dir}, wantVar: "MEETWATCH_NATS_CREDS"},
+		{name: "creds without a JWT", auth: NATSAuth{NATSCreds: f.seed}, wantVar: "MEETWATCH_NATS_CREDS"},
+		{name: "creds garbage", auth: NATSAuth{NATSCreds: f.garbage}, wantVar: "MEETWATCH_NATS_CREDS"},
+		{name: "nkey missing", auth: NATSAuth{NATSNKey: f.missing}, wantVar: "MEETWATCH_NATS_NKEY"},
+		{name: "nkey garbage", auth: NATSAuth{NATSNKey: f.garbage}, wantVar: "MEETWATCH_NATS_NKEY"},
+		{name: "nkey of an account", auth: NATSAuth{NATSNKey: f.accountSeed}, wantVar: "MEETWATCH_NATS_NKEY"},
+		{name: "ca missing", auth: NATSAuth{NATSCA: f.missing}, wantVar: "MEETWATCH_NATS_CA"},
+		{name: "ca not PEM", auth: NATSAuth{NATSCA: f.garbage}, wantVar: "MEETWATCH_NATS_CA"},
+		{name: "cert missing", auth: NATSAuth{NATSCert: f.missing, NATSKey: f.ClientKey}, wantVar: "MEETWATCH_NATS_CERT"},
+		{name: "key missing", auth: NATSAuth{NATSCert: f.ClientCert, NATSKey: f.missing}, wantVar: "MEETWATCH_NATS_KEY"},
+		{name: "key of another certificate", auth: NATSAuth{NATSCert: f.ClientCert, NATSKey: f.ServerKey}, wantVar: "MEETWATCH_NATS_CERT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			err := natsAuthError(tt.auth.Validate())
+			err := tt.auth.Validate()
 			if tt.wantVar == "" {
 				require.NoError(t, err)
 				_, err := tt.auth.Options()
@@ -341,36 +340,36 @@ func TestNATSAuthOptions(t *testing.T) {
 
 	tests := []struct {
 		name  string
-		auth  events.NATSAuth
+		auth  NATSAuth
 		check func(t *testing.T, o nats.Options)
 	}{
-		{name: "nothing", auth: events.NATSAuth{}, check: func(t *testing.T, o nats.Options) {
+		{name: "nothing", auth: NATSAuth{}, check: func(t *testing.T, o nats.Options) {
 			assert.Equal(t, nats.GetDefaultOptions().Secure, o.Secure)
 			assert.Empty(t, o.User)
 			assert.Empty(t, o.Token)
 			assert.Empty(t, o.Nkey)
 			assert.Nil(t, o.UserJWT)
 		}},
-		{name: "creds", auth: events.NATSAuth{NATSCreds: f.creds}, check: func(t *testing.T, o nats.Options) {
+		{name: "creds", auth: NATSAuth{NATSCreds: f.creds}, check: func(t *testing.T, o nats.Options) {
 			require.NotNil(t, o.UserJWT)
 			userJWT, err := o.UserJWT()
 			require.NoError(t, err)
 			assert.Equal(t, 2, strings.Count(userJWT, "."), "the user JWT")
 			assert.NotNil(t, o.SignatureCB)
 		}},
-		{name: "nkey", auth: events.NATSAuth{NATSNKey: f.seed}, check: func(t *testing.T, o nats.Options) {
+		{name: "nkey", auth: NATSAuth{NATSNKey: f.seed}, check: func(t *testing.T, o nats.Options) {
 			assert.Equal(t, wantNkey.Nkey, o.Nkey)
 			assert.True(t, strings.HasPrefix(o.Nkey, "U"), "a user's public key")
 			assert.NotNil(t, o.SignatureCB)
 		}},
-		{name: "user", auth: events.NATSAuth{NATSUser: "u", NATSPassword: redact.NewSecret("p")}, check: func(t *testing.T, o nats.Options) {
+		{name: "user", auth: NATSAuth{NATSUser: "u", NATSPassword: redact.NewSecret("p")}, check: func(t *testing.T, o nats.Options) {
 			assert.Equal(t, "u", o.User)
 			assert.Equal(t, "p", o.Password)
 		}},
-		{name: "token", auth: events.NATSAuth{NATSToken: redact.NewSecret("t")}, check: func(t *testing.T, o nats.Options) {
+		{name: "token", auth: NATSAuth{NATSToken: redact.NewSecret("t")}, check: func(t *testing.T, o nats.Options) {
 			assert.Equal(t, "t", o.Token)
 		}},
-		{name: "mutual TLS", auth: events.NATSAuth{NATSCA: f.CA, NATSCert: f.ClientCert, NATSKey: f.ClientKey}, check: func(t *testing.T, o nats.Options) {
+		{name: "mutual TLS", auth: NATSAuth{NATSCA: f.CA, NATSCert: f.ClientCert, NATSKey: f.ClientKey}, check: func(t *testing.T, o nats.Options) {
 			assert.True(t, o.Secure)
 			assert.NotNil(t, o.RootCAsCB)
 			assert.NotNil(t, o.TLSCertCB)
@@ -379,7 +378,7 @@ func TestNATSAuthOptions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			require.NoError(t, natsAuthError(tt.auth.Validate()))
+			require.NoError(t, tt.auth.Validate())
 			opts, err := tt.auth.Options()
 			require.NoError(t, err)
 			o := nats.GetDefaultOptions()
@@ -405,7 +404,7 @@ func TestNATSAuthFromEnvironment(t *testing.T) {
 	}
 	cfg, err := loadConfig(environ, false)
 	require.NoError(t, err)
-	assert.Equal(t, events.NATSAuth{
+	assert.Equal(t, NATSAuth{
 		NATSUser: "mw", NATSPassword: redact.NewSecret(password),
 		NATSCA: f.CA, NATSCert: f.ClientCert, NATSKey: f.ClientKey,
 	}, cfg.NATSAuth, "the embedded settings are read")
@@ -440,7 +439,7 @@ func TestNATSAuthFromEnvironment(t *testing.T) {
 func TestNATSSecurityIgnoredWithEmbeddedServer(t *testing.T) {
 	t.Parallel()
 	f := newAuthFiles(t)
-	cfg := config{NATSAuth: events.NATSAuth{NATSCA: f.CA, NATSToken: redact.NewSecret("ignored-token-1")}}
+	cfg := config{NATSAuth: NATSAuth{NATSCA: f.CA, NATSToken: redact.NewSecret("ignored-token-1")}}
 	var logs bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 
@@ -467,18 +466,18 @@ func TestNATSTLS(t *testing.T) {
 	tests := []struct {
 		name    string
 		srv     *server.Server
-		auth    events.NATSAuth
+		auth    NATSAuth
 		wantErr bool
 	}{
-		{name: "server-verified TLS", srv: tlsOnly, auth: events.NATSAuth{NATSCA: p.CA}},
-		{name: "mutual TLS", srv: mutual, auth: events.NATSAuth{NATSCA: p.CA, NATSCert: p.ClientCert, NATSKey: p.ClientKey}},
-		{name: "mutual TLS without a client certificate", srv: mutual, auth: events.NATSAuth{NATSCA: p.CA}, wantErr: true},
-		{name: "server certificate from an unknown CA", srv: tlsOnly, auth: events.NATSAuth{}, wantErr: true},
+		{name: "server-verified TLS", srv: tlsOnly, auth: NATSAuth{NATSCA: p.CA}},
+		{name: "mutual TLS", srv: mutual, auth: NATSAuth{NATSCA: p.CA, NATSCert: p.ClientCert, NATSKey: p.ClientKey}},
+		{name: "mutual TLS without a client certificate", srv: mutual, auth: NATSAuth{NATSCA: p.CA}, wantErr: true},
+		{name: "server certificate from an unknown CA", srv: tlsOnly, auth: NATSAuth{}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			require.NoError(t, natsAuthError(tt.auth.Validate()))
+			require.NoError(t, tt.auth.Validate())
 			opts, err := tt.auth.Options()
 			require.NoError(t, err)
 			nc, err := nats.Connect(tt.srv.ClientURL(), append(opts, nats.Timeout(10*time.Second))...)
@@ -503,7 +502,7 @@ func TestNATSPermissionsDeny(t *testing.T) {
 	srv := startPermissionedNATS(t, readmePermissions(t))
 	admin := connectNATS(t, srv.ClientURL(), nats.UserInfo(adminUser, adminPassword))
 
-	opts, err := events.NATSAuth{NATSUser: mwUser, NATSPassword: redact.NewSecret(mwPassword)}.Options()
+	opts, err := NATSAuth{NATSUser: mwUser, NATSPassword: redact.NewSecret(mwPassword)}.Options()
 	require.NoError(t, err)
 	asyncErrs := make(chan error, 16)
 	nc := connectNATS(t, srv.ClientURL(), append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {

@@ -24,10 +24,11 @@ import (
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed"
+	"github.com/meetwatch/meetwatch/events/publish"
+	"github.com/meetwatch/meetwatch/internal/backoff"
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
 	"github.com/meetwatch/meetwatch/watcher"
-	"github.com/meetwatch/meetwatch/watcher/backoff"
 	"github.com/meetwatch/meetwatch/watcher/ha"
 	"github.com/meetwatch/meetwatch/watcher/kvstore"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi"
@@ -239,7 +240,7 @@ func newAPIClient(cfg config, tokens meetingapi.TokenSource, budget *rate.Limite
 type pipeline struct {
 	nc        *nats.Conn
 	link      *natsLink
-	publisher *events.Publisher
+	publisher *publish.Publisher
 	store     *kvstore.Store
 	lease     *ha.Lease
 	// closed is closed once the connection is, after every callback
@@ -303,7 +304,7 @@ func openPipeline(ctx context.Context, url string, cfg config, stored func(event
 	health.SetConnection(nc.IsConnected)
 	p := &pipeline{nc: nc, link: link, closed: closed}
 	conflict := func(msg string) { p.conflicts = append(p.conflicts, msg) }
-	p.publisher, err = events.NewPublisher(nc, events.PublisherConfig{
+	p.publisher, err = publish.New(nc, publish.Config{
 		Stream:     cfg.Stream,
 		Prefix:     cfg.SubjectPrefix,
 		Duplicates: cfg.DuplicateWindow,

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/meetwatch/meetwatch/events"
-	"github.com/meetwatch/meetwatch/watcher/backoff"
+	"github.com/meetwatch/meetwatch/internal/backoff"
 )
 
 // DefaultTries is how many refusals a message gets before Send gives up.

@@ -22,8 +22,8 @@ import (
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/chat"
+	"github.com/meetwatch/meetwatch/internal/backoff"
 	"github.com/meetwatch/meetwatch/snapshot"
-	"github.com/meetwatch/meetwatch/watcher/backoff"
 )
 
 // DefaultDurable is the durable consumer's name when none is given.

@@ -18,8 +18,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meetwatch/meetwatch/events/jsensure"
+	"github.com/meetwatch/meetwatch/internal/backoff"
 	"github.com/meetwatch/meetwatch/watcher"
-	"github.com/meetwatch/meetwatch/watcher/backoff"
 )
 
 // Lease elects one leader among meetwatch replicas that share a NATS

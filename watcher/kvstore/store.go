@@ -22,6 +22,7 @@ import (
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/jsensure"
+	"github.com/meetwatch/meetwatch/internal/pubwindow"
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/watcher"
 )
@@ -714,12 +715,12 @@ const (
 
 // writeAll stores writes and returns once every one is acknowledged, or
 // with the first that failed. It publishes them to the bucket's subjects
-// asynchronously (see events.PublishWindow), with the headers a put or a
+// asynchronously (see pubwindow.Publish), with the headers a put or a
 // purge of jetstream.KeyValue carries: one acknowledged request per key,
 // even 64 at a time, made the first commit of 100,000 meetings take seven
 // seconds.
 func (s *Store) writeAll(ctx context.Context, writes []write) error {
-	return events.PublishWindow(ctx, s.js, len(writes), writeWindow,
+	return pubwindow.Publish(ctx, s.js, len(writes), writeWindow,
 		func(i int) (*nats.Msg, []jetstream.PublishOpt, error) {
 			if err := s.check(); err != nil {
 				return nil, nil, err

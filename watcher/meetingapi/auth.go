@@ -19,8 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meetwatch/meetwatch/internal/backoff"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
-	"github.com/meetwatch/meetwatch/watcher/backoff"
 )
 
 const (

@@ -26,8 +26,8 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/meetwatch/meetwatch/internal/backoff"
 	"github.com/meetwatch/meetwatch/snapshot"
-	"github.com/meetwatch/meetwatch/watcher/backoff"
 )
 
 // OnlinePath is the API's ongoing-meeting list.

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meetwatch/meetwatch/watcher/backoff"
+	"github.com/meetwatch/meetwatch/internal/backoff"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 )

@@ -3,7 +3,7 @@
 // events, the lease and the pending ends without reading logs.
 //
 // The engine and its adapters know nothing of Prometheus: they report
-// through small hooks (watcher.Observer, events.PublisherConfig.Stored, an
+// through small hooks (watcher.Observer, publish.Config.Stored, an
 // http.RoundTripper) that a Metrics fills. No label carries a meeting, a
 // user or a subject: every series is bounded.
 package metrics
@@ -151,7 +151,7 @@ func (m *Metrics) Polled(res watcher.PollResult, took time.Duration, err error) 
 }
 
 // Stored counts an event the stream stored; set it as
-// events.PublisherConfig.Stored.
+// publish.Config.Stored.
 func (m *Metrics) Stored(kind events.Kind) {
 	m.published.WithLabelValues(string(kind)).Inc()
 }

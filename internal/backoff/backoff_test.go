@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"github.com/meetwatch/meetwatch/watcher/backoff"
+	"github.com/meetwatch/meetwatch/internal/backoff"
 )
 
 func TestBackoffDoublesCapsAndResets(t *testing.T) {

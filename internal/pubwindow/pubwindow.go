@@ -1,4 +1,7 @@
-package events
+// Package pubwindow publishes to JetStream with a bounded window of
+// unacknowledged messages: the one way events and state writes go out, so
+// that the connection stays busy while memory stays bounded.
+package pubwindow
 
 import (
 	"context"
@@ -8,18 +11,18 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// PublishWindow sends n messages to JetStream asynchronously, keeping at
+// Publish sends n messages to JetStream asynchronously, keeping at
 // most window of them unacknowledged, and hands each one's outcome to done
 // in the order sent. Waiting for a whole batch before sending the next
 // idles the connection once a batch; a window keeps it busy, and bounds
 // the messages held in memory all the same.
 //
 // msg builds the i-th message when it is about to go, so that the caller
-// need not hold every encoded message at once. PublishWindow stops at the
+// need not hold every encoded message at once. Publish stops at the
 // first error msg or done returns, or when ctx ends; the js context's own
 // async timeout (jetstream.WithPublishAsyncTimeout) is what fails an
 // acknowledgement that never comes.
-func PublishWindow(ctx context.Context, js jetstream.JetStream, n, window int,
+func Publish(ctx context.Context, js jetstream.JetStream, n, window int,
 	msg func(i int) (*nats.Msg, []jetstream.PublishOpt, error),
 	done func(i int, ack *jetstream.PubAck, err error) error,
 ) error {

@@ -1,4 +1,4 @@
-package events
+package main
 
 import (
 	"crypto/tls"
@@ -40,24 +40,11 @@ type NATSAuth struct {
 	NATSKey      string        `env:"NATS_KEY" desc:"the client certificate's key"`
 }
 
-// SettingError names the NATSAuth fields at fault, so that a caller can
-// report them as its own settings (the daemon names the variables).
-type SettingError struct {
-	Fields []string
-	Msg    string
-}
-
-func (e *SettingError) Error() string { return strings.Join(e.Fields, ", ") + ": " + e.Msg }
-
-func bad(field, format string, args ...any) *SettingError {
-	return &SettingError{Fields: []string{field}, Msg: fmt.Sprintf(format, args...)}
-}
-
 // Validate checks the settings, so that a wrong path or a mismatched key
 // stops meetwatch at once, instead of surfacing as a connection that keeps
 // failing. Files are read and parsed here: a seed or a key that does not
 // parse would otherwise fail only at the first handshake. Its errors are
-// *SettingError.
+// *configError, naming the variables.
 func (a NATSAuth) Validate() error {
 	var ways []string
 	if a.NATSCreds != "" {
@@ -74,7 +61,7 @@ func (a NATSAuth) Validate() error {
 	}
 	switch {
 	case len(ways) > 1:
-		return &SettingError{Fields: ways, Msg: "more than one way to authenticate to NATS is set: keep at most one"}
+		return &configError{Var: strings.Join(varNames(ways), ", "), Msg: "more than one way to authenticate to NATS is set: keep at most one"}
 	case !a.NATSPassword.IsZero() && a.NATSUser == "":
 		return bad("NATSUser", "required with the password")
 	case a.NATSCert != "" && a.NATSKey == "":

@@ -1,4 +1,8 @@
-package events
+// Package publish delivers meetwatch's events to their JetStream stream,
+// and reports success only when every event is acknowledged: the watcher
+// commits its state after a successful publish, so an event that is not
+// safely stored must fail it.
+package publish
 
 import (
 	"context"
@@ -10,8 +14,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/jsensure"
-	"github.com/meetwatch/meetwatch/watcher/backoff"
+	"github.com/meetwatch/meetwatch/internal/backoff"
+	"github.com/meetwatch/meetwatch/internal/pubwindow"
+	"github.com/meetwatch/meetwatch/watcher"
 )
 
 // Publisher delivers events to a JetStream stream and reports success only
@@ -19,12 +26,12 @@ import (
 // successful Publish, so an event that is not safely stored must fail it.
 type Publisher struct {
 	js     jetstream.JetStream
-	cfg    PublisherConfig
+	cfg    Config
 	logger *slog.Logger
 }
 
 // PublisherConfig describes the stream events go to.
-type PublisherConfig struct {
+type Config struct {
 	// Stream is the stream's name; it holds the subjects <Prefix>.>.
 	Stream string
 	// Prefix is the first subject token.
@@ -57,19 +64,21 @@ type PublisherConfig struct {
 	Guard func() error
 	// Stored, when set, hears of each event the stream stored (not of one
 	// it dropped as a duplicate), for metrics.
-	Stored func(Kind)
+	Stored func(events.Kind)
 	// Conflict, when set, hears of each setting of an existing stream
 	// that keeps events from a guarantee and that EnsureStream leaves as
 	// the operator set it, as a sentence for the readiness probe.
 	Conflict func(msg string)
 }
 
+var _ watcher.Publisher = (*Publisher)(nil)
+
 // window bounds the acknowledgements outstanding at once, so that a poll
 // that starts ten thousand meetings does not queue ten thousand futures.
 const window = 1024
 
-// NewPublisher returns a Publisher on nc. Call EnsureStream before Publish.
-func NewPublisher(nc *nats.Conn, cfg PublisherConfig) (*Publisher, error) {
+// New returns a Publisher on nc. Call EnsureStream before Publish.
+func New(nc *nats.Conn, cfg Config) (*Publisher, error) {
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = 5 * time.Second
 	}
@@ -143,22 +152,14 @@ func (p *Publisher) conflict(msg string) {
 	}
 }
 
-// PublishResult counts what one Publish did.
-type PublishResult struct {
-	// Stored events were new to the stream.
-	Stored int
-	// Duplicates were already in the stream under the same id.
-	Duplicates int
-}
-
 // Publish encodes every event, sends it and waits for every
 // acknowledgement, as Send does.
-func (p *Publisher) Publish(ctx context.Context, evs []Event) (PublishResult, error) {
-	msgs := make([]Message, len(evs))
+func (p *Publisher) Publish(ctx context.Context, evs []events.Event) (events.PublishResult, error) {
+	msgs := make([]events.Message, len(evs))
 	for i, e := range evs {
 		m, err := e.Message()
 		if err != nil {
-			return PublishResult{}, err
+			return events.PublishResult{}, err
 		}
 		msgs[i] = m
 	}
@@ -173,8 +174,8 @@ func (p *Publisher) Publish(ctx context.Context, evs []Event) (PublishResult, er
 // duplicate ack. Send returns an error if any message is still
 // unconfirmed. At most window of them wait for their acknowledgement at
 // once.
-func (p *Publisher) Send(ctx context.Context, msgs []Message) (PublishResult, error) {
-	var res PublishResult
+func (p *Publisher) Send(ctx context.Context, msgs []events.Message) (events.PublishResult, error) {
+	var res events.PublishResult
 	pending := make([]int, len(msgs))
 	for i := range pending {
 		pending[i] = i
@@ -197,7 +198,7 @@ func (p *Publisher) Send(ctx context.Context, msgs []Message) (PublishResult, er
 			}
 		}
 		var failed []int
-		err := PublishWindow(ctx, p.js, len(pending), window,
+		err := pubwindow.Publish(ctx, p.js, len(pending), window,
 			func(k int) (*nats.Msg, []jetstream.PublishOpt, error) {
 				if p.cfg.Guard != nil {
 					if err := p.cfg.Guard(); err != nil {
@@ -206,8 +207,8 @@ func (p *Publisher) Send(ctx context.Context, msgs []Message) (PublishResult, er
 				}
 				m := &msgs[pending[k]]
 				msg := &nats.Msg{
-					Subject: Subject(p.cfg.Prefix, m.Kind, m.Meeting),
-					Header:  nats.Header{"Content-Type": []string{ContentType}},
+					Subject: events.Subject(p.cfg.Prefix, m.Kind, m.Meeting),
+					Header:  nats.Header{"Content-Type": []string{events.ContentType}},
 					Data:    m.Body,
 				}
 				return msg, []jetstream.PublishOpt{jetstream.WithMsgID(m.ID), jetstream.WithExpectStream(p.cfg.Stream)}, nil
