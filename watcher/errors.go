@@ -10,7 +10,7 @@ var (
 	ErrFenced = errors.New("fenced: this replica no longer leads")
 
 	// errPollTimeout is the cause of a poll whose API part outlived its
-	// deadline; Run gives the next poll longer.
+	// deadline.
 	errPollTimeout = errors.New("the api part of the poll took longer than its deadline")
 )
 
@@ -23,9 +23,6 @@ type (
 	rejecter interface{ Rejected() bool }
 	// unauthorized is an error of a refused access token.
 	unauthorized interface{ Unauthorized() bool }
-	// overBudget is an error of a request budget that cannot fit the poll
-	// into its deadline, so the next poll gets a longer one.
-	overBudget interface{ OverBudget() bool }
 	// skipper is an error of an optional request not sent by design (an
 	// end lookup without room in the budget): nothing failed.
 	skipper interface{ Skipped() bool }

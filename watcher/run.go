@@ -12,35 +12,6 @@ import (
 	"github.com/meetwatch/meetwatch/snapshot"
 )
 
-// The behaviours Run asks of its Lister and its Health when they have them.
-// The adapters do; without them Run still polls, with a fixed deadline, no
-// pause and no heartbeat.
-type (
-	// budgeted is a Lister that spends a request budget, so that Run can
-	// tell when a poll needs more time than the interval gives.
-	budgeted interface {
-		Requests() int64
-		BudgetTime(requests int64) time.Duration
-	}
-	// paced is a Lister that knows the time before which a request has no
-	// use: the end of a pause the API asked for (Retry-After), or of a
-	// refused login's backoff. Run does not poll before it.
-	paced interface{ NotBefore() time.Time }
-	// sizer is a Lister that learns from a listing's first page when the
-	// whole listing should be done: see apiClock.
-	sizer interface {
-		ListingDeadline(since time.Time) time.Time
-	}
-	// heartbeat is a Health that hears that the loop is alive, and until
-	// when it may go without hearing again: the loop's own deadline of the
-	// moment (the poll's, or the end of the wait for the next one).
-	heartbeat interface{ Alive(until time.Time) }
-)
-
-// maxAPITimeout caps how far the floor of a poll's API deadline grows
-// when listings keep running out of time.
-const maxAPITimeout = 15 * time.Minute
-
 // MaxBackoff caps the wait after failed polls at the larger of interval
 // and 30 s: long enough not to hammer an API that refuses them, short
 // enough that events flow again within 30 s of the API's return, however
@@ -71,31 +42,19 @@ func Lead(ctx context.Context, lease Lease, cfg Config) error {
 //     that starts at Interval, doubles with each failure in a row up to
 //     MaxBackoff, and starts over after a success; never less than
 //     Interval from the failed poll's start.
-//   - No poll starts before the Lister's NotBefore, when it has one: a
-//     pause the API asked for, or a refused login's backoff.
-//   - The API part of a poll gets PollTimeout at least, and as long as the
-//     listing's first page says the request budget needs (see apiClock).
-//     A listing that runs out of time doubles PollTimeout for the next,
-//     up to 15 minutes, unless a pause the API asked for is what held it;
-//     a success brings it back.
-//   - Health, when it listens, hears a heartbeat with the loop's deadline
-//     at each poll's start, each time the poll's deadline moves, and at
-//     the start of each wait.
+//   - No poll starts before the Lister's NotBefore: a pause the API asked
+//     for, or a refused login's backoff.
+//   - The API part of a poll has one deadline (see pollAPI.deadline).
+//   - Health hears a heartbeat with the loop's deadline at each poll's
+//     start, when the poll's deadline is set, and at the start of each
+//     wait.
 func (w *Watcher) Run(ctx context.Context) error {
-	clock := w.api
-	budget, _ := w.cfg.Lister.(budgeted)
-	pace, _ := w.cfg.Lister.(paced)
-
 	failures := 0
 	retry := backoff.Backoff{Base: w.cfg.Interval, Max: MaxBackoff(w.cfg.Interval)}
 	tooSmall := false // the budget cannot fit a poll into the interval: said once a streak
 	for {
 		started := time.Now()
-		w.beat(started.Add(clock.floor))
-		var before int64
-		if budget != nil {
-			before = budget.Requests()
-		}
+		w.beat(started.Add(w.cfg.PollTimeout))
 		res, err := w.Poll(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -109,28 +68,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 			w.logger.Warn("fenced: this replica stops leading", "err", err)
 			return err
 		}
-		held := pace != nil && pace.NotBefore().After(started)
-		switch {
-		case err == nil:
-			// Room for twice what this poll took: a listing that the
-			// API's pace, not the budget, makes slow keeps the deadline
-			// it needed, rather than fail every other poll.
-			clock.floor = max(w.cfg.PollTimeout, min(clock.floor, 2*time.Since(started)))
-		case (errors.Is(err, errPollTimeout) || errorIs(err, overBudget.OverBudget)) && !held:
-			// Too short for this listing: give the next one longer, up to
-			// a bound. A pause the API asked for is no reason to.
-			clock.floor = min(clock.floor*2, max(maxAPITimeout, w.cfg.PollTimeout))
-		}
-		if err == nil && budget != nil {
-			n := budget.Requests() - before
-			need := budget.BudgetTime(n)
+		if plan := w.api.lastPlan(); err == nil && plan.Requests > 0 {
+			need := w.cfg.Lister.BudgetTime(plan.Requests)
+			attrs := []any{"requests", plan.Requests, "budget_needs_ms", need.Milliseconds(), "interval_ms", w.cfg.Interval.Milliseconds()}
 			switch {
 			case need > w.cfg.Interval && !tooSmall:
-				w.logger.Warn("the request budget cannot fit a poll into the interval; polls run back to back",
-					"requests", n, "budget_needs_ms", need.Milliseconds(), "interval_ms", w.cfg.Interval.Milliseconds())
+				w.logger.Warn("the request budget cannot fit a poll into the interval; polls run back to back", attrs...)
 			case need <= w.cfg.Interval && tooSmall:
-				w.logger.Info("the request budget fits a poll into the interval again",
-					"requests", n, "budget_needs_ms", need.Milliseconds(), "interval_ms", w.cfg.Interval.Milliseconds())
+				w.logger.Info("the request budget fits a poll into the interval again", attrs...)
 			}
 			tooSmall = need > w.cfg.Interval
 		}
@@ -153,11 +98,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 			retry.Reset()
 			w.logPoll(res)
 		}
-		if pace != nil {
-			if nb := pace.NotBefore(); nb.After(next) && nb.After(time.Now()) {
-				w.logger.Info("the api asked for a pause; the next poll waits for it", "not_before", nb)
-				next = nb
-			}
+		if nb := w.cfg.Lister.NotBefore(); nb.After(next) && nb.After(time.Now()) {
+			w.logger.Info("the api asked for a pause; the next poll waits for it", "not_before", nb)
+			next = nb
 		}
 		if now := time.Now(); next.Before(now) {
 			next = now // the poll took longer than the interval: the next one starts now
@@ -171,7 +114,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 
 // wait returns at next, or sooner when Wake says that what failed the
 // last polls may be back (failing), and false when ctx ends first. Even
-// woken, it does not poll before a pause the API asked for.
+// woken, it does not poll before the Lister's NotBefore.
 func (w *Watcher) wait(ctx context.Context, next time.Time, failing bool) bool {
 	t := time.NewTimer(time.Until(next))
 	defer t.Stop()
@@ -186,10 +129,7 @@ func (w *Watcher) wait(ctx context.Context, next time.Time, failing bool) bool {
 				continue
 			}
 			failing = false
-			woken := time.Now()
-			if pace, ok := w.cfg.Lister.(paced); ok && pace.NotBefore().After(woken) {
-				woken = pace.NotBefore()
-			}
+			woken := later(time.Now(), w.cfg.Lister.NotBefore())
 			if woken.Before(next) {
 				w.logger.Info("nats is back; polling now")
 				t.Reset(time.Until(woken))
@@ -198,99 +138,104 @@ func (w *Watcher) wait(ctx context.Context, next time.Time, failing bool) bool {
 	}
 }
 
-// beat tells Health, when it listens, that the loop is alive until until.
+// beat tells Health, when there is one, that the loop is alive until until.
 func (w *Watcher) beat(until time.Time) {
-	if hb, ok := w.cfg.Health.(heartbeat); ok {
-		hb.Alive(until)
+	if w.cfg.Health != nil {
+		w.cfg.Health.Alive(until)
 	}
 }
 
-// apiClock times the API part of every poll, the listing and the end
-// lookups: Poll reaches its Lister through it.
-//
-// A listing gets floor from its start: PollTimeout, or more while listings
-// run out of time, and after one that needed more, up to twice what the
-// last poll took. When the Lister sizes its listings (sizer), the deadline
-// moves to when the listing's first page says the whole listing should be
-// done, at the request budget's pace and after any pause the API asked
-// for, however far that is: a big listing under a small budget is not cut
-// short by a fixed PollTimeout, and a small one on a hung API still gives
-// way after PollTimeout. Every move is a heartbeat. The end lookups that
-// follow the poll's commit must be done by the listing's deadline too.
-type apiClock struct {
-	Lister
-	sizer sizer // nil: the floor is the deadline
-	beat  func(until time.Time)
-	floor time.Duration // PollTimeout, or more while listings run out of time or ran long (Run)
+// pollAPI is the Lister as a poll reaches it: the listing and the end
+// lookups that follow the poll's commit run under one deadline, set when
+// the listing starts and moved once, when its first page tells what the
+// listing takes (see deadline), with a heartbeat.
+type pollAPI struct {
+	lister  Lister
+	timeout time.Duration // PollTimeout
+	beat    func(until time.Time)
 
-	mu       sync.Mutex
-	lookupBy time.Time // end lookups of the poll in flight end by then
+	mu   sync.Mutex
+	by   time.Time // the deadline of the poll in flight, or of the last one
+	plan Plan      // the last listing's; zero until its first page
 }
 
-// List lists with a deadline of floor from now, moved as the listing
-// sizes itself. A listing cut short fails with errPollTimeout.
-func (c *apiClock) List(ctx context.Context, read snapshot.ReadFunc) (snapshot.Snapshot, error) {
+// List lists by the poll's deadline; a listing cut short by it fails with
+// errPollTimeout.
+func (a *pollAPI) List(ctx context.Context, read snapshot.ReadFunc) (snapshot.Snapshot, error) {
 	start := time.Now()
-	deadline := start.Add(c.floor)
-	c.mu.Lock()
-	c.lookupBy = time.Time{}
-	c.mu.Unlock()
-
+	a.set(start.Add(a.timeout), Plan{})
 	lctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTimer(time.Until(deadline))
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-			next := deadline
-			if c.sizer != nil {
-				if d := c.sizer.ListingDeadline(start); d.After(next) {
-					next = d
-				}
-			}
-			now := time.Now()
-			if !next.After(now) {
-				cancel(errPollTimeout)
-				return
-			}
-			deadline = next // read by List only after wg.Wait
-			c.beat(next)
-			t.Reset(next.Sub(now))
+	timer := time.AfterFunc(a.timeout, func() { cancel(errPollTimeout) })
+	defer timer.Stop()
+	snap, err := a.lister.List(lctx, read, func(p Plan) {
+		by := a.deadline(start, time.Now(), p)
+		if !timer.Stop() {
+			return // timed out already
 		}
+		a.set(by, p)
+		timer.Reset(time.Until(by))
+		a.beat(by)
 	})
-	snap, err := c.Lister.List(lctx, read)
-	close(done)
-	wg.Wait()
 	if err != nil {
 		if context.Cause(lctx) == errPollTimeout {
-			err = fmt.Errorf("%w (%s): %w", errPollTimeout, deadline.Sub(start), err)
+			err = fmt.Errorf("%w (%s): %w", errPollTimeout, a.deadlineAfter(start), err)
 		}
 		return nil, err
 	}
-	c.mu.Lock()
-	c.lookupBy = deadline
-	c.mu.Unlock()
 	return snap, nil
 }
 
-// Confirm looks a meeting up by the deadline the listing left to lookups.
-func (c *apiClock) Confirm(ctx context.Context, m snapshot.Meeting, read snapshot.ReadFunc) (snapshot.Meeting, bool, error) {
-	c.mu.Lock()
-	by := c.lookupBy
-	c.mu.Unlock()
-	if !by.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadlineCause(ctx, by, errPollTimeout)
-		defer cancel()
+// deadline returns when the API part of a poll must be done whose listing
+// started at start and whose first page, answered at now, told plan: at
+// PollTimeout from start, or later when the listing needs longer. From
+// now, it needs the time the request budget takes to allow its requests,
+// and, for each round of pages after the first, twice what the first page
+// took (a login, a wait for the budget or a pause the API asked for
+// included), so that pages slower than the first, or a retry, do not cut
+// it short, while a listing far slower than its own first page still
+// gives way.
+func (a *pollAPI) deadline(start, now time.Time, plan Plan) time.Time {
+	need := a.lister.BudgetTime(plan.Requests) + time.Duration(plan.Rounds)*2*now.Sub(start)
+	return later(start.Add(a.timeout), now.Add(need))
+}
+
+// Confirm looks a meeting up by the poll's deadline.
+func (a *pollAPI) Confirm(ctx context.Context, m snapshot.Meeting, read snapshot.ReadFunc) (snapshot.Meeting, bool, error) {
+	a.mu.Lock()
+	by := a.by
+	a.mu.Unlock()
+	ctx, cancel := context.WithDeadlineCause(ctx, by, errPollTimeout)
+	defer cancel()
+	return a.lister.Confirm(ctx, m, read)
+}
+
+func (a *pollAPI) set(by time.Time, plan Plan) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.by, a.plan = by, plan
+}
+
+// lastPlan returns the plan of the last listing, zero when its first page
+// never came.
+func (a *pollAPI) lastPlan() Plan {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.plan
+}
+
+// deadlineAfter returns the poll's deadline as time from start.
+func (a *pollAPI) deadlineAfter(start time.Time) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.by.Sub(start)
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
 	}
-	return c.Lister.Confirm(ctx, m, read)
+	return a
 }
 
 func (w *Watcher) logPoll(res PollResult) {

@@ -327,10 +327,9 @@ func TestRunBacksOffAfterFailedPolls(t *testing.T) {
 
 // TestRunWaitsForRetryAfter: a 429 with Retry-After holds the poll
 // scheduler too. A pause that outlasts the poll's deadline fails the poll,
-// without lengthening the next poll's deadline (the API, not the listing,
-// was slow: a slow listing right after still gets 1s), and the next poll
-// starts when the pause ends rather than after the interval or the
-// backoff; a pause that fits is waited for within the poll.
+// and the next poll starts when the pause ends rather than after the
+// interval or the backoff, with PollTimeout again (a slow listing right
+// after gets 1s); a pause that fits is waited for within the poll.
 func TestRunWaitsForRetryAfter(t *testing.T) {
 	s := time.Second
 	tests := []struct {
@@ -402,72 +401,97 @@ func TestRunWaitsForRetryAfter(t *testing.T) {
 	}
 }
 
-// TestRunLengthensTheDeadlineOfASlowListing: without a request budget to
-// size it by, a listing that outlasts the API deadline fails the poll,
-// which backs off, and gets twice as long at the next poll, until it fits;
-// once a poll succeeds, the deadline keeps room for twice what it took, so
-// that a listing slow by the API's pace does not fail every other poll,
-// and once polls are quick again, it is PollTimeout again.
-func TestRunLengthensTheDeadlineOfASlowListing(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		r := newBubbleRig(t, apisim.Options{Token: testToken}, nil)
-		r.api.Sim.AddN(2)
-		reached := make(chan struct{})
-		arrivals := recordListings(t, r.api.Sim, func(i int) *apisim.Fault {
-			switch i {
-			case 4:
-				return nil // the API is quick again
-			case 6:
-				close(reached)
-			}
-			return &apisim.Fault{Delay: 5 * time.Second}
-		})
-		w := r.newWatcher(t, func(c *watcher.Config) {
-			c.Interval = 10 * time.Second
-			c.PollTimeout = 2 * time.Second
-		})
-		stop := r.run(t, w)
-		<-reached
-		_, err := stop()
-		require.NoError(t, err)
+// TestRunTimesAPollByItsFirstPage: without a request budget, a listing of
+// pages slower than PollTimeout allows is not cut short: its first page
+// sets the poll's deadline to what the pages after it need at twice that
+// page's pace, with a heartbeat, and every poll commits. A hung API still
+// gives way after PollTimeout, at every poll: a poll that ran out of time
+// gives the next one no longer.
+func TestRunTimesAPollByItsFirstPage(t *testing.T) {
+	s := time.Second
+	tests := []struct {
+		name        string
+		delay       time.Duration // of every listing request
+		watch       time.Duration // how long Run runs
+		wantCommits []time.Duration
+		wantBeats   []time.Duration // the deadlines Health heard
+	}{
+		{
+			// Five pages a second each, one at a time: the first page, at
+			// 1s, moves the deadline to 1s + 4 rounds of 2s.
+			name: "slow pages", delay: s, watch: 24500 * time.Millisecond,
+			wantCommits: []time.Duration{5 * s, 15 * s},
+			wantBeats:   []time.Duration{2 * s, 9 * s, 10 * s, 12 * s, 19 * s, 20 * s, 22 * s, 29 * s},
+		},
+		{name: "a hung api", delay: time.Minute, watch: 2 * time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := newBubbleRig(t, apisim.Options{Token: testToken}, func(c *meetingapi.ClientConfig) {
+					c.PageSize = 10
+					c.Overlap = -1 // pages that meet end to end
+					c.Concurrency = 1
+				})
+				r.api.Sim.AddN(50)
+				arrivals := recordListings(t, r.api.Sim, func(int) *apisim.Fault { return &apisim.Fault{Delay: tt.delay} })
+				health := &memHealth{t0: r.t0}
+				w := r.newWatcher(t, func(c *watcher.Config) {
+					c.Interval = 10 * s
+					c.PollTimeout = 2 * s
+					c.Health = health
+				})
+				stop := r.run(t, w)
+				time.Sleep(tt.watch)
+				_, err := stop()
+				require.NoError(t, err)
 
-		s := time.Second
-		at := arrivals()
-		require.Len(t, at, 7, "one request a poll")
-		got := gaps(at)
-		// Poll 0 ends at 2s, poll 1 at its start + 4s; each backs off.
-		assert.GreaterOrEqual(t, got[0], 10*s)
-		assert.LessOrEqual(t, got[0], 2*s+10*s)
-		assert.GreaterOrEqual(t, got[1], 4*s+10*s)
-		assert.LessOrEqual(t, got[1], 4*s+20*s)
-		assert.Equal(t, 10*s, got[2], "poll 2 succeeds: the next one after the interval")
-		assert.Equal(t, 10*s, got[3], "poll 3 keeps the deadline that fits, and succeeds")
-		assert.Equal(t, 10*s, got[4], "poll 4, quick, succeeds")
-		assert.GreaterOrEqual(t, got[5], 10*s, "poll 5 fails at PollTimeout, and backs off")
-		assert.LessOrEqual(t, got[5], 12*s)
-		assert.Equal(t, []time.Duration{at[2] + 5*s, at[3] + 5*s, at[4]}, since(r.t0, r.store.commitTimes()),
-			"deadlines of 2s and 4s cut the 5s listing short, 8s lets it finish, and stays while listings are slow")
-		logs := r.logs.String()
-		assert.Equal(t, 2, strings.Count(logs, "longer than its deadline (2s)"), "polls 0 and 5:\n%s", logs)
-		assert.Equal(t, 1, strings.Count(logs, "longer than its deadline (4s)"), logs)
-		assert.NotContains(t, logs, "(8s)")
-		assert.Len(t, r.pub.events(), 2)
-	})
+				commits := since(r.t0, r.store.commitTimes())
+				logs := r.logs.String()
+				if tt.wantCommits == nil {
+					polls := pollStarts(arrivals())
+					require.GreaterOrEqual(t, len(polls), 4)
+					assert.Empty(t, commits)
+					over := 0 // the polls whose deadline came before Run stopped
+					for _, start := range polls {
+						if start+2*s < tt.watch {
+							over++
+						}
+					}
+					assert.Equal(t, over, strings.Count(logs, "longer than its deadline (2s)"), "every poll gives way after PollTimeout:\n%s", logs)
+					assert.NotContains(t, logs, "(4s)")
+					beats := health.heard()
+					require.GreaterOrEqual(t, len(beats), 2*len(polls)-1)
+					for k, start := range polls {
+						assert.Equal(t, start+2*s, beats[2*k], "poll %d beats its deadline, PollTimeout, and never moves it", k)
+						if k+1 < len(polls) {
+							assert.Equal(t, polls[k+1], beats[2*k+1], "then the end of its wait")
+						}
+					}
+					return
+				}
+				assert.Equal(t, tt.wantCommits, commits)
+				assert.Equal(t, tt.wantBeats, health.heard())
+				assert.NotContains(t, logs, "poll failed")
+				assert.Len(t, r.pub.events(), 50)
+			})
+		})
+	}
 }
 
 // TestRunSizesTheDeadlineFromTheFirstPage: a listing that the request
 // budget cannot fit into PollTimeout is not cut short: once its first page
-// has told the count, its deadline moves to what the budget needs for the
-// pages left, plus a request timeout, and each move is a heartbeat. Every
-// poll succeeds, at the budget's pace, back to back, and the watcher warns
-// that they run back to back.
+// has told how many requests the listing takes, its deadline moves to what
+// the budget needs for them, plus twice the first page's time for each
+// round of pages after it, with a heartbeat. Every poll succeeds, at the
+// budget's pace, back to back, and the watcher warns that they run back
+// to back.
 func TestRunSizesTheDeadlineFromTheFirstPage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newBubbleRig(t, apisim.Options{Token: testToken}, func(c *meetingapi.ClientConfig) {
 			c.PageSize = 10
 			c.Overlap = -1 // pages that meet end to end
 			c.Concurrency = 1
-			c.RequestTimeout = time.Second
 			c.Budget = rate.NewLimiter(rate.Limit(600.0/60), 1) // 10 requests a second
 		})
 		r.api.Sim.AddN(50) // five pages: half a second of budget, five times the interval
@@ -491,13 +515,14 @@ func TestRunSizesTheDeadlineFromTheFirstPage(t *testing.T) {
 		assert.Equal(t, want, arrivals(), "the budget is spent at its pace, never faster")
 		assert.Equal(t, []time.Duration{400 * ms, 900 * ms, 1400 * ms}, since(r.t0, r.store.commitTimes()),
 			"each poll lists its five pages in one go")
-		// Each poll starts with PollTimeout (150ms); when it runs out, the
-		// first page (at 0, 500ms, 1s) has sized the listing: four pages
-		// at 100ms, and a second. The wait for the next poll is nothing.
+		// Each poll starts with PollTimeout (150ms). The first page of
+		// the first poll comes at once: five requests take 500ms of
+		// budget. Those of the next ones wait 100ms for the budget: four
+		// rounds of 200ms more. The wait for the next poll is nothing.
 		assert.Equal(t, []time.Duration{
-			150 * ms, 1400 * ms, 400 * ms,
-			550 * ms, 1900 * ms, 900 * ms,
-			1050 * ms, 2400 * ms, 1400 * ms,
+			150 * ms, 500 * ms, 400 * ms,
+			550 * ms, 1800 * ms, 900 * ms,
+			1050 * ms, 2300 * ms, 1400 * ms,
 			1550 * ms,
 		}, health.heard())
 		logs := r.logs.String()

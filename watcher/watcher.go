@@ -5,8 +5,8 @@
 // it.
 //
 // The engine imports no adapter. It declares what it needs (a Lister, a
-// Publisher, a StateStore, a Lease) and asks errors how to treat them
-// through small interfaces (see errors.go); the packages beneath it
+// Publisher, a StateStore, a Lease, a Health) and asks errors how to treat
+// them through small interfaces (see errors.go); the packages beneath it
 // (meetingapi, kvstore, ha) implement them for HTTP, JetStream and the
 // lease.
 package watcher
@@ -28,16 +28,37 @@ import (
 	"github.com/meetwatch/meetwatch/snapshot/redact"
 )
 
-// Lister returns a complete snapshot of the ongoing meetings, or an error,
-// and can look up one meeting that a snapshot no longer holds. Both make
+// Lister is the meeting API as the engine needs it: a complete snapshot of
+// the ongoing meetings or an error, a lookup of one meeting that a
+// snapshot no longer holds, and the pace its requests may go at, which
+// sets a poll's deadline and schedule (see Run). List and Confirm make
 // each record they receive a Meeting with read, which seals and trims it
 // and remembers it for the next listing (see snapshot.Memo).
 type Lister interface {
-	List(ctx context.Context, read snapshot.ReadFunc) (snapshot.Snapshot, error)
+	// List calls planned once, as soon as the listing's first page has
+	// told what the whole listing takes.
+	List(ctx context.Context, read snapshot.ReadFunc, planned func(Plan)) (snapshot.Snapshot, error)
 	// Confirm returns the meeting's current record and true while it is
 	// still ongoing, false once it is confirmed gone. It may fail at once
 	// when it cannot afford the lookup: lookups only speed ends up.
 	Confirm(ctx context.Context, m snapshot.Meeting, read snapshot.ReadFunc) (snapshot.Meeting, bool, error)
+	// BudgetTime returns how long the request budget takes to allow n
+	// requests; 0 without a budget.
+	BudgetTime(n int) time.Duration
+	// NotBefore returns the time before which no request has a use: the
+	// end of a pause the API asked for (Retry-After), or of a refused
+	// login's backoff; zero or past when requests may go.
+	NotBefore() time.Time
+}
+
+// Plan is what a listing's first page tells of the whole listing, when the
+// list holds still.
+type Plan struct {
+	// Requests counts the listing's requests, the first page's included.
+	Requests int
+	// Rounds counts the round trips of the pages after the first, as
+	// many at a time as the Lister sends.
+	Rounds int
 }
 
 // Publisher delivers encoded events, returning only when every one is
@@ -117,11 +138,15 @@ type Observer interface {
 
 // Health hears of the watcher's progress, for the probes: NewTerm when this
 // replica starts leading, Polled after every committed poll, PollFailed
-// with the error of every poll that failed.
+// with the error of every poll that failed, and Alive, the heartbeat of
+// the loop, with its own deadline of the moment (the poll's, or the end of
+// the wait for the next one): at each poll's start, when the listing's
+// first page sets the poll's deadline, and at the start of each wait.
 type Health interface {
 	NewTerm()
 	Polled(at time.Time)
 	PollFailed(err error)
+	Alive(until time.Time)
 }
 
 // Config wires a Watcher.
@@ -141,13 +166,13 @@ type Config struct {
 	MaxRecordBytes int
 	// Interval is the time between the starts of two polls.
 	Interval time.Duration
-	// PollTimeout is the floor of the API part of a poll's deadline, the
-	// listing and the end lookups; 0 means 90% of Interval, so that a hung
-	// API gives way to the next poll. A Lister that sizes its listings
-	// moves the deadline out to what the budget needs (see apiClock).
-	// Publishing and committing are not cut short by it: they have their
-	// own acknowledgement timeouts, and a first snapshot of many meetings
-	// must be able to finish.
+	// PollTimeout is the least time the API part of a poll, the listing
+	// and the end lookups, gets from the listing's start; 0 means 90% of
+	// Interval, so that a hung API gives way to the next poll. A listing
+	// whose first page shows that it needs longer gets that (see
+	// pollAPI.deadline). Publishing and committing are not cut short by
+	// it: they have their own acknowledgement timeouts, and a first
+	// snapshot of many meetings must be able to finish.
 	PollTimeout time.Duration
 	// ConfirmConcurrency bounds the end lookups of a poll, all in flight
 	// at once; 0 means 4. The ends of meetings not looked up wait for the
@@ -172,8 +197,8 @@ type Watcher struct {
 	cfg    Config
 	logger *slog.Logger
 
-	// api is the Lister behind the deadlines of a poll's API part.
-	api *apiClock
+	// api is the Lister under the deadline of a poll's API part.
+	api *pollAPI
 	// records reads every record the API sends, sealed and trimmed.
 	records *snapshot.Memo
 	loaded  bool
@@ -196,8 +221,7 @@ func New(cfg Config) *Watcher {
 		cfg.ConfirmConcurrency = 4
 	}
 	w := &Watcher{cfg: cfg, logger: cfg.Logger.With("component", "watcher")}
-	w.api = &apiClock{Lister: cfg.Lister, floor: cfg.PollTimeout, beat: w.beat}
-	w.api.sizer, _ = cfg.Lister.(sizer)
+	w.api = &pollAPI{lister: cfg.Lister, timeout: cfg.PollTimeout, beat: w.beat}
 	w.records = snapshot.NewMemo(w.fit)
 	return w
 }
@@ -655,8 +679,8 @@ func (w *Watcher) holdEnds(changes []snapshot.Change, next snapshot.Snapshot) (k
 // found ongoing is missing no more, and changed if its record did. Their
 // events go out, the ends sent first, and are committed as a step of their own.
 // A meeting not looked up, or whose lookup failed, stays missing: the next
-// listing settles it. Lookups get the deadline the listing left them (see
-// apiClock).
+// listing settles it. Lookups must be done by the poll's deadline (see
+// pollAPI).
 func (w *Watcher) lookUpEnds(ctx context.Context, fresh []string, res *PollResult) error {
 	if len(fresh) == 0 {
 		return nil

@@ -72,9 +72,10 @@ type sizingReport struct {
 // poll as long as it refills a listing's requests within an interval; when
 // it does not, every poll waits for all of them, and polls run back to
 // back, which is what run warns of. The listing fits when the budget
-// refills within the interval, and the listing within the poll's
-// deadline, MEETWATCH_POLL_TIMEOUT: the watcher stretches the deadline for
-// the budget's waits, but not for slow pages.
+// refills within the interval, and the pages within
+// MEETWATCH_POLL_TIMEOUT: the watcher stretches a poll's deadline for the
+// budget's waits and for pages up to twice as slow as the first, but a
+// listing that fits without that is not cut short when the API slows.
 func sizeListing(in sizingInput) sizingReport {
 	n := in.requests
 	rounds := 1 + ceilDiv(n-1, in.concurrency)

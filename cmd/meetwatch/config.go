@@ -38,7 +38,7 @@ type config struct {
 	Password        redact.Secret `env:"PASSWORD" desc:"account login: the account's password"`
 	APIRate         int           `env:"API_RATE" envDefault:"100" desc:"client-side request budget, requests per minute, shared by pages, end lookups and logins; 0 for none"`
 	PollInterval    time.Duration `env:"POLL_INTERVAL" envDefault:"15s" desc:"time between the starts of two polls, at least 100ms"`
-	PollTimeout     time.Duration `env:"POLL_TIMEOUT" help:"90% of MEETWATCH_POLL_INTERVAL" desc:"the least time the API part of a poll gets (listing and end lookups); it grows with the listing under the budget"`
+	PollTimeout     time.Duration `env:"POLL_TIMEOUT" help:"90% of MEETWATCH_POLL_INTERVAL" desc:"the least time the API part of a poll gets (listing and end lookups); a listing whose first page shows that it needs longer gets that"`
 	PageSize        int           `env:"PAGE_SIZE" envDefault:"500" desc:"records per page, 1 to 500"`
 	PageOverlap     int           `env:"PAGE_OVERLAP" envDefault:"20" desc:"records each page re-reads of the one before, so the list may shift that much between pages (at most half a page); 0: pages meet end to end"`
 	PageConcurrency int           `env:"PAGE_CONCURRENCY" envDefault:"4" desc:"pages fetched at once after the first, and end lookups a poll sends at once, 1 to 64"`

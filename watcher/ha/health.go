@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meetwatch/meetwatch/snapshot/redact"
+	"github.com/meetwatch/meetwatch/watcher"
 )
 
 // Health answers the /healthz and /readyz probes, so that an orchestrator
@@ -61,6 +62,8 @@ type Health struct {
 	// warnings are settings an operator should see (see SetWarnings).
 	warnings []string
 }
+
+var _ watcher.Health = (*Health)(nil)
 
 type timedError struct {
 	at  time.Time

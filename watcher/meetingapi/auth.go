@@ -78,6 +78,9 @@ type TokenSource interface {
 	Invalidate(bad redact.Secret) (renewable bool)
 	// Expiry is when the token in hand expires; zero when unknown.
 	Expiry() time.Time
+	// NotBefore is when Token may hand out a working token again after
+	// a refused login; zero while nothing is held back.
+	NotBefore() time.Time
 }
 
 // StaticToken returns a TokenSource for a token obtained elsewhere (the
@@ -99,6 +102,9 @@ func (staticToken) Invalidate(redact.Secret) bool { return false }
 
 // Expiry is unknown: the token came from elsewhere.
 func (staticToken) Expiry() time.Time { return time.Time{} }
+
+// NotBefore is zero: no login is ever held back.
+func (staticToken) NotBefore() time.Time { return time.Time{} }
 
 func (staticToken) Close() {}
 

@@ -3,9 +3,9 @@
 // token, an App ID, or an account), and spends a request budget with
 // polite retries.
 //
-// The watcher sees it only through its Lister interface and through the
-// methods its errors carry (Rejected, Unauthorized, OverBudget, Skipped), so that
-// the engine never depends on HTTP.
+// It implements the watcher's Lister, and its errors carry the methods the
+// watcher asks of them (Rejected, Unauthorized, Skipped): the adapter
+// depends on the engine, so that the engine never depends on HTTP.
 package meetingapi
 
 import (
@@ -20,14 +20,13 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
 
 	"github.com/meetwatch/meetwatch/internal/backoff"
 	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/watcher"
 )
 
 // OnlinePath is the API's ongoing-meeting list.
@@ -101,23 +100,14 @@ type ClientConfig struct {
 
 // Client lists the ongoing meetings, completely or not at all.
 type Client struct {
-	cfg      ClientConfig
-	base     *url.URL
-	http     *http.Client
-	logger   *slog.Logger
-	gate     *Gate
-	requests atomic.Int64
-
-	mu    sync.Mutex
-	sized sizing // the last listing's first page, for ListingDeadline
+	cfg    ClientConfig
+	base   *url.URL
+	http   *http.Client
+	logger *slog.Logger
+	gate   *Gate
 }
 
-// sizing is what a listing's first page told about the whole listing.
-type sizing struct {
-	at    time.Time     // when the first page was answered
-	until time.Time     // when the listing should be done
-	held  time.Duration // the gate's pauses added up at that time
-}
+var _ watcher.Lister = (*Client)(nil)
 
 // NewClient checks cfg and returns a Client.
 func NewClient(cfg ClientConfig) (*Client, error) {
@@ -185,13 +175,9 @@ func NewHTTPClient(conns int, timeout time.Duration) *http.Client {
 // Host is the API host, for the events' source.
 func (c *Client) Host() string { return c.base.Host }
 
-// Requests counts the HTTP requests this client has sent to the list
-// endpoint, retries included, so that a poll can be held against the budget.
-func (c *Client) Requests() int64 { return c.requests.Load() }
-
-// BudgetTime returns how long the budget needs to allow n requests; 0 when
+// BudgetTime returns how long the budget takes to allow n requests; 0 when
 // there is no budget.
-func (c *Client) BudgetTime(n int64) time.Duration {
+func (c *Client) BudgetTime(n int) time.Duration {
 	if c.cfg.Budget == nil || c.cfg.Budget.Limit() == rate.Inf || c.cfg.Budget.Limit() <= 0 {
 		return 0
 	}
@@ -203,45 +189,7 @@ func (c *Client) BudgetTime(n int64) time.Duration {
 // a refused login back and has no working token, the time it logs in
 // again. The watcher does not poll before it.
 func (c *Client) NotBefore() time.Time {
-	nb := c.gate.NotBefore()
-	if src, ok := c.cfg.Tokens.(interface{ NotBefore() time.Time }); ok {
-		nb = later(nb, src.NotBefore())
-	}
-	return nb
-}
-
-// ListingDeadline returns when the listing whose first page was answered at
-// or after since should be done: at that page, plus the time the request
-// budget needs for the pages left, plus RequestTimeout for the last of
-// them, plus every pause the API asked for since (see Gate). It is the zero
-// time when no first page came since, when the first page was the whole
-// listing, or when there is no budget: then nothing is known that a fixed
-// deadline does not cover. The watcher sizes a poll's deadline with it, so
-// that a big listing under a small budget is not cut short.
-func (c *Client) ListingDeadline(since time.Time) time.Time {
-	c.mu.Lock()
-	s := c.sized
-	c.mu.Unlock()
-	if s.until.IsZero() || s.at.Before(since) {
-		return time.Time{}
-	}
-	return s.until.Add(c.gate.heldTotal() - s.held)
-}
-
-// size records what a listing's first page, answered at at, tells about
-// the whole listing: see ListingDeadline.
-func (c *Client) size(first Page, at time.Time) {
-	left := pagesAfterFirst(first.Count, c.limit(first), c.cfg.Overlap)
-	need := c.BudgetTime(int64(left))
-	if left == 0 || need == 0 {
-		return
-	}
-	s := sizing{at: at, until: at.Add(need + c.cfg.RequestTimeout), held: c.gate.heldTotal()}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !s.at.Before(c.sized.at) {
-		c.sized = s
-	}
+	return later(c.gate.NotBefore(), c.cfg.Tokens.NotBefore())
 }
 
 // limit returns the page size a listing whose first page is first asks
@@ -309,17 +257,13 @@ func (c *Client) pageURL(searchKey string, offset, limit int) string {
 // again, unless it is a static token, which cannot be; a refused login is
 // not retried. Every attempt waits for the gate
 // and the request budget first, and for one of slots when given (see
-// requestPage). A first page (offset 0) sizes the listing for
-// ListingDeadline.
+// requestPage).
 func (c *Client) fetchPage(ctx context.Context, searchKey string, offset, limit int, read snapshot.ReadFunc, slots chan struct{}) (Page, error) {
 	reloggedIn := false
 	wait := backoff.Backoff{Base: c.cfg.BackoffBase, Max: c.cfg.BackoffMax}
 	for attempt := 0; ; attempt++ {
 		p, retryAfter, err := c.fetchPageOnce(ctx, searchKey, offset, limit, read, slots)
 		if err == nil {
-			if offset == 0 {
-				c.size(p, time.Now())
-			}
 			return p, nil
 		}
 		switch {
@@ -442,7 +386,6 @@ func (c *Client) requestPage(ctx context.Context, searchKey string, offset, limi
 	req.Header.Set("X-Access-Token", token.Reveal())
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "meetwatch")
-	c.requests.Add(1)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, "", 0, fmt.Errorf("listing page at offset %d: %w", offset, err)

@@ -11,8 +11,8 @@ import (
 )
 
 // Errors of a listing that cannot become a snapshot, and of getting a token.
-// The watcher does not import this package: it asks an error how to treat
-// it through the methods below (Rejected, Unauthorized, OverBudget, Skipped).
+// The watcher asks an error how to treat it through the methods below
+// (Rejected, Unauthorized, Skipped).
 var (
 	// ErrIncomplete means the listing did not cover every meeting the API
 	// counted, so a missing meeting cannot be read as ended.
@@ -34,8 +34,8 @@ var (
 	// Retrying would only repeat it, so polls back off instead.
 	ErrRejected = errors.New("request rejected by the api")
 	// ErrOverBudget means the request budget could not allow the next
-	// request before the poll's deadline.
-	ErrOverBudget error = overBudgetError{}
+	// request before the context's deadline.
+	ErrOverBudget = errors.New("the request budget cannot fit the listing before the deadline")
 	// ErrNoBudget means the request budget has no room for an optional
 	// request (an end lookup) now; the caller goes without it.
 	ErrNoBudget error = skippedError("no room in the request budget for a lookup")
@@ -60,16 +60,6 @@ var (
 	// was not sent.
 	ErrThrottled = errors.New("the api asked for a pause that outlasts the deadline")
 )
-
-// overBudgetError is ErrOverBudget's type, so that it can say OverBudget.
-type overBudgetError struct{}
-
-func (overBudgetError) Error() string {
-	return "the request budget cannot fit the listing before the deadline"
-}
-
-// OverBudget tells the watcher that the poll needs a longer deadline.
-func (overBudgetError) OverBudget() bool { return true }
 
 // skippedError is the type of ErrNoBudget and ErrNoLookup: an optional
 // request that was never sent.

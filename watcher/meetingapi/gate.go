@@ -29,9 +29,6 @@ const maxHold = 5 * time.Minute
 type Gate struct {
 	mu        sync.Mutex
 	notBefore time.Time
-	// held adds up every pause, so that a listing sized before a pause can
-	// move its deadline by the time the pause took from it.
-	held time.Duration
 }
 
 // NotBefore returns the time before which no request may be sent; it is in
@@ -93,18 +90,10 @@ func (g *Gate) heed(status int, h http.Header, now time.Time) time.Duration {
 	until := now.Add(d)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if from := later(now, g.notBefore); until.After(from) {
-		g.held += until.Sub(from)
+	if until.After(g.notBefore) {
 		g.notBefore = until
 	}
 	return d
-}
-
-// heldTotal returns every pause added up.
-func (g *Gate) heldTotal() time.Duration {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.held
 }
 
 // retryAfter reads a Retry-After header: seconds or an HTTP date.

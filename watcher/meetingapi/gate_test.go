@@ -3,7 +3,6 @@ package meetingapi_test
 import (
 	"context"
 	"net/http"
-	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -84,7 +83,7 @@ func TestRetryAfterHoldsEveryPage(t *testing.T) {
 					return &apisim.Fault{Status: tt.status, Header: http.Header{"Retry-After": {tt.retryAfter(time.Now())}}}
 				})
 
-				snap, err := c.List(t.Context(), nil)
+				snap, err := c.List(t.Context(), nil, nil)
 				require.NoError(t, err)
 				assert.Len(t, snap, 50)
 				assert.Equal(t, tt.wantTimes, times(seen()))
@@ -122,9 +121,9 @@ func TestRetryAfterHoldsLookupsAndLogins(t *testing.T) {
 
 			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 			defer cancel()
-			_, err := c.List(ctx, nil)
+			_, err := c.List(ctx, nil, nil)
 			require.Error(t, err, "a retry at 2s cannot fit a deadline of 1s")
-			_, err = c.List(ctx, nil)
+			_, err = c.List(ctx, nil, nil)
 			require.ErrorIs(t, err, meetingapi.ErrThrottled, "nor can a new listing")
 			require.Len(t, seen(), 1, "neither sends a request")
 
@@ -155,7 +154,7 @@ func TestRetryAfterHoldsLookupsAndLogins(t *testing.T) {
 					return nil
 				})
 
-				snap, err := c.List(t.Context(), nil)
+				snap, err := c.List(t.Context(), nil, nil)
 				require.NoError(t, err)
 				assert.Len(t, snap, 3)
 				assert.Equal(t, []time.Duration{0, 2 * time.Second, 2 * time.Second}, times(seen()),
@@ -176,68 +175,10 @@ func TestRetryAfterHoldsLookupsAndLogins(t *testing.T) {
 				return nil
 			})
 			start := time.Now()
-			_, err := c.List(t.Context(), nil)
+			_, err := c.List(t.Context(), nil, nil)
 			require.NoError(t, err)
 			assert.Equal(t, []time.Duration{0, 5 * time.Minute}, times(seen()))
 			assert.Equal(t, 5*time.Minute, c.NotBefore().Sub(start))
 		})
 	})
-}
-
-// TestListingDeadline: the first page of a listing tells, from its count,
-// the page size and the budget, when the whole listing should be done:
-// the pages left at the budget's pace, plus a request timeout; a pause the
-// API asks for meanwhile moves it by its length. A listing of one page, or
-// without a budget, tells nothing.
-func TestListingDeadline(t *testing.T) {
-	ms := time.Millisecond
-	tests := []struct {
-		name     string
-		meetings int
-		overlap  int
-		budget   bool
-		pause    bool // a 429 with Retry-After: 1 on the last page
-		want     time.Duration
-	}{
-		// 50 meetings, 10 a page: 4 pages after the first, at 10 a
-		// second, and a request timeout of 1s.
-		{name: "pages end to end", meetings: 50, overlap: -1, budget: true, want: 1400 * ms},
-		// Windows of 10 that share 3 records move by 7: 6 more pages.
-		{name: "overlapping windows", meetings: 50, overlap: 2, budget: true, want: 1600 * ms},
-		{name: "a pause moves it", meetings: 50, overlap: -1, budget: true, pause: true, want: 2400 * ms},
-		{name: "one page", meetings: 10, overlap: -1, budget: true},
-		{name: "no budget", meetings: 50, overlap: -1},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				p := simtest.NewPipe(t, apisim.Options{Token: clientToken})
-				p.Sim.AddN(tt.meetings)
-				c := newPipeClient(t, p, func(c *meetingapi.ClientConfig) {
-					c.PageSize, c.Overlap, c.Concurrency, c.RequestTimeout = 10, tt.overlap, 1, time.Second
-					if tt.budget {
-						c.Budget = rate.NewLimiter(rate.Limit(10), 1)
-					}
-				})
-				var paused atomic.Bool
-				record(t, p.Sim, func(_ int, r *http.Request) *apisim.Fault {
-					if tt.pause && r.URL.Query().Get("offset") == "40" && !paused.Swap(true) {
-						return &apisim.Fault{Status: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {"1"}}}
-					}
-					return nil
-				})
-				start := time.Now()
-				assert.True(t, c.ListingDeadline(start).IsZero(), "nothing is known before a first page")
-				_, err := c.List(t.Context(), nil)
-				require.NoError(t, err)
-				got := c.ListingDeadline(start)
-				if tt.want == 0 {
-					assert.True(t, got.IsZero(), "got %v", got)
-					return
-				}
-				assert.Equal(t, tt.want, got.Sub(start))
-				assert.True(t, c.ListingDeadline(start.Add(time.Nanosecond)).IsZero(), "a first page before since is another listing's")
-			})
-		})
-	}
 }

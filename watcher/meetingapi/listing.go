@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/watcher"
 )
 
 // DefaultOverlap is how many records each page re-reads of the one before
@@ -28,9 +29,11 @@ const DefaultOverlap = 20
 // before the poll is given up. No snapshot is better than a partial one.
 //
 // Each record is made a Meeting by read, in the goroutine that fetched its
-// page; nil means snapshot.ParseMeeting.
-func (c *Client) List(ctx context.Context, read snapshot.ReadFunc) (snapshot.Snapshot, error) {
-	return c.listConsistent(ctx, c.cfg.SearchKey, read)
+// page; nil means snapshot.ParseMeeting. planned, when set, hears once,
+// after the first page, how many requests the listing takes and in how
+// many rounds of Concurrency pages.
+func (c *Client) List(ctx context.Context, read snapshot.ReadFunc, planned func(watcher.Plan)) (snapshot.Snapshot, error) {
+	return c.listConsistent(ctx, c.cfg.SearchKey, read, planned)
 }
 
 // Confirm asks the API about one meeting that a listing no longer holds,
@@ -58,7 +61,7 @@ func (c *Client) Confirm(ctx context.Context, m snapshot.Meeting, read snapshot.
 	if b := c.cfg.Budget; b != nil && b.Tokens() < 1 {
 		return snapshot.Meeting{}, false, fmt.Errorf("confirming the end of %s: %w", m.UUID, ErrNoBudget)
 	}
-	snap, err := c.listConsistent(context.WithValue(ctx, lookupKey{}, true), m.ConferenceID, read)
+	snap, err := c.listConsistent(context.WithValue(ctx, lookupKey{}, true), m.ConferenceID, read, nil)
 	if err != nil {
 		return snapshot.Meeting{}, false, fmt.Errorf("confirming the end of %s: %w", m.UUID, err)
 	}
@@ -67,12 +70,13 @@ func (c *Client) Confirm(ctx context.Context, m snapshot.Meeting, read snapshot.
 }
 
 // listConsistent takes listings filtered by searchKey until one is
-// consistent, up to ListAttempts times.
-func (c *Client) listConsistent(ctx context.Context, searchKey string, read snapshot.ReadFunc) (snapshot.Snapshot, error) {
+// consistent, up to ListAttempts times; the first tells planned.
+func (c *Client) listConsistent(ctx context.Context, searchKey string, read snapshot.ReadFunc, planned func(watcher.Plan)) (snapshot.Snapshot, error) {
 	var err error
 	for attempt := 1; attempt <= c.cfg.ListAttempts; attempt++ {
 		var snap snapshot.Snapshot
-		snap, err = c.listOnce(ctx, searchKey, read)
+		snap, err = c.listOnce(ctx, searchKey, read, planned)
+		planned = nil
 		if err == nil || !(errors.Is(err, ErrInconsistent) || errors.Is(err, ErrIncomplete)) || ctx.Err() != nil {
 			return snap, err
 		}
@@ -81,12 +85,13 @@ func (c *Client) listConsistent(ctx context.Context, searchKey string, read snap
 	return nil, fmt.Errorf("after %d attempts: %w", c.cfg.ListAttempts, err)
 }
 
-// listOnce takes one listing: the first page tells the count, the rest are
-// fetched with bounded concurrency, each window starting Overlap records
-// before the previous one ends, and joined in order as they arrive, so
-// that the listing is checked and its snapshot built by the time its last
-// page is in.
-func (c *Client) listOnce(ctx context.Context, searchKey string, read snapshot.ReadFunc) (snapshot.Snapshot, error) {
+// listOnce takes one listing: the first page tells the count, and
+// planned, when set, what the listing takes; the rest are fetched with
+// bounded concurrency, each window starting Overlap records before the
+// previous one ends, and joined in order as they arrive, so that the
+// listing is checked and its snapshot built by the time its last page is
+// in.
+func (c *Client) listOnce(ctx context.Context, searchKey string, read snapshot.ReadFunc, planned func(watcher.Plan)) (snapshot.Snapshot, error) {
 	first, err := c.fetchPage(ctx, searchKey, 0, c.cfg.PageSize, read, nil)
 	if err != nil {
 		return nil, err
@@ -105,6 +110,9 @@ func (c *Client) listOnce(ctx context.Context, searchKey string, read snapshot.R
 	var offsets []int
 	for off := stride; off-stride+limit < first.Count; off += stride {
 		offsets = append(offsets, off)
+	}
+	if planned != nil {
+		planned(watcher.Plan{Requests: 1 + len(offsets), Rounds: (len(offsets) + c.cfg.Concurrency - 1) / c.cfg.Concurrency})
 	}
 	// Concurrency requests in flight, and as many pages more being
 	// decoded: a page's decoding does not hold up the next request. One

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
+	"github.com/meetwatch/meetwatch/watcher"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 )
@@ -82,7 +83,7 @@ func TestOverlappingPages(t *testing.T) {
 			})
 			require.NoError(t, err)
 
-			snap, err := c.List(t.Context(), nil)
+			snap, err := c.List(t.Context(), nil, nil)
 			if tt.wantErr != nil {
 				require.ErrorIs(t, err, tt.wantErr)
 				assert.ErrorContains(t, err, "more than 5 records")
@@ -138,7 +139,7 @@ func TestAListingThatBreaksStopsRequesting(t *testing.T) {
 	})
 	require.NoError(t, err)
 
-	_, err = c.List(t.Context(), nil)
+	_, err = c.List(t.Context(), nil, nil)
 	require.ErrorIs(t, err, meetingapi.ErrInconsistent)
 	assert.ErrorContains(t, err, "do not overlap")
 	assert.LessOrEqual(t, int(served.Load()), 5, "pages 0, 14 and 28, and at most two more already asked for, of 14")
@@ -173,7 +174,7 @@ func TestLookupSendsNothingWhenItCannotHelp(t *testing.T) {
 			tt.adjust(&cfg, rec)
 			c, err := meetingapi.NewClient(cfg)
 			require.NoError(t, err)
-			snap, err := c.List(t.Context(), nil)
+			snap, err := c.List(t.Context(), nil, nil)
 			require.NoError(t, err)
 			require.Contains(t, snap, id)
 
@@ -233,16 +234,17 @@ func TestAPageIsDecodedWhileTheNextIsRequested(t *testing.T) {
 			}
 		}
 		return snapshot.ParseMeeting(raw)
-	})
+	}, nil)
 	require.NoError(t, err)
 	assert.Len(t, snap, 60)
 	assert.True(t, overlapped.Load(), "a page was requested while another was decoded")
 	assert.EqualValues(t, 1, most.Load(), "one request in flight at most")
 }
 
-// TestListingRequestsCountsAListing checks ListingRequests against the
-// requests a listing really sends, for lists around the page boundaries,
-// and that FirstPage sends exactly one request and tells the count.
+// TestListingRequestsCountsAListing checks ListingRequests, and the plan a
+// listing tells after its first page, against the requests the listing
+// really sends, for lists around the page boundaries, and that FirstPage
+// sends exactly one request and tells the count.
 func TestListingRequestsCountsAListing(t *testing.T) {
 	tests := []struct {
 		meetings, pageSize, overlap int
@@ -276,10 +278,16 @@ func TestListingRequestsCountsAListing(t *testing.T) {
 			assert.Len(t, first.Records, min(tt.meetings, tt.pageSize))
 			assert.Equal(t, tt.want, c.ListingRequests(first))
 
-			snap, err := c.List(t.Context(), nil)
+			var plans []watcher.Plan
+			snap, err := c.List(t.Context(), nil, func(p watcher.Plan) {
+				plans = append(plans, p)
+				assert.Equal(t, 1+1, srv.Sim.Requests(), "planned after the first page")
+			})
 			require.NoError(t, err)
 			require.Len(t, snap, tt.meetings)
 			assert.Equal(t, tt.want, srv.Sim.Requests()-1, "requests of a listing")
+			rounds := (tt.want - 1 + 3) / 4 // the pages after the first, 4 at a time
+			assert.Equal(t, []watcher.Plan{{Requests: tt.want, Rounds: rounds}}, plans, "one plan")
 		})
 	}
 }

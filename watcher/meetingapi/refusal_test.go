@@ -37,9 +37,6 @@ func refuseLogins(sim *apisim.Sim, refuse *atomic.Bool) (logins func() int) {
 	return func() int { return int(n.Load()) }
 }
 
-// holder is what a token source says about a refused login held back.
-type holder interface{ NotBefore() time.Time }
-
 // TestRefusedLoginIsHeldBack: once the API refuses the credentials, Token
 // fails at once with the refusal and sends no login until the backoff has
 // passed, to the nanosecond; the waits double up to five minutes, and a
@@ -71,7 +68,7 @@ func TestRefusedLoginIsHeldBack(t *testing.T) {
 			assert.NotErrorIs(t, err, meetingapi.ErrUnauthorized)
 			at = append(at, time.Since(start))
 			require.Len(t, at, logins())
-			assert.Equal(t, time.Since(start)+min(15*time.Second<<(len(at)-1), 5*time.Minute), src.(holder).NotBefore().Sub(start),
+			assert.Equal(t, time.Since(start)+min(15*time.Second<<(len(at)-1), 5*time.Minute), src.NotBefore().Sub(start),
 				"NotBefore tells when the next login may go")
 		}
 		s := time.Second
@@ -80,12 +77,12 @@ func TestRefusedLoginIsHeldBack(t *testing.T) {
 		refuse.Store(false)
 		time.Sleep(5 * time.Minute)
 		tok := mustToken(t, src)
-		assert.True(t, src.(holder).NotBefore().IsZero(), "nothing held back once a login succeeds")
+		assert.True(t, src.NotBefore().IsZero(), "nothing held back once a login succeeds")
 		src.Invalidate(tok)
 		refuse.Store(true)
 		_, err := src.Token(t.Context())
 		require.ErrorIs(t, err, meetingapi.ErrLoginRefused)
-		assert.Equal(t, 15*time.Second, time.Until(src.(holder).NotBefore()), "the backoff starts over")
+		assert.Equal(t, 15*time.Second, time.Until(src.NotBefore()), "the backoff starts over")
 		assert.Contains(t, r.logs.String(), "the api refused the credentials; no login before the backoff has passed")
 		assert.NotContains(t, r.logs.String(), authPassword)
 	})
@@ -141,14 +138,14 @@ func TestRefusedLoginIsNotRetriedWithinAListing(t *testing.T) {
 				require.NoError(t, err)
 
 				start := time.Now()
-				_, err = c.List(t.Context(), nil)
+				_, err = c.List(t.Context(), nil, nil)
 				require.ErrorIs(t, err, meetingapi.ErrLoginRefused)
 				assert.Zero(t, time.Since(start), "no retry, no backoff")
 				assert.Equal(t, tt.wantLogins, int(logins.Load()), "one login for the whole listing")
 				assert.Equal(t, tt.wantPages, int(pages.Load()))
 				assert.Equal(t, 15*time.Second, c.NotBefore().Sub(start), "the client says when a login may go again")
 
-				_, err = c.List(t.Context(), nil)
+				_, err = c.List(t.Context(), nil, nil)
 				require.ErrorIs(t, err, meetingapi.ErrLoginRefused)
 				assert.Equal(t, tt.wantLogins, int(logins.Load()), "a listing before then fails at once")
 			})
@@ -173,7 +170,7 @@ func TestRefusedRenewalKeepsTheToken(t *testing.T) {
 		time.Sleep(80 * time.Second) // due for renewal
 		assert.Equal(t, first.Reveal(), mustToken(t, src).Reveal(), "the refused renewal keeps the token")
 		require.Equal(t, 2, logins())
-		assert.True(t, src.(holder).NotBefore().IsZero(), "nothing to wait for while the token works")
+		assert.True(t, src.NotBefore().IsZero(), "nothing to wait for while the token works")
 		for range 10 {
 			time.Sleep(time.Second)
 			assert.Equal(t, first.Reveal(), mustToken(t, src).Reveal())
@@ -188,6 +185,6 @@ func TestRefusedRenewalKeepsTheToken(t *testing.T) {
 		_, err := src.Token(t.Context())
 		require.ErrorIs(t, err, meetingapi.ErrLoginRefused)
 		assert.Equal(t, 3, logins())
-		assert.Equal(t, 25*time.Second, time.Until(src.(holder).NotBefore()))
+		assert.Equal(t, 25*time.Second, time.Until(src.NotBefore()))
 	})
 }
