@@ -258,18 +258,20 @@ func (w *Watcher) logPoll(res PollResult) {
 func (w *Watcher) logPollError(err error, failures int, res PollResult) {
 	published := res.Stored + res.Duplicates
 	attrs := []any{"err", err, "consecutive_errors", failures, "published", published, "committed", false}
-	var withAttrs logAttrser
+	var withAttrs *AttrError
 	if errors.As(err, &withAttrs) {
-		attrs = append(attrs, withAttrs.LogAttrs()...)
+		for _, a := range withAttrs.Attrs {
+			attrs = append(attrs, a)
+		}
 	}
 	msg := "poll failed; nothing published or committed"
 	if published > 0 {
 		msg = "poll failed after publishing some of its events; nothing committed: the next poll publishes them again under the same ids"
 	}
 	switch {
-	case errorIs(err, unauthorized.Unauthorized):
+	case errors.Is(err, ErrUnauthorized):
 		msg = "authentication failed: the API refused the access token; retrying with backoff"
-	case errorIs(err, rejecter.Rejected):
+	case errors.Is(err, ErrRejected):
 		msg = "the API rejected the request as configured (403: queryAll needs an enterprise admin; 400: check the parameters); backing off"
 	}
 	w.logger.Error(msg, attrs...)

@@ -5,10 +5,9 @@
 // it.
 //
 // The engine imports no adapter. It declares what it needs (a Lister, a
-// Publisher, a StateStore, a Lease, a Health) and asks errors how to treat
-// them through small interfaces (see errors.go); the packages beneath it
-// (meetingapi, kvstore, ha) implement them for HTTP, JetStream and the
-// lease.
+// Publisher, a StateStore, a Lease, a Health) and the errors its adapters'
+// errors match (see errors.go); the packages beneath it (meetingapi,
+// kvstore, ha) implement them for HTTP, JetStream and the lease.
 package watcher
 
 import (
@@ -39,8 +38,9 @@ type Lister interface {
 	// told what the whole listing takes.
 	List(ctx context.Context, read snapshot.ReadFunc, planned func(Plan)) (snapshot.Snapshot, error)
 	// Confirm returns the meeting's current record and true while it is
-	// still ongoing, false once it is confirmed gone. It may fail at once
-	// when it cannot afford the lookup: lookups only speed ends up.
+	// still ongoing, false once it is confirmed gone. When it cannot
+	// afford the lookup it fails at once with an error that matches
+	// ErrSkipped: lookups only speed ends up.
 	Confirm(ctx context.Context, m snapshot.Meeting, read snapshot.ReadFunc) (snapshot.Meeting, bool, error)
 	// BudgetTime returns how long the request budget takes to allow n
 	// requests; 0 without a budget.
@@ -709,7 +709,7 @@ func (w *Watcher) lookUpEnds(ctx context.Context, fresh []string, res *PollResul
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
-			case errorIs(err, skipper.Skipped):
+			case errors.Is(err, ErrSkipped):
 				skipped = err
 				return
 			case err != nil:

@@ -3,8 +3,8 @@
 // token, an App ID, or an account), and spends a request budget with
 // polite retries.
 //
-// It implements the watcher's Lister, and its errors carry the methods the
-// watcher asks of them (Rejected, Unauthorized, Skipped): the adapter
+// It implements the watcher's Lister, and its errors match the watcher's
+// sentinels (ErrUnauthorized, ErrRejected, ErrSkipped): the adapter
 // depends on the engine, so that the engine never depends on HTTP.
 package meetingapi
 
@@ -401,9 +401,9 @@ func (c *Client) requestPage(ctx context.Context, searchKey string, offset, limi
 		apiErr := parseAPIError(resp.StatusCode, resp.Header.Get("X-Request-Id"), b, token.Reveal())
 		retryAfter := c.gate.heed(resp.StatusCode, resp.Header, time.Now())
 		if apiErr.Unauthorized() && !c.cfg.Tokens.Invalidate(token) {
-			return nil, "", retryAfter, fmt.Errorf("listing page at offset %d: %w: %w", offset, ErrStaticTokenRefused, apiErr)
+			return nil, "", retryAfter, fmt.Errorf("listing page at offset %d: %w: %w", offset, ErrStaticTokenRefused, apiErr.logged())
 		}
-		return nil, "", retryAfter, fmt.Errorf("listing page at offset %d: %w", offset, apiErr)
+		return nil, "", retryAfter, fmt.Errorf("listing page at offset %d: %w", offset, apiErr.logged())
 	}
 	reqID := resp.Header.Get("X-Request-Id")
 	buf, err := readBody(body)

@@ -4,15 +4,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 
 	"github.com/meetwatch/meetwatch/snapshot/redact"
+	"github.com/meetwatch/meetwatch/watcher"
 )
 
 // Errors of a listing that cannot become a snapshot, and of getting a token.
-// The watcher asks an error how to treat it through the methods below
-// (Rejected, Unauthorized, Skipped).
+// Those the watcher treats apart are its own sentinels, or match them.
 var (
 	// ErrIncomplete means the listing did not cover every meeting the API
 	// counted, so a missing meeting cannot be read as ended.
@@ -23,7 +24,7 @@ var (
 	// ErrBadPage means a page could not be decoded as the API's answer.
 	ErrBadPage = errors.New("malformed page")
 	// ErrUnauthorized means the API refused the access token.
-	ErrUnauthorized = errors.New("authentication failed")
+	ErrUnauthorized = watcher.ErrUnauthorized
 	// ErrStaticTokenRefused means the API refused a static access token,
 	// which meetwatch has no credentials to renew: every request fails
 	// until the token is replaced. An error that matches it matches
@@ -32,17 +33,19 @@ var (
 	// ErrRejected means the API refused the request as configured: a 400
 	// (invalid parameters) or a 403 (queryAll without an admin's token).
 	// Retrying would only repeat it, so polls back off instead.
-	ErrRejected = errors.New("request rejected by the api")
+	ErrRejected = watcher.ErrRejected
 	// ErrOverBudget means the request budget could not allow the next
 	// request before the context's deadline.
 	ErrOverBudget = errors.New("the request budget cannot fit the listing before the deadline")
 	// ErrNoBudget means the request budget has no room for an optional
-	// request (an end lookup) now; the caller goes without it.
-	ErrNoBudget error = skippedError("no room in the request budget for a lookup")
+	// request (an end lookup) now; the caller goes without it. It matches
+	// watcher.ErrSkipped.
+	ErrNoBudget error = skipped("no room in the request budget for a lookup")
 	// ErrNoLookup means a meeting cannot be looked up: its record has no
 	// conferenceID to filter the list by, or the listings are filtered by
-	// another search key. The next listing settles it.
-	ErrNoLookup error = skippedError("no lookup by conferenceID")
+	// another search key. The next listing settles it. It matches
+	// watcher.ErrSkipped.
+	ErrNoLookup error = skipped("no lookup by conferenceID")
 	// ErrLoginFailed means no access token could be had: the API refused
 	// the credentials, answered without a token, or could not be reached.
 	// It never matches ErrUnauthorized, which is about a token the API
@@ -61,15 +64,15 @@ var (
 	ErrThrottled = errors.New("the api asked for a pause that outlasts the deadline")
 )
 
-// skippedError is the type of ErrNoBudget and ErrNoLookup: an optional
-// request that was never sent.
-type skippedError string
+// skipped is the type of ErrNoBudget and ErrNoLookup: an optional request
+// that was never sent, by design.
+type skipped string
 
-func (e skippedError) Error() string { return string(e) }
+func (e skipped) Error() string { return string(e) }
 
-// Skipped tells the watcher that nothing failed: the request was not sent,
-// by design, and what it would have told comes another way.
-func (skippedError) Skipped() bool { return true }
+// Is tells the watcher that nothing failed: what the request would have
+// told comes another way.
+func (skipped) Is(target error) bool { return target == watcher.ErrSkipped }
 
 // APIError is an answer other than 200, with the API's error fields where it
 // sent them. Gateways also answer with HTML or empty bodies; then only the
@@ -128,13 +131,14 @@ func (e *APIError) Error() string {
 }
 
 // Is makes a 401, or the API's invalid-token code, match ErrUnauthorized,
-// and a 400 or 403 match ErrRejected.
+// and a 400 or 403, a request refused as configured that a retry would
+// only repeat, match ErrRejected.
 func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrUnauthorized:
 		return e.Unauthorized()
 	case ErrRejected:
-		return e.Rejected()
+		return e.Status == http.StatusBadRequest || e.Status == http.StatusForbidden
 	}
 	return false
 }
@@ -145,18 +149,16 @@ func (e *APIError) Unauthorized() bool {
 	return e.Status == http.StatusUnauthorized || e.Code == invalidTokenCode
 }
 
-// Rejected reports a request refused as configured (400, 403), which a
-// retry would only repeat.
-func (e *APIError) Rejected() bool {
-	return e.Status == http.StatusBadRequest || e.Status == http.StatusForbidden
-}
-
 // Temporary reports an answer that another try may not get: 429 and 5xx.
 func (e *APIError) Temporary() bool {
 	return e.Status == http.StatusTooManyRequests || e.Status >= 500
 }
 
-// LogAttrs returns the error's API fields for a log line.
-func (e *APIError) LogAttrs() []any {
-	return []any{"status", e.Status, "error_code", e.Code, "error_msg", e.Message, "request_id", e.RequestID}
+// logged wraps e with its API fields, for the log line that reports the
+// poll it failed.
+func (e *APIError) logged() error {
+	return &watcher.AttrError{Err: e, Attrs: []slog.Attr{
+		slog.Int("status", e.Status), slog.String("error_code", e.Code),
+		slog.String("error_msg", e.Message), slog.String("request_id", e.RequestID),
+	}}
 }

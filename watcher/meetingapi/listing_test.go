@@ -146,7 +146,8 @@ func TestAListingThatBreaksStopsRequesting(t *testing.T) {
 }
 
 // A lookup sends nothing when it cannot help. It only speeds an end up, so
-// it never waits for the budget: with no room, Confirm fails at once. And
+// it never waits for the budget: with no room, Confirm fails at once, with
+// an error that tells the watcher it was skipped. And
 // while the listings are filtered by a search key, no meeting is looked
 // up: a lookup by its ID would find a meeting that left the filtered list
 // still ongoing, where the listings end it.
@@ -181,6 +182,7 @@ func TestLookupSendsNothingWhenItCannotHelp(t *testing.T) {
 			requests := srv.Sim.Requests()
 			_, _, err = c.Confirm(t.Context(), snap[id], nil)
 			require.ErrorIs(t, err, tt.want)
+			assert.ErrorIs(t, err, watcher.ErrSkipped, "the watcher knows that nothing failed")
 			assert.Equal(t, requests, srv.Sim.Requests(), "no request sent")
 		})
 	}
