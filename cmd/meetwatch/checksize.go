@@ -72,10 +72,9 @@ type sizingReport struct {
 // poll as long as it refills a listing's requests within an interval; when
 // it does not, every poll waits for all of them, and polls run back to
 // back, which is what run warns of. The listing fits when the budget
-// refills within the interval, and the pages within
-// MEETWATCH_POLL_TIMEOUT: the watcher stretches a poll's deadline for the
-// budget's waits and for pages up to twice as slow as the first, but a
-// listing that fits without that is not cut short when the API slows.
+// refills within the interval, and the pages within MEETWATCH_POLL_TIMEOUT:
+// a poll's deadline stretches past it only while pages keep to twice the
+// first page's pace, so fitting it leaves room for an API that slows down.
 func sizeListing(in sizingInput) sizingReport {
 	n := in.requests
 	rounds := 1 + ceilDiv(n-1, in.concurrency)
