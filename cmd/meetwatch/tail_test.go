@@ -215,7 +215,9 @@ func TestTailBoundedBehindAStalledReader(t *testing.T) {
 	js, err := jetstream.New(r.nc, jetstream.WithPublishAsyncMaxPending(512))
 	require.NoError(t, err)
 	for i, b := range bodies {
-		_, err := js.PublishAsync(fmt.Sprintf("meetings.started.%032x", i), b)
+		// A loaded machine acknowledges slowly: the publisher waits for
+		// room in its window rather than fail.
+		_, err := js.PublishAsync(fmt.Sprintf("meetings.started.%032x", i), b, jetstream.WithStallWait(eventWait))
 		require.NoError(t, err)
 	}
 	select {
