@@ -41,7 +41,7 @@ name, and what it found or why it failed, with the fix where one is known.
   stream              the events' stream: there, or one run may create
   publish             publishing events to it
   state_bucket        the state bucket: create or update, read, write, watch
-  lease_bucket        the lease bucket: create or update, read, write, watch
+  lease_bucket        the lease bucket: create or update, read, write
   sizing              a full listing at this count and budget, against
                       MEETWATCH_POLL_INTERVAL: whether it fits, and what would
 

@@ -55,8 +55,7 @@ func checkNATS(ctx context.Context, cfg config, timeout time.Duration, logger *s
 	})
 	checkBucket(ctx, p, rep, bucketProbe{
 		check: "lease_bucket", bucket: cfg.LeaseBucket, key: "leader", info: true,
-		reads: "a standby reads the lease",
-		watch: "the watch through which a standby sees the lease go",
+		reads: "a replica reads the lease before it takes it",
 		about: aboutLease,
 	})
 }
@@ -150,7 +149,7 @@ func checkJetStream(ctx context.Context, p *natsprobe.Prober, rep *checkReport) 
 		rep.add("jetstream", false, "%v: run needs JetStream, enabled for this user's account", err)
 		return false
 	case info.API.Level < 1:
-		rep.add("jetstream", false, "JetStream API level %d: the buckets' marker TTL needs nats-server 2.11 or later", info.API.Level)
+		rep.add("jetstream", false, "JetStream API level %d: the state bucket's marker TTL needs nats-server 2.11 or later", info.API.Level)
 		return true
 	}
 	rep.add("jetstream", true, "enabled: %d stream%s and %d consumer%s in the account, %s stored, API level %d",
@@ -236,14 +235,14 @@ type bucketProbe struct {
 	// info and flowControl: run reads the bucket's status, and loads it
 	// with flow control (the state bucket).
 	info, flowControl bool
-	reads, watch      string // why run reads the key, and watches the bucket
+	reads, watch      string // why run reads the key, and watches the bucket ("": it does not)
 	// about describes what the key holds; entry is nil when it holds
 	// nothing.
 	about func(entry *nats.Msg) string
 }
 
 // checkBucket probes a bucket: that run may create and update it, read and
-// write its keys, and watch it.
+// write its keys, and watch it when it does.
 func checkBucket(ctx context.Context, p *natsprobe.Prober, rep *checkReport, b bucketProbe) {
 	stream := "KV_" + b.bucket
 	var d denials
@@ -268,8 +267,12 @@ func checkBucket(ctx context.Context, p *natsprobe.Prober, rep *checkReport, b b
 	case err != nil:
 		d.note(err, "$KV."+b.bucket+".>", "run's writes")
 	}
-	d.note(p.MayCreateConsumer(ctx, stream), "$JS.API.CONSUMER.CREATE."+stream+".>", b.watch)
-	d.note(p.MayDeleteConsumer(ctx, stream), "$JS.API.CONSUMER.DELETE."+stream+".>", "a watch deletes its consumer as it stops")
+	may := "run may read, write and create it"
+	if b.watch != "" {
+		d.note(p.MayCreateConsumer(ctx, stream), "$JS.API.CONSUMER.CREATE."+stream+".>", b.watch)
+		d.note(p.MayDeleteConsumer(ctx, stream), "$JS.API.CONSUMER.DELETE."+stream+".>", "a watch deletes its consumer as it stops")
+		may = "run may read, write, watch and create it"
+	}
 	if b.flowControl {
 		d.note(p.MayPublish(ctx, "$JS.FC."+stream+"."+natsprobe.Name+".probe"), "$JS.FC."+stream+".>", "flow control while a large state loads")
 	}
@@ -277,7 +280,6 @@ func checkBucket(ctx context.Context, p *natsprobe.Prober, rep *checkReport, b b
 		rep.add(b.check, false, "%s", d.String())
 		return
 	}
-	may := "run may read, write, watch and create it"
 	switch {
 	case owner == "" && info == nil:
 		rep.add(b.check, true, "%s does not exist yet: run creates it; %s", stream, may)

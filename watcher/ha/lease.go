@@ -5,6 +5,7 @@
 package ha
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -26,26 +27,27 @@ import (
 // deployment, so that exactly one polls and publishes while the others
 // stand by to take over.
 //
-// It is a key in a JetStream key-value bucket whose TTL is one lease: a
-// replica takes the lease by creating the key (compare-and-set on "does not
-// exist") and keeps it by updating it with the revision it last wrote
-// (compare-and-set on the revision). The server expires the key one TTL
-// after the last write, so a dead leader's lease lapses on the server's
-// clock, and no replica's clock has to agree with another's.
+// The lease is one key in a bucket whose TTL is the lease's length, so the
+// server lets a dead leader's lease lapse on its own clock and no
+// replica's clock has to agree with another's. Every replica looks at the
+// key often; one that finds it gone creates it (compare-and-set on "no
+// key") and leads. The leader renews it every third of a TTL
+// (compare-and-set on the revision it last wrote), retrying a renewal
+// that fails for a passing reason, and stops leading on its own monotonic
+// clock 9/10 of a TTL after its last good renewal was sent, before the
+// server can let the key go. A leader that stops gives the key up, so the
+// next look of a standby takes it.
 type Lease struct {
 	kv     keyValue
 	cfg    LeaseConfig
 	logger *slog.Logger
-
-	// incarnation tells this run of the replica from earlier ones.
-	incarnation string
+	// value is what the key holds while this run of the replica leads.
+	value []byte
 
 	mu        sync.Mutex
-	leader    bool
 	lastCheck time.Time
-	// until is when this replica's lease runs out on its own clock (9/10
-	// of a TTL after the last good renewal was sent); zero while it does
-	// not lead.
+	// until is when this replica's lease runs out on its own clock; zero
+	// while it does not lead.
 	until time.Time
 }
 
@@ -57,12 +59,9 @@ type LeaseConfig struct {
 	// 0 means 1.
 	Replicas int
 	// TTL is the lease's length, and the TTL of a bucket OpenLease
-	// creates; an existing bucket's TTL overrides it. A leader renews it
-	// every TTL/3, retries a renewal that fails for a passing reason, and
-	// stops leading on its own clock TTL*9/10 after its last good
-	// renewal; a standby tries to take it as soon as it sees the key go,
-	// and every TTL/5 besides. Failover so stays within a lease, and the
-	// new leader's first poll.
+	// creates; an existing bucket's TTL overrides it. After a leader
+	// dies, a standby takes over once the server lets its key go, a TTL
+	// after its last renewal, at its next look (see campaignEvery).
 	TTL time.Duration
 	// ID names this replica in the lease and in logs.
 	ID string
@@ -77,13 +76,11 @@ type LeaseConfig struct {
 	Conflict func(msg string)
 }
 
-// keyValue is what a Lease uses of a jetstream.KeyValue: the three
-// compare-and-set writes. It is this small so that tests can drive the
-// lease's timing through an in-memory bucket inside a synctest bubble,
-// where a real connection would stop fake time.
+// keyValue is what a Lease uses of a jetstream.KeyValue. It is this small
+// so that tests can drive the lease's timing through an in-memory bucket
+// inside a synctest bubble, where a real connection would stop fake time.
 type keyValue interface {
 	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
-	Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error)
 	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
 	Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error)
 	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
@@ -91,16 +88,17 @@ type keyValue interface {
 
 const leaseKey = "leader"
 
+// campaignTimeout bounds one look at the lease and the write that takes
+// it.
+const campaignTimeout = 5 * time.Second
+
 var (
 	_ watcher.Lease = (*Lease)(nil)
 	_ keyValue      = jetstream.KeyValue(nil)
 )
 
 // OpenLease opens the lease bucket, creating it with a TTL of cfg.TTL when
-// it is missing. An existing bucket keeps the settings an operator gave it
-// (its size, replicas, placement, description): only a marker TTL is added
-// when it lacks one, since without it standbys do not see the lease
-// expire and wait for their next try to take it.
+// it is missing. An existing bucket keeps the settings an operator gave it.
 //
 // The bucket's TTL is what fences a leader: the server expires the lease
 // one TTL after its last renewal, and a leader stops at 9/10 of its own
@@ -117,20 +115,13 @@ func OpenLease(ctx context.Context, js jetstream.JetStream, cfg LeaseConfig) (*L
 		logger = cfg.Logger.With("component", "lease", "replica", cfg.ID)
 	}
 	kv, bucket, err := jsensure.Bucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket:         cfg.Bucket,
-		Description:    "meetwatch: which replica leads",
-		History:        1,
-		TTL:            cfg.TTL,
-		Storage:        jetstream.FileStorage,
-		Replicas:       max(cfg.Replicas, 1),
-		LimitMarkerTTL: cfg.TTL,
-	}, func(c *jetstream.StreamConfig) []string {
-		if c.SubjectDeleteMarkerTTL > 0 {
-			return nil
-		}
-		c.AllowMsgTTL, c.SubjectDeleteMarkerTTL = true, cfg.TTL
-		return []string{"a marker TTL"}
-	}, logger)
+		Bucket:      cfg.Bucket,
+		Description: "meetwatch: which replica leads",
+		History:     1,
+		TTL:         cfg.TTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(cfg.Replicas, 1),
+	}, nil, logger)
 	if err != nil {
 		return nil, fmt.Errorf("opening lease bucket: %w", err)
 	}
@@ -148,35 +139,39 @@ func OpenLease(ctx context.Context, js jetstream.JetStream, cfg LeaseConfig) (*L
 	return newLease(kv, cfg), nil
 }
 
-// TTL is the lease's length: the lease bucket's TTL.
-func (l *Lease) TTL() time.Duration { return l.cfg.TTL }
-
 // newLease returns a Lease held in kv, a bucket whose TTL is cfg.TTL.
 func newLease(kv keyValue, cfg LeaseConfig) *Lease {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	var nonce [8]byte
-	_, _ = rand.Read(nonce[:]) // crypto/rand does not fail
-	return &Lease{
-		kv: kv, cfg: cfg, logger: cfg.Logger.With("component", "lease", "replica", cfg.ID),
-		incarnation: hex.EncodeToString(nonce[:]),
-	}
+	var run [8]byte
+	_, _ = rand.Read(run[:])                                                          // crypto/rand does not fail
+	value, _ := json.Marshal(leaseValue{ID: cfg.ID, Run: hex.EncodeToString(run[:])}) // two strings always encode
+	return &Lease{kv: kv, cfg: cfg, logger: cfg.Logger.With("component", "lease", "replica", cfg.ID), value: value}
 }
 
-// leaseValue is what the lease key holds: the replica, and which run of
-// it, so that a replica that finds its own lease after a reconnect resumes
-// it, while a restarted one does not take its predecessor's for its own.
+// leaseValue is what the lease key holds: the replica that leads, and a
+// random id of its run, so that a leader whose renewal landed but whose
+// answer was lost knows the key for its own (see renew), and not for that
+// of another run with the same ID.
 type leaseValue struct {
-	ID          string `json:"id"`
-	Incarnation string `json:"incarnation"`
+	ID  string `json:"id"`
+	Run string `json:"run"`
 }
+
+// TTL is the lease's length: the lease bucket's TTL.
+func (l *Lease) TTL() time.Duration { return l.cfg.TTL }
+
+// campaignEvery is how often a standby looks at the lease: the lapse of a
+// dead leader's lease is seen within half a second, so that failover stays
+// within a TTL and a second, first poll included.
+func (l *Lease) campaignEvery() time.Duration { return min(l.cfg.TTL/10, 500*time.Millisecond) }
 
 // Leader reports whether this replica leads now.
 func (l *Lease) Leader() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.leader
+	return !l.until.IsZero()
 }
 
 // LastCheck is when this replica last heard from the lease bucket: a
@@ -187,27 +182,19 @@ func (l *Lease) LastCheck() time.Time {
 	return l.lastCheck
 }
 
-func (l *Lease) checked(leader bool) {
+// heard records that this replica heard from the bucket, and leads until
+// until on its own monotonic clock; zero: it does not lead.
+func (l *Lease) heard(until time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.leader, l.lastCheck = leader, time.Now()
+	l.lastCheck, l.until = time.Now(), until
 }
 
-func (l *Lease) setLeader(leader bool) {
+// stopped records that this replica no longer leads.
+func (l *Lease) stopped() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.leader = leader
-	if !leader {
-		l.until = time.Time{}
-	}
-}
-
-// renewed records that the lease runs until until, on this replica's
-// monotonic clock.
-func (l *Lease) renewed(until time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.leader, l.lastCheck, l.until = true, time.Now(), until
+	l.until = time.Time{}
 }
 
 // Check returns nil while this replica holds the lease by its own clock,
@@ -215,7 +202,7 @@ func (l *Lease) renewed(until time.Time) {
 // state store ask it before every write, reading the clock then rather
 // than waiting for a timer: a replica paused past its lease (a frozen VM,
 // SIGSTOP) that wakes in the middle of a poll stops at its next write,
-// before the goroutine that would cancel its term has even run.
+// before the goroutine that would end its term has even run.
 func (l *Lease) Check() error {
 	l.mu.Lock()
 	until := l.until
@@ -229,165 +216,80 @@ func (l *Lease) Check() error {
 	return nil
 }
 
-// Run campaigns until ctx ends. Whenever this replica holds the lease, it
-// calls lead with a context that ends as soon as the lease may be lost: a
-// renewal failed, or TTL*9/10 passed on this replica's monotonic clock
-// since the last good one. lead must stop publishing and return when its
-// context ends. On the way out Run gives the lease up, so that a standby
-// takes over at once rather than after a TTL.
+// Run looks at the lease every campaignEvery until ctx ends. Whenever this
+// replica takes it, Run calls lead with a context that ends as soon as the
+// lease may be lost: a renewal failed for good, or TTL*9/10 passed on this
+// replica's monotonic clock since the last good one. lead must stop
+// publishing and return when its context ends; a lead that returns on its
+// own ends the term too (a write found this replica fenced). When the term
+// ends for a reason other than a lost lease, Run gives the lease up, so
+// that a standby takes over at its next look rather than after a TTL.
 func (l *Lease) Run(ctx context.Context, lead func(ctx context.Context)) error {
-	value, err := json.Marshal(l.self())
-	if err != nil {
-		return fmt.Errorf("encoding lease value: %w", err)
-	}
-	wctx, stopWatch := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer stopWatch()
-	gone := l.watchGone(wctx, &wg)
-	unreachable := 0
-	var marker uint64     // the revision of the delete marker the watch last saw
-	var leader leaseValue // the other replica this one last saw lead
+	var named leaseValue // the holder this replica last said it stands by for
+	failures := 0
 	for {
-		l.beat(l.cfg.TTL/5 + campaignBound)
+		l.beat(l.campaignEvery() + campaignTimeout)
 		sent := time.Now()
-		rev, err := l.kv.Create(ctx, leaseKey, value)
-		if errors.Is(err, jetstream.ErrKeyExists) && marker != 0 {
-			// Create looks for a delete marker with a read that a
-			// replica of the bucket a moment behind may answer with
-			// the lease just released. The watch saw the marker: take
-			// the lease over it, as Create would, rather than wait a
-			// campaign. If anyone wrote the key since, this fails too.
-			sent = time.Now()
-			if r, uerr := l.kv.Update(ctx, leaseKey, value, marker); uerr == nil {
-				rev, err = r, nil
-			}
-		}
-		marker = 0
-		resumed := false
-		var holder leaseValue
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			// This run's own lease, held from before NATS went away and
-			// still unexpired: no other replica can have led since.
-			held, v, ok := l.holder(ctx)
-			if ok && v == l.self() {
-				sent = time.Now()
-				rev, err = l.kv.Update(ctx, leaseKey, value, held)
-				resumed = err == nil
-			}
-			holder = v
-		}
+		rev, holder, err := l.campaign(ctx)
 		switch {
-		case err == nil:
-			if unreachable > 0 {
-				l.logger.Info("lease bucket reachable again", "failed_attempts", unreachable)
-				unreachable = 0
-			}
-			leader = leaseValue{}
-			l.term(ctx, value, rev, sent, resumed, lead)
-		case errors.Is(err, jetstream.ErrKeyExists):
-			l.checked(false)
-			if unreachable > 0 {
-				l.logger.Info("lease bucket reachable again", "failed_attempts", unreachable)
-				unreachable = 0
-			}
-			if holder.ID != "" && holder != leader {
-				// Said when this replica starts standing by, and
-				// whenever the leader changes: a standby is otherwise
-				// silent for as long as it waits.
-				l.logger.Info("standing by", "leader", holder.ID)
-				leader = holder
-			}
-		case ctx.Err() != nil:
-		default:
-			l.setLeader(false)
-			if unreachable == 0 {
+		case err != nil && ctx.Err() != nil:
+			return nil
+		case err != nil:
+			if failures == 0 {
 				l.logger.Warn("cannot reach the lease bucket; standing by until it answers", "err", err)
 			}
-			unreachable++
+			failures++
+		default:
+			l.heard(time.Time{})
+			if failures > 0 {
+				l.logger.Info("lease bucket reachable again", "failed_attempts", failures)
+				failures = 0
+			}
+			switch {
+			case rev != 0:
+				named = leaseValue{}
+				l.term(ctx, rev, sent, lead)
+			case holder.ID != "" && holder != named:
+				// Said when this replica starts standing by, and whenever
+				// the leader changes: a standby is otherwise silent.
+				named = holder
+				if holder.ID == l.cfg.ID {
+					l.logger.Info("standing by until this replica's former lease lapses")
+				} else {
+					l.logger.Info("standing by", "leader", holder.ID)
+				}
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(l.cfg.TTL / 5):
-		case marker = <-gone:
+		case <-time.After(l.campaignEvery()):
 		}
 	}
 }
 
-// watchGone returns a channel that hears whenever the lease key is
-// deleted, purged or expires, with the revision of the marker that says
-// so, so that a standby campaigns at once rather than at its next periodic
-// try. The watch runs until ctx ends, in a goroutine wg waits for. Without
-// it (a bucket that cannot be watched), the periodic tries remain, and the
-// channel never fires.
-func (l *Lease) watchGone(ctx context.Context, wg *sync.WaitGroup) <-chan uint64 {
-	gone := make(chan uint64, 1)
-	wg.Go(func() {
-		// Started here, so that a watch slow to start holds no campaign.
-		w, err := l.kv.Watch(ctx, leaseKey, jetstream.UpdatesOnly())
-		if err != nil {
-			if ctx.Err() == nil {
-				l.logger.Warn("cannot watch the lease; standbys try to take it every fifth of a lease", "err", err)
-			}
-			return
-		}
-		defer func() {
-			// Stopping deletes the watch's consumer, a request: when the
-			// node that held the consumer died, no answer comes, and
-			// the client waits out its 5 s timeout, which would hold
-			// meetwatch's exit. The stop gets a second; past that it
-			// ends when the connection closes, as the process exits.
-			stopped := make(chan struct{})
-			go func() {
-				_ = w.Stop() // an error here only leaves an ephemeral consumer to lapse
-				close(stopped)
-			}()
-			select {
-			case <-stopped:
-			case <-time.After(time.Second):
-				l.logger.Debug("the lease watch did not stop within a second; leaving it to the connection's close")
-			}
-		}()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil || e.Operation() == jetstream.KeyValuePut {
-					continue
-				}
-				select { // the latest marker replaces one not yet heard
-				case <-gone:
-				default:
-				}
-				gone <- e.Revision()
-			}
-		}
-	})
-	return gone
-}
-
-// self is what the lease key holds while this run of the replica leads.
-func (l *Lease) self() leaseValue { return leaseValue{ID: l.cfg.ID, Incarnation: l.incarnation} }
-
-// holder returns the revision of the lease key and who holds it, when
-// anyone does.
-func (l *Lease) holder(ctx context.Context) (uint64, leaseValue, bool) {
-	var v leaseValue
+// campaign takes the lease when no one holds it, returning the revision of
+// the write that took it; otherwise it returns who holds it (no one, when
+// another replica took the lease between the look and the write).
+func (l *Lease) campaign(ctx context.Context) (uint64, leaseValue, error) {
+	ctx, cancel := context.WithTimeout(ctx, campaignTimeout)
+	defer cancel()
+	var holder leaseValue
 	e, err := l.kv.Get(ctx, leaseKey)
-	if err != nil || e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &v) != nil {
-		return 0, leaseValue{}, false
+	if err == nil {
+		_ = json.Unmarshal(e.Value(), &holder) // a value that is not meetwatch's names no one
+		return 0, holder, nil
 	}
-	return e.Revision(), v, true
+	if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, holder, err
+	}
+	// Create also takes the key over the marker that a release leaves.
+	rev, err := l.kv.Create(ctx, leaseKey, l.value)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, holder, nil
+	}
+	return rev, holder, err
 }
-
-// campaignBound bounds the requests of one campaign, each under the
-// client's default timeout of 5 s.
-const campaignBound = 4 * 5 * time.Second
 
 // beat tells Beat, when set, that the loop beats again within d.
 func (l *Lease) beat(d time.Duration) {
@@ -396,63 +298,26 @@ func (l *Lease) beat(d time.Duration) {
 	}
 }
 
-// term holds the lease from the write sent at sent that took it (or, when
-// resumed, resumed it) at rev, until it is lost or ctx ends.
+// term leads from the write sent at sent that took the lease at rev, until
+// the lease is lost or ctx ends.
 //
-// It leads at once. A former leader stood down on its own clock before the
-// server let its key expire (9/10 of a TTL after its last renewal was sent,
-// against a TTL after the server stored it), and one that was paused past
-// that finds, on waking, that every write it tries asks the lease first
-// (Check) and is refused: waiting a renewal before leading, as earlier
-// versions did, protects against neither more than that.
-func (l *Lease) term(ctx context.Context, value []byte, rev uint64, sent time.Time, resumed bool, lead func(context.Context)) {
-	renewEvery := l.cfg.TTL / 3
-	if resumed {
-		l.logger.Info("resuming the lease this replica held before it lost touch")
-	}
-	// The lease runs from when the write was sent, not answered.
-	left := l.cfg.TTL*9/10 - time.Since(sent)
-	if left <= 0 {
-		l.logger.Info("the renewal came back too late to lead on")
-		return
-	}
-	l.renewed(sent.Add(l.cfg.TTL * 9 / 10))
+// It leads at once: a former leader stood down on its own clock before the
+// server let its key expire, and one that was paused past that finds, on
+// waking, that every write it tries asks Check first and is refused.
+func (l *Lease) term(ctx context.Context, rev uint64, sent time.Time, lead func(context.Context)) {
+	l.heard(sent.Add(l.cfg.TTL * 9 / 10))
 	l.logger.Info("leading")
-	l.beat(renewEvery + l.cfg.TTL)
-
 	lctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
-	last := sent // when the last good renewal was sent
 	wg.Go(func() {
-		deadline := time.NewTimer(left)
-		defer deadline.Stop()
-		tick := time.NewTicker(renewEvery)
-		defer tick.Stop()
-		for {
-			select {
-			case <-lctx.Done():
-				return
-			case <-deadline.C:
-				cancel(fmt.Errorf("%w: no renewal for %s", watcher.ErrFenced, l.cfg.TTL*9/10))
-				return
-			case <-tick.C:
-			}
-			l.beat(renewEvery + l.cfg.TTL)
-			at := time.Now()
-			next, err := l.renew(lctx, value, rev, last.Add(l.cfg.TTL*9/10))
-			if err != nil {
-				cancel(fmt.Errorf("%w: renewing the lease: %w", watcher.ErrFenced, err))
-				return
-			}
-			rev, last = next, at
-			l.renewed(at.Add(l.cfg.TTL * 9 / 10))
-			deadline.Reset(l.cfg.TTL*9/10 - time.Since(at))
-		}
+		var err error
+		rev, err = l.keep(lctx, rev, sent)
+		cancel(err)
 	})
 	lead(lctx)
 	cancel(nil)
 	wg.Wait()
-	l.setLeader(false)
+	l.stopped()
 	switch cause := context.Cause(lctx); {
 	case ctx.Err() != nil:
 		l.release(rev) // stopping: a standby takes over at once
@@ -467,36 +332,57 @@ func (l *Lease) term(ctx context.Context, value []byte, rev uint64, sent time.Ti
 	}
 }
 
+// keep renews the lease held at rev, taken by a write sent at sent, every
+// third of a TTL until ctx ends. It returns the revision it last wrote,
+// and an error wrapping watcher.ErrFenced when the lease is lost or may
+// be.
+func (l *Lease) keep(ctx context.Context, rev uint64, sent time.Time) (uint64, error) {
+	every := l.cfg.TTL / 3
+	for {
+		l.beat(every + l.cfg.TTL)
+		select {
+		case <-ctx.Done():
+			return rev, nil
+		case <-time.After(every - time.Since(sent)):
+		}
+		at := time.Now()
+		next, err := l.renew(ctx, rev, sent.Add(l.cfg.TTL*9/10))
+		if err != nil {
+			if ctx.Err() != nil {
+				return rev, nil
+			}
+			return rev, fmt.Errorf("%w: renewing the lease: %w", watcher.ErrFenced, err)
+		}
+		rev, sent = next, at
+		l.heard(sent.Add(l.cfg.TTL * 9 / 10))
+	}
+}
+
 // renew renews the lease held at rev and returns its new revision. A
 // renewal that fails for a passing reason (a timeout, no responders, a
 // leader election in the cluster) is tried again until by, the leader's
-// own deadline; one the bucket refuses because the key moved on or went
-// away ends the term at once, unless the key still holds this run's
-// value: then the answer to an earlier try was lost, and it landed.
-func (l *Lease) renew(ctx context.Context, value []byte, rev uint64, by time.Time) (uint64, error) {
+// own deadline. One that meets another revision ends the term, unless the
+// key holds this run's value: then an earlier try landed and its answer
+// was lost, and the next try goes at the revision it wrote.
+func (l *Lease) renew(ctx context.Context, rev uint64, by time.Time) (uint64, error) {
 	retry := backoff.Backoff{Base: l.cfg.TTL / 30, Max: l.cfg.TTL / 10}
-	adopted := false
 	for attempt := 1; ; attempt++ {
-		until := time.Now().Add(l.cfg.TTL / 3)
-		if by.Before(until) {
-			until = by
+		actx, cancel := context.WithTimeout(ctx, min(time.Until(by), l.cfg.TTL/3))
+		next, err := l.kv.Update(actx, leaseKey, l.value, rev)
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			e, gerr := l.kv.Get(actx, leaseKey)
+			if gerr != nil || !bytes.Equal(e.Value(), l.value) {
+				cancel()
+				return 0, err
+			}
+			rev = e.Revision()
 		}
-		actx, cancel := context.WithDeadline(ctx, until)
-		next, err := l.kv.Update(actx, leaseKey, value, rev)
 		cancel()
-		switch {
-		case err == nil:
+		if err == nil {
 			if attempt > 1 {
 				l.logger.Info("lease renewed after retries", "attempts", attempt)
 			}
 			return next, nil
-		case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyNotFound):
-			held, v, ok := l.holder(ctx)
-			if !ok || v != l.self() || adopted {
-				return 0, err
-			}
-			rev, adopted = held, true
-			continue
 		}
 		// The last try goes out just before the deadline, however the
 		// backoff falls.
@@ -505,12 +391,10 @@ func (l *Lease) renew(ctx context.Context, value []byte, rev uint64, by time.Tim
 			return 0, err
 		}
 		l.logger.Debug("lease renewal failed; retrying", "attempt", attempt, "err", err)
-		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return 0, err
-		case <-t.C:
+		case <-time.After(wait):
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,6 +25,8 @@ import (
 //
 //   - a revision is the bucket's sequence: every accepted write, a delete
 //     marker too, takes the next one;
+//   - Get reports a deleted key as jetstream.ErrKeyNotFound, as a missing
+//     one;
 //   - Create succeeds only while the key is absent or deleted, and fails
 //     with an error matching jetstream.ErrKeyExists otherwise;
 //   - Update, and Delete with jetstream.LastRevision, succeed only at the
@@ -41,32 +42,10 @@ type memKV struct {
 	tb  testing.TB
 	ttl time.Duration
 
-	mu       sync.Mutex
-	seq      uint64
-	entries  map[string]memEntry
-	writes   []memWrite
-	watchers []*memWatcher
-}
-
-// memWatcher is a watch of a memKV: it hears every write from its start
-// (jetstream.UpdatesOnly), but not expiries, which memKV finds only when
-// a key is read.
-type memWatcher struct {
-	updates chan jetstream.KeyValueEntry
-	stop    sync.Once
-	kv      *memKV
-}
-
-func (w *memWatcher) Updates() <-chan jetstream.KeyValueEntry { return w.updates }
-
-func (w *memWatcher) Stop() error {
-	w.stop.Do(func() {
-		w.kv.mu.Lock()
-		defer w.kv.mu.Unlock()
-		w.kv.watchers = slices.DeleteFunc(w.kv.watchers, func(o *memWatcher) bool { return o == w })
-		close(w.updates)
-	})
-	return nil
+	mu      sync.Mutex
+	seq     uint64
+	entries map[string]memEntry
+	writes  []memWrite
 }
 
 type memEntry struct {
@@ -133,12 +112,6 @@ func (kv *memKV) write(op, by, key string, value []byte) uint64 {
 	kv.seq++
 	now := time.Now()
 	kv.entries[key] = memEntry{rev: kv.seq, deleted: op == "delete", at: now, value: value}
-	for _, w := range kv.watchers {
-		select {
-		case w.updates <- kv.entries[key]:
-		default: // a watcher that does not keep up misses updates, as one far behind would
-		}
-	}
 	kv.writes = append(kv.writes, memWrite{op: op, by: by, rev: kv.seq, at: now})
 	return kv.seq
 }
@@ -162,14 +135,7 @@ type memConn struct {
 	fail atomic.Bool
 	// lose makes the next Update land, and its answer be lost.
 	lose atomic.Bool
-	// lag makes Create miss the last delete marker.
-	lag atomic.Bool
 }
-
-// Lag makes Create miss a delete marker, as jetstream's Create does when
-// the read it looks for one with is served by a replica of the bucket a
-// moment behind the delete: it reports the key as existing.
-func (c *memConn) Lag(lag bool) { c.lag.Store(lag) }
 
 // Fail makes every request fail at once from now on, as with no server to
 // answer it (NATS restarting), or none if fail is false.
@@ -202,17 +168,6 @@ func (c *memConn) reach(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (c *memConn) Watch(ctx context.Context, _ string, _ ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
-	if err := c.reach(ctx); err != nil {
-		return nil, err
-	}
-	c.kv.mu.Lock()
-	defer c.kv.mu.Unlock()
-	w := &memWatcher{updates: make(chan jetstream.KeyValueEntry, 16), kv: c.kv}
-	c.kv.watchers = append(c.kv.watchers, w)
-	return w, nil
-}
-
 func (c *memConn) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
 	if err := c.reach(ctx); err != nil {
 		return nil, err
@@ -232,7 +187,7 @@ func (c *memConn) Create(ctx context.Context, key string, value []byte, _ ...jet
 	}
 	c.kv.mu.Lock()
 	defer c.kv.mu.Unlock()
-	if e, ok := c.kv.last(key); ok && (!e.deleted || c.lag.Load()) {
+	if e, ok := c.kv.last(key); ok && !e.deleted {
 		return 0, wrongLastSequence(e.rev, jetstream.ErrKeyExists)
 	}
 	return c.kv.write("create", c.id, key, value), nil
@@ -301,7 +256,7 @@ func lastRevision(opt jetstream.KVDeleteOpt) (uint64, error) {
 	return rev.Uint(), nil
 }
 
-// kvTranscript runs the writes a Lease makes against kv and describes what
+// kvTranscript runs the requests a Lease makes against kv and describes what
 // each returned, so that memKV can be compared with a real bucket.
 func kvTranscript(ctx context.Context, kv keyValue) []string {
 	outcome := func(ok string, err error) string {
@@ -313,6 +268,8 @@ func kvTranscript(ctx context.Context, kv keyValue) []string {
 			return "revision mismatch"
 		case errors.Is(err, jetstream.ErrKeyExists):
 			return "key exists"
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			return "not found"
 		default:
 			return "error: " + err.Error()
 		}
@@ -336,8 +293,15 @@ func kvTranscript(ctx context.Context, kv keyValue) []string {
 	logDelete("delete at 2", kv.Delete(ctx, leaseKey, jetstream.LastRevision(2)))
 	rev, err = kv.Update(ctx, leaseKey, v, 2)
 	log("update at 2 after delete", rev, err)
+	_, err = kv.Get(ctx, leaseKey)
+	logDelete("get after delete", err)
 	rev, err = kv.Create(ctx, leaseKey, v)
 	log("create after delete", rev, err)
+	e, err := kv.Get(ctx, leaseKey)
+	if err == nil {
+		rev = e.Revision()
+	}
+	log("get", rev, err)
 	return got
 }
 
@@ -350,7 +314,9 @@ func TestMemKVActsLikeJetStream(t *testing.T) {
 		"delete at 1: revision mismatch",
 		"delete at 2: deleted",
 		"update at 2 after delete: revision mismatch",
+		"get after delete: not found",
 		"create after delete: rev 4",
+		"get: rev 4",
 	}
 
 	srv := natstest.Start(t)
