@@ -244,7 +244,7 @@ func TestCheckNATSUnreachable(t *testing.T) {
 	t.Parallel()
 	const token = "check-dial-token"
 	api := startAPI(t, token, 3)
-	port := freePort(t)
+	port := awayPort(t)
 	env := checkEnv(api.URL, token, fmt.Sprintf("nats://meetwatch:Dial-pw-9b2c@127.0.0.1:%d", port))
 
 	code, lines, p := runCheckBinary(t, env)

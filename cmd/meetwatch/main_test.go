@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -567,6 +568,31 @@ func freePort(tb testing.TB) int {
 	port := l.Addr().(*net.TCPAddr).Port
 	require.NoError(tb, l.Close())
 	return port
+}
+
+// awayPort returns a free loopback port outside the range the kernel hands
+// out for port 0, for a server that a test keeps away for a while: no
+// other test's freePort can be given it meanwhile, so meetwatch's dials
+// are refused, rather than answered by another test's server.
+func awayPort(tb testing.TB) int {
+	tb.Helper()
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	for range 100 {
+		port := 10000 + rand.IntN(max(low-10000, 1))
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			require.NoError(tb, l.Close())
+			return port
+		}
+	}
+	require.FailNow(tb, "no free port below the ephemeral range")
+	return 0
 }
 
 // connectWhenUp connects to a NATS server that a meetwatch process is

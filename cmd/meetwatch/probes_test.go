@@ -68,7 +68,7 @@ func TestProbesOutliveNATS(t *testing.T) {
 		unreachable = 5 * time.Second
 		outage      = 2 * time.Minute
 	)
-	r := &outageRig{port: freePort(t), dir: t.TempDir(), token: "probes-token", natsBin: natsServerBinary(t)}
+	r := &outageRig{port: awayPort(t), dir: t.TempDir(), token: "probes-token", natsBin: natsServerBinary(t)}
 	seed := simtest.Seed(t, 11)
 	r.api = apisim.NewServer(apisim.Options{Token: r.token, Seed: int64(seed)})
 	t.Cleanup(r.api.Close)

@@ -52,7 +52,7 @@ func TestNoCredentialInAnyLine(t *testing.T) {
 
 	t.Run("a NATS URL with a password, NATS away", func(t *testing.T) {
 		t.Parallel()
-		url := fmt.Sprintf("nats://meetwatch:%s@127.0.0.1:%d", natsPassword, freePort(t))
+		url := fmt.Sprintf("nats://meetwatch:%s@127.0.0.1:%d", natsPassword, awayPort(t))
 		api := startAPI(t, "secret-token", 2)
 		env := runEnv("http://apiuser:"+apiPassword+"@"+strings.TrimPrefix(api.URL, "http://"), "secret-token", url)
 		mw := startMeetwatch(t, env, "run")
