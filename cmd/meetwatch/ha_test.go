@@ -225,8 +225,11 @@ func settleAndCheck(t *testing.T, nc *nats.Conn, c *meetingChurn, within time.Du
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	// Anything published late would show up now.
-	time.Sleep(1500 * time.Millisecond)
+	// Anything published late would come with a later poll: once the API
+	// has answered three more requests (listings, and the lookup of a
+	// meeting a listing missed), the polls in flight when the stream
+	// settled have published what they saw.
+	waitForPolls(t, c.sim, 3)
 	res = checkStream(storedMessages(t, nc, "MEETINGS"), added, ended)
 
 	assert.Empty(t, res.problems, "the stream against the ground truth (%d meetings, %d ended)", len(added), len(ended))
@@ -467,14 +470,22 @@ func failoverKillNine(t *testing.T, replicas int) {
 	waitForRoles(t, hc, reps)
 
 	seed := simtest.Seed(t, 1)
+	lst := watchListings(api.Sim)
 	ch := startChurn(t, api.Sim, 100*time.Millisecond, seed)
 	rng := rand.New(rand.NewPCG(seed, 2))
+	interval, err := time.ParseDuration(pollInterval)
+	require.NoError(t, err)
 	var failovers []time.Duration
 	for range kills {
 		leader := waitForRoles(t, hc, reps)
-		// Let the new term run a little, and land the kill anywhere in a
-		// poll's cycle.
-		time.Sleep(time.Second + time.Duration(rng.Int64N(int64(300*time.Millisecond))))
+		// Let the new term run a whole poll: two listings begin. Then
+		// land the kill anywhere in a poll's cycle, a random moment of up
+		// to one interval of the process's own clock later, which no
+		// event of the test can stand for.
+		from := lst.count()
+		require.Eventually(t, func() bool { return lst.count() >= from+2 },
+			eventWait, tick, "waiting for %s to poll", reps[leader].id)
+		time.Sleep(time.Duration(rng.Int64N(int64(interval))))
 		require.True(t, leadsNow(reps[leader].current().p), "%s still leads", reps[leader].id)
 		killedAt := reps[leader].kill(t)
 		before := streamLen(nc, "MEETINGS")
@@ -681,7 +692,9 @@ func clusterLosesLeaderOf(t *testing.T, leading string) {
 	}
 
 	ch := startChurn(t, api.Sim, 100*time.Millisecond, simtest.Seed(t, 3))
-	time.Sleep(2 * time.Second)
+	// The kill lands while the churn's events flow: ten of them are stored.
+	require.Eventually(t, func() bool { return streamLen(nc, "MEETINGS") >= haMeetings+10 },
+		eventWait, tick, "waiting for the churn's first events")
 
 	old, err := streamLeader(js, leading)
 	require.NoError(t, err)
@@ -709,8 +722,11 @@ func clusterLosesLeaderOf(t *testing.T, leading string) {
 	}, 30*time.Second, 100*time.Millisecond, "waiting for new stream leaders after %s was killed", old)
 	election := time.Since(shutAt)
 
-	// Meetings keep starting and ending under the new leader.
-	time.Sleep(3 * time.Second)
+	// Meetings keep starting and ending under the new leader: ten more
+	// events are stored before the churn stops.
+	elected := streamLen(nc, "MEETINGS")
+	require.Eventually(t, func() bool { return streamLen(nc, "MEETINGS") >= elected+10 },
+		30*time.Second, tick, "waiting for events under the new leader of %s", leading)
 	res := settleAndCheck(t, nc, ch, 30*time.Second)
 	assert.Greater(t, res.events, before, "events published after the leader of %s moved", leading)
 	mw.stop(t, syscall.SIGTERM)
