@@ -239,6 +239,17 @@ func settleAndCheck(t *testing.T, nc *nats.Conn, c *meetingChurn, within time.Du
 	return res
 }
 
+// waitForMore waits up to wait until the MEETINGS stream holds n more
+// events than when it is called.
+func waitForMore(tb testing.TB, nc *nats.Conn, n int, wait time.Duration, what string) {
+	tb.Helper()
+	var from int
+	require.Eventually(tb, func() bool { from = streamLen(nc, "MEETINGS"); return from > 0 },
+		wait, tick, "reading the stream's length")
+	require.Eventually(tb, func() bool { return streamLen(nc, "MEETINGS") >= from+n },
+		wait, tick, "waiting for %d more events %s", n, what)
+}
+
 // slogEntry is one line of meetwatch's text log.
 type slogEntry struct {
 	at  time.Time
@@ -724,9 +735,7 @@ func clusterLosesLeaderOf(t *testing.T, leading string) {
 
 	// Meetings keep starting and ending under the new leader: ten more
 	// events are stored before the churn stops.
-	elected := streamLen(nc, "MEETINGS")
-	require.Eventually(t, func() bool { return streamLen(nc, "MEETINGS") >= elected+10 },
-		30*time.Second, tick, "waiting for events under the new leader of %s", leading)
+	waitForMore(t, nc, 10, 30*time.Second, "under the new leader of "+leading)
 	res := settleAndCheck(t, nc, ch, 30*time.Second)
 	assert.Greater(t, res.events, before, "events published after the leader of %s moved", leading)
 	mw.stop(t, syscall.SIGTERM)

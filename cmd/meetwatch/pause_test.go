@@ -58,26 +58,19 @@ func TestPausedLeaderWakesFenced(t *testing.T) {
 	})
 	defer func() { stop(); wg.Wait() }()
 
-	// growsBy waits until the stream holds n more events than now.
-	growsBy := func(n int, what string) {
-		t.Helper()
-		from := streamLen(nc, "MEETINGS")
-		require.Eventually(t, func() bool { return streamLen(nc, "MEETINGS") >= from+n },
-			eventWait, tick, "waiting for %d renames %s", n, what)
-	}
-	growsBy(3, "published by a")
+	waitForMore(t, nc, 3, eventWait, "renamed by a")
 	require.NoError(t, a.cmd.Process.Signal(syscall.SIGSTOP))
 	paused := time.Now()
 	require.Eventually(t, func() bool { return leadsNow(b) }, eventWait, tick, "waiting for b to lead")
 	took := time.Since(paused)
-	growsBy(3, "published by b while a sleeps")
+	waitForMore(t, nc, 3, eventWait, "renamed by b while a sleeps")
 	before := streamLen(nc, "MEETINGS")
 	require.NoError(t, a.cmd.Process.Signal(syscall.SIGCONT))
 	woke := time.Now()
 	// a wakes into the poll it was stopped in, finds its term over, and
 	// says so; b goes on publishing the renames meanwhile.
 	require.Eventually(t, func() bool { return !leadsNow(a) }, eventWait, tick, "waiting for a to stop leading")
-	growsBy(6, "published by b after a woke")
+	waitForMore(t, nc, 6, eventWait, "renamed by b after a woke")
 	stop()
 	wg.Wait()
 	// b publishes the last renames, and commits the poll that did.
