@@ -57,15 +57,16 @@ func TestEveryEndOnTimeUnderTheBudget(t *testing.T) {
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	require.NoError(t, nc.Flush())
 
+	lst := watchListings(api.Sim)
 	mw := startMeetwatch(t, env, "run")
 	waitForMessages(t, nc, "MEETINGS", meetings)
 
 	seed := simtest.Seed(t, 8)
 	rng := rand.New(rand.NewPCG(seed, seed+1))
 	live := api.Sim.UUIDs()
-	tick := time.NewTicker(every)
+	churn := time.NewTicker(every)
 	for start := time.Now(); time.Since(start) < churnFor; {
-		<-tick.C
+		<-churn.C
 		i := rng.IntN(len(live))
 		id := live[i]
 		live = slices.Delete(live, i, i+1)
@@ -75,7 +76,7 @@ func TestEveryEndOnTimeUnderTheBudget(t *testing.T) {
 		mu.Unlock()
 		live = append(live, api.Sim.AddN(1)...)
 	}
-	tick.Stop()
+	churn.Stop()
 
 	require.Eventually(t, func() bool {
 		mu.Lock()
@@ -87,7 +88,13 @@ func TestEveryEndOnTimeUnderTheBudget(t *testing.T) {
 		}
 		return true
 	}, 3*p99Bound, 100*time.Millisecond, "waiting for every ended event")
-	time.Sleep(2 * time.Second) // a phantom or a second copy would come meanwhile
+	// A phantom or a second copy would come meanwhile: a meeting missing
+	// from a listing is ended by a lookup in that poll or by the next
+	// listing, so once three more listings have begun, the poll after the
+	// next has published whatever the one in flight saw.
+	from := lst.count()
+	require.Eventually(t, func() bool { return lst.count() >= from+3 },
+		eventWait, tick, "waiting for three more polls")
 	mw.stop(t, syscall.SIGTERM)
 
 	mu.Lock()

@@ -225,8 +225,11 @@ func settleAndCheck(t *testing.T, nc *nats.Conn, c *meetingChurn, within time.Du
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	// Anything published late would show up now.
-	time.Sleep(1500 * time.Millisecond)
+	// Anything published late would come with a later poll: once the API
+	// has answered three more requests (listings, and the lookup of a
+	// meeting a listing missed), the polls in flight when the stream
+	// settled have published what they saw.
+	waitForPolls(t, c.sim, 3)
 	res = checkStream(storedMessages(t, nc, "MEETINGS"), added, ended)
 
 	assert.Empty(t, res.problems, "the stream against the ground truth (%d meetings, %d ended)", len(added), len(ended))
@@ -234,6 +237,17 @@ func settleAndCheck(t *testing.T, nc *nats.Conn, c *meetingChurn, within time.Du
 	assert.Zero(t, res.duplicates, "transitions stored twice")
 	assert.Zero(t, res.changed, "changed events")
 	return res
+}
+
+// waitForMore waits up to wait until the MEETINGS stream holds n more
+// events than when it is called.
+func waitForMore(tb testing.TB, nc *nats.Conn, n int, wait time.Duration, what string) {
+	tb.Helper()
+	var from int
+	require.Eventually(tb, func() bool { from = streamLen(nc, "MEETINGS"); return from > 0 },
+		wait, tick, "reading the stream's length")
+	require.Eventually(tb, func() bool { return streamLen(nc, "MEETINGS") >= from+n },
+		wait, tick, "waiting for %d more events %s", n, what)
 }
 
 // slogEntry is one line of meetwatch's text log.
@@ -467,14 +481,22 @@ func failoverKillNine(t *testing.T, replicas int) {
 	waitForRoles(t, hc, reps)
 
 	seed := simtest.Seed(t, 1)
+	lst := watchListings(api.Sim)
 	ch := startChurn(t, api.Sim, 100*time.Millisecond, seed)
 	rng := rand.New(rand.NewPCG(seed, 2))
+	interval, err := time.ParseDuration(pollInterval)
+	require.NoError(t, err)
 	var failovers []time.Duration
 	for range kills {
 		leader := waitForRoles(t, hc, reps)
-		// Let the new term run a little, and land the kill anywhere in a
-		// poll's cycle.
-		time.Sleep(time.Second + time.Duration(rng.Int64N(int64(300*time.Millisecond))))
+		// Let the new term run a whole poll: two listings begin. Then
+		// land the kill anywhere in a poll's cycle, a random moment of up
+		// to one interval of the process's own clock later, which no
+		// event of the test can stand for.
+		from := lst.count()
+		require.Eventually(t, func() bool { return lst.count() >= from+2 },
+			eventWait, tick, "waiting for %s to poll", reps[leader].id)
+		time.Sleep(time.Duration(rng.Int64N(int64(interval))))
 		require.True(t, leadsNow(reps[leader].current().p), "%s still leads", reps[leader].id)
 		killedAt := reps[leader].kill(t)
 		before := streamLen(nc, "MEETINGS")
@@ -681,7 +703,9 @@ func clusterLosesLeaderOf(t *testing.T, leading string) {
 	}
 
 	ch := startChurn(t, api.Sim, 100*time.Millisecond, simtest.Seed(t, 3))
-	time.Sleep(2 * time.Second)
+	// The kill lands while the churn's events flow: ten of them are stored.
+	require.Eventually(t, func() bool { return streamLen(nc, "MEETINGS") >= haMeetings+10 },
+		eventWait, tick, "waiting for the churn's first events")
 
 	old, err := streamLeader(js, leading)
 	require.NoError(t, err)
@@ -709,8 +733,9 @@ func clusterLosesLeaderOf(t *testing.T, leading string) {
 	}, 30*time.Second, 100*time.Millisecond, "waiting for new stream leaders after %s was killed", old)
 	election := time.Since(shutAt)
 
-	// Meetings keep starting and ending under the new leader.
-	time.Sleep(3 * time.Second)
+	// Meetings keep starting and ending under the new leader: ten more
+	// events are stored before the churn stops.
+	waitForMore(t, nc, 10, 30*time.Second, "under the new leader of "+leading)
 	res := settleAndCheck(t, nc, ch, 30*time.Second)
 	assert.Greater(t, res.events, before, "events published after the leader of %s moved", leading)
 	mw.stop(t, syscall.SIGTERM)

@@ -560,14 +560,30 @@ func TestSeparateProcessesSimRunTail(t *testing.T) {
 	sim.stop(t, syscall.SIGTERM)
 }
 
-// freePort reserves a loopback port and releases it for the caller to use.
+// handedOut holds every port freePort returned. A test whose server is
+// down for a while (an outage) leaves its port free, and a test beside it
+// must not start a server of its own there meanwhile.
+var handedOut sync.Map
+
+// freePort reserves a loopback port that it has not returned before, and
+// releases it for the caller to use.
 func freePort(tb testing.TB) int {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(tb, err)
-	port := l.Addr().(*net.TCPAddr).Port
-	require.NoError(tb, l.Close())
-	return port
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			_ = l.Close()
+		}
+	}()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(tb, err)
+		held = append(held, l)
+		port := l.Addr().(*net.TCPAddr).Port
+		if _, taken := handedOut.LoadOrStore(port, true); !taken {
+			return port
+		}
+	}
 }
 
 // awayPort returns a free loopback port outside the range the kernel hands

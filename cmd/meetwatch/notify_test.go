@@ -432,7 +432,10 @@ func TestNotifyFinishesTheMessageItIsSendingWhenStopped(t *testing.T) {
 	received := make(chan struct{}, 1)
 	r := newNotifyRig(t, func(_ int, _ *http.Request, _ []byte) *reply {
 		received <- struct{}{}
-		time.Sleep(time.Second) // a slow platform
+		// A slow platform, whose answer comes after the SIGTERM sent
+		// meanwhile has landed: notify shows nothing outside when a
+		// signal reaches it, so only time can hold the answer past it.
+		time.Sleep(time.Second)
 		return &reply{status: http.StatusAccepted, accepted: true}
 	})
 	first := r.start(t)

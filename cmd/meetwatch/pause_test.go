@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -56,19 +58,25 @@ func TestPausedLeaderWakesFenced(t *testing.T) {
 	})
 	defer func() { stop(); wg.Wait() }()
 
-	time.Sleep(time.Second)
+	waitForMore(t, nc, 3, eventWait, "renamed by a")
 	require.NoError(t, a.cmd.Process.Signal(syscall.SIGSTOP))
 	paused := time.Now()
 	require.Eventually(t, func() bool { return leadsNow(b) }, eventWait, tick, "waiting for b to lead")
 	took := time.Since(paused)
-	time.Sleep(time.Second)
+	waitForMore(t, nc, 3, eventWait, "renamed by b while a sleeps")
 	before := streamLen(nc, "MEETINGS")
 	require.NoError(t, a.cmd.Process.Signal(syscall.SIGCONT))
 	woke := time.Now()
-	time.Sleep(3 * time.Second)
+	// a wakes into the poll it was stopped in, finds its term over, and
+	// says so; b goes on publishing the renames meanwhile.
+	require.Eventually(t, func() bool { return !leadsNow(a) }, eventWait, tick, "waiting for a to stop leading")
+	waitForMore(t, nc, 6, eventWait, "renamed by b after a woke")
 	stop()
 	wg.Wait()
-	time.Sleep(time.Second) // b publishes the last renames
+	// b publishes the last renames, and commits the poll that did.
+	require.Eventually(t, func() bool { return publishedLast(nc, api.Sim, renamed) },
+		eventWait, tick, "waiting for the last renames")
+	waitForPolls(t, api.Sim, 1)
 	a.stop(t, syscall.SIGTERM)
 	b.stop(t, syscall.SIGTERM)
 
@@ -115,6 +123,34 @@ func TestPausedLeaderWakesFenced(t *testing.T) {
 	assert.Contains(t, aLog, "stopped leading")
 	t.Logf("paused leader: b led %s after a was stopped (lease %s); a woke fenced: renames published %d, broken chains %d, polls a committed after waking %d",
 		took.Round(10*time.Millisecond), ttl, renames, broken, afterWake)
+}
+
+// publishedLast reports whether the last changed event stored of each
+// meeting of ids carries the subject the API lists for it now. It never
+// fails the test, so that Eventually can poll it.
+func publishedLast(nc *nats.Conn, sim *apisim.Sim, ids []string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return false
+	}
+	st, err := js.Stream(ctx, "MEETINGS")
+	if err != nil {
+		return false
+	}
+	for _, id := range ids {
+		m, err := st.GetLastMsgForSubject(ctx, "meetings.changed."+id)
+		if err != nil {
+			return false
+		}
+		var e event
+		rec, ok := sim.Get(id)
+		if json.Unmarshal(m.Data, &e) != nil || !ok || e.Data.Conference["subject"] != rec["subject"] {
+			return false
+		}
+	}
+	return true
 }
 
 // renameNumber reads n from "rename n", or -1.

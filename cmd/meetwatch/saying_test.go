@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -35,7 +36,9 @@ func TestStandbyNamesTheLeader(t *testing.T) {
 	require.Eventually(t, logged(alpha, `msg=leading`), eventWait, tick, "alpha leads")
 	beta := replica("beta")
 	require.Eventually(t, logged(beta, `level=INFO msg="standing by" .*leader=alpha`), eventWait, tick, "beta names the leader")
-	time.Sleep(2 * time.Second) // ten campaigns of beta's, at a lease of 1 s
+	// alpha renews its lease six times while beta watches it: about
+	// ten campaigns of beta's at a lease of 1 s.
+	renewals(t, natstest.Connect(t, srv), 6)
 	assert.Equal(t, 1, strings.Count(beta.stderr.String(), `msg="standing by"`), "said once while the leader stays:\n%s", beta.stderr)
 
 	alpha.stop(t, syscall.SIGTERM)
@@ -45,6 +48,30 @@ func TestStandbyNamesTheLeader(t *testing.T) {
 	beta.stop(t, syscall.SIGTERM)
 	require.Eventually(t, logged(gamma, `msg=leading`), eventWait, tick, "gamma takes over")
 	gamma.stop(t, syscall.SIGTERM)
+}
+
+// renewals waits until the lease, in the default lease bucket of the
+// server nc is connected to, has been written n more times.
+func renewals(tb testing.TB, nc *nats.Conn, n int) {
+	tb.Helper()
+	js, err := jetstream.New(nc)
+	require.NoError(tb, err)
+	kv, err := js.KeyValue(tb.Context(), "meetwatch-lease")
+	require.NoError(tb, err)
+	w, err := kv.WatchAll(tb.Context(), jetstream.UpdatesOnly())
+	require.NoError(tb, err)
+	defer func() { _ = w.Stop() }()
+	timeout := time.After(eventWait)
+	for seen := 0; seen < n; {
+		select {
+		case e := <-w.Updates():
+			if e != nil && e.Operation() == jetstream.KeyValuePut {
+				seen++
+			}
+		case <-timeout:
+			require.FailNow(tb, "the lease is not renewed", "%d of %d renewals", seen, n)
+		}
+	}
 }
 
 // TestRunBesideADemo: run with the embedded server, beside a demo that

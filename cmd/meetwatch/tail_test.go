@@ -31,50 +31,58 @@ func TestTailSince(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name   string
-		wait   time.Duration // between the events before and those after
-		since  func(cut time.Time) string
+		ago    time.Duration // --since as a duration; else the moment between the events before and after
 		filter string
 		kind   string // the only kind shown, when filtered
 	}{
-		{name: "RFC 3339 time", wait: 20 * time.Millisecond, since: func(cut time.Time) string { return cut.Format(time.RFC3339Nano) }},
-		{name: "RFC 3339 time and a filter", wait: 20 * time.Millisecond, since: func(cut time.Time) string { return cut.Format(time.RFC3339Nano) },
-			filter: "meetings.ended.>", kind: "ended"},
-		// The events before are 3 s old when tail starts, and those
-		// after a moment old: 2s lies between, with a wide margin.
-		{name: "duration", wait: 3 * time.Second, since: func(time.Time) string { return "2s" }},
+		{name: "RFC 3339 time"},
+		{name: "RFC 3339 time and a filter", filter: "meetings.ended.>", kind: "ended"},
+		{name: "duration", ago: 2 * time.Second},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			r := newStreamRig(t, uint64(61+i))
 			r.publish(t, 6)
-			time.Sleep(tt.wait / 2)
-			cut := time.Now()
-			time.Sleep(tt.wait / 2)
+			lastBefore := natstest.Messages(t, r.nc, auditStream)[5].Time
+			if tt.ago > 0 {
+				// A duration is read against tail's own clock when it
+				// starts: the events before must be older than it by
+				// then, and those after, published right before tail
+				// starts, younger; 2 s leaves a loaded machine a wide
+				// margin to start tail. Only the wall clock ages them.
+				time.Sleep(time.Until(lastBefore.Add(tt.ago + 100*time.Millisecond)))
+			}
 			r.publish(t, 6)
+			firstAfter := natstest.Messages(t, r.nc, auditStream)[6].Time
+			require.True(t, firstAfter.After(lastBefore), "the events after are stored after those before")
+			cut := lastBefore.Add(firstAfter.Sub(lastBefore) / 2)
+			since := cut.Format(time.RFC3339Nano)
+			if tt.ago > 0 {
+				since = tt.ago.String()
+			}
 
-			args := []string{"--json", "--since", tt.since(cut)}
+			args := []string{"--json", "--since", since}
 			if tt.filter != "" {
 				args = append([]string{tt.filter}, args...) // flags after the filter
 			}
 			tail := startTail(t, r.url(), args...)
-			wantAfter := 6
+			wantAfter, wantLive := 6, 3
 			if tt.kind != "" {
-				wantAfter = 2 // every third event is an ended one
+				wantAfter, wantLive = 2, 1 // every third event is an ended one
 			}
 			require.Eventually(t, func() bool { return len(tail.stdout.Lines()) >= wantAfter },
-				eventWait, tick, "waiting for the %d events stored since %s", wantAfter, cut)
-			time.Sleep(200 * time.Millisecond) // for any line that should not come
+				eventWait, tick, "waiting for the %d events stored since %s", wantAfter, since)
 			require.Len(t, tail.stdout.Lines(), wantAfter, "lines replayed")
 
-			r.publish(t, 3)
-			wantLive := 3
-			if tt.kind != "" {
-				wantLive = 1
+			// Two live rounds: a line that should not come, such as a
+			// second copy where the replay meets the live part, would
+			// come before the second round's.
+			for round := 1; round <= 2; round++ {
+				r.publish(t, 3)
+				require.Eventually(t, func() bool { return len(tail.stdout.Lines()) >= wantAfter+round*wantLive },
+					eventWait, tick, "waiting for the live events, round %d", round)
 			}
-			require.Eventually(t, func() bool { return len(tail.stdout.Lines()) >= wantAfter+wantLive },
-				eventWait, tick, "waiting for the live events")
-			time.Sleep(200 * time.Millisecond)
 			tail.stop(t, syscall.SIGTERM)
 
 			var want []string

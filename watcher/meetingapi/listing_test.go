@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -18,6 +19,7 @@ import (
 	"github.com/meetwatch/meetwatch/watcher"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
+	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim/simtest"
 )
 
 // TestOverlappingPages changes the list while it is read, right before the
@@ -190,57 +192,59 @@ func TestLookupSendsNothingWhenItCannotHelp(t *testing.T) {
 
 // A page is decoded without holding a request slot: while one page's
 // records are read, the next page is requested, and never more requests
-// than Concurrency are in flight.
+// than Concurrency are in flight. In a synctest bubble, so that each
+// request's time to answer is fake.
 func TestAPageIsDecodedWhileTheNextIsRequested(t *testing.T) {
-	srv := apisim.NewServer(apisim.Options{Token: "tok"})
-	t.Cleanup(srv.Close)
-	srv.Sim.AddN(60)
-	var (
-		inFlight, most atomic.Int32
-		waiting        atomic.Bool
-	)
-	requested := make(chan struct{}, 1)
-	srv.Sim.SetHook(func(*http.Request) *apisim.Fault {
-		n := inFlight.Add(1)
-		defer inFlight.Add(-1)
-		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-		}
-		if waiting.Load() {
-			select {
-			case requested <- struct{}{}:
-			default:
+	synctest.Test(t, func(t *testing.T) {
+		p := simtest.NewPipe(t, apisim.Options{Token: "tok"})
+		p.Sim.AddN(60)
+		var (
+			inFlight, most atomic.Int32
+			waiting        atomic.Bool
+		)
+		requested := make(chan struct{}, 1)
+		p.Sim.SetHook(func(*http.Request) *apisim.Fault {
+			n := inFlight.Add(1)
+			defer inFlight.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 			}
-		}
-		time.Sleep(10 * time.Millisecond) // the other pages cannot all pass the one that waits
-		return nil
-	})
-	c, err := meetingapi.NewClient(meetingapi.ClientConfig{
-		BaseURL: srv.URL, Tokens: meetingapi.StaticToken(redact.NewSecret("tok")),
-		PageSize: 10, Overlap: -1, Concurrency: 1, ListAttempts: 1,
-	})
-	require.NoError(t, err)
+			if waiting.Load() {
+				select {
+				case requested <- struct{}{}:
+				default:
+				}
+			}
+			time.Sleep(10 * time.Millisecond) // the other pages cannot all pass the one that waits
+			return nil
+		})
+		c, err := meetingapi.NewClient(meetingapi.ClientConfig{
+			BaseURL: p.URL, HTTPClient: p.Client(), Tokens: meetingapi.StaticToken(redact.NewSecret("tok")),
+			PageSize: 10, Overlap: -1, Concurrency: 1, ListAttempts: 1,
+		})
+		require.NoError(t, err)
 
-	var (
-		records            atomic.Int32
-		waited, overlapped atomic.Bool
-	)
-	snap, err := c.List(t.Context(), func(raw []byte) (snapshot.Meeting, error) {
-		// Past the first page, which is read alone, one record waits for
-		// a request sent while it does; the others go on.
-		if records.Add(1) > 10 && waited.CompareAndSwap(false, true) {
-			waiting.Store(true)
-			select {
-			case <-requested:
-				overlapped.Store(true)
-			case <-time.After(5 * time.Second):
+		var (
+			records            atomic.Int32
+			waited, overlapped atomic.Bool
+		)
+		snap, err := c.List(t.Context(), func(raw []byte) (snapshot.Meeting, error) {
+			// Past the first page, which is read alone, one record waits
+			// for a request sent while it does; the others go on.
+			if records.Add(1) > 10 && waited.CompareAndSwap(false, true) {
+				waiting.Store(true)
+				select {
+				case <-requested:
+					overlapped.Store(true)
+				case <-time.After(5 * time.Second):
+				}
 			}
-		}
-		return snapshot.ParseMeeting(raw)
-	}, nil)
-	require.NoError(t, err)
-	assert.Len(t, snap, 60)
-	assert.True(t, overlapped.Load(), "a page was requested while another was decoded")
-	assert.EqualValues(t, 1, most.Load(), "one request in flight at most")
+			return snapshot.ParseMeeting(raw)
+		}, nil)
+		require.NoError(t, err)
+		assert.Len(t, snap, 60)
+		assert.True(t, overlapped.Load(), "a page was requested while another was decoded")
+		assert.EqualValues(t, 1, most.Load(), "one request in flight at most")
+	})
 }
 
 // TestListingRequestsCountsAListing checks ListingRequests, and the plan a
