@@ -36,6 +36,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
+	"github.com/meetwatch/meetwatch/watcher/kvstore"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim"
 	"github.com/meetwatch/meetwatch/watcher/meetingapi/apisim/simtest"
 )
@@ -480,7 +481,8 @@ func waitBlocked(tb testing.TB, blocked <-chan struct{}) {
 // message by its subject, nothing more the client sends reaches the server,
 // while the server's answers still reach the client. Killing the process
 // then leaves the server exactly as it was before that message, which makes
-// a crash point deterministic.
+// a crash point deterministic. It can also hold the server's answers for a
+// while (see stallAt), as a slow server would.
 type natsGate struct {
 	ln       net.Listener
 	upstream string
@@ -493,6 +495,17 @@ type natsGate struct {
 	conns   []net.Conn
 	counts  map[string]int // messages passed on, by writeKind
 	last    string         // the phase of the last state write passed on
+	stall   *gateStall     // armed by stallAt
+	until   time.Time      // the server's answers wait until then
+}
+
+// gateStall holds the server's answers for hold, from the moment the
+// client's messages of kind reach at.
+type gateStall struct {
+	kind string
+	at   int
+	hold time.Duration
+	on   chan struct{}
 }
 
 // Kinds of client messages the gate counts.
@@ -605,7 +618,7 @@ func (g *natsGate) serve(client net.Conn) {
 	g.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		_, _ = io.Copy(client, srv)
+		g.backward(srv, client)
 		_ = client.Close()
 	})
 	g.forward(client, srv)
@@ -655,6 +668,39 @@ func (g *natsGate) forward(client, srv net.Conn) {
 	}
 }
 
+// backward copies what the server sends to the client, waiting while a
+// stall is on.
+func (g *natsGate) backward(srv, client net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := srv.Read(buf)
+		if n > 0 {
+			g.mu.Lock()
+			wait := time.Until(g.until)
+			g.mu.Unlock()
+			if wait > 0 {
+				<-time.After(wait)
+			}
+			if _, err := client.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// stallAt arms the gate to hold what the server sends for hold once the
+// client's messages of kind number at; the returned channel is closed
+// when the stall begins.
+func (g *natsGate) stallAt(kind string, at int, hold time.Duration) <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.stall = &gateStall{kind: kind, at: at, hold: hold, on: make(chan struct{})}
+	return g.stall.on
+}
+
 // hold reports whether the message must be held, and counts it if not.
 func (g *natsGate) hold(subject, kind string) bool {
 	g.mu.Lock()
@@ -666,6 +712,10 @@ func (g *natsGate) hold(subject, kind string) bool {
 	if !g.holding && kind != "" {
 		g.counts[kind]++
 		g.last = kind
+		if st := g.stall; st != nil && kind == st.kind && g.counts[kind] >= st.at {
+			g.until, g.stall = time.Now().Add(st.hold), nil
+			close(st.on)
+		}
 	}
 	return g.holding
 }
@@ -1151,6 +1201,60 @@ func TestCrashPoints(t *testing.T) {
 		assert.Empty(t, noLastSeen, "after a first poll cut short (no meta key), ended events without lastSeen")
 		assert.Empty(t, redone, "a restart after a clean stop redid pending starts")
 	})
+}
+
+// TestHeldAcknowledgementsFailNoPoll: the server's answers are held for
+// 1 s in the middle of a poll of 100 started meetings, and for 4 s in the
+// middle of the next, as while a clustered stream elects a leader or a disk
+// syncs slowly. Each step of a poll waits for its acknowledgements before
+// the next sends, within one window, so neither poll fails: the stream
+// holds every event once, and the state every meeting, recorded.
+func TestHeldAcknowledgementsFailNoPoll(t *testing.T) {
+	t.Parallel()
+	const token, batch = "held-token", 100
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	st := newStateView(t, nc)
+	gate := startGate(t, srv.ClientURL())
+	api := apisim.NewServer(apisim.Options{Token: token, Seed: 19})
+	t.Cleanup(api.Close)
+	env := crashEnv(api.URL, token, gate.URL())
+	delete(env, "MEETWATCH_LEASE_TTL") // the default, 10 s: the lease outlives the holds
+
+	var p *process
+	for i, hold := range []time.Duration{time.Second, 4 * time.Second} {
+		stalled := gate.stallAt(kindEvent, gate.count(kindEvent)+batch/2, hold)
+		api.Sim.AddN(batch)
+		if p == nil {
+			p = startMeetwatch(t, env, "run")
+		}
+		select {
+		case <-stalled:
+		case <-time.After(eventWait):
+			require.FailNow(t, "the answers were never held", "poll %d", i+1)
+		}
+		require.Eventually(t, func() bool { _, n := st.meta(); return n == (i+1)*batch },
+			eventWait, tick, "waiting for poll %d to commit", i+1)
+	}
+	p.stop(t, syscall.SIGTERM)
+
+	assert.NotContains(t, p.stderr.String(), "poll failed")
+	msgs := storedMessages(t, nc, crashStream)
+	started := map[string]int{}
+	for _, m := range msgs {
+		assert.Equal(t, "meetwatch.meeting.started", m.Event.Type)
+		started[m.Event.Subject]++
+	}
+	assert.Len(t, msgs, 2*batch, "every event once")
+	assert.Len(t, started, 2*batch)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	state, err := kvstore.Read(t.Context(), js, stateBucket)
+	require.NoError(t, err)
+	assert.Len(t, state.Snapshot, 2*batch, "every meeting recorded")
+	assert.Empty(t, state.Pending)
+	t.Logf("acknowledgements held 1 s and 4 s mid-poll: %d events, %d meetings recorded, failed polls %d",
+		len(msgs), len(state.Snapshot), strings.Count(p.stderr.String(), "poll failed"))
 }
 
 // startNATSAt runs a JetStream server on a given loopback port with its
