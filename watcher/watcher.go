@@ -66,12 +66,12 @@ type StateStore interface {
 	// when there is none: the Base of its next change.
 	Revision(confUUID string) uint64
 	// ReadAhead reads the keys of the meetings it is handed until ctx
-	// ends, so that the server holds them when the poll writes them: at
-	// 100,000 meetings, nats-server writes a key whose block it has let go
-	// of (10 s after its last use) in about a millisecond, against tens of
-	// microseconds once it has read it. Poll hands it the meetings that
-	// changed as the listing reads them, and the vanished ones once it is
-	// diffed; a meeting that starts has no key yet.
+	// ends, so that the server holds their blocks in memory when the poll
+	// writes them: nats-server lets a block go some seconds after its last
+	// use, and writing a key in a block it let go of costs it far more
+	// than one it holds. Poll hands it the meetings that changed as the
+	// listing reads them, and the vanished ones once it is diffed; a
+	// meeting that starts has no key yet.
 	ReadAhead(ctx context.Context, meetings <-chan string)
 }
 
