@@ -130,6 +130,7 @@ func TestAMeetingBackAfterItsEndStartsAgain(t *testing.T) {
 // meetings the stream's order is then not the order sent; each meeting's
 // events are stored in the order they happened.
 func TestEachMeetingsEventsKeepTheirOrderUnderRetries(t *testing.T) {
+	t.Parallel()
 	r := newRigPaged(t, 10)
 	live := r.api.Sim.AddN(20)
 	want := map[string][]string{}
@@ -142,7 +143,7 @@ func TestEachMeetingsEventsKeepTheirOrderUnderRetries(t *testing.T) {
 	nc, err := nats.Connect(proxy.URL())
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
-	pub, err := publish.New(nc, publish.Config{Stream: testStream, Prefix: "meetings", Duplicates: time.Hour, AckTimeout: 200 * time.Millisecond})
+	pub, err := publish.New(nc, publish.Config{Stream: testStream, Prefix: "meetings", Duplicates: time.Hour, AckTimeout: 100 * time.Millisecond})
 	require.NoError(t, err)
 	w := r.newWatcherWith(t, nil, func(c *watcher.Config) { c.Publisher = pub })
 	_, err = w.Poll(t.Context())
