@@ -212,9 +212,8 @@ type PollResult struct {
 	// listing lacked and whose ended event waits for the next one.
 	PendingEnds int
 	ObservedAt  time.Time
-	// Listing, Deliver (writing the keys of started meetings, building
-	// and publishing the events, writing the other keys) and Commit (the
-	// missing meetings' keys and meta) are the steps of Total, from the
+	// Listing, Deliver (the intents, the events and the records of every
+	// chunk of changes) and Commit (the missing meetings' keys and meta) are the steps of Total, from the
 	// poll's start to its commit; what is left is mostly the diff. Ends is
 	// what follows the commit: looking up the meetings the listing missed
 	// for the first time, and publishing and committing what they found.
