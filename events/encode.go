@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/meetwatch/meetwatch/snapshot/jsonscan"
@@ -90,6 +91,10 @@ func (e Event) Encode() ([]byte, error) {
 	}
 	if e.Data.LastSeen != nil {
 		field("lastSeen", e.Data.LastSeen)
+	}
+	if e.Data.Incarnation != 0 {
+		name("incarnation")
+		b = strconv.AppendInt(b, int64(e.Data.Incarnation), 10)
 	}
 	if len(e.Data.Truncated) > 0 {
 		field("truncated", e.Data.Truncated)

@@ -76,6 +76,12 @@ type Data struct {
 	// LastSeen, on ended events only, is when the last snapshot that still
 	// held the meeting was observed. The real end lies between it and Time.
 	LastSeen *time.Time `json:"lastSeen,omitempty"`
+	// Incarnation counts the meeting's starts under its confUUID: 1 for
+	// the first, n+1 after it was listed again following its n-th ended
+	// event. A consumer that saw a meeting end and then sees it start
+	// again tells the two apart by it, as the ids do. Every event carries
+	// it; Decode makes it 1 for an event of a version that wrote none.
+	Incarnation int `json:"incarnation,omitempty"`
 	// Truncated lists, sorted, the fields of Conference and Previous that
 	// hold a truncation marker instead of their value, so that the event
 	// fits the size limit: "conference.partAttendeeInfo" (the record's
@@ -123,10 +129,12 @@ func Token(s string) string {
 // same transition twice (after a crash, a retry or a failover) yields the
 // same id and JetStream drops the second copy.
 //
-//   - started: the meeting's confUUID. A meeting instance starts once, and a
-//     re-publish after a restart must match the first even though fields
-//     like onlineAttendeeAmount moved in between.
-//   - ended: likewise, the confUUID: an instance ends once.
+//   - started: the meeting's confUUID and its incarnation. An incarnation
+//     starts once, and a re-publish after a restart must match the first
+//     even though fields like onlineAttendeeAmount moved in between. The
+//     first incarnation's id hashes the confUUID alone, the same as a
+//     version without incarnations gave it.
+//   - ended: likewise: an incarnation ends once.
 //   - changed: the confUUID plus the exact old and new records, so that two
 //     different changes of one meeting never share an id, and the change's
 //     Base when it has one, so that a record flapping back to a value it had
@@ -134,13 +142,16 @@ func Token(s string) string {
 func ID(c snapshot.Change) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "meetwatch/v1\x00%s\x00%s\x00", c.Kind, c.Key)
-	if c.Kind == snapshot.Changed {
+	switch {
+	case c.Kind == snapshot.Changed:
 		h.Write(c.Old.Raw())
 		h.Write([]byte{0})
 		h.Write(c.New.Raw())
 		if c.Base != 0 {
 			fmt.Fprintf(h, "\x00%d", c.Base)
 		}
+	case c.Incarnation > 1:
+		fmt.Fprintf(h, "%d", c.Incarnation)
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
@@ -239,6 +250,7 @@ func (b Builder) Build(c snapshot.Change, observed time.Time, initial bool, last
 		Subject:         c.Key,
 		Time:            observed.UTC(),
 		DataContentType: DataContentType,
+		Data:            Data{Incarnation: max(c.Incarnation, 1)},
 	}
 	var previous json.RawMessage
 	var changes []snapshot.FieldChange
@@ -460,6 +472,7 @@ func Decode(body []byte) (Event, error) {
 	case !strings.HasPrefix(e.Type, TypePrefix):
 		return Event{}, fmt.Errorf("decoding event: type %q: %w", e.Type, ErrNotMeetingEvent)
 	}
+	e.Data.Incarnation = max(e.Data.Incarnation, 1)
 	return e, nil
 }
 

@@ -40,6 +40,11 @@ type Change struct {
 	// than once; Base tells those changes apart, while a change published
 	// again keeps it.
 	Base uint64
+	// Incarnation counts the meeting's starts under its confUUID: 1 for
+	// the first, n+1 when it is listed again after its n-th end, so that
+	// a meeting that comes back is started again under a new id. Diff
+	// leaves it 0, which reads as 1; the watcher sets it from its state.
+	Incarnation int
 }
 
 // Meeting returns the record a consumer should see for the change: the new

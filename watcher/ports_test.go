@@ -73,15 +73,14 @@ func (p *memPublisher) events() []events.Event {
 }
 
 // memStore is a watcher.StateStore in memory with kvstore.Store's
-// contract: Prepare writes the started and changed meetings about to be
-// announced as intents, Write the others (and the changed again) once
-// announced, Commit the missing meetings and then the meta, and Load
-// returns as Pending the intents that no commit covered.
+// contract: Intend writes the started and changed meetings about to be
+// announced as intents, Record the outcome once announced, Commit the
+// missing meetings and then the meta, and Load returns the intents as
+// Pending.
 type memStore struct {
 	mu        sync.Mutex
 	snap      snapshot.Snapshot
-	intents   map[string]snapshot.Change // written by Prepare since the last commit
-	prepared  time.Time
+	intents   map[string]snapshot.Change // written by Intend, not yet by Record
 	observed  time.Time
 	committed bool
 	missing   map[string]time.Time
@@ -101,55 +100,64 @@ func (s *memStore) Load(context.Context) (watcher.State, error) {
 	if st.Snapshot == nil {
 		st.Snapshot = snapshot.Snapshot{}
 	}
-	if !s.committed {
-		st.ObservedAt = s.prepared
-	}
-	for id, c := range s.intents {
+	for _, c := range s.intents {
 		st.Pending = append(st.Pending, c)
-		if c.Kind == snapshot.Started {
-			delete(st.Snapshot, id)
-		} else {
-			st.Snapshot[id] = c.Old
+		if c.Kind == snapshot.Changed {
+			st.Snapshot[c.Key] = c.Old
+		}
+		if !s.committed && st.ObservedAt.IsZero() {
+			st.ObservedAt = s.observed
 		}
 	}
 	slices.SortFunc(st.Pending, func(a, b snapshot.Change) int { return strings.Compare(a.Key, b.Key) })
 	return st, nil
 }
 
-func (s *memStore) Prepare(_ context.Context, changes []snapshot.Change, observedAt time.Time) error {
+func (s *memStore) Intend(ctx context.Context, changes []snapshot.Change, observedAt time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err // as JetStream's writes
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.intents == nil {
 		s.intents = map[string]snapshot.Change{}
 	}
-	if s.snap == nil {
-		s.snap = snapshot.Snapshot{}
+	if !s.committed && s.observed.IsZero() {
+		s.observed = observedAt
 	}
-	s.prepared = observedAt
-	for _, c := range changes {
-		if c.Kind == snapshot.Started || c.Kind == snapshot.Changed {
-			s.snap[c.Key] = c.New
+	for i, c := range changes {
+		switch c.Kind {
+		case snapshot.Started:
+			changes[i].Incarnation = 1
+			s.intents[c.Key] = changes[i]
+		case snapshot.Changed:
 			s.intents[c.Key] = c
-			s.wrote(c.Key)
+		default:
+			continue
 		}
+		s.wrote(c.Key)
 	}
 	return nil
 }
 
-func (s *memStore) Write(_ context.Context, changes []snapshot.Change) error {
+func (s *memStore) Record(ctx context.Context, changes []snapshot.Change, _ time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.snap == nil {
+		s.snap = snapshot.Snapshot{}
+	}
 	for _, c := range changes {
-		switch c.Kind {
-		case snapshot.Ended:
+		delete(s.intents, c.Key)
+		if c.Kind == snapshot.Ended {
 			delete(s.snap, c.Key)
-			delete(s.intents, c.Key)
 			delete(s.revs, c.Key)
-		case snapshot.Changed:
-			s.snap[c.Key] = c.New
-			delete(s.intents, c.Key)
-			s.wrote(c.Key)
+			continue
 		}
+		s.snap[c.Key] = c.New
+		s.wrote(c.Key)
 	}
 	return nil
 }
@@ -172,11 +180,13 @@ func (s *memStore) Commit(_ context.Context, commit watcher.Commit) error {
 		}
 		s.missing[id] = at
 	}
-	clear(s.intents)
 	s.observed, s.committed = commit.ObservedAt, true
 	s.commits = append(s.commits, time.Now())
 	return nil
 }
+
+// ReadAhead reads nothing: the memory holds every key at hand.
+func (s *memStore) ReadAhead(ctx context.Context, _ <-chan string) { <-ctx.Done() }
 
 // wrote numbers a write of key; call it with s.mu held.
 func (s *memStore) wrote(key string) {

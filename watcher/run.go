@@ -253,8 +253,9 @@ func (w *Watcher) logPoll(res PollResult) {
 
 // logPollError says why a poll failed, and what it published before:
 // events acknowledged before the failure stay in the stream, and the next
-// poll publishes them again under the same ids, which the stream drops as
-// duplicates; the poll's snapshot is never committed.
+// poll publishes again those whose record did not land, under the same
+// ids, which the stream drops as duplicates; the poll's snapshot is never
+// committed.
 func (w *Watcher) logPollError(err error, failures int, res PollResult) {
 	published := res.Stored + res.Duplicates
 	attrs := []any{"err", err, "consecutive_errors", failures, "published", published, "committed", false}
@@ -266,7 +267,7 @@ func (w *Watcher) logPollError(err error, failures int, res PollResult) {
 	}
 	msg := "poll failed; nothing published or committed"
 	if published > 0 {
-		msg = "poll failed after publishing some of its events; nothing committed: the next poll publishes them again under the same ids"
+		msg = "poll failed after publishing some of its events; nothing committed: the next poll publishes again, under the same ids, those it finds unrecorded"
 	}
 	switch {
 	case errors.Is(err, ErrUnauthorized):

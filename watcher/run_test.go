@@ -271,7 +271,7 @@ func TestRunBacksOffAfterFailedPolls(t *testing.T) {
 			// The events went out before the commit failed: the line
 			// says so, until a poll that publishes nothing fails.
 			name: "committing fails", commitFails: true, perPoll: 1, wantMsg: " published=",
-			wantAttrs: `msg="poll failed after publishing some of its events; nothing committed: the next poll publishes them again under the same ids" component=watcher err="committing state: nats unreachable" consecutive_errors=1 published=1`,
+			wantAttrs: `msg="poll failed after publishing some of its events; nothing committed: the next poll publishes again, under the same ids, those it finds unrecorded" component=watcher err="committing state: nats unreachable" consecutive_errors=1 published=1`,
 		},
 	}
 	for _, tt := range tests {

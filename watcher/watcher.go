@@ -20,8 +20,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
@@ -67,24 +65,35 @@ type Publisher interface {
 	Send(ctx context.Context, msgs []events.Message) (events.PublishResult, error)
 }
 
-// StateStore holds the last committed snapshot. A poll hands it its
-// changes: Prepare before their events are published, Write once they are
-// acknowledged, and Commit last.
+// StateStore holds the last committed snapshot, in the model package
+// kvstore describes. A poll hands it its changes a chunk at a time: Intend
+// before their events are published, Record once they are acknowledged,
+// and Commit once every chunk is recorded.
 type StateStore interface {
+	// Load returns the committed state, with the intents whose events
+	// may not have gone out as Pending.
 	Load(ctx context.Context) (State, error)
-	// Prepare records the started meetings of changes before their events
-	// are published; Load returns those a commit never covered as Pending.
-	Prepare(ctx context.Context, changes []snapshot.Change, observedAt time.Time) error
-	// Write records the changed and ended meetings of changes, whose
-	// events are acknowledged.
-	Write(ctx context.Context, changes []snapshot.Change) error
-	// Commit makes the poll's snapshot the committed state.
+	// Intend records the started and changed meetings of changes as
+	// intents, before their events are published. It sets each started
+	// change's Incarnation: the store knows whether the meeting ended
+	// before.
+	Intend(ctx context.Context, changes []snapshot.Change, observedAt time.Time) error
+	// Record records changes whose events are acknowledged, or that get
+	// none: the new records, and the ends.
+	Record(ctx context.Context, changes []snapshot.Change, observedAt time.Time) error
+	// Commit makes the poll's listing the committed one.
 	Commit(ctx context.Context, c Commit) error
 	// Revision returns the revision of the stored record of a meeting, 0
-	// when there is none: the Base of its next change. Prepare stores a
-	// changed meeting's Base with its intent, and Load returns it with the
-	// pending change, so that its event is published again under its id.
+	// when there is none: the Base of its next change.
 	Revision(confUUID string) uint64
+	// ReadAhead reads the keys of the meetings it is handed until ctx
+	// ends, so that the server holds their blocks in memory when the poll
+	// writes them: nats-server lets a block go some seconds after its last
+	// use, and writing a key in a block it let go of costs it far more
+	// than one it holds. Poll hands it the meetings that changed as the
+	// listing reads them, and the vanished ones once it is diffed; a
+	// meeting that starts has no key yet.
+	ReadAhead(ctx context.Context, meetings <-chan string)
 }
 
 // Lease tells this replica when it leads. Run calls lead for each term this
@@ -94,33 +103,18 @@ type Lease interface {
 	Run(ctx context.Context, lead func(ctx context.Context)) error
 }
 
-// readAheader is a StateStore that can read the keys a poll is about to
-// write while the poll still lists, so that the server has them at hand
-// when the writes come: at 100,000 meetings, nats-server writes a key
-// whose block it has let go of (10 s after its last use) in about a
-// millisecond, against tens of microseconds once it has read it. Poll
-// hands it the meetings that changed as the listing reads them, and the
-// vanished ones once it is diffed; a meeting that starts has no key yet.
-type readAheader interface {
-	ReadAhead(ctx context.Context, meetings <-chan string)
-}
-
 // readAheadQueue bounds the meetings waiting to be read ahead; past it,
 // hints are dropped: a read ahead only saves time.
 const readAheadQueue = 4096
 
-// readAhead starts the store reading ahead, when it can, and returns the
-// hint that queues a meeting (it never blocks) and the stop that ends the
-// reading and waits for it.
+// readAhead starts the store reading ahead, and returns the hint that
+// queues a meeting (it never blocks) and the stop that ends the reading
+// and waits for it.
 func (w *Watcher) readAhead(ctx context.Context) (hint func(meeting string), stop func()) {
-	ra, ok := w.cfg.Store.(readAheader)
-	if !ok {
-		return func(string) {}, func() {}
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	queue := make(chan string, readAheadQueue)
 	var wg sync.WaitGroup
-	wg.Go(func() { ra.ReadAhead(ctx, queue) })
+	wg.Go(func() { w.cfg.Store.ReadAhead(ctx, queue) })
 	hint = func(meeting string) {
 		select {
 		case queue <- meeting:
@@ -242,9 +236,8 @@ type PollResult struct {
 	// listing lacked and whose ended event waits for the next one.
 	PendingEnds int
 	ObservedAt  time.Time
-	// Listing, Deliver (writing the keys of started meetings, building
-	// and publishing the events, writing the other keys) and Commit (the
-	// missing meetings' keys and meta) are the steps of Total, from the
+	// Listing, Deliver (the intents, the events and the records of every
+	// chunk of changes) and Commit (the missing meetings' keys and meta) are the steps of Total, from the
 	// poll's start to its commit; what is left is mostly the diff. Ends is
 	// what follows the commit: looking up the meetings the listing missed
 	// for the first time, and publishing and committing what they found.
@@ -283,16 +276,9 @@ func (w *Watcher) poll(ctx context.Context) (PollResult, []string, error) {
 	start := w.cfg.Now()
 	var res PollResult
 	if !w.loaded {
-		st, err := w.cfg.Store.Load(ctx)
-		if err != nil {
-			return PollResult{}, nil, fmt.Errorf("loading state: %w", err)
-		}
-		w.logger.Info("state loaded", "meetings", len(st.Snapshot), "committed", st.Committed,
-			"observed_at", st.ObservedAt, "pending", len(st.Pending))
-		if err := w.settle(ctx, &st, &res); err != nil {
+		if err := w.load(ctx, &res); err != nil {
 			return res, nil, err
 		}
-		w.state, w.loaded = st, true
 	}
 
 	observedAt := w.cfg.Now()
@@ -323,7 +309,7 @@ func (w *Watcher) poll(ctx context.Context) (PollResult, []string, error) {
 	res.ObservedAt, res.Listing = observedAt, listed.Sub(observedAt)
 	res.Meetings, res.Unconfirmed = len(next), len(fresh)
 	t := w.cfg.Now()
-	err = w.deliver(ctx, changes, observedAt, listed, &res)
+	err = w.deliver(ctx, changes, observedAt, listed, false, &res)
 	res.Deliver = w.cfg.Now().Sub(t)
 	if err != nil {
 		// Some events may have gone out and some keys changed: the next
@@ -347,7 +333,7 @@ func (w *Watcher) poll(ctx context.Context) (PollResult, []string, error) {
 		w.loaded = false
 		return res, nil, fmt.Errorf("committing state: %w", err)
 	}
-	w.state = State{Snapshot: next, ObservedAt: observedAt, Committed: true, Missing: missed}
+	w.state = State{Snapshot: next, ObservedAt: observedAt, Committed: true, Missing: missed, Incarnations: w.state.Incarnations}
 	res.PendingEnds = len(missed)
 	if w.cfg.Health != nil {
 		w.cfg.Health.Polled(time.Now())
@@ -356,108 +342,140 @@ func (w *Watcher) poll(ctx context.Context) (PollResult, []string, error) {
 	return res, fresh, nil
 }
 
-// settle finishes what a poll that stopped short of its commit left behind:
-// it publishes the events of st.Pending again, under the same ids, so
-// JetStream keeps one copy, and takes their records into st, to be
-// committed with the next poll. The diff that follows then knows them: it
-// reports the end of a meeting announced but not committed, and diffs a
+// load reads the state, and finishes what a poll that stopped short of its
+// commit left: the events of its pending changes go out again, under the
+// same ids, so JetStream keeps one copy, and their records are recorded
+// and taken into the state. The diff that follows then knows them: it
+// reports the end of a meeting announced but not recorded, and diffs a
 // changed meeting against the record its last event announced.
-// st.Committed and st.ObservedAt stay as they were: the first snapshot's
-// other meetings are still initial, and lastSeen stays a true lower bound.
-func (w *Watcher) settle(ctx context.Context, st *State, res *PollResult) error {
-	if len(st.Pending) == 0 {
-		return nil
-	}
-	var again PollResult
-	evs, _, err := w.build(st, st.Pending, w.cfg.Now(), &again)
+// ObservedAt and Committed stay as loaded: the first snapshot's other
+// meetings are still initial, and lastSeen stays a true lower bound.
+func (w *Watcher) load(ctx context.Context, res *PollResult) error {
+	st, err := w.cfg.Store.Load(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("loading state: %w", err)
 	}
-	pr, err := w.cfg.Publisher.Send(ctx, evs)
-	if err != nil {
-		res.Stored += pr.Stored
-		res.Duplicates += pr.Duplicates
-		return fmt.Errorf("publishing %d pending events: %w", len(evs), err)
+	w.logger.Info("state loaded", "meetings", len(st.Snapshot), "committed", st.Committed,
+		"observed_at", st.ObservedAt, "pending", len(st.Pending))
+	pending := st.Pending
+	st.Pending = nil
+	w.state = st
+	if len(pending) > 0 {
+		var again PollResult
+		err := w.deliver(ctx, pending, st.ObservedAt, w.cfg.Now(), true, &again)
+		res.addCounts(again)
+		if err != nil {
+			return fmt.Errorf("publishing %d pending events: %w", len(pending), err)
+		}
+		for _, c := range pending {
+			w.state.Snapshot[c.Key] = c.New
+		}
+		w.logger.Info("pending events published again", "started", again.Started, "changed", again.Changed, "duplicates", again.Duplicates)
 	}
-	for _, c := range st.Pending {
-		st.Snapshot[c.Key] = c.New
-	}
-	w.logger.Info("pending events published again", "started", again.Started, "changed", again.Changed, "duplicates", pr.Duplicates)
-	again.Stored, again.Duplicates = pr.Stored, pr.Duplicates
-	res.addCounts(again)
+	w.loaded = true
 	return nil
 }
 
-// chunkSize is how many events are built and held at a time.
+// chunkSize is how many changes a step of a delivery takes at a time: the
+// events of one chunk are built and held at once.
 const chunkSize = 4096
 
-// deliver publishes the events of changes and stores their records. The
-// key of a started or changed meeting is written before its event, as an
-// intent that Load recognises; every other key after its event is safely
-// stored. So two streams of writes run at once: the starts' keys, then
-// their events; and the ends' and changes' events, each chunk's intents
-// before them and its keys behind them. Each change takes its Base from
-// the store before any of its writes.
-func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observedAt, listed time.Time, res *PollResult) error {
+// deliver announces changes, in their order, a chunk at a time: it records
+// the intents of the chunk's starts and changes, publishes their events,
+// and records what they announced, each step acknowledged before the next
+// begins. So each meeting's writes and events keep their order, and no
+// more than one window of writes waits for its acknowledgements at once,
+// however long the server takes to send them. A change confined to ignored
+// fields gets no event, and so no intent: it is recorded after the others.
+// The intents of pending changes, which Load returns, are written already,
+// and so are their Base and Incarnation.
+func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observedAt, listed time.Time, pending bool, res *PollResult) error {
+	if !pending {
+		w.stamp(changes)
+	}
+	announce, quiet := w.partition(changes)
+	for part := range slices.Chunk(announce, chunkSize) {
+		if !pending {
+			if err := w.cfg.Store.Intend(ctx, part, observedAt); err != nil {
+				return fmt.Errorf("before publishing: %w", err)
+			}
+		}
+		evs, err := w.build(part, listed, res)
+		if err != nil {
+			return err
+		}
+		if len(evs) > 0 {
+			pr, err := w.cfg.Publisher.Send(ctx, evs)
+			res.Stored += pr.Stored
+			res.Duplicates += pr.Duplicates
+			if err != nil {
+				return fmt.Errorf("publishing %d events: %w", len(evs), err)
+			}
+		}
+		if err := w.record(ctx, part, observedAt); err != nil {
+			return err
+		}
+	}
+	res.Ignored += len(quiet)
+	for part := range slices.Chunk(quiet, chunkSize) {
+		if err := w.record(ctx, part, observedAt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stamp gives the changes and ends among changes what their events' ids
+// take from the state: a change's Base, the revision of the record it
+// changes, and the meeting's incarnation. A start's incarnation is the
+// store's to give (see StateStore.Intend).
+func (w *Watcher) stamp(changes []snapshot.Change) {
 	for i := range changes {
-		if changes[i].Kind == snapshot.Changed {
-			changes[i].Base = w.cfg.Store.Revision(changes[i].Key)
+		c := &changes[i]
+		if c.Kind == snapshot.Changed {
+			c.Base = w.cfg.Store.Revision(c.Key)
+		}
+		if c.Kind != snapshot.Started {
+			c.Incarnation = max(w.state.Incarnations[c.Key], 1)
 		}
 	}
-	// Diff puts the starts last.
-	first := slices.IndexFunc(changes, func(c snapshot.Change) bool { return c.Kind == snapshot.Started })
-	if first < 0 {
-		first = len(changes)
+}
+
+// partition splits changes into those that get an event and those
+// confined to ignored fields, each in their order.
+func (w *Watcher) partition(changes []snapshot.Change) (announce, quiet []snapshot.Change) {
+	publishes := w.cfg.Builder.Publishes
+	if !slices.ContainsFunc(changes, func(c snapshot.Change) bool { return !publishes(c) }) {
+		return changes, nil
 	}
-	others, starts := changes[:first], changes[first:]
-	var startsRes, othersRes PollResult // one each, so that the streams share no counter
-	// The starts' events are sent after the others', in Diff's order, the
-	// order a consumer mostly sees. It is no promise: a retried publish is
-	// stored after events sent later. Only a meeting's own events keep
-	// their order, since a poll has one per meeting.
-	othersOut := make(chan struct{})
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if len(starts) == 0 {
-			return nil
+	for _, c := range changes {
+		if publishes(c) {
+			announce = append(announce, c)
+		} else {
+			quiet = append(quiet, c)
 		}
-		// All the starts' keys first: interleaved with the events, they
-		// would slow the events down as much as they sped the keys up.
-		if err := w.cfg.Store.Prepare(gctx, starts, observedAt); err != nil {
-			return fmt.Errorf("before publishing: %w", err)
+	}
+	return announce, quiet
+}
+
+// record has the store record changes, and keeps the incarnations of the
+// meetings that came back after an end.
+func (w *Watcher) record(ctx context.Context, changes []snapshot.Change, observedAt time.Time) error {
+	if err := w.cfg.Store.Record(ctx, changes, observedAt); err != nil {
+		return fmt.Errorf("recording what was announced: %w", err)
+	}
+	for _, c := range changes {
+		switch {
+		case c.Kind == snapshot.Ended:
+			delete(w.state.Incarnations, c.Key)
+		case c.Kind == snapshot.Started && c.Incarnation > 1:
+			if w.state.Incarnations == nil {
+				w.state.Incarnations = map[string]int{}
+			}
+			w.state.Incarnations[c.Key] = c.Incarnation
 		}
-		select {
-		case <-othersOut:
-		case <-gctx.Done():
-			return context.Cause(gctx)
-		}
-		return w.stream(gctx, starts, listed, &startsRes, stages{})
-	})
-	g.Go(func() error {
-		if len(others) == 0 {
-			close(othersOut)
-			return nil
-		}
-		return w.stream(gctx, others, listed, &othersRes, stages{
-			before: func(ctx context.Context, announced []snapshot.Change) error {
-				if err := w.cfg.Store.Prepare(ctx, announced, observedAt); err != nil {
-					return fmt.Errorf("before publishing: %w", err)
-				}
-				return nil
-			},
-			published: func() { close(othersOut) },
-			after: func(ctx context.Context, part []snapshot.Change) error {
-				if err := w.cfg.Store.Write(ctx, part); err != nil {
-					return fmt.Errorf("committing state: %w", err)
-				}
-				return nil
-			},
-		})
-	})
-	err := g.Wait()
-	res.addCounts(startsRes)
-	res.addCounts(othersRes)
-	return err
+	}
+	return nil
 }
 
 // addCounts adds o's counts of events to r's.
@@ -470,111 +488,14 @@ func (r *PollResult) addCounts(o PollResult) {
 	r.Duplicates += o.Duplicates
 }
 
-// stages are what stream does around publishing a chunk, each optional:
-// before, with the changes whose events the chunk holds, ahead of
-// publishing them; published once every event is acknowledged; and after,
-// with all of the chunk's changes, once its events are acknowledged.
-type stages struct {
-	before    func(ctx context.Context, announced []snapshot.Change) error
-	published func()
-	after     func(ctx context.Context, changes []snapshot.Change) error
-}
-
-// stream writes changes a chunk at a time through stages that overlap,
-// each a chunk behind the one before: building the events, the before
-// stage, publishing them and waiting for their acknowledgements, and the
-// after stage. A chunk goes through each stage only once the one before
-// finished with it, so that the order of writes per meeting holds, while
-// the connection stays busy and no more than a few chunks of events are
-// held at once.
-func (w *Watcher) stream(ctx context.Context, changes []snapshot.Change, listed time.Time, res *PollResult, st stages) error {
-	if len(changes) == 0 {
-		return nil
-	}
-	type chunk struct {
-		changes   []snapshot.Change
-		evs       []events.Message
-		announced []snapshot.Change
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	stage := func(in <-chan chunk, do func(*chunk) error, finished func()) <-chan chunk {
-		out := make(chan chunk, 1)
-		g.Go(func() error {
-			defer close(out)
-			for c := range in {
-				if err := do(&c); err != nil {
-					return err
-				}
-				select {
-				case out <- c:
-				case <-gctx.Done():
-					return context.Cause(gctx)
-				}
-			}
-			if finished != nil && gctx.Err() == nil {
-				finished()
-			}
-			return nil
-		})
-		return out
-	}
-	src := make(chan chunk)
-	g.Go(func() error {
-		defer close(src)
-		for part := range slices.Chunk(changes, chunkSize) {
-			select {
-			case src <- chunk{changes: part}:
-			case <-gctx.Done():
-				return context.Cause(gctx)
-			}
-		}
-		return nil
-	})
-	next := stage(src, func(c *chunk) error {
-		var err error
-		c.evs, c.announced, err = w.build(&w.state, c.changes, listed, res)
-		return err
-	}, nil)
-	if st.before != nil {
-		next = stage(next, func(c *chunk) error { return st.before(gctx, c.announced) }, nil)
-	}
-	next = stage(next, func(c *chunk) error {
-		if len(c.evs) == 0 {
-			return nil
-		}
-		pr, err := w.cfg.Publisher.Send(gctx, c.evs)
-		res.Stored += pr.Stored
-		res.Duplicates += pr.Duplicates
-		if err != nil {
-			return fmt.Errorf("publishing %d events: %w", len(c.evs), err)
-		}
-		c.evs, c.announced = nil, nil
-		return nil
-	}, st.published)
-	if st.after != nil {
-		next = stage(next, func(c *chunk) error { return st.after(gctx, c.changes) }, nil)
-	}
-	g.Go(func() error {
-		for range next { // the last stage's output: nothing left to do
-		}
-		return nil
-	})
-	return g.Wait()
-}
-
-// build returns the events of changes against st, encoded, counting them in res,
-// and the changes they announce. A change confined to ignored fields gets
-// none, and neither does one whose event stays too large even trimmed:
-// holding every other meeting's events back for it would be worse. Both
-// are committed all the same, so that later diffs start from them.
-func (w *Watcher) build(st *State, changes []snapshot.Change, observed time.Time, res *PollResult) ([]events.Message, []snapshot.Change, error) {
+// build returns the events of changes, encoded, counting them in res. A
+// change whose event stays too large even trimmed gets none: holding every
+// other meeting's events back for it would be worse. It is recorded all
+// the same, so that later diffs start from it.
+func (w *Watcher) build(changes []snapshot.Change, observed time.Time, res *PollResult) ([]events.Message, error) {
+	st := &w.state
 	evs := make([]events.Message, 0, len(changes))
-	announced := make([]snapshot.Change, 0, len(changes))
 	for _, c := range changes {
-		if !w.cfg.Builder.Publishes(c) {
-			res.Ignored++
-			continue
-		}
 		lastSeen := st.ObservedAt
 		if t, ok := st.Missing[c.Key]; ok {
 			lastSeen = t
@@ -585,14 +506,13 @@ func (w *Watcher) build(st *State, changes []snapshot.Change, observed time.Time
 			continue
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		m, err := e.Message()
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		evs = append(evs, m)
-		announced = append(announced, c)
 		switch c.Kind {
 		case snapshot.Started:
 			res.Started++
@@ -602,7 +522,7 @@ func (w *Watcher) build(st *State, changes []snapshot.Change, observed time.Time
 			res.Ended++
 		}
 	}
-	return evs, announced, nil
+	return evs, nil
 }
 
 // fit replaces the secrets of a record by digests, so that the diff still
@@ -738,7 +658,7 @@ func (w *Watcher) lookUpEnds(ctx context.Context, fresh []string, res *PollResul
 	settled := slices.Sorted(maps.Keys(was))
 
 	var step PollResult
-	if err := w.deliver(ctx, changes, w.state.ObservedAt, w.cfg.Now(), &step); err != nil {
+	if err := w.deliver(ctx, changes, w.state.ObservedAt, w.cfg.Now(), false, &step); err != nil {
 		return fmt.Errorf("publishing what end lookups found: %w", err)
 	}
 	snap := w.state.Snapshot

@@ -397,19 +397,20 @@ func TestRestartNeitherRepeatsNorLoses(t *testing.T) {
 	}
 }
 
-// failingStore commits nothing, as if the process died after publishing.
+// failingStore records nothing of what was announced, as if the process
+// died once the events were acknowledged.
 type failingStore struct{ watcher.StateStore }
 
-func (failingStore) Commit(context.Context, watcher.Commit) error {
-	return errors.New("killed before commit")
+func (failingStore) Record(context.Context, []snapshot.Change, time.Time) error {
+	return errors.New("killed before recording")
 }
 
-func TestRepublishAfterLostCommitIsDeduplicated(t *testing.T) {
+func TestRepublishAfterLostRecordsIsDeduplicated(t *testing.T) {
 	r := newRig(t)
 	ids := r.api.Sim.AddN(20)
 	_, err := r.newWatcher(t, failingStore{r.store(t)}).Poll(t.Context())
-	require.ErrorContains(t, err, "killed before commit")
-	require.Len(t, r.published(t), 20, "events were acknowledged before the commit failed")
+	require.ErrorContains(t, err, "killed before recording")
+	require.Len(t, r.published(t), 20, "events were acknowledged before the records failed")
 
 	// The meeting's live fields move before the restart; its start is still
 	// the same transition and must keep its id.
@@ -467,14 +468,14 @@ func TestAFlappingRecordChangesEachTime(t *testing.T) {
 	assert.Len(t, r.publishedSince(t, 7), 1)
 }
 
-// TestAnnouncedButUncommittedMeetingStillEnds: a started event was
-// acknowledged, the commit was lost, and the meeting ended before the next
+// TestAnnouncedButUnrecordedMeetingStillEnds: a started event was
+// acknowledged, its record was lost, and the meeting ended before the next
 // poll. The next poll must still publish its end.
-func TestAnnouncedButUncommittedMeetingStillEnds(t *testing.T) {
+func TestAnnouncedButUnrecordedMeetingStillEnds(t *testing.T) {
 	r := newRig(t)
 	ids := r.api.Sim.AddN(3)
 	_, err := r.newWatcher(t, failingStore{r.store(t)}).Poll(t.Context())
-	require.ErrorContains(t, err, "killed before commit")
+	require.ErrorContains(t, err, "killed before recording")
 	require.Len(t, r.published(t), 3)
 
 	r.api.Sim.End(ids[1])
@@ -513,19 +514,19 @@ func BenchmarkPoll10k(b *testing.B) {
 	}
 }
 
-// halfWriteStore lands half of the keys of its first Write, and not the
+// halfWriteStore lands half of the keys of its first Record, and not the
 // meta key, then fails: a process killed in the middle of a commit.
 type halfWriteStore struct {
 	*kvstore.Store
 	failed bool
 }
 
-func (s *halfWriteStore) Write(ctx context.Context, changes []snapshot.Change) error {
+func (s *halfWriteStore) Record(ctx context.Context, changes []snapshot.Change, observedAt time.Time) error {
 	if s.failed {
-		return s.Store.Write(ctx, changes)
+		return s.Store.Record(ctx, changes, observedAt)
 	}
 	s.failed = true
-	if err := s.Store.Write(ctx, changes[:len(changes)/2]); err != nil {
+	if err := s.Store.Record(ctx, changes[:len(changes)/2], observedAt); err != nil {
 		return err
 	}
 	return errors.New("killed mid-commit")
@@ -558,7 +559,7 @@ func TestPartialCommitIsRepairedByTheNextPoll(t *testing.T) {
 	assert.True(t, st.Committed)
 }
 
-// lostWriteStore stores nothing of its first Write and fails it: a process
+// lostWriteStore stores nothing of its first Record and fails it: a process
 // killed, or paused past its lease, once its events were acknowledged and
 // before their keys were written.
 type lostWriteStore struct {
@@ -566,9 +567,9 @@ type lostWriteStore struct {
 	lost bool
 }
 
-func (s *lostWriteStore) Write(ctx context.Context, changes []snapshot.Change) error {
+func (s *lostWriteStore) Record(ctx context.Context, changes []snapshot.Change, observedAt time.Time) error {
 	if s.lost {
-		return s.Store.Write(ctx, changes)
+		return s.Store.Record(ctx, changes, observedAt)
 	}
 	s.lost = true
 	return errors.New("killed after the acknowledgements")

@@ -319,11 +319,7 @@ func openPipeline(ctx context.Context, url string, cfg config, stored func(event
 		nc.Close()
 		return nil, err
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("opening jetstream: %w", err)
-	}
+	js := p.publisher.JetStream() // the state's writes share the events' window
 	wait := backoff.Backoff{Base: time.Second, Max: 10 * time.Second}
 	for attempt := 1; ; attempt++ {
 		pause := wait.Next()
@@ -361,7 +357,8 @@ func (p *pipeline) open(ctx context.Context, js jetstream.JetStream, cfg config,
 	if err := p.publisher.EnsureStream(ctx); err != nil {
 		return err
 	}
-	store, err := kvstore.Open(ctx, js, kvstore.Config{Bucket: cfg.StateBucket, Replicas: cfg.Replicas, Guard: p.leads, Logger: logger, Conflict: conflict})
+	store, err := kvstore.Open(ctx, js, kvstore.Config{Bucket: cfg.StateBucket, Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow,
+		Guard: p.leads, Logger: logger, Conflict: conflict})
 	if err != nil {
 		return err
 	}

@@ -152,7 +152,7 @@ func (p pollFigures) steps() []step {
 	return []step{
 		{"listing", p.listing},
 		{"diff (the rest)", p.total - p.listing - p.deliver - p.commit},
-		{"deliver (record starts, build and publish, write the rest)", p.deliver},
+		{"deliver (intents, events, records)", p.deliver},
 		{"commit (meta)", p.commit},
 		{"then end lookups, their events and commit", p.ends},
 	}

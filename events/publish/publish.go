@@ -73,10 +73,6 @@ type Config struct {
 
 var _ watcher.Publisher = (*Publisher)(nil)
 
-// window bounds the acknowledgements outstanding at once, so that a poll
-// that starts ten thousand meetings does not queue ten thousand futures.
-const window = 1024
-
 // New returns a Publisher on nc. Call EnsureStream before Publish.
 func New(nc *nats.Conn, cfg Config) (*Publisher, error) {
 	if cfg.AckTimeout <= 0 {
@@ -92,7 +88,7 @@ func New(nc *nats.Conn, cfg Config) (*Publisher, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(window),
+		jetstream.WithPublishAsyncMaxPending(pubwindow.Window),
 		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout),
 	)
 	if err != nil {
@@ -100,6 +96,12 @@ func New(nc *nats.Conn, cfg Config) (*Publisher, error) {
 	}
 	return &Publisher{js: js, cfg: cfg, logger: cfg.Logger.With("component", "publisher")}, nil
 }
+
+// JetStream returns the context the events go through: its asynchronous
+// publishes allow pubwindow.Window pending, and time out after AckTimeout.
+// The state store writes through it too, so that one cap and one timeout
+// cover every write of a poll.
+func (p *Publisher) JetStream() jetstream.JetStream { return p.js }
 
 // EnsureStream creates the stream with the configuration when it is
 // missing, and otherwise leaves the settings an operator gave it as they
@@ -172,8 +174,8 @@ func (p *Publisher) Publish(ctx context.Context, evs []events.Event) (events.Pub
 // stored, so it is sent again with the same id, up to the configured number
 // of attempts; JetStream's deduplication turns any second copy into a
 // duplicate ack. Send returns an error if any message is still
-// unconfirmed. At most window of them wait for their acknowledgement at
-// once.
+// unconfirmed. At most pubwindow.Window of them wait for their
+// acknowledgement at once.
 func (p *Publisher) Send(ctx context.Context, msgs []events.Message) (events.PublishResult, error) {
 	var res events.PublishResult
 	pending := make([]int, len(msgs))
@@ -198,7 +200,7 @@ func (p *Publisher) Send(ctx context.Context, msgs []events.Message) (events.Pub
 			}
 		}
 		var failed []int
-		err := pubwindow.Publish(ctx, p.js, len(pending), window,
+		err := pubwindow.Publish(ctx, p.js, len(pending), pubwindow.Window,
 			func(k int) (*nats.Msg, []jetstream.PublishOpt, error) {
 				if p.cfg.Guard != nil {
 					if err := p.cfg.Guard(); err != nil {

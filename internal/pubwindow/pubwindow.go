@@ -11,6 +11,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// Window is how many messages the events and the state writes of a poll
+// keep unacknowledged at most: enough to keep the connection and the
+// server busy, few enough that a lease renewal sent meanwhile queues
+// behind a couple of megabytes at most. The JetStream context they go
+// through must allow that many pending (jetstream.WithPublishAsyncMaxPending):
+// the poll's steps follow one another, so no more are ever outstanding.
+const Window = 1024
+
 // Publish sends n messages to JetStream asynchronously, keeping at
 // most window of them unacknowledged, and hands each one's outcome to done
 // in the order sent. Waiting for a whole batch before sending the next

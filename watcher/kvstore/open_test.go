@@ -50,9 +50,9 @@ func TestOpenKeepsAnExistingBucketsSettings(t *testing.T) {
 	_, err = store.Load(t.Context())
 	require.NoError(t, err)
 	m := record(t, "a", "first")
-	require.NoError(t, store.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "a", New: m}}, time.Now()))
+	announce(t, store, snapshot.Change{Kind: snapshot.Started, Key: "a", New: m})
 	require.NoError(t, store.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 1}))
-	require.NoError(t, store.Write(t.Context(), []snapshot.Change{{Kind: snapshot.Ended, Key: "a", Old: m}}))
+	announce(t, store, snapshot.Change{Kind: snapshot.Ended, Key: "a", Old: m})
 	marker, err := after.GetLastMsgForSubject(t.Context(), "$KV.meetwatch-state.m."+events.Token("a"))
 	require.NoError(t, err)
 	assert.Equal(t, "PURGE", marker.Header.Get("KV-Operation"))
@@ -114,4 +114,24 @@ func TestOpenReportsABucketThatForgets(t *testing.T) {
 			assert.Equal(t, before.CachedInfo().Config, after.CachedInfo().Config, "left as it was")
 		})
 	}
+}
+
+// The marker an ended meeting's key leaves stays for the event stream's
+// duplicate window: a meeting listed again within it starts its next
+// incarnation, under ids the stream has not seen.
+func TestAnEndedMeetingsMarkerStaysForTheDuplicateWindow(t *testing.T) {
+	js := newJetStream(t)
+	store, err := kvstore.Open(t.Context(), js, kvstore.Config{Bucket: "meetwatch-state", DuplicateWindow: 2 * time.Hour})
+	require.NoError(t, err)
+	_, err = store.Load(t.Context())
+	require.NoError(t, err)
+	m := record(t, "a", "first")
+	announce(t, store, snapshot.Change{Kind: snapshot.Started, Key: "a", New: m})
+	announce(t, store, snapshot.Change{Kind: snapshot.Ended, Key: "a", Old: m, Incarnation: 1})
+	stream, err := js.Stream(t.Context(), "KV_meetwatch-state")
+	require.NoError(t, err)
+	marker, err := stream.GetLastMsgForSubject(t.Context(), "$KV.meetwatch-state.m."+events.Token("a"))
+	require.NoError(t, err)
+	assert.Equal(t, "2h0m0s", marker.Header.Get(jetstream.MsgTTLHeader))
+	assert.Equal(t, "1", marker.Header.Get("Meetwatch-Incarnation"), "the incarnation that ended")
 }

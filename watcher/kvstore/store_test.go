@@ -28,156 +28,142 @@ import (
 )
 
 func TestCommitIsFencedByTheMetaRevision(t *testing.T) {
-	srv := natstest.Start(t)
-	js, err := jetstream.New(natstest.Connect(t, srv))
-	require.NoError(t, err)
-	open := func() *kvstore.Store {
-		s, err := kvstore.Open(t.Context(), js, kvstore.Config{Bucket: "meetwatch-state"})
-		require.NoError(t, err)
-		return s
-	}
-	stale := open()
-	_, err = stale.Load(t.Context())
+	js := newJetStream(t)
+	stale := openStore(t, js)
+	_, err := stale.Load(t.Context())
 	require.NoError(t, err)
 
-	fresh := open()
+	fresh := openStore(t, js)
 	_, err = fresh.Load(t.Context())
 	require.NoError(t, err)
-	m, err := snapshot.ParseMeeting([]byte(`{"confUUID":"u1"}`))
-	require.NoError(t, err)
-	require.NoError(t, fresh.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "u1", New: m}}, time.Now()))
+	announce(t, fresh, started(t, "u1")...)
 	require.NoError(t, fresh.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 1}))
 
 	err = stale.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now()})
 	require.ErrorIs(t, err, watcher.ErrFenced, "a replica that read the state before another committed cannot commit over it")
 	st, err := fresh.Load(t.Context())
 	require.NoError(t, err)
-	assert.Contains(t, st.Snapshot, "u1")
-	assert.Equal(t, 1, len(st.Snapshot))
+	assert.Equal(t, []string{"u1"}, slices.Collect(maps.Keys(st.Snapshot)))
 }
 
-// The keys of started meetings are written before their events, as
-// intents: Load returns those that no commit covered as Pending, and
-// every other key as the committed snapshot.
-func TestLoadTellsUncommittedStartsByTheirIntent(t *testing.T) {
+// A key's last write says what was announced: an intent may not have
+// been, whatever was committed after it; a record was, committed or not.
+func TestLoadTellsIntentsFromRecords(t *testing.T) {
 	store := openStore(t, newJetStream(t))
-	rec := func(id, subject string) snapshot.Meeting { return record(t, id, subject) }
-	started := func(ids ...string) (cs []snapshot.Change) {
-		for _, id := range ids {
-			cs = append(cs, snapshot.Change{Kind: snapshot.Started, Key: id, New: rec(id, "first")})
-		}
-		return cs
-	}
 	_, err := store.Load(t.Context())
 	require.NoError(t, err)
 	first := time.Now().Add(-time.Minute).UTC().Truncate(time.Millisecond)
-	require.NoError(t, store.Prepare(t.Context(), started("a", "b", "c"), first))
+	starts := started(t, "a", "b", "c")
+	require.NoError(t, store.Intend(t.Context(), starts, first))
 
 	st, err := store.Load(t.Context())
 	require.NoError(t, err)
 	assert.False(t, st.Committed)
-	assert.Equal(t, first, st.ObservedAt, "the first poll's time is every pending meeting's lastSeen")
+	assert.Equal(t, first, st.ObservedAt, "the first listing's time is every pending meeting's lastSeen")
 	assert.Empty(t, st.Snapshot)
-	require.Len(t, st.Pending, 3, "never committed: every start may still be unannounced")
+	require.Len(t, st.Pending, 3, "every start may still be unannounced")
 
+	require.NoError(t, store.Record(t.Context(), starts, first))
+	st, err = store.Load(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, st.Pending, "announced")
+	assert.Len(t, st.Snapshot, 3)
+	assert.False(t, st.Committed)
+	assert.Equal(t, first, st.ObservedAt, "a record keeps its listing's time until a commit")
 	require.NoError(t, store.Commit(t.Context(), watcher.Commit{ObservedAt: first, Meetings: 3}))
-	// The next poll: one start prepared, one change written, not committed.
-	require.NoError(t, store.Prepare(t.Context(), started("d"), time.Now()))
-	require.NoError(t, store.Write(t.Context(), []snapshot.Change{
-		{Kind: snapshot.Changed, Key: "a", Old: rec("a", "first"), New: rec("a", "renamed")},
-		{Kind: snapshot.Ended, Key: "b", Old: rec("b", "first")},
-	}))
+
+	// The next poll: a start intended, a change and an end recorded.
+	renamed := snapshot.Change{Kind: snapshot.Changed, Key: "a", Old: record(t, "a", "a"), New: record(t, "a", "renamed")}
+	require.NoError(t, store.Intend(t.Context(), started(t, "d"), time.Now()))
+	announce(t, store, renamed, snapshot.Change{Kind: snapshot.Ended, Key: "b", Old: record(t, "b", "b")})
+	require.NoError(t, store.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 3}))
 
 	st, err = store.Load(t.Context())
 	require.NoError(t, err)
 	assert.True(t, st.Committed)
-	assert.Equal(t, first, st.ObservedAt)
-	require.Len(t, st.Pending, 1)
+	require.Len(t, st.Pending, 1, "committed or not, an intent stays pending")
 	assert.Equal(t, "d", st.Pending[0].Key)
-	assert.ElementsMatch(t, []string{"a", "c"}, slices.Collect(maps.Keys(st.Snapshot)), "the written change and end count as they stand")
+	assert.ElementsMatch(t, []string{"a", "c"}, slices.Collect(maps.Keys(st.Snapshot)))
 	assert.Equal(t, "renamed", st.Snapshot["a"].Subject)
-
-	require.NoError(t, store.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 3}))
-	st, err = store.Load(t.Context())
-	require.NoError(t, err)
-	assert.Empty(t, st.Pending, "committed: announced")
-	assert.Len(t, st.Snapshot, 3)
 }
 
-// A pending record left by an earlier version (a "p." key) is still
-// announced: Load returns it as Pending, turned into an intent.
-func TestLoadReadsLegacyPendingKeys(t *testing.T) {
-	srv := natstest.Start(t)
-	js, err := jetstream.New(natstest.Connect(t, srv))
-	require.NoError(t, err)
-	store, err := kvstore.Open(t.Context(), js, kvstore.Config{Bucket: "meetwatch-state"})
-	require.NoError(t, err)
-	kv, err := js.KeyValue(t.Context(), "meetwatch-state")
-	require.NoError(t, err)
-	_, err = kv.Put(t.Context(), "p.old", []byte(`{"confUUID":"old"}`))
-	require.NoError(t, err)
+// A bucket an earlier version committed keeps its started meetings' keys
+// marked as intents, covered by meta's "through": Load takes those as
+// records, and writes them unmarked, so that they stay records once a
+// commit of this version has replaced meta. An intent past "through" is
+// pending.
+func TestLoadTakesAnEarlierVersionsCommittedIntentsAsRecords(t *testing.T) {
+	js := newJetStream(t)
+	store := openStore(t, js)
+	put := func(key, data string, h nats.Header) uint64 {
+		msg := &nats.Msg{Subject: "$KV.meetwatch-state." + key, Header: h, Data: []byte(data)}
+		ack, err := js.PublishMsg(t.Context(), msg)
+		require.NoError(t, err)
+		return ack.Sequence
+	}
+	intent := func() nats.Header { return nats.Header{"Meetwatch-Intent": []string{"started"}} }
+	put("m.a", `{"confUUID":"a"}`, intent())
+	through := put("m.b", `{"confUUID":"b"}`, intent())
+	put("meta", `{"observedAt":"2026-12-01T09:00:00Z","meetings":2,"through":`+fmt.Sprint(through)+`}`, nil)
+	put("m.c", `{"confUUID":"c"}`, intent())
 
-	for range 2 { // once moved, it stays pending until a commit
+	for range 2 {
 		st, err := store.Load(t.Context())
 		require.NoError(t, err)
+		assert.ElementsMatch(t, []string{"a", "b"}, slices.Collect(maps.Keys(st.Snapshot)))
 		require.Len(t, st.Pending, 1)
-		assert.Equal(t, "old", st.Pending[0].Key)
+		assert.Equal(t, "c", st.Pending[0].Key)
+		require.NoError(t, store.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 2}))
 	}
-	_, err = kv.Get(t.Context(), "p.old")
-	assert.ErrorIs(t, err, jetstream.ErrKeyNotFound)
+	stream, err := js.Stream(t.Context(), "KV_meetwatch-state")
+	require.NoError(t, err)
+	a, err := stream.GetLastMsgForSubject(t.Context(), "$KV.meetwatch-state.m.a")
+	require.NoError(t, err)
+	assert.Empty(t, a.Header.Get("Meetwatch-Intent"), "written unmarked")
 }
 
-// A former leader's commit that was on its way when it froze, and lands
-// after a new leader loaded and recorded a start, covers only what the
-// former leader had seen: the new leader's start stays pending, to be
-// announced by whoever leads next, and the new leader's own commit is
-// refused.
-func TestALateCommitCoversOnlyWhatItsWriterSaw(t *testing.T) {
+// A former leader's intent that lands after a new leader loaded, and
+// before the new leader commits a poll of its own, stays pending: the new
+// leader's commit does not cover it, and the next load announces it.
+func TestALateIntentStaysPending(t *testing.T) {
 	js := newJetStream(t)
-	start := func(s *kvstore.Store, id string) {
-		require.NoError(t, s.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: id, New: record(t, id, id)}}, time.Now()))
-	}
 	former := openStore(t, js)
 	_, err := former.Load(t.Context())
 	require.NoError(t, err)
-	start(former, "a")
+	announce(t, former, started(t, "a")...)
 	require.NoError(t, former.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 1}))
 
 	next := openStore(t, js)
 	_, err = next.Load(t.Context())
 	require.NoError(t, err)
-	start(next, "b")
-	require.NoError(t, former.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 1}), "the late commit lands")
-	err = next.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 2})
-	require.ErrorIs(t, err, watcher.ErrFenced)
+	require.NoError(t, former.Intend(t.Context(), started(t, "x"), time.Now()), "the late intent lands")
+	announce(t, next, started(t, "b")...)
+	require.NoError(t, next.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 2}))
 
 	st, err := openStore(t, js).Load(t.Context())
 	require.NoError(t, err)
-	require.Len(t, st.Pending, 1, "the new leader's start, which no commit covered")
-	assert.Equal(t, "b", st.Pending[0].Key)
-	assert.Contains(t, st.Snapshot, "a")
-	assert.NotContains(t, st.Snapshot, "b")
+	require.Len(t, st.Pending, 1, "the late intent, which nothing announced")
+	assert.Equal(t, "x", st.Pending[0].Key)
+	assert.ElementsMatch(t, []string{"a", "b"}, slices.Collect(maps.Keys(st.Snapshot)))
 }
 
-// A missing meeting's record is part of the commit that wrote it: one
-// whose commit never landed, or a former leader's that landed late, is not
-// taken for missing, which would end its meeting with the next listing that
-// lacks it, and Load clears it.
-func TestMissingRecordsPastTheCommitAreNotMissing(t *testing.T) {
+// A missing meeting's key is part of the commit that wrote it: one whose
+// commit never landed, or a former leader's that landed late, names
+// another listing than meta, and is not taken for missing, which would end
+// its meeting with the next listing that lacks it; Load clears it.
+func TestMissingRecordsOfAnotherListingAreNotMissing(t *testing.T) {
 	js := newJetStream(t)
 	store := openStore(t, js)
 	_, err := store.Load(t.Context())
 	require.NoError(t, err)
 	lastSeen := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
-	require.NoError(t, store.Prepare(t.Context(), []snapshot.Change{
-		{Kind: snapshot.Started, Key: "a", New: record(t, "a", "a")},
-		{Kind: snapshot.Started, Key: "b", New: record(t, "b", "b")},
-	}, lastSeen))
-	require.NoError(t, store.Commit(t.Context(), watcher.Commit{ObservedAt: lastSeen, Meetings: 2, Missed: map[string]time.Time{"a": lastSeen}}))
+	observed := lastSeen.Add(time.Minute)
+	announce(t, store, started(t, "a", "b")...)
+	require.NoError(t, store.Commit(t.Context(), watcher.Commit{ObservedAt: observed, Meetings: 2, Missed: map[string]time.Time{"a": lastSeen}}))
 
 	kv, err := js.KeyValue(t.Context(), "meetwatch-state")
 	require.NoError(t, err)
-	late, err := json.Marshal(map[string]any{"confUUID": "b", "lastSeen": lastSeen})
+	late, err := json.Marshal(map[string]any{"confUUID": "b", "lastSeen": lastSeen, "observedAt": observed.Add(time.Minute)})
 	require.NoError(t, err)
 	_, err = kv.Put(t.Context(), "e.b", late) // no commit follows
 	require.NoError(t, err)
@@ -191,26 +177,24 @@ func TestMissingRecordsPastTheCommitAreNotMissing(t *testing.T) {
 	assert.NoError(t, err)
 }
 
-// Until a first commit, every pending meeting's lastSeen is when the first
-// poll that prepared was observed, however many polls failed after it: a
-// meeting that poll prepared and a later one missed was last seen then.
-func TestPreparedTimeIsTheFirstPolls(t *testing.T) {
+// Until a first commit, every meeting's lastSeen is when the earliest
+// listing that recorded one of them was observed, however many polls
+// failed after it: a meeting it recorded and a later one missed was last
+// seen then.
+func TestLastSeenBeforeAFirstCommitIsTheEarliestListings(t *testing.T) {
 	js := newJetStream(t)
 	t1 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
-	start := func(s *kvstore.Store, id string, at time.Time) {
-		require.NoError(t, s.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: id, New: record(t, id, id)}}, at))
-	}
 	first := openStore(t, js)
 	_, err := first.Load(t.Context())
 	require.NoError(t, err)
-	start(first, "a", t1)
-	start(first, "b", t1.Add(time.Minute)) // the next poll, which failed too
+	require.NoError(t, first.Intend(t.Context(), started(t, "a"), t1))
+	require.NoError(t, first.Intend(t.Context(), started(t, "b"), t1.Add(time.Minute))) // the next poll, which failed too
 
 	again := openStore(t, js) // and after a restart
 	st, err := again.Load(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, t1, st.ObservedAt)
-	start(again, "c", t1.Add(2*time.Minute))
+	require.NoError(t, again.Intend(t.Context(), started(t, "c"), t1.Add(2*time.Minute)))
 	st, err = openStore(t, js).Load(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, t1, st.ObservedAt)
@@ -219,20 +203,20 @@ func TestPreparedTimeIsTheFirstPolls(t *testing.T) {
 
 // The key of a changed meeting is written before its event too, as an
 // intent carrying the record before the change: Load returns the change
-// as Pending, with what its event is built from, until Write replaces the
+// as Pending, with what its event is built from, until Record replaces the
 // intent once the event is acknowledged.
 func TestLoadTellsUnannouncedChangesByTheirIntent(t *testing.T) {
 	store := openStore(t, newJetStream(t))
 	rec := func(id, subject string) snapshot.Meeting { return record(t, id, subject) }
 	_, err := store.Load(t.Context())
 	require.NoError(t, err)
-	require.NoError(t, store.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "a", New: rec("a", "first")}}, time.Now()))
+	announce(t, store, started(t, "a")...)
 	require.NoError(t, store.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 1}))
 
 	base := store.Revision("a")
 	require.NotZero(t, base, "the revision of the record before the change")
-	renamed := snapshot.Change{Kind: snapshot.Changed, Key: "a", Old: rec("a", "first"), New: rec("a", "renamed"), Base: base}
-	require.NoError(t, store.Prepare(t.Context(), []snapshot.Change{renamed}, time.Now()))
+	renamed := snapshot.Change{Kind: snapshot.Changed, Key: "a", Old: rec("a", "a"), New: rec("a", "renamed"), Base: base}
+	require.NoError(t, store.Intend(t.Context(), []snapshot.Change{renamed}, time.Now()))
 	assert.Greater(t, store.Revision("a"), base, "the intent's")
 	st, err := store.Load(t.Context())
 	require.NoError(t, err)
@@ -240,16 +224,47 @@ func TestLoadTellsUnannouncedChangesByTheirIntent(t *testing.T) {
 	c := st.Pending[0]
 	assert.Equal(t, snapshot.Changed, c.Kind)
 	assert.Equal(t, base, c.Base, "the change's base, part of its event's id")
-	assert.Equal(t, "first", c.Old.Subject)
+	assert.Equal(t, "a", c.Old.Subject)
 	assert.Equal(t, "renamed", c.New.Subject)
-	assert.Equal(t, []snapshot.FieldChange{{Field: "subject", Old: []byte(`"first"`), New: []byte(`"renamed"`)}}, c.Fields)
-	assert.Equal(t, "first", st.Snapshot["a"].Subject, "the record before the change stands until the change is announced")
+	assert.Equal(t, []snapshot.FieldChange{{Field: "subject", Old: []byte(`"a"`), New: []byte(`"renamed"`)}}, c.Fields)
+	assert.Equal(t, "a", st.Snapshot["a"].Subject, "the record before the change stands until the change is announced")
 
-	require.NoError(t, store.Write(t.Context(), []snapshot.Change{renamed}))
+	require.NoError(t, store.Record(t.Context(), []snapshot.Change{renamed}, time.Now()))
 	st, err = store.Load(t.Context())
 	require.NoError(t, err)
-	assert.Empty(t, st.Pending, "announced and written")
+	assert.Empty(t, st.Pending, "announced and recorded")
 	assert.Equal(t, "renamed", st.Snapshot["a"].Subject)
+}
+
+// A meeting listed again after its end starts its next incarnation: the
+// delete marker of its key keeps the incarnation that ended, for the
+// replica that ended it and for one loaded afresh, and every write of the
+// key carries the one it is in.
+func TestAMeetingBackAfterItsEndIsItsNextIncarnation(t *testing.T) {
+	js := newJetStream(t)
+	store := openStore(t, js)
+	_, err := store.Load(t.Context())
+	require.NoError(t, err)
+	end := func(s *kvstore.Store, inc int) {
+		announce(t, s, snapshot.Change{Kind: snapshot.Ended, Key: "a", Old: record(t, "a", "a"), Incarnation: inc})
+	}
+	start := func(s *kvstore.Store) int {
+		c := started(t, "a")
+		announce(t, s, c...)
+		return c[0].Incarnation
+	}
+	assert.Equal(t, 1, start(store))
+	end(store, 1)
+	assert.Equal(t, 2, start(store), "back after its end, by the replica that ended it")
+	st, err := openStore(t, js).Load(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, map[string]int{"a": 2}, st.Incarnations)
+	end(store, 2)
+
+	again := openStore(t, js)
+	_, err = again.Load(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, 3, start(again), "and by a replica loaded afresh")
 }
 
 // Every write of a meeting's key expects the revision this replica last
@@ -266,27 +281,25 @@ func TestTheServerRefusesAStaleWriteOfAMeetingKey(t *testing.T) {
 	}
 	rec := func(subject string) snapshot.Meeting { return record(t, "a", subject) }
 	first := open()
-	require.NoError(t, first.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "a", New: rec("first")}}, time.Now()))
+	announce(t, first, snapshot.Change{Kind: snapshot.Started, Key: "a", New: rec("first")})
 	require.NoError(t, first.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: 1}))
 
 	stale, fresh := open(), open()
 	renamed := snapshot.Change{Kind: snapshot.Changed, Key: "a", Old: rec("first"), New: rec("renamed")}
-	require.NoError(t, fresh.Prepare(t.Context(), []snapshot.Change{renamed}, time.Now()))
-	require.NoError(t, fresh.Write(t.Context(), []snapshot.Change{renamed}))
+	announce(t, fresh, renamed)
 
-	late := snapshot.Change{Kind: snapshot.Changed, Key: "a", Old: rec("first"), New: rec("stale")}
-	err := stale.Write(t.Context(), []snapshot.Change{late})
+	late := []snapshot.Change{{Kind: snapshot.Changed, Key: "a", Old: rec("first"), New: rec("stale")}}
+	err := stale.Record(t.Context(), late, time.Now())
 	require.ErrorIs(t, err, kvstore.ErrKeyMoved)
 	require.ErrorIs(t, err, watcher.ErrFenced, "a refused write ends the term")
-	err = stale.Prepare(t.Context(), []snapshot.Change{late}, time.Now())
-	require.ErrorIs(t, err, kvstore.ErrKeyMoved)
-	ended := snapshot.Change{Kind: snapshot.Ended, Key: "a", Old: rec("first")}
-	require.ErrorIs(t, stale.Write(t.Context(), []snapshot.Change{ended}), kvstore.ErrKeyMoved, "nor can it end the meeting")
+	require.ErrorIs(t, stale.Intend(t.Context(), late, time.Now()), kvstore.ErrKeyMoved)
+	ended := []snapshot.Change{{Kind: snapshot.Ended, Key: "a", Old: rec("first")}}
+	require.ErrorIs(t, stale.Record(t.Context(), ended, time.Now()), kvstore.ErrKeyMoved, "nor can it end the meeting")
 	// Nor start one the newer leader recorded since: the key holds a
 	// record, not the marker of an earlier end, which a start may write
 	// over.
-	require.NoError(t, fresh.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "b", New: record(t, "b", "new")}}, time.Now()))
-	err = stale.Prepare(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "b", New: record(t, "b", "stale")}}, time.Now())
+	announce(t, fresh, snapshot.Change{Kind: snapshot.Started, Key: "b", New: record(t, "b", "new")})
+	err = stale.Intend(t.Context(), []snapshot.Change{{Kind: snapshot.Started, Key: "b", New: record(t, "b", "stale")}}, time.Now())
 	require.ErrorIs(t, err, kvstore.ErrKeyMoved, "nor can it start a meeting over the newer leader's")
 
 	st, err := open().Load(t.Context())
@@ -294,13 +307,30 @@ func TestTheServerRefusesAStaleWriteOfAMeetingKey(t *testing.T) {
 	assert.Equal(t, "renamed", st.Snapshot["a"].Subject, "the newer leader's record stands")
 
 	// The newer leader goes on writing the key from its own revisions.
-	again := snapshot.Change{Kind: snapshot.Changed, Key: "a", Old: rec("renamed"), New: rec("renamed again")}
-	require.NoError(t, fresh.Prepare(t.Context(), []snapshot.Change{again}, time.Now()))
-	require.NoError(t, fresh.Write(t.Context(), []snapshot.Change{again}))
-	require.NoError(t, fresh.Write(t.Context(), []snapshot.Change{{Kind: snapshot.Ended, Key: "a", Old: rec("renamed again")}}))
+	announce(t, fresh, snapshot.Change{Kind: snapshot.Changed, Key: "a", Old: rec("renamed"), New: rec("renamed again")})
+	announce(t, fresh, snapshot.Change{Kind: snapshot.Ended, Key: "a", Old: rec("renamed again")})
 	st, err = open().Load(t.Context())
 	require.NoError(t, err)
 	assert.NotContains(t, st.Snapshot, "a")
+}
+
+// started returns the started changes of meetings ids, each with a record
+// whose subject is its id.
+func started(t *testing.T, ids ...string) []snapshot.Change {
+	t.Helper()
+	cs := make([]snapshot.Change, 0, len(ids))
+	for _, id := range ids {
+		cs = append(cs, snapshot.Change{Kind: snapshot.Started, Key: id, New: record(t, id, id)})
+	}
+	return cs
+}
+
+// announce records changes as a poll does: intents, then (their events
+// acknowledged) the records.
+func announce(t *testing.T, s *kvstore.Store, changes ...snapshot.Change) {
+	t.Helper()
+	require.NoError(t, s.Intend(t.Context(), changes, time.Now()))
+	require.NoError(t, s.Record(t.Context(), changes, time.Now()))
 }
 
 // newJetStream starts a server for one test and connects to it.
@@ -448,7 +478,7 @@ func proxiedStore(t *testing.T, records ...snapshot.Meeting) (*holdingProxy, *kv
 	for _, m := range records {
 		starts = append(starts, snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: m})
 	}
-	require.NoError(t, committed.Prepare(t.Context(), starts, time.Now()))
+	announce(t, committed, starts...)
 	require.NoError(t, committed.Commit(t.Context(), watcher.Commit{ObservedAt: time.Now(), Meetings: len(records)}))
 
 	proxy := startHoldingProxy(t, srv.Addr().String())

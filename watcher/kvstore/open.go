@@ -1,0 +1,106 @@
+package kvstore
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meetwatch/meetwatch/events/jsensure"
+)
+
+// Config configures the state bucket.
+type Config struct {
+	// Bucket is the key-value bucket's name.
+	Bucket string
+	// Replicas is the bucket's replica count when Open creates it; 0
+	// means 1.
+	Replicas int
+	// DuplicateWindow is the event stream's duplicate window: the delete
+	// marker of an ended meeting's key stays that long, so that a meeting
+	// listed again within it gets a new incarnation, and events JetStream
+	// does not drop. 0 means an hour.
+	DuplicateWindow time.Duration
+	// Guard, when set, is asked before every write, and an error it
+	// returns stops the write: the lease's check that this replica still
+	// leads by its own clock.
+	Guard func() error
+	// Logger hears of loads that stalled and started again; nil discards.
+	Logger *slog.Logger
+	// Conflict, when set, hears of each setting of an existing bucket
+	// that keeps the state from a guarantee and that Open leaves as the
+	// operator set it, as a sentence for the readiness probe.
+	Conflict func(msg string)
+}
+
+// Open opens the state bucket, creating it when it is missing. An existing
+// bucket keeps the settings an operator gave it: only per-message TTLs are
+// added when it lacks them, since without them the markers of ended
+// meetings would stay for good and every start-up would read them all. A
+// TTL, or a discard policy that drops old values at a limit, is kept too,
+// but logged at WARN and reported to Conflict: either lets the key of a
+// meeting still going on vanish, and the meeting be announced again.
+//
+// The poll's writes go out as asynchronous publishes through js, at most
+// pubwindow.Window unacknowledged: give it the context the events go
+// through (publish.Publisher.JetStream), whose cap covers that window and
+// whose acknowledgement timeout fails a write that gets no answer.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("component", "state")
+	markerTTL := cfg.DuplicateWindow
+	if markerTTL <= 0 {
+		markerTTL = time.Hour
+	}
+	kv, bucket, err := jsensure.Bucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:         cfg.Bucket,
+		Description:    "meetwatch: the last committed snapshot, one key per meeting",
+		History:        1,
+		Storage:        jetstream.FileStorage,
+		Replicas:       max(cfg.Replicas, 1),
+		LimitMarkerTTL: markerTTL,
+	}, func(c *jetstream.StreamConfig) []string {
+		if c.AllowMsgTTL {
+			return nil
+		}
+		c.AllowMsgTTL = true
+		return []string{"per-message TTLs"}
+	}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("opening state bucket: %w", err)
+	}
+	for _, c := range stateConflicts(cfg.Bucket, bucket) {
+		logger.Warn("the state bucket's settings let a meeting's key vanish; keeping them", "bucket", cfg.Bucket, "conflict", c)
+		if cfg.Conflict != nil {
+			cfg.Conflict(c)
+		}
+	}
+	s := newStore(js, kv, cfg.Bucket, cfg.Guard, logger)
+	if bucket.AllowMsgTTL { // a bucket that refuses per-message TTLs keeps its markers
+		s.markerTTL = markerTTL
+	}
+	return s, nil
+}
+
+func newStore(js jetstream.JetStream, kv jetstream.KeyValue, bucket string, guard func() error, logger *slog.Logger) *Store {
+	return &Store{kv: kv, js: js, subjects: "$KV." + bucket + ".", stream: "KV_" + bucket, guard: guard, logger: logger, seed: maphash.MakeSeed()}
+}
+
+// stateConflicts returns what in the configuration of the state bucket
+// lets the key of a meeting still going on vanish, one sentence each.
+func stateConflicts(bucket string, c jetstream.StreamConfig) []string {
+	var out []string
+	if c.MaxAge > 0 {
+		out = append(out, fmt.Sprintf("state bucket %s has a TTL of %s: keys not written for that long expire, and meetings still going on are announced as started again", bucket, c.MaxAge))
+	}
+	if c.Discard == jetstream.DiscardOld && (c.MaxBytes > 0 || c.MaxMsgs > 0) {
+		out = append(out, fmt.Sprintf("state bucket %s discards old values at its limits (max bytes %d, max values %d): the keys of meetings still going on may go, and those meetings be announced as started again", bucket, c.MaxBytes, c.MaxMsgs))
+	}
+	return out
+}
