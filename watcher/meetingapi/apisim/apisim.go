@@ -23,6 +23,10 @@
 // meetings that start in the same minute are ordered) the simulator makes a
 // plausible choice and says so.
 //
+// A Multi serves several accounts from one listener, each its own Sim,
+// and routes every request by the credentials it carries, as one API host
+// serves many enterprises.
+//
 // A Sim is safe for concurrent use.
 package apisim
 
@@ -162,6 +166,10 @@ type Sim struct {
 	tokens map[string]time.Time
 	slots  map[string][]string
 	logins int
+
+	// refuseAll makes every token unknown: a Multi answers with such a
+	// Sim the requests that are no account's.
+	refuseAll bool
 }
 
 // New returns a simulator with no meetings.
@@ -850,22 +858,25 @@ type Server struct {
 // NewServer starts a Server on 127.0.0.1. The caller must Close it. It
 // panics if no loopback port is free, as httptest.NewServer does.
 func NewServer(opts Options) *Server {
+	s := &Server{Sim: New(opts)}
+	s.URL, s.srv, s.served = serve(s.Sim)
+	return s
+}
+
+// serve serves h on a loopback port until the returned server is closed,
+// which closes served; it panics if no port is free.
+func serve(h http.Handler) (url string, srv *http.Server, served chan struct{}) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		panic(fmt.Sprintf("apisim: listening on a loopback port: %v", err))
 	}
-	sim := New(opts)
-	s := &Server{
-		URL:    "http://" + l.Addr().String(),
-		Sim:    sim,
-		srv:    &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second},
-		served: make(chan struct{}),
-	}
+	srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	served = make(chan struct{})
 	go func() {
-		defer close(s.served)
-		_ = s.srv.Serve(l) // returns ErrServerClosed once Close is called
+		defer close(served)
+		_ = srv.Serve(l) // returns ErrServerClosed once Close is called
 	}()
-	return s
+	return "http://" + l.Addr().String(), srv, served
 }
 
 // Close stops the server, cutting open connections, and waits for it.

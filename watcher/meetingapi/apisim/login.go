@@ -261,7 +261,7 @@ func randomToken() string {
 // tokenValid reports whether the listing accepts tok: an issued token until
 // it expires, Options.Token, or any token when no token is under test.
 func (s *Sim) tokenValid(tok string) bool {
-	if tok == "" {
+	if tok == "" || s.refuseAll {
 		return false
 	}
 	now := s.now()
