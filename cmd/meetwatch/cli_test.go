@@ -60,6 +60,7 @@ func TestUsageErrorsAreOneLine(t *testing.T) {
 		{name: "notify: unknown flag", args: []string{"notify", "--channel", "x"}, want: "-channel", help: "meetwatch notify --help"},
 		{name: "sim: bad value", args: []string{"sim", "--meetings", "many"}, want: `invalid value "many" for flag -meetings`, help: "meetwatch sim --help"},
 		{name: "sim: unexpected argument", args: []string{"sim", "extra"}, want: `unexpected argument "extra"`, help: "meetwatch sim --help"},
+		{name: "sim: no accounts", args: []string{"sim", "--accounts", "0"}, want: "--accounts 0: must be at least 1", help: "meetwatch sim --help"},
 		{name: "version: unexpected argument", args: []string{"version", "extra"}, want: `unexpected argument "extra"`, help: "meetwatch version --help"},
 	}
 	for _, tt := range tests {
