@@ -119,7 +119,7 @@ func TestAMeetingBackAfterItsEndStartsAgain(t *testing.T) {
 		}
 	}
 	assert.Len(t, ids, len(want), "each under an id of its own")
-	assert.True(t, ids[events.ID(snapshot.Change{Kind: snapshot.Started, Key: back})],
+	assert.True(t, ids[events.ID("", snapshot.Change{Kind: snapshot.Started, Key: back})],
 		"the first incarnation's started keeps the id it always had")
 }
 
