@@ -61,7 +61,7 @@ func TestALateIntentIsAnnouncedBeforeItsEnd(t *testing.T) {
 	_, err = next.Poll(t.Context())
 	require.NoError(t, err, "the new leader commits a start of its own")
 
-	st, err := kvstore.Read(t.Context(), r.js, testBucket)
+	st, err := kvstore.Read(t.Context(), r.js, testBucket, "")
 	require.NoError(t, err)
 	_, held := st.Snapshot[late]
 	assert.False(t, held, "never taken for announced")

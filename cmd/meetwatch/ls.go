@@ -55,7 +55,7 @@ settings of meetwatch run. A state that does not load within --timeout
 	// through an election; a tool asked once must give up instead.
 	rctx, cancel := context.WithTimeoutCause(ctx, *timeout, errNoAnswer)
 	defer cancel()
-	st, err := kvstore.Read(rctx, js, cfg.StateBucket)
+	st, err := kvstore.Read(rctx, js, cfg.StateBucket, "")
 	if errors.Is(context.Cause(rctx), errNoAnswer) {
 		return fmt.Errorf("reading state bucket %s: no answer within %s (a permission the NATS user lacks is logged above; see docs/security.md): %w",
 			cfg.StateBucket, *timeout, err)
