@@ -400,3 +400,24 @@ func (c config) loginVariables() []string {
 	}
 	return set
 }
+
+// subjectFilterError says what is wrong with a NATS subject filter given
+// on the command line, if anything: tokens that are not empty and hold no
+// white space, * and > only as whole tokens, and > only last. Which
+// subjects it may select is the server's to say.
+func subjectFilterError(filter string) error {
+	toks := strings.Split(filter, ".")
+	for i, tok := range toks {
+		switch {
+		case tok == "":
+			return errors.New("an empty token: write tokens joined by single dots, such as meetings.acme.>")
+		case strings.ContainsAny(tok, " \t\r\n"):
+			return errors.New("white space in a subject")
+		case tok == ">" && i < len(toks)-1:
+			return errors.New("> stands only last")
+		case tok != "*" && tok != ">" && strings.ContainsAny(tok, "*>"):
+			return errors.New("* and > stand only as whole tokens")
+		}
+	}
+	return nil
+}
