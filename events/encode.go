@@ -77,6 +77,9 @@ func (e Event) Encode() ([]byte, error) {
 		b = append(b, '"')
 	}
 	str("datacontenttype", e.DataContentType)
+	if e.Account != "" {
+		str("account", e.Account)
+	}
 	name("data")
 	b = append(b, '{')
 	raw("conference", e.Data.Conference)

@@ -57,7 +57,12 @@ type Event struct {
 	Subject         string    `json:"subject"`
 	Time            time.Time `json:"time"`
 	DataContentType string    `json:"datacontenttype"`
-	Data            Data      `json:"data"`
+	// Account is the CloudEvents extension attribute "account": the name
+	// of the account, in an accounts file, whose listing the event comes
+	// from. Empty, and absent from the JSON, for a watcher of one account
+	// configured by MEETWATCH_* variables.
+	Account string `json:"account,omitempty"`
+	Data    Data   `json:"data"`
 }
 
 // Data is the payload of a meeting event.
@@ -99,7 +104,22 @@ func (e Event) Kind() Kind {
 // host, such as "meetwatch://api.meeting.huaweicloud.com".
 func Source(host string) string { return "meetwatch://" + host }
 
+// AccountSource returns the CloudEvents source of a watcher polling the
+// API at host for the named account, such as
+// "meetwatch://api.meeting.huaweicloud.com/acme": two accounts on one API
+// are two sources, so that source and id together stay unique, as
+// CloudEvents asks. Without an account it is Source(host).
+func AccountSource(host, account string) string {
+	if account == "" {
+		return Source(host)
+	}
+	return Source(host) + "/" + account
+}
+
 // Subject returns the NATS subject of an event: <prefix>.<kind>.<confUUID>.
+// An account's events go under the prefix <prefix>.<account>, so that
+// <prefix>.*.ended.> selects every account's ends and <prefix>.acme.> one
+// account's events.
 //
 // A confUUID is hex in practice, but the API does not promise it. One that
 // could not stand as a single subject token (a dot, a wildcard, white space,
@@ -125,9 +145,16 @@ func Token(s string) string {
 	return s
 }
 
-// ID returns the deterministic id of a transition, so that publishing the
-// same transition twice (after a crash, a retry or a failover) yields the
-// same id and JetStream drops the second copy.
+// ID returns the deterministic id of a transition seen in the named
+// account's listing, so that publishing the same transition twice (after
+// a crash, a retry or a failover) yields the same id and JetStream drops
+// the second copy.
+//
+// The account is hashed too, since two accounts may list one confUUID
+// (an enterprise seen through two logins) and their events share the
+// stream's duplicate window. Without an account ("") the id is what it
+// was before there were accounts, so that a watcher of one account keeps
+// its ids across an upgrade.
 //
 //   - started: the meeting's confUUID and its incarnation. An incarnation
 //     starts once, and a re-publish after a restart must match the first
@@ -139,9 +166,16 @@ func Token(s string) string {
 //     different changes of one meeting never share an id, and the change's
 //     Base when it has one, so that a record flapping back to a value it had
 //     makes a new event and not a duplicate of the first.
-func ID(c snapshot.Change) string {
+func ID(account string, c snapshot.Change) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "meetwatch/v1\x00%s\x00%s\x00", c.Kind, c.Key)
+	if account != "" {
+		// Another opening than the one below, so that no account's id
+		// can equal an id without one.
+		fmt.Fprintf(h, "meetwatch/v1+account\x00%s\x00", account)
+	} else {
+		h.Write([]byte("meetwatch/v1\x00"))
+	}
+	fmt.Fprintf(h, "%s\x00%s\x00", c.Kind, c.Key)
 	switch {
 	case c.Kind == snapshot.Changed:
 		h.Write(c.Old.Raw())
@@ -189,6 +223,11 @@ type Builder struct {
 	Source string
 	// Prefix is the first subject token.
 	Prefix string
+	// Account names the account whose listing the changes come from, when
+	// the watcher is one of an accounts file's: each event carries it in
+	// the account attribute, and its id hashes it (see ID). Source should
+	// then be AccountSource's. Empty for a watcher of one account.
+	Account string
 	// Redact removes secrets from the records and changes an event
 	// carries; nil publishes records as they are.
 	Redact *redact.Policy
@@ -244,12 +283,13 @@ func (b Builder) Build(c snapshot.Change, observed time.Time, initial bool, last
 	}
 	e := Event{
 		SpecVersion:     SpecVersion,
-		ID:              ID(c),
+		ID:              ID(b.Account, c),
 		Source:          b.Source,
 		Type:            TypePrefix + string(c.Kind),
 		Subject:         c.Key,
 		Time:            observed.UTC(),
 		DataContentType: DataContentType,
+		Account:         b.Account,
 		Data:            Data{Incarnation: max(c.Incarnation, 1)},
 	}
 	var previous json.RawMessage
@@ -324,7 +364,7 @@ func setRecords(e *Event, conference, previous json.RawMessage, changes []snapsh
 // escape such as \u003c), and the rest of the envelope is small.
 func surelyFits(e Event, limit int) bool {
 	const envelope, perChange = 1 << 10, 64
-	n := len(e.ID) + len(e.Source) + len(e.Type) + len(e.Subject) + len(e.Data.Conference) + len(e.Data.Previous)
+	n := len(e.ID) + len(e.Source) + len(e.Type) + len(e.Subject) + len(e.Account) + len(e.Data.Conference) + len(e.Data.Previous)
 	for _, fc := range e.Data.Changes {
 		n += len(fc.Field) + len(fc.Old) + len(fc.New) + perChange
 	}
@@ -452,8 +492,12 @@ func share(recs []*trimmed, budget int) {
 	}
 }
 
-// NATSSubject returns the subject the event is published on under prefix.
+// NATSSubject returns the subject the event is published on under prefix:
+// under <prefix>.<account> when it carries an account.
 func (e Event) NATSSubject(prefix string) string {
+	if e.Account != "" {
+		prefix += "." + e.Account
+	}
 	return Subject(prefix, e.Kind(), e.Subject)
 }
 
@@ -483,11 +527,16 @@ var (
 	ErrNotMeetingEvent = errors.New("not a meetwatch meeting event")
 )
 
-// Summary renders the event as one line for people: time, kind, confUUID,
-// subject and, for changed events, the fields that changed.
+// Summary renders the event as one line for people: time, the account
+// when there is one, kind, confUUID, subject and, for changed events, the
+// fields that changed.
 func (e Event) Summary() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s  %-7s  %s", e.Time.Local().Format("15:04:05"), e.Kind(), e.Subject)
+	b.WriteString(e.Time.Local().Format("15:04:05"))
+	if e.Account != "" {
+		b.WriteString("  " + e.Account)
+	}
+	fmt.Fprintf(&b, "  %-7s  %s", e.Kind(), e.Subject)
 	var rec struct {
 		Subject      string `json:"subject"`
 		ConferenceID string `json:"conferenceID"`

@@ -102,17 +102,116 @@ func TestIDIsDeterministic(t *testing.T) {
 	b := meeting(t, `{"confUUID":"u1","onlineAttendeeAmount":2}`)
 	c := meeting(t, `{"confUUID":"u1","onlineAttendeeAmount":3}`)
 	started := func(m snapshot.Meeting) string {
-		return events.ID(snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: m})
+		return events.ID("", snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: m})
 	}
 	changed := func(o, n snapshot.Meeting) string {
-		return events.ID(snapshot.Change{Kind: snapshot.Changed, Key: o.UUID, Old: o, New: n})
+		return events.ID("", snapshot.Change{Kind: snapshot.Changed, Key: o.UUID, Old: o, New: n})
 	}
 	assert.Equal(t, started(a), started(a))
 	assert.Equal(t, started(a), started(b), "a meeting starts once, whatever its live fields say")
 	assert.Equal(t, changed(a, b), changed(a, b))
 	assert.NotEqual(t, changed(a, b), changed(b, c), "two different changes never share an id")
-	assert.NotEqual(t, started(a), events.ID(snapshot.Change{Kind: snapshot.Ended, Key: "u1", Old: a}))
+	assert.NotEqual(t, started(a), events.ID("", snapshot.Change{Kind: snapshot.Ended, Key: "u1", Old: a}))
 	assert.NotEqual(t, started(a), started(meeting(t, `{"confUUID":"u2"}`)))
+}
+
+// Without an account, ids are those of a watcher of one account: a
+// version with accounts publishes again under the ids already stored.
+func TestIDWithoutAnAccountIsUnchanged(t *testing.T) {
+	m := meeting(t, `{"confUUID":"050c7898216811eaa6958bf3bb9ac167"}`)
+	assert.Equal(t, "27b2a85506f952a7507bbc035e65365a", events.ID("", snapshot.Change{Kind: snapshot.Started, Key: m.UUID, New: m}))
+	assert.Equal(t, "324a15fe8654c4841df88dd294e9dba7", events.ID("", snapshot.Change{Kind: snapshot.Ended, Key: m.UUID, Old: m, Incarnation: 2}))
+}
+
+// An account's events name it in their source, their account attribute
+// and their subject, and hash it into their id: two accounts that list
+// one confUUID publish two events, which the stream's deduplication
+// keeps apart.
+func TestBuildForAnAccount(t *testing.T) {
+	m := meeting(t, `{"confUUID":"u1","conferenceID":"914083136","subject":"s"}`)
+	change := snapshot.Change{Kind: snapshot.Started, Key: "u1", New: m}
+	acme := events.Builder{Source: events.AccountSource("api.meeting.huaweicloud.com", "acme"), Prefix: "meetings", Account: "acme"}
+	beta := acme
+	beta.Source, beta.Account = events.AccountSource("api.meeting.huaweicloud.com", "beta"), "beta"
+
+	e, err := acme.Build(change, observed, false, time.Time{})
+	require.NoError(t, err)
+	body, err := e.Encode()
+	require.NoError(t, err)
+	var raw map[string]any
+	require.NoError(t, json.Unmarshal(body, &raw))
+	assert.Equal(t, "meetwatch://api.meeting.huaweicloud.com/acme", raw["source"])
+	assert.Equal(t, "acme", raw["account"], "the extension attribute, beside the others")
+	assert.Equal(t, "u1", raw["subject"])
+	assert.Equal(t, "meetings.acme.started.u1", e.NATSSubject("meetings"))
+
+	back, err := events.Decode(body)
+	require.NoError(t, err)
+	assert.Equal(t, "acme", back.Account)
+	assert.Equal(t, e.ID, back.ID)
+	assert.Contains(t, back.Summary(), "  acme  started  u1  \"s\" (914083136)")
+
+	other, err := beta.Build(change, observed, false, time.Time{})
+	require.NoError(t, err)
+	plain := build(t, change)
+	assert.NotEqual(t, e.ID, other.ID, "two accounts listing one confUUID")
+	assert.NotEqual(t, e.ID, plain.ID, "an account and no account")
+	assert.Equal(t, events.ID("acme", change), e.ID)
+	assert.Equal(t, events.ID("", change), plain.ID)
+
+	body, err = plain.Encode()
+	require.NoError(t, err)
+	assert.NotContains(t, string(body), `"account"`, "no account, no attribute")
+	assert.Equal(t, "meetwatch://api.meeting.huaweicloud.com", events.AccountSource("api.meeting.huaweicloud.com", ""))
+	assert.Equal(t, "meetings.started.u1", plain.NATSSubject("meetings"))
+}
+
+// Every account's events go to the one stream, under
+// <prefix>.<account>.<kind>.<confUUID>: <prefix>.*.ended.> selects every
+// account's ends, <prefix>.acme.> one account's events. Publishers of
+// accounts make sure of the stream's subjects <prefix>.>, never of one
+// account's alone.
+func TestAccountsShareTheStream(t *testing.T) {
+	nc := natstest.Connect(t, natstest.Start(t))
+	m := meeting(t, `{"confUUID":"u1"}`)
+	for _, account := range []string{"acme", "beta"} {
+		pub, err := publish.New(nc, publish.Config{Stream: "MEETINGS", Prefix: "meetings", Account: account, Duplicates: time.Hour})
+		require.NoError(t, err)
+		require.NoError(t, pub.EnsureStream(t.Context()))
+		b := events.Builder{Source: events.AccountSource("api.meeting.huaweicloud.com", account), Prefix: "meetings", Account: account}
+		var evs []events.Event
+		for _, c := range []snapshot.Change{{Kind: snapshot.Started, Key: "u1", New: m}, {Kind: snapshot.Ended, Key: "u1", Old: m}} {
+			e, err := b.Build(c, observed, false, lastSeen)
+			require.NoError(t, err)
+			evs = append(evs, e)
+		}
+		res, err := pub.Publish(t.Context(), evs)
+		require.NoError(t, err)
+		assert.Equal(t, events.PublishResult{Stored: 2}, res, "%s: the same confUUID as the other account, stored all the same", account)
+	}
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	st, err := js.Stream(t.Context(), "MEETINGS")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"meetings.>"}, st.CachedInfo().Config.Subjects)
+
+	selected := func(filter string) []string {
+		t.Helper()
+		cons, err := js.OrderedConsumer(t.Context(), "MEETINGS", jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+		require.NoError(t, err)
+		batch, err := cons.FetchNoWait(10)
+		require.NoError(t, err)
+		var got []string
+		for m := range batch.Messages() {
+			e, err := events.Decode(m.Data())
+			require.NoError(t, err)
+			assert.Equal(t, m.Subject(), e.NATSSubject("meetings"), "the subject the event says")
+			got = append(got, m.Subject())
+		}
+		return got
+	}
+	assert.Equal(t, []string{"meetings.acme.ended.u1", "meetings.beta.ended.u1"}, selected("meetings.*.ended.>"))
+	assert.Equal(t, []string{"meetings.acme.started.u1", "meetings.acme.ended.u1"}, selected("meetings.acme.>"))
 }
 
 func TestSubjectNeverWidens(t *testing.T) {
@@ -181,6 +280,15 @@ func TestPublishFailsWhenNothingAcknowledges(t *testing.T) {
 func ExampleSubject() {
 	fmt.Println(events.Subject("meetings", snapshot.Ended, "050c7898216811eaa6958bf3bb9ac167"))
 	// Output: meetings.ended.050c7898216811eaa6958bf3bb9ac167
+}
+
+func ExampleAccountSource() {
+	// The source and the subject of an event of the account acme.
+	fmt.Println(events.AccountSource("api.meeting.huaweicloud.com", "acme"))
+	fmt.Println(events.Subject("meetings.acme", snapshot.Ended, "050c7898216811eaa6958bf3bb9ac167"))
+	// Output:
+	// meetwatch://api.meeting.huaweicloud.com/acme
+	// meetings.acme.ended.050c7898216811eaa6958bf3bb9ac167
 }
 
 func ExampleDecode() {
@@ -286,6 +394,8 @@ func TestEncodeMatchesMarshal(t *testing.T) {
 				Changes: []snapshot.FieldChange{{Field: "n", Old: json.RawMessage(`[1,2]`)}}, Truncated: []string{"conference.x"}}},
 		{SpecVersion: "1.0", ID: "c", Source: "s", Type: "meetwatch.meeting.ended", Subject: "u", Time: at, DataContentType: "application/json",
 			Data: events.Data{Conference: json.RawMessage(`{"confUUID":"u"}`), LastSeen: &at}},
+		{SpecVersion: "1.0", ID: "e", Source: "meetwatch://h/acme", Type: "meetwatch.meeting.started", Subject: "u", Time: at, DataContentType: "application/json",
+			Account: "acme", Data: events.Data{Conference: json.RawMessage(`{"confUUID":"u"}`), Incarnation: 2}},
 		// Strings json.Marshal escapes, and a time in another zone with
 		// no fraction of a second.
 		{SpecVersion: "1.0", ID: "d\"q", Source: "meetwatch://a<b>&c", Type: "meetwatch.meeting.started", Subject: "会议\u2028\n",

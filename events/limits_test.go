@@ -220,7 +220,7 @@ func TestBuildIgnoresFields(t *testing.T) {
 	assert.Equal(t, []snapshot.FieldChange{{Field: "subject", Old: json.RawMessage(`"s"`), New: json.RawMessage(`"t"`)}}, e.Data.Changes,
 		"data.changes leaves ignored fields out")
 	assert.JSONEq(t, string(amount.Raw()), string(e.Data.Previous), "previous is the record last seen, ignored fields included")
-	assert.Equal(t, events.ID(c), e.ID)
+	assert.Equal(t, events.ID("", c), e.ID)
 }
 
 func TestMaxEventBytes(t *testing.T) {

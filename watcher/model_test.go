@@ -61,7 +61,7 @@ func TestALateIntentIsAnnouncedBeforeItsEnd(t *testing.T) {
 	_, err = next.Poll(t.Context())
 	require.NoError(t, err, "the new leader commits a start of its own")
 
-	st, err := kvstore.Read(t.Context(), r.js, testBucket)
+	st, err := kvstore.Read(t.Context(), r.js, testBucket, "")
 	require.NoError(t, err)
 	_, held := st.Snapshot[late]
 	assert.False(t, held, "never taken for announced")
@@ -119,7 +119,7 @@ func TestAMeetingBackAfterItsEndStartsAgain(t *testing.T) {
 		}
 	}
 	assert.Len(t, ids, len(want), "each under an id of its own")
-	assert.True(t, ids[events.ID(snapshot.Change{Kind: snapshot.Started, Key: back})],
+	assert.True(t, ids[events.ID("", snapshot.Change{Kind: snapshot.Started, Key: back})],
 		"the first incarnation's started keeps the id it always had")
 }
 

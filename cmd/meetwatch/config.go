@@ -36,6 +36,7 @@ type config struct {
 	CorpID          string        `env:"CORP_ID" desc:"optional, with App ID login: log in to this tenant"`
 	Account         string        `env:"ACCOUNT" desc:"account login: the account, with MEETWATCH_PASSWORD"`
 	Password        redact.Secret `env:"PASSWORD" desc:"account login: the account's password"`
+	AccountsFile    string        `env:"ACCOUNTS_FILE" desc:"a YAML file of the accounts to watch, each with its own login, API URL, budget and interval (docs/operations.md, Running many accounts); with it, the login variables above stay unset"`
 	APIRate         int           `env:"API_RATE" envDefault:"100" desc:"client-side request budget, requests per minute, shared by pages, end lookups and logins; 0 for none"`
 	PollInterval    time.Duration `env:"POLL_INTERVAL" envDefault:"15s" desc:"time between the starts of two polls, at least 100ms"`
 	PollTimeout     time.Duration `env:"POLL_TIMEOUT" help:"90% of MEETWATCH_POLL_INTERVAL" desc:"the least time the API part of a poll gets (listing and end lookups); a listing whose first page shows that it needs longer gets that"`
@@ -95,7 +96,10 @@ var (
 )
 
 // loadConfig reads the configuration from environ and checks it. forRun adds
-// the checks only the watcher needs, so that `tail` runs without a token.
+// the checks only the watcher needs, so that `tail` runs without a token,
+// and reads the accounts file, if any. With the file, PollTimeout stays 0
+// when unset: each account's default is 90% of its own interval (see
+// loadAccounts).
 func loadConfig(environ map[string]string, forRun bool) (config, error) {
 	var c config
 	err := env.ParseWithOptions(&c, env.Options{Prefix: envPrefix, Environment: environ})
@@ -112,7 +116,15 @@ func loadConfig(environ map[string]string, forRun bool) (config, error) {
 	if err := c.validate(forRun); err != nil {
 		return c, err
 	}
-	if c.PollTimeout == 0 {
+	if forRun && c.AccountsFile != "" {
+		// A bad file is exit 2 before anything starts. The runner reads
+		// the accounts itself, with loadAccounts, at start and on every
+		// reload.
+		if _, err := loadAccounts(c); err != nil {
+			return c, err
+		}
+	}
+	if c.PollTimeout == 0 && c.AccountsFile == "" {
 		c.PollTimeout = c.PollInterval * 9 / 10 // what the help says
 	}
 	return c, nil
@@ -215,7 +227,15 @@ func (c config) validate(forRun bool) error {
 	if err := c.HA.validate(); err != nil {
 		return err
 	}
-	if err := c.validateLogin(); err != nil {
+	if c.AccountsFile != "" {
+		// Each account of the file has its login there.
+		if set := c.loginVariables(); len(set) > 0 {
+			return &configError{
+				Var: varName("AccountsFile") + " and " + strings.Join(set, ", "),
+				Msg: "both set: with an accounts file, each account's login is in the file; unset the login variables",
+			}
+		}
+	} else if err := c.validateLogin(); err != nil {
 		return err
 	}
 	if c.APIRate < 0 {

@@ -1249,7 +1249,7 @@ func TestHeldAcknowledgementsFailNoPoll(t *testing.T) {
 	assert.Len(t, started, 2*batch)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	state, err := kvstore.Read(t.Context(), js, stateBucket)
+	state, err := kvstore.Read(t.Context(), js, stateBucket, "")
 	require.NoError(t, err)
 	assert.Len(t, state.Snapshot, 2*batch, "every meeting recorded")
 	assert.Empty(t, state.Pending)

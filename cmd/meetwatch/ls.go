@@ -18,12 +18,17 @@ import (
 )
 
 func runLs(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("ls", `Usage: meetwatch ls [--json] [--timeout DURATION]
+	fs := newFlagSet("ls", `Usage: meetwatch ls [--json] [--account NAME] [--timeout DURATION]
 
 Prints the meetings going on now, as the last committed snapshot in the
 state bucket holds them: a table of confUUID, conference ID, subject,
 start time and online attendees, sorted by start time. It only reads: a
 running meetwatch is not disturbed.
+
+With --account, the meetings of that account of an accounts file
+(MEETWATCH_ACCOUNTS_FILE), whose state the bucket keeps under the key
+prefix NAME.; without it, the state of meetwatch run without an accounts
+file.
 
 With --json, one JSON object per line: each meeting's record as events
 carry it, with the fields of MEETWATCH_REDACT removed, so that no secret
@@ -35,11 +40,19 @@ settings of meetwatch run. A state that does not load within --timeout
 (a server that does not answer, a permission the user lacks) is an error.`, stderr)
 	asJSON := fs.Bool("json", false, "print each meeting's record, secrets removed, one JSON object per line")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the state to load")
+	accountFlag := fs.String("account", "", "the `NAME` of an account of an accounts file: list its meetings")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if err := noArguments(fs); err != nil {
 		return err
+	}
+	prefix := ""
+	if *accountFlag != "" {
+		if err := validAccountName(*accountFlag); err != nil {
+			return usagef("--account: %v", err)
+		}
+		prefix = account{Name: *accountFlag}.statePrefix()
 	}
 	cfg, err := loadConfig(environ, false)
 	if err != nil {
@@ -55,7 +68,7 @@ settings of meetwatch run. A state that does not load within --timeout
 	// through an election; a tool asked once must give up instead.
 	rctx, cancel := context.WithTimeoutCause(ctx, *timeout, errNoAnswer)
 	defer cancel()
-	st, err := kvstore.Read(rctx, js, cfg.StateBucket)
+	st, err := kvstore.Read(rctx, js, cfg.StateBucket, prefix)
 	if errors.Is(context.Cause(rctx), errNoAnswer) {
 		return fmt.Errorf("reading state bucket %s: no answer within %s (a permission the NATS user lacks is logged above; see docs/security.md): %w",
 			cfg.StateBucket, *timeout, err)

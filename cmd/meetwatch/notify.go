@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,7 +32,7 @@ const (
 	envNotifySecret  = envPrefix + "NOTIFY_SECRET"
 )
 
-const notifyHelp = `Usage: meetwatch notify --webhook URL --format FORMAT [--secret S] [--kinds started,ended] [--durable NAME]
+const notifyHelp = `Usage: meetwatch notify --webhook URL --format FORMAT [--secret S] [--kinds started,ended] [--durable NAME] [--filter SUBJECT]
 
 Posts one chat message per meeting event to a webhook: the kind, the
 meeting's subject and conference ID and, for a changed meeting, what
@@ -59,6 +60,9 @@ platform refuses 3 times is logged and skipped. Events of the kinds not selected
 are acknowledged without a message, and so, with --skip-initial, are the
 started events of meetings already running when the watcher first looked
 (their message says so otherwise).
+--filter reads only the events on the subjects a NATS subject filter
+matches: meetings.acme.> for the account acme of an accounts file; the
+default is every event, <prefix>.>.
 Stops cleanly on SIGINT or SIGTERM.
 
 Environment: MEETWATCH_NATS_URL (default ` + defaultNATSURL + `),
@@ -76,6 +80,8 @@ type notifyOptions struct {
 	webhook *chat.Webhook
 	kinds   []events.Kind
 	durable string
+	// filter is the subjects the durable reads.
+	filter string
 	// skipInitial sends no message for a meeting already running when the
 	// watcher first looked.
 	skipInitial bool
@@ -89,6 +95,7 @@ func runNotify(ctx context.Context, args []string, environ map[string]string, st
 	kinds := fs.String("kinds", defaultKinds, "the event kinds to send, comma-separated: started, ended, changed")
 	durable := fs.String("durable", notify.DefaultDurable, "the durable consumer's `NAME`: where this notifier resumes")
 	skipInitial := fs.Bool("skip-initial", false, "send no message for the started events of meetings already running when the watcher first looked")
+	filter := fs.String("filter", "", "read only the events on the subjects this `SUBJECT` filter matches (meetings.acme.>); default <prefix>.>")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -100,10 +107,16 @@ func runNotify(ctx context.Context, args []string, environ map[string]string, st
 		return usagef("%v", err)
 	}
 	opts.skipInitial = *skipInitial
+	if *filter != "" {
+		if err := subjectFilterError(*filter); err != nil {
+			return usagef("--filter %q: %v", *filter, err)
+		}
+	}
 	cfg, err := loadConfig(environ, false)
 	if err != nil {
 		return err
 	}
+	opts.filter = cmp.Or(*filter, cfg.SubjectPrefix+".>")
 	logger := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
 	return notifyChat(ctx, cfg, opts, logger)
 }
@@ -188,7 +201,7 @@ func notifyChat(ctx context.Context, cfg config, opts notifyOptions, logger *slo
 		return err
 	}
 	ncfg := notify.Config{
-		Stream: cfg.Stream, Filter: cfg.SubjectPrefix + ".>", Durable: opts.durable,
+		Stream: cfg.Stream, Filter: opts.filter, Durable: opts.durable,
 		Kinds: opts.kinds, SkipInitial: opts.skipInitial, Sender: sender, Logger: log,
 	}
 	cons, created, err := notify.Open(ctx, js, ncfg)
@@ -200,7 +213,7 @@ func notifyChat(ctx context.Context, cfg config, opts notifyOptions, logger *slo
 		kinds[i] = string(k)
 	}
 	log.Info("notifying", "webhook", opts.webhook.String(), "format", string(opts.webhook.Format()),
-		"kinds", strings.Join(kinds, ","), "skip_initial", opts.skipInitial, "stream", cfg.Stream,
+		"kinds", strings.Join(kinds, ","), "skip_initial", opts.skipInitial, "stream", cfg.Stream, "filter", opts.filter,
 		"durable", opts.durable, "new_durable", created)
 	counts, err := notify.Run(ctx, cons, ncfg)
 	log.Info("stopped", "sent_total", counts.Sent, "skipped_total", counts.Skipped, "ignored_total", counts.Ignored)

@@ -27,9 +27,9 @@ import (
 // each account.
 var simAccountLine = regexp.MustCompile(`(?m)^account (acct-\d+) on (http://127\.0\.0\.1:\d+) \(token "([^"]*)"\)$`)
 
-// accountsFile is the accounts file `meetwatch sim --accounts-file` writes,
+// simAccountsFile is the accounts file `meetwatch sim --accounts-file` writes,
 // read as strictly as MEETWATCH_ACCOUNTS_FILE is: no key beyond these.
-type accountsFile struct {
+type simAccountsFile struct {
 	Accounts []struct {
 		Name        string `yaml:"name"`
 		APIURL      string `yaml:"api_url"`
@@ -37,14 +37,19 @@ type accountsFile struct {
 	} `yaml:"accounts"`
 }
 
-func readAccountsFile(tb testing.TB, path string) accountsFile {
+func readAccountsFile(tb testing.TB, path string) simAccountsFile {
 	tb.Helper()
 	b, err := os.ReadFile(path)
 	require.NoError(tb, err)
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	var f accountsFile
+	var f simAccountsFile
 	require.NoError(tb, dec.Decode(&f), "the accounts file:\n%s", b)
+	cfg, err := loadConfig(map[string]string{envPrefix + "ACCOUNTS_FILE": path}, true)
+	require.NoError(tb, err, "meetwatch run takes the file")
+	accounts, err := loadAccounts(cfg)
+	require.NoError(tb, err, "meetwatch run takes the file")
+	require.Len(tb, accounts, len(f.Accounts))
 	return f
 }
 

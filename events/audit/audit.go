@@ -31,6 +31,7 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -75,6 +76,12 @@ var (
 type Options struct {
 	// Stream is the stream to log.
 	Stream string
+	// Filter, when set, logs only the messages on the subjects it matches
+	// (a NATS subject filter, such as "meetings.acme.>" for one account's
+	// events), in stream order; empty logs the whole stream. A durable
+	// keeps the filter it was made with: one made with another is
+	// refused with ErrConsumerConfig.
+	Filter string
 	// Durable names the durable consumer that records how far the log is
 	// acknowledged; DefaultDurable when empty. One log per durable: two
 	// processes on one durable would each get part of the stream.
@@ -111,6 +118,9 @@ func Run(ctx context.Context, js jetstream.JetStream, out io.Writer, opts Option
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	l := &auditLog{opts: opts, out: out, logger: opts.Logger.With("component", "audit", "stream", opts.Stream, "durable", opts.Durable)}
+	if opts.Filter != "" {
+		l.logger = l.logger.With("filter", opts.Filter)
+	}
 	if f, ok := out.(*File); ok {
 		l.file = f
 		l.logger = l.logger.With("file", f.Path())
@@ -182,7 +192,7 @@ func (l *auditLog) consumer(ctx context.Context, js jetstream.JetStream) (bool, 
 	cons, err := l.stream.Consumer(ctx, l.opts.Durable)
 	if err == nil {
 		l.cons = cons
-		return false, checkConsumer(cons.CachedInfo().Config)
+		return false, checkConsumer(cons.CachedInfo().Config, l.opts.Filter)
 	}
 	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return false, fmt.Errorf("opening durable consumer %s: %w", l.opts.Durable, err)
@@ -202,6 +212,7 @@ func (l *auditLog) consumer(ctx context.Context, js jetstream.JetStream) (bool, 
 		// up to a batch or two pending; a generous bound keeps a run of
 		// such kills from stopping deliveries until they time out.
 		MaxAckPending: 16 * l.opts.Batch,
+		FilterSubject: l.opts.Filter,
 	})
 	if err != nil {
 		return false, fmt.Errorf("creating durable consumer %s: %w", l.opts.Durable, err)
@@ -210,13 +221,20 @@ func (l *auditLog) consumer(ctx context.Context, js jetstream.JetStream) (bool, 
 }
 
 // checkConsumer rejects a durable that would skip or reorder messages, or
-// whose floor does not mean "everything up to here".
-func checkConsumer(c jetstream.ConsumerConfig) error {
+// whose floor does not mean "everything up to here": one that filters
+// other subjects than filter.
+func checkConsumer(c jetstream.ConsumerConfig, filter string) error {
 	switch {
 	case c.AckPolicy != jetstream.AckAllPolicy:
 		return fmt.Errorf("%w: its ack policy is %s, not all", ErrConsumerConfig, c.AckPolicy)
-	case c.FilterSubject != "" || len(c.FilterSubjects) > 0:
-		return fmt.Errorf("%w: it filters subjects", ErrConsumerConfig)
+	case len(c.FilterSubjects) > 0:
+		return fmt.Errorf("%w: it filters the subjects %q", ErrConsumerConfig, c.FilterSubjects)
+	case c.FilterSubject != filter && filter == "":
+		return fmt.Errorf("%w: it filters the subjects %s, and no filter is given", ErrConsumerConfig, c.FilterSubject)
+	case c.FilterSubject != filter && c.FilterSubject == "":
+		return fmt.Errorf("%w: it filters no subjects, and the filter %s is given", ErrConsumerConfig, filter)
+	case c.FilterSubject != filter:
+		return fmt.Errorf("%w: it filters the subjects %s, not %s", ErrConsumerConfig, c.FilterSubject, filter)
 	case c.DeliverPolicy != jetstream.DeliverAllPolicy:
 		return fmt.Errorf("%w: its deliver policy is %s, not all", ErrConsumerConfig, c.DeliverPolicy)
 	}
@@ -282,9 +300,10 @@ func (l *auditLog) reconcile(ctx context.Context, floor, delivered uint64, acked
 		ErrMismatch, l.file.Path(), describe(last), l.opts.Durable, floor, delivered)
 }
 
-// next returns the stream's first message at or after seq.
+// next returns the stream's first message at or after seq that the log
+// takes: on a subject of its filter.
 func (l *auditLog) next(ctx context.Context, seq uint64) (*jetstream.RawStreamMsg, error) {
-	m, err := l.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(">"))
+	m, err := l.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(cmp.Or(l.opts.Filter, ">")))
 	if err != nil {
 		return nil, fmt.Errorf("reading stream %s from sequence %d: %w", l.opts.Stream, seq, err)
 	}

@@ -25,17 +25,27 @@ import (
 // when every event is acknowledged: the watcher commits its state after a
 // successful Publish, so an event that is not safely stored must fail it.
 type Publisher struct {
-	js     jetstream.JetStream
-	cfg    Config
-	logger *slog.Logger
+	js  jetstream.JetStream
+	cfg Config
+	// subjects is the prefix of the events' subjects: Prefix, or
+	// <Prefix>.<Account>.
+	subjects string
+	logger   *slog.Logger
 }
 
 // PublisherConfig describes the stream events go to.
 type Config struct {
 	// Stream is the stream's name; it holds the subjects <Prefix>.>.
 	Stream string
-	// Prefix is the first subject token.
+	// Prefix is the first subject token(s): MEETWATCH_SUBJECT_PREFIX.
 	Prefix string
+	// Account, when set, names the account of an accounts file whose
+	// events this publisher sends: they go to
+	// <Prefix>.<Account>.<kind>.<confUUID>, in the one stream of every
+	// account, whose subjects stay <Prefix>.> (EnsureStream never narrows
+	// them to one account's). Empty for a watcher of one account, whose
+	// events go to <Prefix>.<kind>.<confUUID>.
+	Account string
 	// Duplicates is the stream's deduplication window. It must outlast a
 	// restart, so that re-publishing an event with its id is dropped; an
 	// existing stream's window may be longer.
@@ -94,7 +104,11 @@ func New(nc *nats.Conn, cfg Config) (*Publisher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening jetstream: %w", err)
 	}
-	return &Publisher{js: js, cfg: cfg, logger: cfg.Logger.With("component", "publisher")}, nil
+	subjects := cfg.Prefix
+	if cfg.Account != "" {
+		subjects += "." + cfg.Account
+	}
+	return &Publisher{js: js, cfg: cfg, subjects: subjects, logger: cfg.Logger.With("component", "publisher")}, nil
 }
 
 // JetStream returns the context the events go through: its asynchronous
@@ -209,7 +223,7 @@ func (p *Publisher) Send(ctx context.Context, msgs []events.Message) (events.Pub
 				}
 				m := &msgs[pending[k]]
 				msg := &nats.Msg{
-					Subject: events.Subject(p.cfg.Prefix, m.Kind, m.Meeting),
+					Subject: events.Subject(p.subjects, m.Kind, m.Meeting),
 					Header:  nats.Header{"Content-Type": []string{events.ContentType}},
 					Data:    m.Body,
 				}

@@ -25,15 +25,19 @@ import (
 // committed as intents.
 func (s *Store) Load(ctx context.Context) (watcher.State, error) { return s.load(ctx, true) }
 
-// Read returns the state of the bucket named bucket as a replica would
-// load it, without writing anything: for tools that only look. The bucket
-// must exist.
-func Read(ctx context.Context, js jetstream.JetStream, bucket string) (watcher.State, error) {
+// Read returns the state under prefix (see Config.Prefix; "" for a
+// single watcher's) of the bucket named bucket, as a replica would load
+// it, without writing anything: for tools that only look. The bucket must
+// exist.
+func Read(ctx context.Context, js jetstream.JetStream, bucket, prefix string) (watcher.State, error) {
+	if err := ValidPrefix(prefix); err != nil {
+		return watcher.State{}, err
+	}
 	kv, err := js.KeyValue(ctx, bucket)
 	if err != nil {
 		return watcher.State{}, fmt.Errorf("opening state bucket %s: %w", bucket, err)
 	}
-	s := newStore(js, kv, bucket, func() error { return errors.New("read only") }, slog.New(slog.DiscardHandler))
+	s := newStore(js, kv, bucket, prefix, func() error { return errors.New("read only") }, slog.New(slog.DiscardHandler))
 	return s.load(ctx, false)
 }
 
@@ -58,7 +62,7 @@ func (s *Store) load(ctx context.Context, tidy bool) (watcher.State, error) {
 }
 
 func (s *Store) loadOnce(ctx context.Context, tidy bool) (watcher.State, error) {
-	e, err := s.get(ctx, metaKey)
+	e, err := s.get(ctx, s.meta)
 	var meta metaValue
 	var metaRev uint64
 	switch {
@@ -252,12 +256,13 @@ func pendingChange(rec snapshot.Meeting, prev, base string) (snapshot.Change, er
 		Fields: snapshot.CompareRecords(old.Raw(), rec.Raw()), Base: b}, nil
 }
 
-// readAll hands fn the last message of every key of the bucket, with its
-// revision, and returns once each was handed over: one pass of an ordered
-// consumer, far faster than a Get per key, and unlike a key-value watch it
-// sees each write's headers. It reads every key rather than filtering by
-// prefix: nats-server serves a consumer over several filters slowly once
-// many delete markers have expired.
+// readAll hands fn the last message of every key under the store's
+// prefix, the prefix cut off, with its revision, and returns once each was
+// handed over: one pass of an ordered consumer, far faster than a Get per
+// key, and unlike a key-value watch it sees each write's headers. It reads
+// all the prefix's keys with one filter rather than one filter per kind of
+// key: nats-server serves a consumer over several filters slowly once many
+// delete markers have expired.
 func (s *Store) readAll(ctx context.Context, fn func(key string, h nats.Header, data []byte, rev uint64) error) error {
 	legacy, err := s.js.Conn().JetStream()
 	if err != nil {

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/jsensure"
 )
 
@@ -16,6 +18,10 @@ import (
 type Config struct {
 	// Bucket is the key-value bucket's name.
 	Bucket string
+	// Prefix starts every key of this store, such as "acme.", so that
+	// the watchers of several accounts keep their states apart in one
+	// bucket; see ValidPrefix. Empty for the keys of a single watcher.
+	Prefix string
 	// Replicas is the bucket's replica count when Open creates it; 0
 	// means 1.
 	Replicas int
@@ -49,6 +55,9 @@ type Config struct {
 // through (publish.Publisher.JetStream), whose cap covers that window and
 // whose acknowledgement timeout fails a write that gets no answer.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
+	if err := ValidPrefix(cfg.Prefix); err != nil {
+		return nil, err
+	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -81,15 +90,34 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 			cfg.Conflict(c)
 		}
 	}
-	s := newStore(js, kv, cfg.Bucket, cfg.Guard, logger)
+	s := newStore(js, kv, cfg.Bucket, cfg.Prefix, cfg.Guard, logger)
 	if bucket.AllowMsgTTL { // a bucket that refuses per-message TTLs keeps its markers
 		s.markerTTL = markerTTL
 	}
 	return s, nil
 }
 
-func newStore(js jetstream.JetStream, kv jetstream.KeyValue, bucket string, guard func() error, logger *slog.Logger) *Store {
-	return &Store{kv: kv, js: js, subjects: "$KV." + bucket + ".", stream: "KV_" + bucket, guard: guard, logger: logger, seed: maphash.MakeSeed()}
+func newStore(js jetstream.JetStream, kv jetstream.KeyValue, bucket, prefix string, guard func() error, logger *slog.Logger) *Store {
+	return &Store{kv: kv, js: js, subjects: "$KV." + bucket + "." + prefix, meta: prefix + metaKey, stream: "KV_" + bucket,
+		guard: guard, logger: logger, seed: maphash.MakeSeed()}
+}
+
+// ValidPrefix reports what is wrong with a key prefix, if anything: it is
+// empty, or one token of letters, digits, - and _ followed by a dot
+// ("acme."), so that it can neither widen the subject filter a load reads
+// with nor hold the keys of another prefix. "m." and "e." are refused: a
+// store without a prefix would read their keys (m.meta) as its own.
+func ValidPrefix(prefix string) error {
+	tok, ok := strings.CutSuffix(prefix, ".")
+	switch {
+	case prefix == "":
+		return nil
+	case !ok || tok == "" || events.Token(tok) != tok:
+		return fmt.Errorf("state key prefix %q: want one token of letters, digits, - and _, followed by a dot", prefix)
+	case tok+"." == meetingPrefix || tok+"." == missingPrefix:
+		return fmt.Errorf("state key prefix %q: the keys would read as a meeting's in a state without a prefix", prefix)
+	}
+	return nil
 }
 
 // stateConflicts returns what in the configuration of the state bucket

@@ -17,6 +17,13 @@
 // revision this replica last read or wrote, so a former leader's late
 // write never lands over a newer one; an e. key counts only when it names
 // the listing that meta names.
+//
+// Several watchers share one bucket, each under a key prefix of its own
+// (Config.Prefix): the watcher of the account acme keeps acme.m.<confUUID>,
+// acme.e.<confUUID> and acme.meta, reads and writes nothing outside
+// acme., and loads with a subject filter on it. Without a prefix the keys
+// are those above; a load then reads every prefix's keys too, and passes
+// over them, since none starts with m. or e. (see ValidPrefix).
 package kvstore
 
 import (
@@ -48,9 +55,12 @@ import (
 type Store struct {
 	kv jetstream.KeyValue
 	js jetstream.JetStream
-	// subjects is the prefix of the bucket's subjects, "$KV.<bucket>.":
-	// a poll's writes are asynchronous publishes to them.
-	subjects  string
+	// subjects is the prefix of the subjects of this store's keys,
+	// "$KV.<bucket>.<prefix>": a poll's writes are asynchronous publishes
+	// to them, and a load reads them alone.
+	subjects string
+	// meta is the meta key, under the prefix.
+	meta      string
 	stream    string
 	markerTTL time.Duration
 	guard     func() error
@@ -240,9 +250,9 @@ func (s *Store) Commit(ctx context.Context, commit watcher.Commit) error {
 	rev := s.metaRev
 	s.mu.Unlock()
 	if rev == 0 {
-		rev, err = s.kv.Create(ctx, metaKey, meta)
+		rev, err = s.kv.Create(ctx, s.meta, meta)
 	} else {
-		rev, err = s.kv.Update(ctx, metaKey, meta, rev)
+		rev, err = s.kv.Update(ctx, s.meta, meta, rev)
 	}
 	switch {
 	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
