@@ -46,9 +46,12 @@ type memKV struct {
 	seq     uint64
 	entries map[string]memEntry
 	writes  []memWrite
+	// keys holds the key of each write, in the order of writes.
+	keys []string
 }
 
 type memEntry struct {
+	key     string
 	rev     uint64
 	deleted bool
 	at      time.Time
@@ -58,7 +61,7 @@ type memEntry struct {
 // Bucket, Key, Value, Revision, Created, Delta and Operation make a
 // memEntry the jetstream.KeyValueEntry that Get returns.
 func (e memEntry) Bucket() string     { return "test" }
-func (e memEntry) Key() string        { return leaseKey }
+func (e memEntry) Key() string        { return e.key }
 func (e memEntry) Value() []byte      { return e.value }
 func (e memEntry) Revision() uint64   { return e.rev }
 func (e memEntry) Created() time.Time { return e.at }
@@ -96,6 +99,19 @@ func (kv *memKV) Writes() []memWrite {
 	return append([]memWrite(nil), kv.writes...)
 }
 
+// WritesTo returns the writes of key the bucket accepted, oldest first.
+func (kv *memKV) WritesTo(key string) []memWrite {
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	var got []memWrite
+	for i, w := range kv.writes {
+		if kv.keys[i] == key {
+			got = append(got, w)
+		}
+	}
+	return got
+}
+
 // last returns key's last entry, if it has one that has not expired. The
 // caller holds kv.mu.
 func (kv *memKV) last(key string) (memEntry, bool) {
@@ -111,8 +127,9 @@ func (kv *memKV) last(key string) (memEntry, bool) {
 func (kv *memKV) write(op, by, key string, value []byte) uint64 {
 	kv.seq++
 	now := time.Now()
-	kv.entries[key] = memEntry{rev: kv.seq, deleted: op == "delete", at: now, value: value}
+	kv.entries[key] = memEntry{key: key, rev: kv.seq, deleted: op == "delete", at: now, value: value}
 	kv.writes = append(kv.writes, memWrite{op: op, by: by, rev: kv.seq, at: now})
+	kv.keys = append(kv.keys, key)
 	return kv.seq
 }
 
