@@ -36,7 +36,8 @@ import (
 // Both answer JSON, with the reason when they are not 200 and the error
 // behind the current trouble (last_error, credentials removed). Health is
 // usable from the process's first moment, before NATS is connected:
-// SetConnection and SetLease attach what it reads once they exist.
+// SetConnection and SetLease (or SetPlacement) attach what it reads once
+// they exist.
 type Health struct {
 	// LoopGrace is how far past its own deadline a loop may be while
 	// healthy: publishing and committing have no deadline of their own,
@@ -51,7 +52,7 @@ type Health struct {
 
 	mu        sync.Mutex
 	connected func() bool
-	lease     *Lease
+	lease     elector
 	lastPoll  time.Time
 	committed bool
 	// loops holds each loop's deadline from its last beat.
@@ -64,6 +65,20 @@ type Health struct {
 }
 
 var _ watcher.Health = (*Health)(nil)
+
+// elector is what the probes read of a Lease or a Placement: whether this
+// replica leads (one unit at least), and when it last heard from the
+// lease bucket.
+type elector interface {
+	Leader() bool
+	LastCheck() time.Time
+	TTL() time.Duration
+}
+
+var (
+	_ elector = (*Lease)(nil)
+	_ elector = (*Placement)(nil)
+)
 
 type timedError struct {
 	at  time.Time
@@ -96,7 +111,22 @@ func (h *Health) SetConnection(connected func() bool) {
 func (h *Health) SetLease(l *Lease) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.lease = l
+	h.lease = nil
+	if l != nil {
+		h.lease = l
+	}
+}
+
+// SetPlacement attaches the placement of many units, in place of a lease:
+// the replica leads while it holds at least one unit, and stands by while
+// it holds none.
+func (h *Health) SetPlacement(p *Placement) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lease = nil
+	if p != nil {
+		h.lease = p
+	}
 }
 
 // SetWarnings replaces the warnings both probes show: settings of the

@@ -1,11 +1,13 @@
 // Package ha lets several meetwatch replicas share one deployment: a lease
-// in a JetStream key-value bucket elects the one that polls and publishes,
-// and the /healthz and /readyz probes tell an orchestrator how each replica
-// is doing.
+// in a JetStream key-value bucket elects the one that polls and publishes
+// (or, with many accounts, a placement shares them out among the replicas,
+// a lease each), and the /healthz and /readyz probes tell an orchestrator
+// how each replica is doing.
 package ha
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -63,6 +65,10 @@ type LeaseConfig struct {
 	// dies, a standby takes over once the server lets its key go, a TTL
 	// after its last renewal, at its next look (see campaignEvery).
 	TTL time.Duration
+	// Key is the lease's key in the bucket; empty means "leader", the one
+	// lease of a deployment that watches one account. A Placement holds
+	// one lease per unit in the same bucket, each under a key of its own.
+	Key string
 	// ID names this replica in the lease and in logs.
 	ID string
 	// Logger receives elections; nil discards them.
@@ -86,6 +92,7 @@ type keyValue interface {
 	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
 }
 
+// leaseKey is the lease's key when LeaseConfig.Key is empty.
 const leaseKey = "leader"
 
 // campaignTimeout bounds one look at the lease and the write that takes
@@ -107,36 +114,47 @@ var (
 // under the replicas running: the lease takes the bucket's, as they do,
 // and the difference is logged at WARN and reported to Conflict.
 func OpenLease(ctx context.Context, js jetstream.JetStream, cfg LeaseConfig) (*Lease, error) {
-	if cfg.TTL < time.Second {
-		return nil, fmt.Errorf("lease ttl %s: must be at least 1s", cfg.TTL)
-	}
 	logger := slog.New(slog.DiscardHandler)
 	if cfg.Logger != nil {
 		logger = cfg.Logger.With("component", "lease", "replica", cfg.ID)
 	}
-	kv, bucket, err := jsensure.Bucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket:      cfg.Bucket,
+	kv, ttl, err := openLeaseBucket(ctx, js, cfg.Bucket, cfg.Replicas, cfg.TTL, cfg.Conflict, logger)
+	if err != nil {
+		return nil, err
+	}
+	cfg.TTL = ttl
+	return newLease(kv, cfg), nil
+}
+
+// openLeaseBucket opens the lease bucket for OpenLease and OpenPlacement,
+// creating it with a TTL of ttl when it is missing, and returns it with
+// the TTL to lease with: the bucket's (see OpenLease).
+func openLeaseBucket(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, ttl time.Duration, conflict func(string), logger *slog.Logger) (jetstream.KeyValue, time.Duration, error) {
+	if ttl < time.Second {
+		return nil, 0, fmt.Errorf("lease ttl %s: must be at least 1s", ttl)
+	}
+	kv, cfg, err := jsensure.Bucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      bucket,
 		Description: "meetwatch: which replica leads",
 		History:     1,
-		TTL:         cfg.TTL,
+		TTL:         ttl,
 		Storage:     jetstream.FileStorage,
-		Replicas:    max(cfg.Replicas, 1),
+		Replicas:    max(replicas, 1),
 	}, nil, logger)
 	if err != nil {
-		return nil, fmt.Errorf("opening lease bucket: %w", err)
+		return nil, 0, fmt.Errorf("opening lease bucket: %w", err)
 	}
-	switch ttl := bucket.MaxAge; {
-	case ttl < time.Second:
-		return nil, fmt.Errorf("lease bucket %s has a TTL of %s: a lease needs one of at least 1s, or a dead leader's lease never lapses; set it, or delete the bucket for meetwatch to make it again", cfg.Bucket, ttl)
-	case ttl != cfg.TTL:
+	switch have := cfg.MaxAge; {
+	case have < time.Second:
+		return nil, 0, fmt.Errorf("lease bucket %s has a TTL of %s: a lease needs one of at least 1s, or a dead leader's lease never lapses; set it, or delete the bucket for meetwatch to make it again", bucket, have)
+	case have != ttl:
 		logger.Warn("the lease bucket's TTL differs from the configured lease TTL; leasing with the bucket's, as the other replicas do",
-			"bucket", cfg.Bucket, "ttl", ttl, "configured_ttl", cfg.TTL)
-		if cfg.Conflict != nil {
-			cfg.Conflict(fmt.Sprintf("lease bucket %s has a TTL of %s, not the %s configured: this replica leases with the bucket's, as every replica must", cfg.Bucket, ttl, cfg.TTL))
+			"bucket", bucket, "ttl", have, "configured_ttl", ttl)
+		if conflict != nil {
+			conflict(fmt.Sprintf("lease bucket %s has a TTL of %s, not the %s configured: this replica leases with the bucket's, as every replica must", bucket, have, ttl))
 		}
-		cfg.TTL = ttl
 	}
-	return newLease(kv, cfg), nil
+	return kv, cfg.MaxAge, nil
 }
 
 // newLease returns a Lease held in kv, a bucket whose TTL is cfg.TTL.
@@ -144,10 +162,23 @@ func newLease(kv keyValue, cfg LeaseConfig) *Lease {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	return leaseOn(kv, cfg, newRun(cfg.ID), cfg.Logger.With("component", "lease", "replica", cfg.ID))
+}
+
+// newRun returns what a lease key holds while replica id leads in this run
+// of the process.
+func newRun(id string) leaseValue {
 	var run [8]byte
-	_, _ = rand.Read(run[:])                                                          // crypto/rand does not fail
-	value, _ := json.Marshal(leaseValue{ID: cfg.ID, Run: hex.EncodeToString(run[:])}) // two strings always encode
-	return &Lease{kv: kv, cfg: cfg, logger: cfg.Logger.With("component", "lease", "replica", cfg.ID), value: value}
+	_, _ = rand.Read(run[:]) // crypto/rand does not fail
+	return leaseValue{ID: id, Run: hex.EncodeToString(run[:])}
+}
+
+// leaseOn returns a Lease held in kv under cfg.Key, whose key holds run
+// while it leads, logging to logger as it is.
+func leaseOn(kv keyValue, cfg LeaseConfig, run leaseValue, logger *slog.Logger) *Lease {
+	cfg.Key = cmp.Or(cfg.Key, leaseKey)
+	value, _ := json.Marshal(run) // two strings always encode
+	return &Lease{kv: kv, cfg: cfg, logger: logger, value: value}
 }
 
 // leaseValue is what the lease key holds: the replica that leads, and a
@@ -275,7 +306,7 @@ func (l *Lease) campaign(ctx context.Context) (uint64, leaseValue, error) {
 	ctx, cancel := context.WithTimeout(ctx, campaignTimeout)
 	defer cancel()
 	var holder leaseValue
-	e, err := l.kv.Get(ctx, leaseKey)
+	e, err := l.kv.Get(ctx, l.cfg.Key)
 	if err == nil {
 		_ = json.Unmarshal(e.Value(), &holder) // a value that is not meetwatch's names no one
 		return 0, holder, nil
@@ -284,7 +315,7 @@ func (l *Lease) campaign(ctx context.Context) (uint64, leaseValue, error) {
 		return 0, holder, err
 	}
 	// Create also takes the key over the marker that a release leaves.
-	rev, err := l.kv.Create(ctx, leaseKey, l.value)
+	rev, err := l.kv.Create(ctx, l.cfg.Key, l.value)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return 0, holder, nil
 	}
@@ -368,9 +399,9 @@ func (l *Lease) renew(ctx context.Context, rev uint64, by time.Time) (uint64, er
 	retry := backoff.Backoff{Base: l.cfg.TTL / 30, Max: l.cfg.TTL / 10}
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, min(time.Until(by), l.cfg.TTL/3))
-		next, err := l.kv.Update(actx, leaseKey, l.value, rev)
+		next, err := l.kv.Update(actx, l.cfg.Key, l.value, rev)
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			e, gerr := l.kv.Get(actx, leaseKey)
+			e, gerr := l.kv.Get(actx, l.cfg.Key)
 			if gerr != nil || !bytes.Equal(e.Value(), l.value) {
 				cancel()
 				return 0, err
@@ -403,7 +434,7 @@ func (l *Lease) renew(ctx context.Context, rev uint64, by time.Time) (uint64, er
 func (l *Lease) release(rev uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := l.kv.Delete(ctx, leaseKey, jetstream.LastRevision(rev)); err != nil {
+	if err := l.kv.Delete(ctx, l.cfg.Key, jetstream.LastRevision(rev)); err != nil {
 		l.logger.Debug("lease not released; it lapses on its own", "err", err)
 		return
 	}

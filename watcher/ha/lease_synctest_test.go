@@ -539,3 +539,30 @@ func TestLeaseReleasedWhenATermEndsFromWithin(t *testing.T) {
 		assert.Equal(t, 15*time.Second+lookEvery, got[0].Terms()[len(got[0].Terms())-1].start.Sub(start))
 	})
 }
+
+// Leases under keys of their own share one bucket without touching one
+// another: each leads, and renews and releases its own key; an empty Key
+// is "leader".
+func TestLeasesOfTwoKeysShareABucket(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		kv := newMemKV(t, testTTL)
+		a := startTestReplica(t, kv, "a")
+		b := startTestReplica(t, kv, "b", func(c *LeaseConfig) { c.Key = "unit.acme" })
+		synctest.Wait()
+		step(15 * time.Second)
+		assert.True(t, a.leading())
+		assert.True(t, b.leading())
+		b.stop()
+		assert.Equal(t, []string{"create", "update"}, ops(kv.WritesTo(leaseKey)))
+		assert.Equal(t, []string{"create", "update", "delete"}, ops(kv.WritesTo("unit.acme")))
+		assert.True(t, a.leading())
+	})
+}
+
+func ops(ws []memWrite) []string {
+	var got []string
+	for _, w := range ws {
+		got = append(got, w.op)
+	}
+	return got
+}

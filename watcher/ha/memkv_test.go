@@ -1,10 +1,12 @@
 package ha
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,7 +36,10 @@ import (
 //     wrapped in jetstream.ErrKeyRevisionMismatch otherwise, as the client
 //     reports it;
 //   - an entry, a delete marker too, expires TTL after it was written, on
-//     time.Now(), which is the bubble's clock.
+//     time.Now(), which is the bubble's clock;
+//   - Put writes whatever the key holds, and WatchAll lists the live keys,
+//     as a watcher with IgnoreDeletes does, in the order of their
+//     revisions, then nil.
 //
 // Expiry is checked when the key is read, so memKV starts no goroutine.
 // TestMemKVActsLikeJetStream holds it to a real bucket.
@@ -46,9 +51,12 @@ type memKV struct {
 	seq     uint64
 	entries map[string]memEntry
 	writes  []memWrite
+	// keys holds the key of each write, in the order of writes.
+	keys []string
 }
 
 type memEntry struct {
+	key     string
 	rev     uint64
 	deleted bool
 	at      time.Time
@@ -58,7 +66,7 @@ type memEntry struct {
 // Bucket, Key, Value, Revision, Created, Delta and Operation make a
 // memEntry the jetstream.KeyValueEntry that Get returns.
 func (e memEntry) Bucket() string     { return "test" }
-func (e memEntry) Key() string        { return leaseKey }
+func (e memEntry) Key() string        { return e.key }
 func (e memEntry) Value() []byte      { return e.value }
 func (e memEntry) Revision() uint64   { return e.rev }
 func (e memEntry) Created() time.Time { return e.at }
@@ -72,7 +80,7 @@ func (e memEntry) Operation() jetstream.KeyValueOp {
 
 // memWrite is a write the bucket accepted, for tests to assert on.
 type memWrite struct {
-	op  string // "create", "update" or "delete"
+	op  string // "create", "update", "put" or "delete"
 	by  string
 	rev uint64
 	at  time.Time
@@ -96,6 +104,19 @@ func (kv *memKV) Writes() []memWrite {
 	return append([]memWrite(nil), kv.writes...)
 }
 
+// WritesTo returns the writes of key the bucket accepted, oldest first.
+func (kv *memKV) WritesTo(key string) []memWrite {
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	var got []memWrite
+	for i, w := range kv.writes {
+		if kv.keys[i] == key {
+			got = append(got, w)
+		}
+	}
+	return got
+}
+
 // last returns key's last entry, if it has one that has not expired. The
 // caller holds kv.mu.
 func (kv *memKV) last(key string) (memEntry, bool) {
@@ -111,8 +132,9 @@ func (kv *memKV) last(key string) (memEntry, bool) {
 func (kv *memKV) write(op, by, key string, value []byte) uint64 {
 	kv.seq++
 	now := time.Now()
-	kv.entries[key] = memEntry{rev: kv.seq, deleted: op == "delete", at: now, value: value}
+	kv.entries[key] = memEntry{key: key, rev: kv.seq, deleted: op == "delete", at: now, value: value}
 	kv.writes = append(kv.writes, memWrite{op: op, by: by, rev: kv.seq, at: now})
+	kv.keys = append(kv.keys, key)
 	return kv.seq
 }
 
@@ -144,7 +166,7 @@ func (c *memConn) Fail(fail bool) { c.fail.Store(fail) }
 // LoseNextAnswer makes the next Update land and its answer go missing.
 func (c *memConn) LoseNextAnswer() { c.lose.Store(true) }
 
-var _ keyValue = (*memConn)(nil)
+var _ placementBucket = (*memConn)(nil)
 
 // Cut loses every request from now on, or none if cut is false.
 func (c *memConn) Cut(cut bool) { c.cut.Store(cut) }
@@ -234,6 +256,45 @@ func (c *memConn) Delete(ctx context.Context, key string, opts ...jetstream.KVDe
 	c.kv.write("delete", c.id, key, nil)
 	return nil
 }
+
+func (c *memConn) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	if err := c.reach(ctx); err != nil {
+		return 0, err
+	}
+	c.kv.mu.Lock()
+	defer c.kv.mu.Unlock()
+	return c.kv.write("put", c.id, key, value), nil
+}
+
+// WatchAll lists the live keys at once: a Placement stops the watcher
+// once the initial values are in, and memKV sends nothing after them.
+// Its options are not read: every listing ignores deletes.
+func (c *memConn) WatchAll(ctx context.Context, _ ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	if err := c.reach(ctx); err != nil {
+		return nil, err
+	}
+	c.kv.mu.Lock()
+	defer c.kv.mu.Unlock()
+	var live []jetstream.KeyValueEntry
+	for key := range c.kv.entries {
+		if e, ok := c.kv.last(key); ok && !e.deleted {
+			live = append(live, e)
+		}
+	}
+	slices.SortFunc(live, func(x, y jetstream.KeyValueEntry) int { return cmp.Compare(x.Revision(), y.Revision()) })
+	updates := make(chan jetstream.KeyValueEntry, len(live)+1)
+	for _, e := range live {
+		updates <- e
+	}
+	updates <- nil
+	return memWatcher(updates), nil
+}
+
+// memWatcher is the listing WatchAll returns.
+type memWatcher chan jetstream.KeyValueEntry
+
+func (w memWatcher) Updates() <-chan jetstream.KeyValueEntry { return w }
+func (w memWatcher) Stop() error                             { return nil }
 
 // lastRevision reads the revision that a jetstream.LastRevision option
 // carries, 0 for another option. The option's type and method are
@@ -358,4 +419,66 @@ func TestMemKVExpiresAndTimesOut(t *testing.T) {
 		assert.Len(t, kv.Writes(), 2, "a cut connection writes nothing")
 		assert.Equal(t, time.Minute, kv.Writes()[1].at.Sub(start))
 	})
+}
+
+// kvListing writes keys as a Placement does, and lists them between the
+// writes as it does, so that memKV's listing can be compared with a real
+// bucket's.
+func kvListing(ctx context.Context, kv placementBucket) ([]string, error) {
+	var got []string
+	list := func() error {
+		w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+		if err != nil {
+			return err
+		}
+		defer func() { _ = w.Stop() }()
+		var keys []string
+		for e := range w.Updates() {
+			if e == nil {
+				got = append(got, fmt.Sprint(keys))
+				return nil
+			}
+			keys = append(keys, fmt.Sprintf("%s@%d=%s", e.Key(), e.Revision(), e.Value()))
+		}
+		return errors.New("the listing ended early")
+	}
+	steps := []func() error{
+		list,
+		func() error { _, err := kv.Create(ctx, "unit.a", []byte("1")); return err },
+		func() error { _, err := kv.Put(ctx, "member.x", []byte("2")); return err },
+		func() error { _, err := kv.Create(ctx, "unit.b", []byte("3")); return err },
+		list,
+		func() error { return kv.Delete(ctx, "unit.a", jetstream.LastRevision(1)) },
+		func() error { _, err := kv.Put(ctx, "member.x", []byte("5")); return err },
+		list,
+		func() error { _, err := kv.Create(ctx, "unit.a", []byte("6")); return err },
+		list,
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return got, err
+		}
+	}
+	return got, nil
+}
+
+func TestMemKVListsLikeJetStream(t *testing.T) {
+	want := []string{
+		"[]",
+		"[unit.a@1=1 member.x@2=2 unit.b@3=3]",
+		"[unit.b@3=3 member.x@5=5]",
+		"[unit.b@3=3 member.x@5=5 unit.a@6=6]",
+	}
+
+	srv := natstest.Start(t)
+	js, err := jetstream.New(natstest.Connect(t, srv))
+	require.NoError(t, err)
+	bucket, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "contract", History: 1, TTL: time.Minute})
+	require.NoError(t, err)
+	got, err := kvListing(t.Context(), bucket)
+	require.NoError(t, err)
+	assert.Equal(t, want, got, "a JetStream bucket")
+	got, err = kvListing(t.Context(), newMemKV(t, time.Minute).connect("a"))
+	require.NoError(t, err)
+	assert.Equal(t, want, got, "memKV")
 }
