@@ -97,6 +97,25 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	return s, nil
 }
 
+// WithPrefix returns a store of the same bucket under another key prefix
+// (see Config.Prefix), asking guard before every write, logging to logger
+// and writing through js: what the runner of many accounts gives each
+// account's watcher, the bucket opened once. js should be the context the
+// account's events go through, as for Open, so that one window covers
+// the writes of its polls; logger nil discards.
+func (s *Store) WithPrefix(prefix string, js jetstream.JetStream, guard func() error, logger *slog.Logger) (*Store, error) {
+	if err := ValidPrefix(prefix); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	bucket := strings.TrimPrefix(s.stream, "KV_")
+	a := newStore(js, s.kv, bucket, prefix, guard, logger.With("component", "state"))
+	a.markerTTL = s.markerTTL
+	return a, nil
+}
+
 func newStore(js jetstream.JetStream, kv jetstream.KeyValue, bucket, prefix string, guard func() error, logger *slog.Logger) *Store {
 	return &Store{kv: kv, js: js, subjects: "$KV." + bucket + "." + prefix, meta: prefix + metaKey, stream: "KV_" + bucket,
 		guard: guard, logger: logger, seed: maphash.MakeSeed()}

@@ -1,6 +1,7 @@
 package kvstore_test
 
 import (
+	"errors"
 	"maps"
 	"slices"
 	"testing"
@@ -113,4 +114,36 @@ func TestABadPrefixIsRefused(t *testing.T) {
 	for _, prefix := range []string{"", "acme.", "sp-1.", "meta.", "em."} {
 		assert.NoError(t, kvstore.ValidPrefix(prefix), "%q", prefix)
 	}
+}
+
+// A store made WithPrefix from an open one keeps its account's keys under
+// its own prefix in the same bucket, asks its own guard before it writes,
+// and reads back what it committed; a bad prefix is refused as Open
+// refuses it.
+func TestWithPrefixSharesTheBucket(t *testing.T) {
+	js := newJetStream(t)
+	base, err := kvstore.Open(t.Context(), js, kvstore.Config{Bucket: "meetwatch-state"})
+	require.NoError(t, err)
+	fenced := errors.New("fenced")
+	var guard error
+	acme, err := base.WithPrefix("acme.", js, func() error { return guard }, nil)
+	require.NoError(t, err)
+	_, err = acme.Load(t.Context())
+	require.NoError(t, err)
+	announce(t, acme, started(t, "a1")...)
+	require.NoError(t, acme.Commit(t.Context(), watcher.Commit{ObservedAt: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC), Meetings: 1}))
+
+	read, err := kvstore.Read(t.Context(), js, "meetwatch-state", "acme.")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a1"}, slices.Sorted(maps.Keys(read.Snapshot)))
+	plain, err := kvstore.Read(t.Context(), js, "meetwatch-state", "")
+	require.NoError(t, err)
+	assert.Empty(t, plain.Snapshot, "nothing under no prefix")
+
+	guard = fenced
+	err = acme.Commit(t.Context(), watcher.Commit{ObservedAt: time.Date(2026, 12, 1, 9, 1, 0, 0, time.UTC), Meetings: 1})
+	assert.ErrorIs(t, err, fenced, "the derived store's own guard")
+
+	_, err = base.WithPrefix("m.", js, nil, nil)
+	assert.ErrorContains(t, err, "state key prefix")
 }
