@@ -2,6 +2,7 @@ package events_test
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -95,4 +96,23 @@ func TestEnsureStreamAddsItsSubjects(t *testing.T) {
 	res, err := pub.Publish(t.Context(), []events.Event{e})
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.Stored)
+}
+
+// A publisher made for one term of an account and closed leaves nothing
+// on the connection: the subscription its acknowledgements came back on
+// goes with it, so that the terms of a long-lived process add none up.
+func TestPublisherCloseLeavesNoSubscription(t *testing.T) {
+	nc := natstest.Connect(t, natstest.Start(t))
+	for term := range 3 {
+		pub, err := publish.New(nc, publish.Config{Stream: "MEETINGS", Prefix: "meetings", Account: "acme", Duplicates: time.Hour})
+		require.NoError(t, err)
+		require.NoError(t, pub.EnsureStream(t.Context()))
+		before := nc.NumSubscriptions() // the connection's own, for requests
+		res, err := pub.Send(t.Context(), []events.Message{{ID: fmt.Sprint("id-", term), Kind: snapshot.Started, Meeting: "u1", Body: []byte(`{}`)}})
+		require.NoError(t, err)
+		assert.Equal(t, 1, res.Stored)
+		assert.Equal(t, before+1, nc.NumSubscriptions(), "term %d: the acknowledgements' subscription", term)
+		pub.Close()
+		assert.Equal(t, before, nc.NumSubscriptions(), "term %d: closed", term)
+	}
 }

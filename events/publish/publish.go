@@ -117,6 +117,13 @@ func New(nc *nats.Conn, cfg Config) (*Publisher, error) {
 // cover every write of a poll.
 func (p *Publisher) JetStream() jetstream.JetStream { return p.js }
 
+// Close lets go of what the publisher's asynchronous publishes hold on
+// the connection (the subscription their acknowledgements come back on),
+// so that the publishers a long-lived process makes and drops (one per
+// term of an account) leave nothing behind. Call it once no Send is in
+// flight: one that is fails.
+func (p *Publisher) Close() { p.js.CleanupPublisher() }
+
 // EnsureStream creates the stream with the configuration when it is
 // missing, and otherwise leaves the settings an operator gave it as they
 // are: only the subjects events go to are added when the stream lacks
