@@ -1,6 +1,7 @@
 package ha
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +35,12 @@ import (
 //     replica either leads with a snapshot committed in this term, or
 //     stands by having looked at the lease within LeaseMaxAge.
 //
+// With many accounts (Accounts set), each account this replica polls has
+// a poll loop of its own (see Account): liveness watches each, and
+// readiness asks that every one of them committed in its term, or, when
+// the replica polls none, that it looked at the lease bucket within
+// LeaseMaxAge. The reports list the accounts polled.
+//
 // Both answer JSON, with the reason when they are not 200 and the error
 // behind the current trouble (last_error, credentials removed). Health is
 // usable from the process's first moment, before NATS is connected:
@@ -49,6 +57,11 @@ type Health struct {
 	// Explain, when set, says an error as last_error shows it; nil means
 	// its own text. Either way the credentials of URLs are removed.
 	Explain func(error) string
+	// Accounts says that this replica polls the accounts of an accounts
+	// file, each through Account: the reports carry "accounts", the
+	// names it polls now, an empty list when none. Set it before the
+	// probes are served.
+	Accounts bool
 
 	mu        sync.Mutex
 	connected func() bool
@@ -62,6 +75,17 @@ type Health struct {
 	errs map[string]timedError
 	// warnings are settings an operator should see (see SetWarnings).
 	warnings []string
+	// polled holds the accounts this replica polls now, each with the
+	// state of its term (see Account).
+	polled map[string]*accountTerm
+	// grace, when set, replaces LoopGrace (see SetLoopGrace).
+	grace time.Duration
+}
+
+// accountTerm is one term of an account's poll loop.
+type accountTerm struct {
+	lastPoll  time.Time
+	committed bool
 }
 
 var _ watcher.Health = (*Health)(nil)
@@ -155,6 +179,14 @@ func (h *Health) Leader() bool {
 	return lease != nil && lease.Leader()
 }
 
+// SetLoopGrace replaces LoopGrace while the probes are served: a reload
+// of the accounts file may bring a longer poll interval.
+func (h *Health) SetLoopGrace(d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.grace = d
+}
+
 // Beat records that loop is alive and will beat again by until.
 func (h *Health) Beat(loop string, until time.Time) {
 	h.mu.Lock()
@@ -238,10 +270,13 @@ func (h *Health) PollFailed(err error) {
 	h.Failed(LoopPoll, err)
 }
 
-// Report is the probes' JSON body.
+// Report is the probes' JSON body. Accounts, set only with
+// Health.Accounts, are the accounts this replica polls now, sorted: an
+// empty list when none.
 type Report struct {
 	Status         string     `json:"status"`
 	Role           string     `json:"role"`
+	Accounts       []string   `json:"accounts,omitzero"`
 	Reason         string     `json:"reason,omitempty"`
 	NATSConnected  bool       `json:"nats_connected"`
 	LastPoll       *time.Time `json:"last_poll,omitempty"`
@@ -259,9 +294,28 @@ func (h *Health) Check(now time.Time) (ready, healthy Report) {
 	loops := maps.Clone(h.loops)
 	warnings := slices.Clone(h.warnings)
 	errs := maps.Clone(h.errs)
+	grace := cmp.Or(h.grace, h.LoopGrace)
+	var polled []string
+	var uncommitted []string
+	var oldest time.Time
+	if h.Accounts {
+		polled = make([]string, 0, len(h.polled))
+		for name, t := range h.polled {
+			polled = append(polled, name)
+			switch {
+			case !t.committed:
+				uncommitted = append(uncommitted, name)
+			case oldest.IsZero() || t.lastPoll.Before(oldest):
+				oldest = t.lastPoll
+			}
+		}
+		slices.Sort(polled)
+		slices.Sort(uncommitted)
+		lastPoll = oldest
+	}
 	h.mu.Unlock()
 
-	base := Report{Role: "standby", NATSConnected: connected != nil && connected(), Warnings: warnings}
+	base := Report{Role: "standby", NATSConnected: connected != nil && connected(), Warnings: warnings, Accounts: polled}
 	if !lastPoll.IsZero() {
 		base.LastPoll = &lastPoll
 	}
@@ -301,14 +355,19 @@ func (h *Health) Check(now time.Time) (ready, healthy Report) {
 		ready.Reason = "nats is not connected"
 	case lease == nil:
 		ready.Reason = "opening the stream and buckets"
+	case h.Accounts && len(uncommitted) > 0:
+		ready.Reason = "no snapshot committed yet in this term for " + accountList(uncommitted)
+	case h.Accounts && len(polled) == 0 && (lastCheck.IsZero() || now.Sub(lastCheck) > maxAge):
+		ready.Reason = "no recent lease check"
+	case h.Accounts:
 	case leader && !committed:
 		ready.Reason = "no snapshot committed yet"
 	case !leader && (lastCheck.IsZero() || now.Sub(lastCheck) > maxAge):
 		ready.Reason = "no recent lease check"
 	}
 	for _, name := range slices.Sorted(maps.Keys(loops)) {
-		if now.Sub(loops[name]) > h.LoopGrace {
-			healthy.Reason = "the " + name + " loop is more than " + h.LoopGrace.String() + " past its own deadline"
+		if now.Sub(loops[name]) > grace {
+			healthy.Reason = "the " + name + " loop is more than " + grace.String() + " past its own deadline"
 			break
 		}
 	}
@@ -319,6 +378,96 @@ func (h *Health) Check(now time.Time) (ready, healthy Report) {
 		}
 	}
 	return ready, healthy
+}
+
+// accountList names accounts in a reason: the first few, and how many
+// more.
+func accountList(names []string) string {
+	const shown = 5
+	word := "accounts "
+	if len(names) == 1 {
+		word = "account "
+	}
+	if len(names) <= shown {
+		return word + strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s%s and %d more", word, strings.Join(names[:shown], ", "), len(names)-shown)
+}
+
+// Account returns the watcher.Health of one account's poll loop, for a
+// replica that polls many: its heartbeats are a loop of their own, named
+// "poll <name>" in /healthz, and its errors a source of last_error that
+// names the account. NewTerm counts the account as polled by this
+// replica, until End.
+func (h *Health) Account(name string) *AccountHealth {
+	return &AccountHealth{h: h, name: name, loop: LoopPoll + " " + name}
+}
+
+// AccountHealth is the watcher.Health of one account (see Health.Account).
+type AccountHealth struct {
+	h          *Health
+	name, loop string
+	// term is the term NewTerm began, which End ends only if it is still
+	// the account's.
+	term *accountTerm
+}
+
+var _ watcher.Health = (*AccountHealth)(nil)
+
+// NewTerm records that this replica polls the account from now on, with
+// nothing committed yet in this term.
+func (a *AccountHealth) NewTerm() {
+	a.h.mu.Lock()
+	defer a.h.mu.Unlock()
+	if a.h.polled == nil {
+		a.h.polled = make(map[string]*accountTerm)
+	}
+	a.term = &accountTerm{}
+	a.h.polled[a.name] = a.term
+	delete(a.h.loops, a.loop)
+	delete(a.h.errs, a.loop)
+}
+
+// Polled records a committed poll of the account.
+func (a *AccountHealth) Polled(at time.Time) {
+	a.h.mu.Lock()
+	defer a.h.mu.Unlock()
+	if a.term != nil {
+		a.term.lastPoll, a.term.committed = at, true
+	}
+	delete(a.h.errs, a.loop)
+}
+
+// PollFailed records the error of a poll of the account, shown as
+// last_error, with the account's name, until a poll commits.
+func (a *AccountHealth) PollFailed(err error) {
+	if err != nil {
+		a.h.Failed(a.loop, fmt.Errorf("account %s: %w", a.name, err))
+	}
+}
+
+// Alive records a heartbeat of the account's poll loop.
+func (a *AccountHealth) Alive(until time.Time) { a.h.Beat(a.loop, until) }
+
+// End records that the term is over: the account is no longer polled
+// here, and its loop and its error are forgotten.
+func (a *AccountHealth) End() {
+	a.h.mu.Lock()
+	defer a.h.mu.Unlock()
+	if a.term == nil || a.h.polled[a.name] != a.term {
+		return // another term of the account began meanwhile
+	}
+	delete(a.h.polled, a.name)
+	delete(a.h.loops, a.loop)
+	delete(a.h.errs, a.loop)
+	a.term = nil
+}
+
+// Polling returns how many accounts this replica polls now, for metrics.
+func (h *Health) Polling() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.polled)
 }
 
 // Handler serves /readyz and /healthz.

@@ -2,6 +2,7 @@ package ha
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -451,5 +452,68 @@ func TestHealthReadsAPlacement(t *testing.T) {
 		assert.ErrorIs(t, a.pl.Check("other"), watcher.ErrFenced)
 		ready, _ = h.Check(time.Now())
 		assert.Equal(t, "leader", ready.Role)
+	})
+}
+
+// With many accounts, the probes list the accounts polled now; readiness
+// asks each of them to have committed in its term, or, polling none, a
+// recent look at the lease bucket; and each account's loop is watched by
+// liveness on its own, named, until its term ends.
+func TestHealthOfManyAccounts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		kv := newMemKV(t, testTTL)
+		a := startTestMember(t, kv, "a", []string{"sp-1"})
+		h := &Health{LoopGrace: time.Second, Accounts: true}
+		h.SetConnection(func() bool { return true })
+		ready, _ := h.Check(time.Now())
+		assert.Equal(t, "opening the stream and buckets", ready.Reason)
+		h.SetPlacement(a.pl)
+		step(2 * lookEvery)
+		require.Equal(t, []string{"sp-1"}, a.pl.Held())
+
+		ready, healthy := h.Check(time.Now())
+		assert.Equal(t, []any{"leader", []string{}, ""}, []any{ready.Role, ready.Accounts, ready.Reason}, "holding a unit of no account polled yet")
+		assert.Equal(t, []string{}, healthy.Accounts)
+
+		acme, beta := h.Account("acme"), h.Account("beta")
+		acme.NewTerm()
+		beta.NewTerm()
+		acme.Alive(time.Now().Add(time.Second))
+		beta.Alive(time.Now().Add(time.Second))
+		beta.PollFailed(errors.New("listing meetings: 503"))
+		ready, _ = h.Check(time.Now())
+		assert.Equal(t, []string{"acme", "beta"}, ready.Accounts)
+		assert.Equal(t, "no snapshot committed yet in this term for accounts acme, beta", ready.Reason)
+		assert.Equal(t, "account beta: listing meetings: 503", ready.LastError)
+
+		acme.Polled(time.Now())
+		ready, _ = h.Check(time.Now())
+		assert.Equal(t, "no snapshot committed yet in this term for account beta", ready.Reason)
+		beta.Polled(time.Now())
+		ready, _ = h.Check(time.Now())
+		assert.Equal(t, []any{"ok", "", ""}, []any{ready.Status, ready.Reason, ready.LastError})
+
+		// beta's loop stalls: liveness names it; its term's end forgets it.
+		step(3 * time.Second)
+		acme.Alive(time.Now().Add(time.Second))
+		_, healthy = h.Check(time.Now())
+		assert.Equal(t, "the poll beta loop is more than 1s past its own deadline", healthy.Reason)
+		beta.End()
+		ready, healthy = h.Check(time.Now())
+		assert.Equal(t, []string{"acme"}, ready.Accounts)
+		assert.Empty(t, healthy.Reason)
+		assert.Equal(t, 1, h.Polling())
+
+		// A new term of acme is not ready until it commits; the end of
+		// the term before it, late, does not end the new one.
+		old := acme
+		acme = h.Account("acme")
+		acme.NewTerm()
+		old.End()
+		ready, _ = h.Check(time.Now())
+		assert.Equal(t, []any{[]string{"acme"}, "no snapshot committed yet in this term for account acme"}, []any{ready.Accounts, ready.Reason})
+		acme.End()
+		ready, _ = h.Check(time.Now())
+		assert.Equal(t, []any{[]string{}, ""}, []any{ready.Accounts, ready.Reason}, "polling none, with a recent look at the bucket")
 	})
 }
