@@ -144,6 +144,9 @@ func loadAccounts(cfg config) ([]account, error) {
 	if err := sameBudgets(accounts); err != nil {
 		return nil, accountsError(path, "%v", err)
 	}
+	if err := distinctUnits(accounts); err != nil {
+		return nil, accountsError(path, "%v", err)
+	}
 	return accounts, nil
 }
 
@@ -358,6 +361,30 @@ func sameBudgets(accounts []account) error {
 	}
 	return nil
 }
+
+// distinctUnits checks that no budget group is named as an account
+// outside it: a group and an account without one are each a unit of
+// placement under their name (see account.unit), and one name for both
+// would join them, and their budgets, into one.
+func distinctUnits(accounts []account) error {
+	for _, a := range accounts {
+		if a.BudgetGroup == "" || a.BudgetGroup == a.Name {
+			continue
+		}
+		for _, o := range accounts {
+			if o.Name == a.BudgetGroup && o.BudgetGroup != a.BudgetGroup {
+				return fmt.Errorf("budget_group %q of account %q: the name of account %q, which is not in the group: a group and an account move among the replicas under their names, so give them names of their own",
+					a.BudgetGroup, a.Name, o.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// unit is the unit of placement the account moves among the replicas
+// with: its budget group, whose accounts share one budget and so move as
+// one, or the account alone.
+func (a account) unit() string { return cmp.Or(a.BudgetGroup, a.Name) }
 
 // settings returns base, a valid configuration, with the account's API
 // settings in place of the MEETWATCH_* ones: its URL, login, listing,

@@ -28,40 +28,41 @@ const envPrefix = "MEETWATCH_"
 // --help`; help, when set, says in words what unset means, where
 // envDefault cannot.
 type config struct {
-	APIURL          string        `env:"API_URL" envDefault:"https://api.meeting.huaweicloud.com" desc:"the meeting API's base URL (https://api-intl.meeting.huaweicloud.com for ap-southeast-1)"`
-	AccessToken     redact.Secret `env:"ACCESS_TOKEN" desc:"a static X-Access-Token, one of the three ways to log in; it expires within 12-24 h, so use it for trials"`
-	AppID           string        `env:"APP_ID" desc:"App ID login: the App ID, with MEETWATCH_APP_KEY"`
-	AppKey          redact.Secret `env:"APP_KEY" desc:"App ID login: the App key"`
-	UserID          string        `env:"USER_ID" desc:"optional, with App ID login: log in as this user"`
-	CorpID          string        `env:"CORP_ID" desc:"optional, with App ID login: log in to this tenant"`
-	Account         string        `env:"ACCOUNT" desc:"account login: the account, with MEETWATCH_PASSWORD"`
-	Password        redact.Secret `env:"PASSWORD" desc:"account login: the account's password"`
-	AccountsFile    string        `env:"ACCOUNTS_FILE" desc:"a YAML file of the accounts to watch, each with its own login, API URL, budget and interval (docs/operations.md, Running many accounts); with it, the login variables above stay unset"`
-	APIRate         int           `env:"API_RATE" envDefault:"100" desc:"client-side request budget, requests per minute, shared by pages, end lookups and logins; 0 for none"`
-	PollInterval    time.Duration `env:"POLL_INTERVAL" envDefault:"15s" desc:"time between the starts of two polls, at least 100ms"`
-	PollTimeout     time.Duration `env:"POLL_TIMEOUT" help:"90% of MEETWATCH_POLL_INTERVAL" desc:"the least time the API part of a poll gets (listing and end lookups); a listing whose first page shows that it needs longer gets that"`
-	PageSize        int           `env:"PAGE_SIZE" envDefault:"500" desc:"records per page, 1 to 500"`
-	PageOverlap     int           `env:"PAGE_OVERLAP" envDefault:"20" desc:"records each page re-reads of the one before, so the list may shift that much between pages (at most half a page); 0: pages meet end to end"`
-	PageConcurrency int           `env:"PAGE_CONCURRENCY" envDefault:"4" desc:"pages fetched at once after the first, and end lookups a poll sends at once, 1 to 64"`
-	RequestTimeout  time.Duration `env:"REQUEST_TIMEOUT" envDefault:"30s" desc:"deadline of one HTTP request to the API"`
-	QueryAll        bool          `env:"QUERY_ALL" envDefault:"true" desc:"list every user's meetings (needs an enterprise admin's token); false for the user's own"`
-	SearchKey       string        `env:"SEARCH_KEY" desc:"only the meetings the API's searchKey matches (subject, scheduler or meeting ID); ends then come with the next listing, not a lookup"`
-	NATSURL         string        `env:"NATS_URL" help:"empty, meaning an embedded server with its files in MEETWATCH_DATA_DIR" desc:"NATS server URLs, comma-separated"`
-	NATSAuth                      // MEETWATCH_NATS_CREDS, _NKEY, _USER, _PASSWORD, _TOKEN, _CA, _CERT, _KEY
-	HA                            // MEETWATCH_REPLICAS, _LEASE_TTL, _LEASE_BUCKET, _REPLICA_ID, _HTTP_ADDR
-	EmbeddedListen  string        `env:"EMBEDDED_NATS_LISTEN" envDefault:"127.0.0.1:4222" desc:"where the embedded NATS server listens, when MEETWATCH_NATS_URL is empty"`
-	DataDir         string        `env:"DATA_DIR" envDefault:"./meetwatch-data" desc:"the embedded NATS server's JetStream files, when MEETWATCH_NATS_URL is empty"`
-	SubjectPrefix   string        `env:"SUBJECT_PREFIX" envDefault:"meetings" desc:"the first token(s) of every event's subject, <prefix>.<kind>.<confUUID>"`
-	Stream          string        `env:"STREAM" envDefault:"MEETINGS" desc:"the JetStream stream of the events, created or updated at start"`
-	StateBucket     string        `env:"STATE_BUCKET" envDefault:"meetwatch-state" desc:"the key-value bucket holding the last committed snapshot"`
-	DuplicateWindow time.Duration `env:"DUPLICATE_WINDOW" envDefault:"1h" desc:"the stream's deduplication window, at least 10m so that a restart fits in it"`
-	StreamMaxAge    time.Duration `env:"STREAM_MAX_AGE" envDefault:"720h" desc:"how long the stream keeps events (720h is 30 days); 0 keeps them until removed by hand, otherwise at least the duplicate window"`
-	Redact          string        `env:"REDACT" desc:"field paths, comma-separated, removed from published records; none to publish records whole"`
-	SealKey         redact.Secret `env:"SEAL_KEY" desc:"the key, at least 16 bytes, of the digests that stand for secrets in the state bucket; set it, or MEETWATCH_SEAL_KEY_FILE, in production"`
-	SealKeyFile     string        `env:"SEAL_KEY_FILE" desc:"a file holding the key of MEETWATCH_SEAL_KEY, instead of the variable"`
-	IgnoreFields    string        `env:"IGNORE_FIELDS" desc:"field paths, comma-separated, whose changes alone publish no changed event (e.g. onlineAttendeeAmount)"` // snapshot.ParseFieldSet
-	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error"`
-	LogFormat       string        `env:"LOG_FORMAT" envDefault:"text" desc:"text or json, to standard error"`
+	APIURL             string        `env:"API_URL" envDefault:"https://api.meeting.huaweicloud.com" desc:"the meeting API's base URL (https://api-intl.meeting.huaweicloud.com for ap-southeast-1)"`
+	AccessToken        redact.Secret `env:"ACCESS_TOKEN" desc:"a static X-Access-Token, one of the three ways to log in; it expires within 12-24 h, so use it for trials"`
+	AppID              string        `env:"APP_ID" desc:"App ID login: the App ID, with MEETWATCH_APP_KEY"`
+	AppKey             redact.Secret `env:"APP_KEY" desc:"App ID login: the App key"`
+	UserID             string        `env:"USER_ID" desc:"optional, with App ID login: log in as this user"`
+	CorpID             string        `env:"CORP_ID" desc:"optional, with App ID login: log in to this tenant"`
+	Account            string        `env:"ACCOUNT" desc:"account login: the account, with MEETWATCH_PASSWORD"`
+	Password           redact.Secret `env:"PASSWORD" desc:"account login: the account's password"`
+	AccountsFile       string        `env:"ACCOUNTS_FILE" desc:"a YAML file of the accounts to watch, each with its own login, API URL, budget and interval (docs/operations.md, Running many accounts); with it, the login variables above stay unset; SIGHUP reads it again"`
+	AccountConcurrency int           `env:"ACCOUNT_CONCURRENCY" envDefault:"16" desc:"with MEETWATCH_ACCOUNTS_FILE, how many accounts' listings run at once, 1 to 1024; the others wait for a slot within their own poll deadline"`
+	APIRate            int           `env:"API_RATE" envDefault:"100" desc:"client-side request budget, requests per minute, shared by pages, end lookups and logins; 0 for none"`
+	PollInterval       time.Duration `env:"POLL_INTERVAL" envDefault:"15s" desc:"time between the starts of two polls, at least 100ms"`
+	PollTimeout        time.Duration `env:"POLL_TIMEOUT" help:"90% of MEETWATCH_POLL_INTERVAL" desc:"the least time the API part of a poll gets (listing and end lookups); a listing whose first page shows that it needs longer gets that"`
+	PageSize           int           `env:"PAGE_SIZE" envDefault:"500" desc:"records per page, 1 to 500"`
+	PageOverlap        int           `env:"PAGE_OVERLAP" envDefault:"20" desc:"records each page re-reads of the one before, so the list may shift that much between pages (at most half a page); 0: pages meet end to end"`
+	PageConcurrency    int           `env:"PAGE_CONCURRENCY" envDefault:"4" desc:"pages fetched at once after the first, and end lookups a poll sends at once, 1 to 64"`
+	RequestTimeout     time.Duration `env:"REQUEST_TIMEOUT" envDefault:"30s" desc:"deadline of one HTTP request to the API"`
+	QueryAll           bool          `env:"QUERY_ALL" envDefault:"true" desc:"list every user's meetings (needs an enterprise admin's token); false for the user's own"`
+	SearchKey          string        `env:"SEARCH_KEY" desc:"only the meetings the API's searchKey matches (subject, scheduler or meeting ID); ends then come with the next listing, not a lookup"`
+	NATSURL            string        `env:"NATS_URL" help:"empty, meaning an embedded server with its files in MEETWATCH_DATA_DIR" desc:"NATS server URLs, comma-separated"`
+	NATSAuth                         // MEETWATCH_NATS_CREDS, _NKEY, _USER, _PASSWORD, _TOKEN, _CA, _CERT, _KEY
+	HA                               // MEETWATCH_REPLICAS, _LEASE_TTL, _LEASE_BUCKET, _REPLICA_ID, _HTTP_ADDR
+	EmbeddedListen     string        `env:"EMBEDDED_NATS_LISTEN" envDefault:"127.0.0.1:4222" desc:"where the embedded NATS server listens, when MEETWATCH_NATS_URL is empty"`
+	DataDir            string        `env:"DATA_DIR" envDefault:"./meetwatch-data" desc:"the embedded NATS server's JetStream files, when MEETWATCH_NATS_URL is empty"`
+	SubjectPrefix      string        `env:"SUBJECT_PREFIX" envDefault:"meetings" desc:"the first token(s) of every event's subject, <prefix>.<kind>.<confUUID>"`
+	Stream             string        `env:"STREAM" envDefault:"MEETINGS" desc:"the JetStream stream of the events, created or updated at start"`
+	StateBucket        string        `env:"STATE_BUCKET" envDefault:"meetwatch-state" desc:"the key-value bucket holding the last committed snapshot"`
+	DuplicateWindow    time.Duration `env:"DUPLICATE_WINDOW" envDefault:"1h" desc:"the stream's deduplication window, at least 10m so that a restart fits in it"`
+	StreamMaxAge       time.Duration `env:"STREAM_MAX_AGE" envDefault:"720h" desc:"how long the stream keeps events (720h is 30 days); 0 keeps them until removed by hand, otherwise at least the duplicate window"`
+	Redact             string        `env:"REDACT" desc:"field paths, comma-separated, removed from published records; none to publish records whole"`
+	SealKey            redact.Secret `env:"SEAL_KEY" desc:"the key, at least 16 bytes, of the digests that stand for secrets in the state bucket; set it, or MEETWATCH_SEAL_KEY_FILE, in production"`
+	SealKeyFile        string        `env:"SEAL_KEY_FILE" desc:"a file holding the key of MEETWATCH_SEAL_KEY, instead of the variable"`
+	IgnoreFields       string        `env:"IGNORE_FIELDS" desc:"field paths, comma-separated, whose changes alone publish no changed event (e.g. onlineAttendeeAmount)"` // snapshot.ParseFieldSet
+	LogLevel           string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error"`
+	LogFormat          string        `env:"LOG_FORMAT" envDefault:"text" desc:"text or json, to standard error"`
 }
 
 // minDuplicateWindow is the shortest deduplication window accepted: a
@@ -237,6 +238,9 @@ func (c config) validate(forRun bool) error {
 		}
 	} else if err := c.validateLogin(); err != nil {
 		return err
+	}
+	if c.AccountConcurrency < 1 || c.AccountConcurrency > 1024 {
+		return bad("AccountConcurrency", "must be 1 to 1024, got %d", c.AccountConcurrency)
 	}
 	if c.APIRate < 0 {
 		return bad("APIRate", "must be a number of requests per minute, or 0 for no budget; got %d", c.APIRate)

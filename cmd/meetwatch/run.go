@@ -59,6 +59,9 @@ func runDaemon(ctx context.Context, args []string, environ map[string]string, st
 // before anything connects, so that an orchestrator sees a live process
 // however long NATS takes to answer.
 func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
+	if cfg.AccountsFile != "" {
+		return watchAccounts(ctx, cfg, logger)
+	}
 	health := &ha.Health{LoopGrace: cfg.loopGrace()}
 	// The NATS client's words for a request made while it is away ("outbound
 	// buffer limit exceeded") are said as what they mean, with the dial
@@ -105,23 +108,7 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
-	if cfg.HTTPAddr != "" {
-		// Several replicas on one host share a configuration, and so a
-		// port: a replica without probes still watches.
-		if l, err := ha.Listen(cfg.HTTPAddr); err != nil {
-			logger.Error("probes disabled: set "+varName("HTTPAddr")+" to a free host:port, or empty to turn them off", "err", err)
-		} else {
-			mux := http.NewServeMux()
-			mux.Handle("GET /metrics", mx.Handler())
-			mux.Handle("/", health.Handler())
-			g.Go(func() error {
-				if err := ha.Serve(gctx, l, mux, logger); err != nil {
-					logger.Error("probes stopped", "err", err)
-				}
-				return nil
-			})
-		}
-	}
+	serveProbes(gctx, g, cfg, mx, health, logger)
 	natsURL := cfg.NATSURL
 	if natsURL == "" {
 		srv, err := startEmbedded(cfg)
@@ -145,6 +132,30 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 	err = g.Wait()
 	logger.Info("stopped")
 	return err
+}
+
+// serveProbes serves the probes and the metrics in g until ctx ends, when
+// an address is configured.
+func serveProbes(ctx context.Context, g *errgroup.Group, cfg config, mx *metrics.Metrics, health *ha.Health, logger *slog.Logger) {
+	if cfg.HTTPAddr == "" {
+		return
+	}
+	// Several replicas on one host share a configuration, and so a
+	// port: a replica without probes still watches.
+	l, err := ha.Listen(cfg.HTTPAddr)
+	if err != nil {
+		logger.Error("probes disabled: set "+varName("HTTPAddr")+" to a free host:port, or empty to turn them off", "err", err)
+		return
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", mx.Handler())
+	mux.Handle("/", health.Handler())
+	g.Go(func() error {
+		if err := ha.Serve(ctx, l, mux, logger); err != nil {
+			logger.Error("probes stopped", "err", err)
+		}
+		return nil
+	})
 }
 
 // startEmbedded starts the embedded NATS server. A port another NATS
@@ -243,6 +254,9 @@ type pipeline struct {
 	publisher *publish.Publisher
 	store     *kvstore.Store
 	lease     *ha.Lease
+	// placement shares the units of an accounts file out among the
+	// replicas, in place of the lease; nil without the file.
+	placement *ha.Placement
 	// closed is closed once the connection is, after every callback
 	// queued before it ran.
 	closed chan struct{}
@@ -282,6 +296,12 @@ func (p *pipeline) leads() error {
 // can start before its NATS is up. It tells health how the connection and
 // the set-up go. It returns nil, nil when ctx ends.
 func openPipeline(ctx context.Context, url string, cfg config, stored func(events.Kind), health *ha.Health, link *natsLink, logger *slog.Logger) (*pipeline, error) {
+	return openPipelineOf(ctx, url, cfg, stored, nil, health, link, logger)
+}
+
+// openPipelineOf is openPipeline, opening a placement of units (the
+// accounts file's) rather than the lease when there are any.
+func openPipelineOf(ctx context.Context, url string, cfg config, stored func(events.Kind), units []string, health *ha.Health, link *natsLink, logger *slog.Logger) (*pipeline, error) {
 	security, err := natsSecurity(cfg, link.log)
 	if err != nil {
 		return nil, err
@@ -325,12 +345,16 @@ func openPipeline(ctx context.Context, url string, cfg config, stored func(event
 		pause := wait.Next()
 		health.Beat(ha.LoopSetup, time.Now().Add(pause+time.Minute)) // a minute for the requests
 		p.conflicts = nil                                            // each attempt checks the settings afresh
-		err := p.open(ctx, js, cfg, health, conflict, logger)
+		err := p.open(ctx, js, cfg, units, health, conflict, logger)
 		if err == nil {
 			health.Recovered(ha.LoopSetup)
 			health.Done(ha.LoopSetup)
 			health.SetWarnings(p.conflicts)
-			health.SetLease(p.lease)
+			if p.placement != nil {
+				health.SetPlacement(p.placement)
+			} else {
+				health.SetLease(p.lease)
+			}
 			return p, nil
 		}
 		if ctx.Err() != nil {
@@ -349,8 +373,9 @@ func openPipeline(ctx context.Context, url string, cfg config, stored func(event
 	}
 }
 
-// open makes sure of the stream and the buckets, and opens the lease.
-func (p *pipeline) open(ctx context.Context, js jetstream.JetStream, cfg config, health *ha.Health, conflict func(string), logger *slog.Logger) error {
+// open makes sure of the stream and the buckets, and opens the lease, or
+// the placement of units when there are any.
+func (p *pipeline) open(ctx context.Context, js jetstream.JetStream, cfg config, units []string, health *ha.Health, conflict func(string), logger *slog.Logger) error {
 	if !p.nc.IsConnected() {
 		return nats.ErrConnectionReconnecting
 	}
@@ -361,6 +386,17 @@ func (p *pipeline) open(ctx context.Context, js jetstream.JetStream, cfg config,
 		Guard: p.leads, Logger: logger, Conflict: conflict})
 	if err != nil {
 		return err
+	}
+	if units != nil {
+		placement, err := ha.OpenPlacement(ctx, js, ha.PlacementConfig{
+			Bucket: cfg.LeaseBucket, Replicas: cfg.Replicas, TTL: cfg.LeaseTTL, ID: cfg.replicaID(), Units: units, Logger: logger,
+			Beat: func(until time.Time) { health.Beat(ha.LoopLease, until) }, Conflict: conflict,
+		})
+		if err != nil {
+			return err
+		}
+		p.store, p.placement = store, placement
+		return nil
 	}
 	lease, err := ha.OpenLease(ctx, js, ha.LeaseConfig{
 		Bucket: cfg.LeaseBucket, Replicas: cfg.Replicas, TTL: cfg.LeaseTTL, ID: cfg.replicaID(), Logger: logger,
