@@ -21,7 +21,7 @@ import (
 	"github.com/meetwatch/meetwatch/watcher/meetingapi"
 )
 
-const checkUsage = `Usage: meetwatch check [--json] [--timeout D]
+const checkUsage = `Usage: meetwatch check [--json] [--timeout D] [--account NAME]
 
 Checks what meetwatch run needs, with run's configuration (the same
 MEETWATCH_* variables), and prints one line per check: "ok" or "FAIL", its
@@ -52,6 +52,10 @@ refuses, so nothing is stored, created or deleted. A plain subscriber to
 the event subjects (nats sub) does see the three empty probe messages,
 marked with a Meetwatch-Probe header, which meetwatch tail skips. With MEETWATCH_NATS_URL empty, run starts its own server, and only its data
 directory is checked.
+
+With MEETWATCH_ACCOUNTS_FILE, check takes one account of the file at a
+time, named with --account: its login, listing, budget and sizing, as run
+would poll it, and NATS.
 
 Exit status: 0 when every check passes, 1 when any fails, 2 on a bad
 configuration.
@@ -109,6 +113,7 @@ func runCheck(ctx context.Context, args []string, environ map[string]string, std
 	fs := newFlagSet("check", checkUsage+"\nEnvironment: as meetwatch run (meetwatch run --help lists it).", stderr)
 	asJSON := fs.Bool("json", false, `print one JSON document: {"checks":[{"name","ok","detail"}...],"sizing":{...},"ok":bool}`)
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for each answer from NATS")
+	accountName := fs.String("account", "", "with MEETWATCH_ACCOUNTS_FILE, the `name` of the account to check")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -122,6 +127,9 @@ func runCheck(ctx context.Context, args []string, environ map[string]string, std
 	}
 	cfg, err := loadConfig(environ, true)
 	if err != nil {
+		return err
+	}
+	if cfg, err = checkedAccount(cfg, *accountName, stderr); err != nil {
 		return err
 	}
 	// The report says what the logs would; below a warning they would
@@ -162,6 +170,43 @@ func runCheck(ctx context.Context, args []string, environ map[string]string, std
 		return fmt.Errorf("%d of %d checks failed: %s", len(failed), len(rep.Checks), strings.Join(failed, ", "))
 	}
 	return nil
+}
+
+// checkedAccount returns the configuration check works with: cfg, or,
+// with an accounts file, the settings of the account named name. Checking
+// every account at once would log in to each, a token slot each, and mix
+// their reports; one at a time, each report reads as that of one
+// account, and each failure says which.
+func checkedAccount(cfg config, name string, stderr io.Writer) (config, error) {
+	switch {
+	case cfg.AccountsFile == "" && name == "":
+		return cfg, nil
+	case cfg.AccountsFile == "":
+		fmt.Fprintf(stderr, "meetwatch check: --account %s: names an account of %s, which is not set\n", name, varName("AccountsFile"))
+		return cfg, errUsage
+	}
+	accounts, err := loadAccounts(cfg)
+	if err != nil {
+		return cfg, err
+	}
+	names := make([]string, len(accounts))
+	for i, a := range accounts {
+		if a.Name == name {
+			return a.settings(cfg), nil
+		}
+		names[i] = a.Name
+	}
+	shown := names
+	if len(shown) > 5 {
+		shown = append(shown[:5:5], "...")
+	}
+	if name == "" {
+		fmt.Fprintf(stderr, "meetwatch check: check takes one account: with %s, name one of its %d with --account NAME (%s)\n",
+			varName("AccountsFile"), len(names), strings.Join(shown, ", "))
+	} else {
+		fmt.Fprintf(stderr, "meetwatch check: --account %s: no such account in %s (%s)\n", name, cfg.AccountsFile, strings.Join(shown, ", "))
+	}
+	return cfg, errUsage
 }
 
 // apiFacts is what the API checks learned that the sizing needs.
