@@ -6,11 +6,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -448,6 +452,159 @@ func TestDashboardNamesExportedMetrics(t *testing.T) {
 		require.NotEmpty(t, p.Targets, p.Title)
 		for _, tg := range p.Targets {
 			checkExpr(t, p.Title, grafanaVars(".*").Replace(tg.Expr), series)
+		}
+	}
+}
+
+// TestDashboardHasAnAccountVariable checks the variable account: the
+// accounts of meetwatch_polls_total, several at once or All, whose value
+// matches a series without the label too; and that every query of an
+// account's work selects by it.
+func TestDashboardHasAnAccountVariable(t *testing.T) {
+	dash := loadDashboard(t)
+	i := slices.IndexFunc(dash.Templating.List, func(v grafanaVar) bool { return v.Name == "account" })
+	require.GreaterOrEqual(t, i, 0, "no variable account")
+	v := dash.Templating.List[i]
+	assert.Equal(t, "query", v.Type)
+	assert.Regexp(t, `^label_values\(meetwatch_polls_total(\{[^}]*\})?, *account\)$`, v.Query)
+	assert.Equal(t, v.Query, v.Definition)
+	assert.True(t, v.Multi, "account: multi")
+	assert.True(t, v.IncludeAll, "account: includeAll")
+	all, err := regexp.Compile("^(?:" + v.AllValue + ")$")
+	require.NoError(t, err)
+	assert.True(t, all.MatchString(""), "All (%q) does not match a series without the label account", v.AllValue)
+	assert.True(t, all.MatchString("acme"), "All (%q) does not match an account", v.AllValue)
+
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			// Grafana's $__rate_interval is not PromQL; "$account" stays, a string.
+			expr := strings.NewReplacer("$__rate_interval", "5m").Replace(tg.Expr)
+			e, err := parser.NewParser(parser.Options{}).ParseExpr(expr)
+			require.NoError(t, err, "%s: %s", p.Title, expr)
+			parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+				vs, ok := n.(*parser.VectorSelector)
+				if !ok || !isPerAccount(vs.Name) {
+					return nil
+				}
+				assert.True(t, slices.ContainsFunc(vs.LabelMatchers, func(m *labels.Matcher) bool {
+					return m.Name == "account" && m.Type == labels.MatchRegexp && m.Value == "$account"
+				}), "%s: %s is not selected by account=~\"$account\"", p.Title, vs.Name)
+				return nil
+			})
+		}
+	}
+}
+
+// scrape returns series of every metric of exported from two replicas,
+// each label given a value or two; those of one account's work once per
+// account of accounts, with the label account, and the metrics of
+// withAccountsFile only with accounts. Counters and gauges rise; a
+// timestamp is an hour ahead.
+func scrape(exports map[string]map[string]bool, accounts []string) []fakeSeries {
+	values := map[string][]string{"code": {"200", "500"}, "result": {"ok", "error"}, "le": {"0.5", "+Inf"}}
+	var out []fakeSeries
+	for name, names := range exports {
+		if slices.Contains(withAccountsFile, name) && len(accounts) == 0 {
+			continue
+		}
+		value := counter(1)
+		if strings.HasSuffix(name, "_timestamp_seconds") {
+			value = at(time.Hour)
+		}
+		sets := [][]string{{"instance", replicaA}, {"instance", replicaB}}
+		for l := range names {
+			if l == "account" {
+				continue
+			}
+			vs := values[l]
+			if vs == nil {
+				vs = []string{"x"}
+			}
+			var next [][]string
+			for _, set := range sets {
+				for _, v := range vs {
+					next = append(next, append(slices.Clone(set), l, v))
+				}
+			}
+			sets = next
+		}
+		if isPerAccount(name) && len(accounts) > 0 {
+			var next [][]string
+			for _, set := range sets {
+				for _, a := range accounts {
+					next = append(next, append(slices.Clone(set), "account", a))
+				}
+			}
+			sets = next
+		}
+		for _, set := range sets {
+			out = append(out, series(name, value, set...))
+		}
+	}
+	return out
+}
+
+// legend renders a Grafana legend format with a series' labels.
+func legend(format string, l labels.Labels) string {
+	return strings.TrimSpace(regexp.MustCompile(`\{\{\s*(\w+)\s*\}\}`).ReplaceAllStringFunc(format, func(m string) string {
+		return l.Get(strings.Trim(m, "{} "))
+	}))
+}
+
+// values returns v as label set to value, to compare two results.
+func values(v promql.Vector) map[string]float64 {
+	out := map[string]float64{}
+	for _, s := range v {
+		out[s.Metric.String()] = s.F
+	}
+	return out
+}
+
+// TestDashboardQueriesWithAndWithoutAccounts evaluates every query of the
+// dashboard with the Prometheus engine over what two replicas export: with
+// an accounts file (accounts acme and globex), a query shows series of
+// accounts exactly when its legend names the account, and choosing acme
+// gives what the query gives over acme's series alone; without the file
+// (no label account) every query still answers, with All chosen, but
+// those of the metrics only an accounts file brings.
+func TestDashboardQueriesWithAndWithoutAccounts(t *testing.T) {
+	exports := withAccounts(t, exported(t))
+	both := newStorage(scrape(exports, []string{"acme", "globex"}))
+	acmeOnly := newStorage(scrape(exports, []string{"acme"}))
+	single := newStorage(scrape(exported(t), nil))
+	for _, p := range loadDashboard(t).Panels {
+		for _, tg := range p.Targets {
+			t.Run(p.Title+"/"+tg.Expr, func(t *testing.T) {
+				perAccountLegend := strings.Contains(strings.ReplaceAll(tg.LegendFormat, " ", ""), "{{account}}")
+				all := evaluate(t, grafanaVars(".*").Replace(tg.Expr), both)
+				require.NotEmpty(t, all, "no series with an accounts file")
+				seen := map[string]bool{}
+				for _, s := range all {
+					assert.Equal(t, perAccountLegend, s.Metric.Has("account"),
+						"a series with the label account exactly when the legend %q names it: %s", tg.LegendFormat, s.Metric)
+					seen[s.Metric.Get("account")] = true
+				}
+				if perAccountLegend {
+					assert.Subset(t, []string{"acme", "globex"}, slices.Collect(maps.Keys(seen)), "series of the accounts")
+				}
+				assert.Equal(t, values(all), values(evaluate(t, grafanaVars("(acme|globex)").Replace(tg.Expr), both)), "both accounts chosen, as All")
+				assert.Equal(t, values(evaluate(t, grafanaVars(".*").Replace(tg.Expr), acmeOnly)),
+					values(evaluate(t, grafanaVars("acme").Replace(tg.Expr), both)), "acme chosen, as acme alone")
+
+				got := evaluate(t, grafanaVars(".*").Replace(tg.Expr), single)
+				onlyWithFile := false
+				for _, name := range withAccountsFile {
+					onlyWithFile = onlyWithFile || strings.Contains(tg.Expr, name)
+				}
+				if onlyWithFile {
+					assert.Empty(t, got)
+					return
+				}
+				require.NotEmpty(t, got, "no series without an accounts file")
+				for _, s := range got {
+					assert.NotEmpty(t, legend(tg.LegendFormat, s.Metric), "legend %q of %s without an accounts file", tg.LegendFormat, s.Metric)
+				}
+			})
 		}
 	}
 }
