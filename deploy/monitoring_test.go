@@ -27,16 +27,34 @@ import (
 
 // exported returns the series names meetwatch's /metrics serves (with a
 // histogram's _bucket, _sum and _count), each with its label names, once
-// every metric has been given a value.
+// every metric has been given a value, as one account runs.
 func exported(t *testing.T) map[string]map[string]bool {
 	t.Helper()
 	m := metrics.New(metrics.Sources{})
 	m.Polled(watcher.PollResult{Meetings: 1}, time.Second, nil)
 	m.Stored(snapshot.Started)
+	return gathered(t, m, m.Transport(http.DefaultTransport, "/"))
+}
+
+// withAccounts returns the series meetwatch serves with an accounts file,
+// as exported does: an account's work under its name.
+func withAccounts(t *testing.T) map[string]map[string]bool {
+	t.Helper()
+	m := metrics.New(metrics.Sources{Accounts: func() int { return 1 }})
+	m.Reloaded(true)
+	a := m.Account("acme")
+	a.SetTokenExpiry(time.Now)
+	a.Polled(watcher.PollResult{Meetings: 1}, time.Second, nil)
+	a.Stored(snapshot.Started)
+	return gathered(t, m, a.Transport(http.DefaultTransport, "/"))
+}
+
+// gathered sends a request through transport and returns what m serves.
+func gathered(t *testing.T, m *metrics.Metrics, transport http.RoundTripper) map[string]map[string]bool {
+	t.Helper()
 	api := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer api.Close()
-	hc := &http.Client{Transport: m.Transport(http.DefaultTransport, "/")}
-	resp, err := hc.Get(api.URL)
+	resp, err := (&http.Client{Transport: transport}).Get(api.URL)
 	require.NoError(t, err)
 	require.NoError(t, resp.Body.Close())
 
@@ -111,29 +129,22 @@ var perAccount = []string{
 // last read of the file succeeded.
 var withAccountsFile = []string{"meetwatch_accounts_held", "meetwatch_config_reload_success"}
 
-// withAccounts returns series (from exported) as a replica with an accounts
-// file exports them: the metrics of perAccount with the label account, and
-// those of withAccountsFile.
-func withAccounts(t *testing.T, series map[string]map[string]bool) map[string]map[string]bool {
-	t.Helper()
-	out := make(map[string]map[string]bool, len(series))
-	for name, labels := range series {
-		out[name] = maps.Clone(labels)
+// TestAccountsLabelTheirWork checks the lists the dashboard and alerts
+// tests rely on against what meetwatch serves: with an accounts file, the
+// series of perAccount, and only they, carry the label account, and
+// withAccountsFile are served; without one, neither is.
+func TestAccountsLabelTheirWork(t *testing.T) {
+	one, many := exported(t), withAccounts(t)
+	for name, labels := range many {
+		assert.Equal(t, isPerAccount(name), labels["account"], "%s with an accounts file", name)
 	}
-	for _, base := range perAccount {
-		require.Contains(t, series, base, "meetwatch exports no %s", base)
-		for _, name := range []string{base, base + "_bucket", base + "_sum", base + "_count"} {
-			if out[name] != nil {
-				out[name]["account"] = true
-			}
-		}
+	for name, labels := range one {
+		assert.False(t, labels["account"], "%s without an accounts file", name)
 	}
 	for _, name := range withAccountsFile {
-		if out[name] == nil {
-			out[name] = map[string]bool{}
-		}
+		assert.Contains(t, many, name)
+		assert.NotContains(t, one, name)
 	}
-	return out
 }
 
 // isPerAccount tells whether a series name is of one account's work.
@@ -182,7 +193,7 @@ func loadAlerts(t *testing.T) map[string]alertRule {
 // an accounts file or without), and that the alerts operators need are
 // there.
 func TestAlertRulesNameExportedMetrics(t *testing.T) {
-	series := withAccounts(t, exported(t))
+	series := withAccounts(t)
 	rules := loadAlerts(t)
 	for _, r := range rules {
 		checkExpr(t, r.Alert, r.Expr, series)
@@ -345,7 +356,7 @@ func TestAlertsFirePerAccount(t *testing.T) {
 			want:   []map[string]string{},
 		},
 	}
-	exports := withAccounts(t, exported(t))
+	exports := withAccounts(t)
 	// Which alerts were seen firing for an account, and for a deployment
 	// without the label.
 	forAccount, withoutLabel := map[string]bool{}, map[string]bool{}
@@ -445,7 +456,7 @@ func grafanaVars(account string) *strings.Replacer {
 // TestDashboardNamesExportedMetrics checks every query of the Grafana
 // dashboard the same way, with Grafana's variables given values.
 func TestDashboardNamesExportedMetrics(t *testing.T) {
-	series := withAccounts(t, exported(t))
+	series := withAccounts(t)
 	dash := loadDashboard(t)
 	assert.Equal(t, "meetwatch", dash.UID)
 	for _, p := range dash.Panels {
@@ -568,7 +579,7 @@ func values(v promql.Vector) map[string]float64 {
 // (no label account) every query still answers, with All chosen, but
 // those of the metrics only an accounts file brings.
 func TestDashboardQueriesWithAndWithoutAccounts(t *testing.T) {
-	exports := withAccounts(t, exported(t))
+	exports := withAccounts(t)
 	both := newStorage(scrape(exports, []string{"acme", "globex"}))
 	acmeOnly := newStorage(scrape(exports, []string{"acme"}))
 	single := newStorage(scrape(exported(t), nil))
