@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/meetwatch/meetwatch/events/jsensure"
+	"github.com/meetwatch/meetwatch/watcher/ha"
 )
 
 // The passwords the NATS configuration reads from the server's environment.
@@ -84,6 +86,19 @@ func TestNATSConfigGrantsWhatTheDocsList(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "documented.conf")
 	require.NoError(t, os.WriteFile(path, []byte(snippet), 0o600))
 	documented := natsUser(t, loadNATSConfig(t, path), "meetwatch").Permissions
+	// The shipped configuration serves an accounts file too: it grants the
+	// entries docs/security.md adds for one.
+	_, accounts, ok := strings.Cut(section, "- With an accounts file,")
+	require.True(t, ok, "docs/security.md says nothing of an accounts file's permissions")
+	_, accounts, ok = strings.Cut(accounts, "```text\n")
+	require.True(t, ok)
+	accounts, _, ok = strings.Cut(accounts, "```")
+	require.True(t, ok)
+	for _, l := range strings.Split(accounts, "\n") {
+		if l = strings.Trim(strings.TrimSpace(l), `"`); l != "" {
+			documented.Publish.Allow = append(documented.Publish.Allow, l)
+		}
+	}
 
 	assert.ElementsMatch(t, documented.Publish.Allow, shipped.Publish.Allow, "publish")
 	assert.ElementsMatch(t, documented.Subscribe.Allow, shipped.Subscribe.Allow, "subscribe")
@@ -658,6 +673,16 @@ func meetwatchCalls(ctx context.Context, nc *nats.Conn, c callsConfig) error {
 				}
 				return nil
 			})
+		}},
+		{"looking at every key of the lease bucket, as a placement of accounts does", func(ctx context.Context) error {
+			live, err := ha.LiveKeys(ctx, nc, leaseBucket)
+			if err != nil {
+				return err
+			}
+			if _, ok := live["leader"]; !ok {
+				return fmt.Errorf("the lease is not among the live keys %v", slices.Collect(maps.Keys(live)))
+			}
+			return nil
 		}},
 	}
 	for _, s := range steps {

@@ -56,7 +56,7 @@ func checkNATS(ctx context.Context, cfg config, timeout time.Duration, logger *s
 	checkBucket(ctx, p, rep, bucketProbe{
 		check: "lease_bucket", bucket: cfg.LeaseBucket, key: "leader", info: true,
 		reads: "a replica reads the lease before it takes it",
-		about: aboutLease,
+		about: aboutLease, readAll: cfg.AccountsFile != "",
 	})
 }
 
@@ -235,6 +235,8 @@ type bucketProbe struct {
 	// info and flowControl: run reads the bucket's status, and loads it
 	// with flow control (the state bucket).
 	info, flowControl bool
+	// readAll: run reads every key at once (a placement of accounts).
+	readAll bool
 	reads, watch      string // why run reads the key, and watches the bucket ("": it does not)
 	// about describes what the key holds; entry is nil when it holds
 	// nothing.
@@ -275,6 +277,10 @@ func checkBucket(ctx context.Context, p *natsprobe.Prober, rep *checkReport, b b
 	}
 	if b.flowControl {
 		d.note(p.MayPublish(ctx, "$JS.FC."+stream+"."+natsprobe.Name+".probe"), "$JS.FC."+stream+".>", "flow control while a large state loads")
+	}
+	if b.readAll {
+		// A request without a reply subject: the stream reads nothing.
+		d.note(p.MayPublish(ctx, "$JS.API.DIRECT.GET."+stream), "$JS.API.DIRECT.GET."+stream, "with an accounts file, each replica reads every key at each look")
 	}
 	if !d.ok() {
 		rep.add(b.check, false, "%s", d.String())

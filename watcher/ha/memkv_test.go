@@ -1,10 +1,10 @@
 package ha
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sync"
@@ -266,35 +266,21 @@ func (c *memConn) Put(ctx context.Context, key string, value []byte) (uint64, er
 	return c.kv.write("put", c.id, key, value), nil
 }
 
-// WatchAll lists the live keys at once: a Placement stops the watcher
-// once the initial values are in, and memKV sends nothing after them.
-// Its options are not read: every listing ignores deletes.
-func (c *memConn) WatchAll(ctx context.Context, _ ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+// Live returns every live key with its value, as one batched read.
+func (c *memConn) Live(ctx context.Context) (map[string][]byte, error) {
 	if err := c.reach(ctx); err != nil {
 		return nil, err
 	}
 	c.kv.mu.Lock()
 	defer c.kv.mu.Unlock()
-	var live []jetstream.KeyValueEntry
+	live := map[string][]byte{}
 	for key := range c.kv.entries {
 		if e, ok := c.kv.last(key); ok && !e.deleted {
-			live = append(live, e)
+			live[key] = e.Value()
 		}
 	}
-	slices.SortFunc(live, func(x, y jetstream.KeyValueEntry) int { return cmp.Compare(x.Revision(), y.Revision()) })
-	updates := make(chan jetstream.KeyValueEntry, len(live)+1)
-	for _, e := range live {
-		updates <- e
-	}
-	updates <- nil
-	return memWatcher(updates), nil
+	return live, nil
 }
-
-// memWatcher is the listing WatchAll returns.
-type memWatcher chan jetstream.KeyValueEntry
-
-func (w memWatcher) Updates() <-chan jetstream.KeyValueEntry { return w }
-func (w memWatcher) Stop() error                             { return nil }
 
 // lastRevision reads the revision that a jetstream.LastRevision option
 // carries, 0 for another option. The option's type and method are
@@ -427,20 +413,16 @@ func TestMemKVExpiresAndTimesOut(t *testing.T) {
 func kvListing(ctx context.Context, kv placementBucket) ([]string, error) {
 	var got []string
 	list := func() error {
-		w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+		live, err := kv.Live(ctx)
 		if err != nil {
 			return err
 		}
-		defer func() { _ = w.Stop() }()
 		var keys []string
-		for e := range w.Updates() {
-			if e == nil {
-				got = append(got, fmt.Sprint(keys))
-				return nil
-			}
-			keys = append(keys, fmt.Sprintf("%s@%d=%s", e.Key(), e.Revision(), e.Value()))
+		for _, key := range slices.Sorted(maps.Keys(live)) {
+			keys = append(keys, fmt.Sprintf("%s=%s", key, live[key]))
 		}
-		return errors.New("the listing ended early")
+		got = append(got, fmt.Sprint(keys))
+		return nil
 	}
 	steps := []func() error{
 		list,
@@ -465,9 +447,9 @@ func kvListing(ctx context.Context, kv placementBucket) ([]string, error) {
 func TestMemKVListsLikeJetStream(t *testing.T) {
 	want := []string{
 		"[]",
-		"[unit.a@1=1 member.x@2=2 unit.b@3=3]",
-		"[unit.b@3=3 member.x@5=5]",
-		"[unit.b@3=3 member.x@5=5 unit.a@6=6]",
+		"[member.x=2 unit.a=1 unit.b=3]",
+		"[member.x=5 unit.b=3]",
+		"[member.x=5 unit.a=6 unit.b=3]",
 	}
 
 	srv := natstest.Start(t)
@@ -475,7 +457,7 @@ func TestMemKVListsLikeJetStream(t *testing.T) {
 	require.NoError(t, err)
 	bucket, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: "contract", History: 1, TTL: time.Minute})
 	require.NoError(t, err)
-	got, err := kvListing(t.Context(), bucket)
+	got, err := kvListing(t.Context(), jsBucket{KeyValue: bucket, nc: js.Conn(), bucket: "contract"})
 	require.NoError(t, err)
 	assert.Equal(t, want, got, "a JetStream bucket")
 	got, err = kvListing(t.Context(), newMemKV(t, time.Minute).connect("a"))

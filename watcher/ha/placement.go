@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meetwatch/meetwatch/watcher"
@@ -82,14 +83,12 @@ type PlacementConfig struct {
 	Conflict func(msg string)
 }
 
-// placementBucket is what a Placement uses of a jetstream.KeyValue: a
-// lease's requests, a put for its member key, and a listing. WatchAll is
-// called with jetstream.IgnoreDeletes, and its watcher stopped once the
-// nil that ends the initial values came.
+// placementBucket is what a Placement uses of the lease bucket: a lease's
+// requests, a put for its member key, and the value of every live key.
 type placementBucket interface {
 	keyValue
 	Put(ctx context.Context, key string, value []byte) (uint64, error)
-	WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error)
+	Live(ctx context.Context) (map[string][]byte, error)
 }
 
 // The keys of a placement in the lease bucket.
@@ -99,7 +98,7 @@ const (
 )
 
 var (
-	_ placementBucket = jetstream.KeyValue(nil)
+	_ placementBucket = jsBucket{}
 
 	unitName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
 	// notInKey is what a replica id may hold that a key may not.
@@ -122,7 +121,70 @@ func OpenPlacement(ctx context.Context, js jetstream.JetStream, cfg PlacementCon
 		return nil, err
 	}
 	cfg.TTL = ttl
-	return newPlacement(kv, cfg)
+	return newPlacement(jsBucket{KeyValue: kv, nc: js.Conn(), bucket: cfg.Bucket}, cfg)
+}
+
+// jsBucket is the lease bucket on a NATS server.
+type jsBucket struct {
+	jetstream.KeyValue
+	nc     *nats.Conn
+	bucket string
+}
+
+// listWait bounds a listing that gets no answer.
+const listWait = 5 * time.Second
+
+// Live returns the live keys of the bucket (see LiveKeys).
+func (b jsBucket) Live(ctx context.Context) (map[string][]byte, error) {
+	return LiveKeys(ctx, b.nc, b.bucket)
+}
+
+// LiveKeys returns every live key of the key-value bucket with its value,
+// read in one batched direct get that the stream answers itself: a
+// placement's every look would otherwise make and delete a consumer, each
+// a proposal to the cluster's meta leader. The server answers at most
+// 1,024 keys a request, far more than a deployment's replicas and units.
+func LiveKeys(ctx context.Context, nc *nats.Conn, bucket string) (map[string][]byte, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, listWait)
+		defer cancel()
+	}
+	subjects := "$KV." + bucket + "."
+	req, err := json.Marshal(struct {
+		MultiLast []string `json:"multi_last"`
+	}{[]string{subjects + ">"}})
+	if err != nil {
+		return nil, err
+	}
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.PublishRequest("$JS.API.DIRECT.GET.KV_"+bucket, inbox, req); err != nil {
+		return nil, err
+	}
+	live := map[string][]byte{}
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return nil, err
+		}
+		switch status := m.Header.Get("Status"); status {
+		case "":
+			if m.Header.Get("KV-Operation") == "" { // a delete or purge marker is no live key
+				live[strings.TrimPrefix(m.Header.Get("Nats-Subject"), subjects)] = m.Data
+			}
+		case "204", "404": // the end of the keys, or none
+			return live, nil
+		case "503":
+			return nil, nats.ErrNoResponders
+		default:
+			return nil, fmt.Errorf("%s %s", status, m.Header.Get("Description"))
+		}
+	}
 }
 
 // newPlacement returns a Placement of cfg.Units in kv, a bucket whose TTL
@@ -361,32 +423,21 @@ type bucketView struct {
 // list reads every key of the bucket.
 func (p *Placement) list(ctx context.Context) (bucketView, error) {
 	v := bucketView{members: map[string]bool{}, holders: map[string]string{}}
-	w, err := p.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	live, err := p.kv.Live(ctx)
 	if err != nil {
 		return v, fmt.Errorf("listing the lease bucket: %w", err)
 	}
-	defer func() { _ = w.Stop() }() // a listing that ended has nothing to stop
-	for {
-		select {
-		case <-ctx.Done():
-			return v, fmt.Errorf("listing the lease bucket: %w", ctx.Err())
-		case e, ok := <-w.Updates():
-			switch {
-			case !ok:
-				return v, errors.New("listing the lease bucket: the listing ended early")
-			case e == nil:
-				return v, nil
-			}
-			var holder leaseValue
-			_ = json.Unmarshal(e.Value(), &holder) // a value that is not meetwatch's names no one
-			switch key := e.Key(); {
-			case strings.HasPrefix(key, memberPrefix) && holder.ID != "":
-				v.members[holder.ID] = true
-			case strings.HasPrefix(key, unitPrefix):
-				v.holders[strings.TrimPrefix(key, unitPrefix)] = cmp.Or(holder.ID, "?") // held, by no member
-			}
+	for key, value := range live {
+		var holder leaseValue
+		_ = json.Unmarshal(value, &holder) // a value that is not meetwatch's names no one
+		switch {
+		case strings.HasPrefix(key, memberPrefix) && holder.ID != "":
+			v.members[holder.ID] = true
+		case strings.HasPrefix(key, unitPrefix):
+			v.holders[strings.TrimPrefix(key, unitPrefix)] = cmp.Or(holder.ID, "?") // held, by no member
 		}
 	}
+	return v, nil
 }
 
 // look lists the bucket, then takes and gives back units as placement
