@@ -236,8 +236,8 @@ type bucketProbe struct {
 	// with flow control (the state bucket).
 	info, flowControl bool
 	// readAll: run reads every key at once (a placement of accounts).
-	readAll bool
-	reads, watch      string // why run reads the key, and watches the bucket ("": it does not)
+	readAll      bool
+	reads, watch string // why run reads the key, and watches the bucket ("": it does not)
 	// about describes what the key holds; entry is nil when it holds
 	// nothing.
 	about func(entry *nats.Msg) string
