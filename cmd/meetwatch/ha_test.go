@@ -658,17 +658,39 @@ func streamLeader(js jetstream.JetStream, stream string) (string, error) {
 // plus 3 s.
 func TestClusterLosesStreamLeader(t *testing.T) {
 	t.Parallel()
+	// One after the other: nine nats-server processes at once, beside
+	// the rest of the suite, would measure the machine, not meetwatch.
 	for _, leading := range []string{"MEETINGS", "KV_meetwatch-state", "KV_meetwatch-lease"} {
-		t.Run(leading, func(t *testing.T) {
-			t.Parallel()
-			clusterLosesLeaderOf(t, leading)
-		})
+		t.Run(leading, func(t *testing.T) { clusterLosesLeaderOf(t, leading) })
+	}
+}
+
+// stages records the steps a long test reached, and when, and logs them
+// last if it fails, after the processes' output: the step it failed at is
+// the last line of the test's output.
+func stages(t *testing.T) (reached func(step string)) {
+	began := time.Now()
+	var mu sync.Mutex
+	var steps []string
+	t.Cleanup(func() {
+		if t.Failed() {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Logf("steps reached:\n%s", strings.Join(steps, "\n"))
+		}
+	})
+	return func(step string) {
+		mu.Lock()
+		defer mu.Unlock()
+		steps = append(steps, fmt.Sprintf("%8s %s", time.Since(began).Round(10*time.Millisecond), step))
 	}
 }
 
 func clusterLosesLeaderOf(t *testing.T, leading string) {
 	const token = "cluster-token"
+	step := stages(t)
 	nodes := startJSCluster(t)
+	step("cluster started")
 	nc, err := nats.Connect(clusterURL(nodes), nats.Name(t.Name()), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
@@ -680,6 +702,7 @@ func clusterLosesLeaderOf(t *testing.T, leading string) {
 		_, err := js.AccountInfo(ctx)
 		assert.NoError(c, err)
 	}, 30*time.Second, 100*time.Millisecond, "waiting for the cluster's jetstream")
+	step("jetstream ready")
 
 	api := startAPI(t, token, haMeetings)
 	const leaseTTL = 2 * time.Second
@@ -688,6 +711,7 @@ func clusterLosesLeaderOf(t *testing.T, leading string) {
 	mw := startMeetwatch(t, env, "run")
 	require.Eventually(t, func() bool { return streamLen(nc, "MEETINGS") >= haMeetings },
 		45*time.Second, tick, "waiting for the first snapshot's events")
+	step("first snapshot stored")
 
 	for _, name := range []string{"MEETINGS", "KV_meetwatch-state", "KV_meetwatch-lease"} {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -706,6 +730,7 @@ func clusterLosesLeaderOf(t *testing.T, leading string) {
 	// The kill lands while the churn's events flow: ten of them are stored.
 	require.Eventually(t, func() bool { return streamLen(nc, "MEETINGS") >= haMeetings+10 },
 		eventWait, tick, "waiting for the churn's first events")
+	step("churn's first events stored")
 
 	old, err := streamLeader(js, leading)
 	require.NoError(t, err)
@@ -715,6 +740,7 @@ func clusterLosesLeaderOf(t *testing.T, leading string) {
 	shutAt := time.Now()
 	require.NoError(t, nodes[i].proc.cmd.Process.Kill())
 	<-nodes[i].proc.done
+	step(fmt.Sprintf("%s, leader of %s, killed", old, leading))
 
 	// NATS's own re-election: until every stream the dead node led (it
 	// may lead more than one) has a leader again.
@@ -732,11 +758,14 @@ func clusterLosesLeaderOf(t *testing.T, leading string) {
 		return true
 	}, 30*time.Second, 100*time.Millisecond, "waiting for new stream leaders after %s was killed", old)
 	election := time.Since(shutAt)
+	step(fmt.Sprintf("every stream led again, %s by %s", leading, newLeader))
 
 	// Meetings keep starting and ending under the new leader: ten more
 	// events are stored before the churn stops.
 	waitForMore(t, nc, 10, 30*time.Second, "under the new leader of "+leading)
+	step("ten more events stored")
 	res := settleAndCheck(t, nc, ch, 30*time.Second)
+	step("stream checked")
 	assert.Greater(t, res.events, before, "events published after the leader of %s moved", leading)
 	mw.stop(t, syscall.SIGTERM)
 
@@ -757,6 +786,7 @@ func clusterLosesLeaderOf(t *testing.T, leading string) {
 	// bound is the election, one lease, and 3 s.
 	bound := election + leaseTTL + 3*time.Second
 	assert.LessOrEqual(t, stall, bound, "events stalled longer than the election, one lease and 3 s")
+	step(fmt.Sprintf("longest stall %s (bound %s)", stall.Round(10*time.Millisecond), bound.Round(10*time.Millisecond)))
 
 	var failedPolls, reconnects int
 	for _, l := range mw.stderr.Lines() {
