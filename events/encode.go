@@ -77,6 +77,9 @@ func (e Event) Encode() ([]byte, error) {
 		b = append(b, '"')
 	}
 	str("datacontenttype", e.DataContentType)
+	if e.DataSchema != "" {
+		str("dataschema", e.DataSchema)
+	}
 	if e.Account != "" {
 		str("account", e.Account)
 	}
@@ -94,6 +97,16 @@ func (e Event) Encode() ([]byte, error) {
 	}
 	if e.Data.LastSeen != nil {
 		field("lastSeen", e.Data.LastSeen)
+	}
+	if e.Data.StartedAt != nil {
+		field("startedAt", e.Data.StartedAt)
+	}
+	if e.Data.EndedAt != nil {
+		field("endedAt", e.Data.EndedAt)
+	}
+	if e.Data.DurationSeconds != nil {
+		name("durationSeconds")
+		b = strconv.AppendInt(b, *e.Data.DurationSeconds, 10)
 	}
 	if e.Data.Incarnation != 0 {
 		name("incarnation")

@@ -45,7 +45,22 @@ const (
 	ContentType = "application/cloudevents+json"
 	// DefaultPrefix is the first subject token when none is configured.
 	DefaultPrefix = "meetings"
+	// SchemaBase starts every dataschema URI; the version is part of the
+	// path, so that a consumer can tell by the URI alone which contract an
+	// event keeps (docs/events.md, Versions).
+	SchemaBase = "https://github.com/meetwatch/meetwatch/blob/main/events/schema/"
+	// SchemaVersion is the version of the schemas the events keep: "v1".
+	SchemaVersion = "v1"
+	// StartTimeLayout is how the API writes a record's startTime and
+	// endTime: minutes, and no zone.
+	StartTimeLayout = "2006-01-02 15:04"
 )
+
+// DataSchema returns the dataschema URI of events of kind: the $id of the
+// JSON Schema of the whole event, which `meetwatch schema <kind>` prints.
+func DataSchema(kind Kind) string {
+	return SchemaBase + SchemaVersion + "/" + string(kind) + ".json"
+}
 
 // Event is one meeting event, a CloudEvents 1.0 envelope in structured JSON
 // mode: the whole envelope is the message body.
@@ -57,6 +72,10 @@ type Event struct {
 	Subject         string    `json:"subject"`
 	Time            time.Time `json:"time"`
 	DataContentType string    `json:"datacontenttype"`
+	// DataSchema names the JSON Schema, and its version, that the event
+	// keeps (see DataSchema). A consumer never needs to fetch it: it tells
+	// which contract the event keeps.
+	DataSchema string `json:"dataschema,omitempty"`
 	// Account is the CloudEvents extension attribute "account": the name
 	// of the account, in an accounts file, whose listing the event comes
 	// from. Empty, and absent from the JSON, for a watcher of one account
@@ -81,6 +100,18 @@ type Data struct {
 	// LastSeen, on ended events only, is when the last snapshot that still
 	// held the meeting was observed. The real end lies between it and Time.
 	LastSeen *time.Time `json:"lastSeen,omitempty"`
+	// StartedAt is the record's startTime, read in the zone the API writes
+	// it in (MEETWATCH_API_TIME_ZONE, UTC by default), in UTC: the same
+	// instant for every consumer, whatever its own zone. Absent when the
+	// record has no startTime in the API's layout.
+	StartedAt *time.Time `json:"startedAt,omitempty"`
+	// EndedAt, on ended events only, is when the listing that found the
+	// meeting gone was taken, never before LastSeen: the real end lies
+	// between LastSeen and EndedAt.
+	EndedAt *time.Time `json:"endedAt,omitempty"`
+	// DurationSeconds, on ended events of a meeting with a StartedAt, is
+	// the whole seconds from StartedAt to EndedAt, never negative.
+	DurationSeconds *int64 `json:"durationSeconds,omitempty"`
 	// Incarnation counts the meeting's starts under its confUUID: 1 for
 	// the first, n+1 after it was listed again following its n-th ended
 	// event. A consumer that saw a meeting end and then sees it start
@@ -238,6 +269,9 @@ type Builder struct {
 	// MaxBytes bounds the encoded event: a larger one has its records
 	// trimmed to fit (see Build). 0 means no limit.
 	MaxBytes int
+	// Zone is the zone the API writes startTime in, for data.startedAt;
+	// nil means UTC.
+	Zone *time.Location
 }
 
 // Publishes reports whether c gets an event: every change does except a
@@ -289,8 +323,12 @@ func (b Builder) Build(c snapshot.Change, observed time.Time, initial bool, last
 		Subject:         c.Key,
 		Time:            observed.UTC(),
 		DataContentType: DataContentType,
+		DataSchema:      DataSchema(c.Kind),
 		Account:         b.Account,
 		Data:            Data{Incarnation: max(c.Incarnation, 1)},
+	}
+	if t, err := ParseStartTime(c.Meeting().StartTime, b.Zone); err == nil {
+		e.Data.StartedAt = &t
 	}
 	var previous json.RawMessage
 	var changes []snapshot.FieldChange
@@ -303,9 +341,18 @@ func (b Builder) Build(c snapshot.Change, observed time.Time, initial bool, last
 		}
 		changes = b.Redact.RedactChanges(b.shown(c.Fields))
 	case snapshot.Ended:
+		ended := e.Time
 		if !lastSeen.IsZero() {
 			ls := lastSeen.UTC()
 			e.Data.LastSeen = &ls
+			if ls.After(ended) {
+				ended = ls
+			}
+		}
+		e.Data.EndedAt = &ended
+		if s := e.Data.StartedAt; s != nil {
+			d := max(int64(ended.Sub(*s)/time.Second), 0)
+			e.Data.DurationSeconds = &d
 		}
 	}
 	setRecords(&e, conference, previous, changes)
@@ -518,6 +565,23 @@ func Decode(body []byte) (Event, error) {
 	}
 	e.Data.Incarnation = max(e.Data.Incarnation, 1)
 	return e, nil
+}
+
+// ParseStartTime reads a record's startTime (or endTime), written in the
+// API's layout (StartTimeLayout, or with seconds) in zone, nil meaning
+// UTC, and returns the instant in UTC.
+func ParseStartTime(s string, zone *time.Location) (time.Time, error) {
+	if zone == nil {
+		zone = time.UTC
+	}
+	t, err := time.ParseInLocation(StartTimeLayout, s, zone)
+	if err != nil {
+		var err2 error
+		if t, err2 = time.ParseInLocation(time.DateTime, s, zone); err2 != nil {
+			return time.Time{}, fmt.Errorf("reading start time %q: %w", s, err)
+		}
+	}
+	return t.UTC(), nil
 }
 
 // Errors returned when a message cannot be read as a meeting event.

@@ -419,3 +419,65 @@ func TestEncodeMatchesMarshal(t *testing.T) {
 	_, err := bad.Encode()
 	assert.Error(t, err, "a record that is not JSON is not sent")
 }
+
+// TestNormalisedTimes: startedAt is the record's startTime read in the
+// API's zone, in UTC; an ended event says when it was found ended and how
+// long the meeting ran; every event names its schema.
+func TestNormalisedTimes(t *testing.T) {
+	shanghai, err := time.LoadLocation("Asia/Shanghai")
+	require.NoError(t, err)
+	rec := meeting(t, `{"confUUID":"u1","subject":"s","startTime":"2026-11-25 17:00"}`)
+	tests := []struct {
+		name      string
+		zone      *time.Location
+		change    snapshot.Change
+		lastSeen  time.Time
+		startedAt string // "" for absent
+		endedAt   string
+		duration  int64 // -1 for absent
+	}{
+		{name: "started, UTC", change: snapshot.Change{Kind: snapshot.Started, Key: "u1", New: rec},
+			startedAt: "2026-11-25T17:00:00Z", duration: -1},
+		{name: "started, the API in Shanghai", zone: shanghai, change: snapshot.Change{Kind: snapshot.Started, Key: "u1", New: rec},
+			startedAt: "2026-11-25T09:00:00Z", duration: -1},
+		{name: "ended", zone: shanghai, change: snapshot.Change{Kind: snapshot.Ended, Key: "u1", Old: rec}, lastSeen: lastSeen,
+			startedAt: "2026-11-25T09:00:00Z", endedAt: "2026-11-25T09:30:00Z", duration: 1800},
+		{name: "ended before it started, by the clocks", change: snapshot.Change{Kind: snapshot.Ended, Key: "u1", Old: rec}, lastSeen: lastSeen,
+			startedAt: "2026-11-25T17:00:00Z", endedAt: "2026-11-25T09:30:00Z", duration: 0},
+		{name: "ended, last seen after the listing's clock", change: snapshot.Change{Kind: snapshot.Ended, Key: "u1", Old: rec}, lastSeen: observed.Add(time.Minute),
+			startedAt: "2026-11-25T17:00:00Z", endedAt: "2026-11-25T09:31:00Z", duration: 0},
+		{name: "ended, no start time", change: snapshot.Change{Kind: snapshot.Ended, Key: "u1", Old: meeting(t, `{"confUUID":"u1","startTime":"soon"}`)},
+			endedAt: "2026-11-25T09:30:00Z", duration: -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := builder
+			b.Zone = tt.zone
+			e, err := b.Build(tt.change, observed, false, tt.lastSeen)
+			require.NoError(t, err)
+			body, err := e.Encode()
+			require.NoError(t, err)
+			var raw struct {
+				DataSchema string `json:"dataschema"`
+				Data       struct {
+					StartedAt       string `json:"startedAt"`
+					EndedAt         string `json:"endedAt"`
+					DurationSeconds *int64 `json:"durationSeconds"`
+				} `json:"data"`
+			}
+			require.NoError(t, json.Unmarshal(body, &raw))
+			assert.Equal(t, "https://github.com/meetwatch/meetwatch/blob/main/events/schema/v1/"+string(tt.change.Kind)+".json", raw.DataSchema)
+			assert.Equal(t, tt.startedAt, raw.Data.StartedAt)
+			assert.Equal(t, tt.endedAt, raw.Data.EndedAt)
+			if tt.duration < 0 {
+				assert.Nil(t, raw.Data.DurationSeconds)
+			} else if assert.NotNil(t, raw.Data.DurationSeconds) {
+				assert.Equal(t, tt.duration, *raw.Data.DurationSeconds)
+			}
+			back, err := events.Decode(body)
+			require.NoError(t, err)
+			assert.Equal(t, e.Data.StartedAt, back.Data.StartedAt)
+			assert.Equal(t, e.Data.EndedAt, back.Data.EndedAt)
+		})
+	}
+}

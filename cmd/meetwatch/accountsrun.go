@@ -106,6 +106,7 @@ type fleet struct {
 	logger *slog.Logger
 	policy *redact.Policy
 	ignore snapshot.FieldSet
+	zone   *time.Location // of the API's startTime
 	// transport carries every account's requests, so that they share
 	// one pool of connections; each account counts its own on top.
 	transport http.RoundTripper
@@ -149,12 +150,13 @@ func newFleet(cfg config, accounts []account, health *ha.Health, mx *metrics.Met
 		logger.Warn("the digests of secrets in the state bucket are not keyed: anyone who can read the bucket can test guesses of a short password against them; set MEETWATCH_SEAL_KEY or MEETWATCH_SEAL_KEY_FILE")
 	}
 	ignore, _ := snapshot.ParseFieldSet(cfg.IgnoreFields) // validated with the configuration
+	zone, _ := cfg.apiZone()                              // validated with the configuration
 	// Each account's listing keeps up to PageConcurrency connections
 	// busy, and AccountConcurrency listings run at once: the pool keeps
 	// as many idle between polls, rather than dial them again.
 	conns := min(cfg.PageConcurrency*cfg.AccountConcurrency, 4096)
 	f := &fleet{
-		cfg: cfg, health: health, mx: mx, link: link, logger: logger, policy: policy, ignore: ignore,
+		cfg: cfg, health: health, mx: mx, link: link, logger: logger, policy: policy, ignore: ignore, zone: zone,
 		transport: meetingapi.NewHTTPClient(conns, cfg.RequestTimeout).Transport,
 		slots:     make(chan struct{}, cfg.AccountConcurrency),
 		accounts:  map[string]account{},
@@ -445,7 +447,7 @@ func (f *fleet) runAccount(ctx context.Context, unit string, a account, budget *
 		Store:     store,
 		Builder: events.Builder{
 			Source: events.AccountSource(client.Host(), a.Name), Prefix: f.cfg.SubjectPrefix, Account: a.Name,
-			Redact: f.policy, Ignore: f.ignore, MaxBytes: events.MaxEventBytes(f.maxPayload),
+			Redact: f.policy, Ignore: f.ignore, MaxBytes: events.MaxEventBytes(f.maxPayload), Zone: f.zone,
 		},
 		Redact:             f.policy,
 		MaxRecordBytes:     events.MaxRecordBytes(f.maxPayload),

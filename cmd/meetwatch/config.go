@@ -60,6 +60,7 @@ type config struct {
 	Redact             string        `env:"REDACT" desc:"field paths, comma-separated, removed from published records; none to publish records whole"`
 	SealKey            redact.Secret `env:"SEAL_KEY" desc:"the key, at least 16 bytes, of the digests that stand for secrets in the state bucket; set it, or MEETWATCH_SEAL_KEY_FILE, in production"`
 	SealKeyFile        string        `env:"SEAL_KEY_FILE" desc:"a file holding the key of MEETWATCH_SEAL_KEY, instead of the variable"`
+	APITimeZone        string        `env:"API_TIME_ZONE" envDefault:"UTC" desc:"the IANA zone (e.g. Asia/Shanghai) the API writes a meeting's startTime in, for the events' data.startedAt; the API echoes UTC"`
 	IgnoreFields       string        `env:"IGNORE_FIELDS" desc:"field paths, comma-separated, whose changes alone publish no changed event (e.g. onlineAttendeeAmount)"` // snapshot.ParseFieldSet
 	LogLevel           string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error"`
 	LogFormat          string        `env:"LOG_FORMAT" envDefault:"text" desc:"text or json, to standard error"`
@@ -131,6 +132,17 @@ func loadConfig(environ map[string]string, forRun bool) (config, error) {
 	return c, nil
 }
 
+// apiZone returns the zone of MEETWATCH_API_TIME_ZONE.
+func (c config) apiZone() (*time.Location, error) {
+	z, err := time.LoadLocation(c.APITimeZone)
+	if err != nil || c.APITimeZone == "" || c.APITimeZone == "Local" {
+		// "" and "Local" would be the machine's zone: one replica's
+		// startedAt would then differ from another's.
+		return nil, fmt.Errorf("%q: want an IANA zone such as UTC or Asia/Shanghai", c.APITimeZone)
+	}
+	return z, nil
+}
+
 // loopGrace is how long past the deadline the poll loop last reported
 // /healthz still calls it alive: a whole backoff at its longest, and a
 // request or a listing slower than its own deadline.
@@ -193,6 +205,9 @@ func (c config) validate(forRun bool) error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return bad("LogFormat", "want text or json, got %q", c.LogFormat)
+	}
+	if _, err := c.apiZone(); err != nil {
+		return bad("APITimeZone", "%v", err)
 	}
 	if !forRun {
 		return nil

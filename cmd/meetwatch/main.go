@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	_ "time/tzdata" // MEETWATCH_API_TIME_ZONE and notify's --time-zone in an image without a zone database
 
 	"github.com/meetwatch/meetwatch/snapshot/redact"
 )

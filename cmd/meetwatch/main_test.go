@@ -804,6 +804,8 @@ func TestBadConfigurationExits2(t *testing.T) {
 		{name: "stream name with a dot", variable: "MEETWATCH_STREAM", value: "MEET.INGS"},
 		{name: "log level unknown", variable: "MEETWATCH_LOG_LEVEL", value: "loud"},
 		{name: "log format unknown", variable: "MEETWATCH_LOG_FORMAT", value: "xml"},
+		{name: "api time zone unknown", variable: "MEETWATCH_API_TIME_ZONE", value: "Mars/Olympus"},
+		{name: "api time zone of the machine", variable: "MEETWATCH_API_TIME_ZONE", value: "Local"},
 		{name: "embedded listen without a port", variable: "MEETWATCH_EMBEDDED_NATS_LISTEN", value: "localhost"},
 		{name: "tail with a bad prefix", command: "tail", variable: "MEETWATCH_SUBJECT_PREFIX", value: "a b"},
 		{name: "tail with a bad log level", command: "tail", variable: "MEETWATCH_LOG_LEVEL", value: "loud"},

@@ -176,6 +176,7 @@ func startEmbedded(cfg config) (*server.Server, error) {
 // lead runs the watcher for every term the lease grants this replica.
 func lead(ctx context.Context, cfg config, pipe *pipeline, client *meetingapi.Client, policy *redact.Policy, health *ha.Health, mx *metrics.Metrics, logger *slog.Logger) error {
 	ignore, _ := snapshot.ParseFieldSet(cfg.IgnoreFields) // validated with the configuration
+	zone, _ := cfg.apiZone()                              // validated with the configuration
 	// The server's max payload bounds every event and state value: records
 	// are trimmed to fit rather than wedge the polls (it is read once, at
 	// start; a cluster should agree on it).
@@ -188,7 +189,7 @@ func lead(ctx context.Context, cfg config, pipe *pipeline, client *meetingapi.Cl
 		Store:     pipe.store,
 		Builder: events.Builder{
 			Source: events.Source(client.Host()), Prefix: cfg.SubjectPrefix, Redact: policy,
-			Ignore: ignore, MaxBytes: events.MaxEventBytes(maxPayload),
+			Ignore: ignore, MaxBytes: events.MaxEventBytes(maxPayload), Zone: zone,
 		},
 		Redact:             policy,
 		MaxRecordBytes:     events.MaxRecordBytes(maxPayload),
