@@ -31,7 +31,8 @@ type Format string
 
 // The formats a webhook can take.
 const (
-	// Slack is a Slack incoming webhook: {"text": ...}, answered "ok".
+	// Slack is a Slack incoming webhook: Block Kit blocks with a text
+	// fallback, or {"text": ...} alone; answered "ok".
 	Slack Format = "slack"
 	// Feishu is a Feishu or Lark custom bot, optionally signed in the body.
 	Feishu Format = "feishu"
@@ -122,6 +123,7 @@ type Webhook struct {
 	url    *url.URL
 	format Format
 	secret redact.Secret
+	style  Style
 }
 
 // NewWebhook checks rawURL and returns the webhook. A secret is accepted
@@ -155,6 +157,15 @@ func describe(s string) string {
 	default:
 		return "value of another shape"
 	}
+}
+
+// WithStyle returns a copy of the webhook whose messages are written in
+// style s: the zone of their times, and rich or plain. A new webhook
+// sends rich messages with times in the machine's zone.
+func (w *Webhook) WithStyle(s Style) *Webhook {
+	c := *w
+	c.style = s
+	return &c
 }
 
 // Format returns the webhook's format.

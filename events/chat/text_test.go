@@ -80,7 +80,7 @@ func TestText(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			assert.Equal(t, tt.want, chat.Text(tt.e))
+			assert.Equal(t, tt.want, chat.Text(tt.e, nil))
 		})
 	}
 }
@@ -146,7 +146,7 @@ func ExampleText() {
 			},
 		},
 	}
-	fmt.Println(chat.Text(e))
+	fmt.Println(chat.Text(e, nil))
 	// Output:
 	// Meeting changed: "All hands" (conference ID 669697932)
 	// • subject: "All hands 10" → "All hands"
