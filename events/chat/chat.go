@@ -2,6 +2,12 @@
 // platforms people read (Slack, Feishu/Lark, DingTalk, WeCom, WeLink) or
 // to any receiver of CloudEvents.
 //
+// A message says what people want to know of a meeting: its subject and
+// conference ID, its organiser, when it started, the attendees online,
+// how long it ran, what changed. It is laid out in the platform's rich
+// format (Slack blocks, a Feishu card, DingTalk or WeCom markdown; WeLink
+// takes text only) or, with Style.Plain, as its text message.
+//
 // Each platform wants its own body, signs it its own way, limits its size
 // and its rate, and says "accepted" in its own words: an HTTP 200 can
 // still carry a refusal in the body. This package knows those differences,

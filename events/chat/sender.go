@@ -176,10 +176,7 @@ func (s *Sender) Send(ctx context.Context, e events.Event, raw []byte) error {
 // *AnswerError) or why it could not be reached: for a test message, whose
 // sender wants the platform's word now rather than patience.
 func (s *Sender) Try(ctx context.Context, e events.Event, raw []byte) error {
-	if err := s.post(ctx, e, raw); err != nil {
-		return fmt.Errorf("sending event %s: %w", e.ID, err)
-	}
-	return nil
+	return s.post(ctx, e, raw)
 }
 
 // post makes one attempt: it returns nil when the platform accepted the
