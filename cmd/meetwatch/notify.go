@@ -83,7 +83,9 @@ the secret are credentials: ` + envNotifyWebhook + ` and
 
 Example:
   meetwatch notify --format dingtalk --kinds started,ended,changed \
-    --webhook 'https://oapi.dingtalk.com/robot/send?access_token=...' --secret 'SEC...'`
+    --webhook 'https://oapi.dingtalk.com/robot/send?access_token=...' --secret 'SEC...'
+  meetwatch notify --test --format feishu --time-zone Asia/Shanghai \
+    --webhook 'https://open.feishu.cn/open-apis/bot/v2/hook/...' --secret '...'`
 
 // notifyOptions is what the flags ask of a notifier.
 type notifyOptions struct {
