@@ -32,19 +32,29 @@ const (
 	envNotifySecret  = envPrefix + "NOTIFY_SECRET"
 )
 
-const notifyHelp = `Usage: meetwatch notify --webhook URL --format FORMAT [--secret S] [--kinds started,ended] [--durable NAME] [--filter SUBJECT]
+const notifyHelp = `Usage: meetwatch notify --webhook URL --format FORMAT [--secret S] [--kinds started,ended] [--durable NAME] [--filter SUBJECT] [--time-zone ZONE] [--plain] [--test]
 
 Posts one chat message per meeting event to a webhook: the kind, the
-meeting's subject and conference ID and, for a changed meeting, what
-changed (old → new when both are short). FORMAT is the platform:
+meeting's subject and conference ID, its organiser, when it started (in
+--time-zone), the attendees online, how long an ended meeting ran and,
+for a changed meeting, what changed (old → new when both are short;
+a secret only as changed). FORMAT is the platform, and the message its
+rich one:
 
-  slack        Slack incoming webhook
-  feishu       Feishu / Lark custom bot (--secret: the bot's signing secret)
-  dingtalk     DingTalk custom robot (--secret: its SEC... signing secret)
-  wecom        WeCom group robot
-  welink       Huawei WeLink group robot
+  slack        Slack incoming webhook (Block Kit blocks, with a text fallback)
+  feishu       Feishu / Lark custom bot (an interactive card; --secret: the
+               bot's signing secret)
+  dingtalk     DingTalk custom robot (markdown; --secret: its SEC... signing
+               secret)
+  wecom        WeCom group robot (markdown)
+  welink       Huawei WeLink group robot (text, the only kind it takes, at
+               most 500 characters)
   cloudevents  the event itself, as stored, to any HTTP receiver
                (Content-Type: application/cloudevents+json)
+
+--plain sends the platforms' text messages instead. --test sends one
+sample message, about a meeting starting now, and exits: 0 when the
+platform accepted it, 1 with its answer when it did not; it needs no NATS.
 
 Events are read through a durable JetStream consumer (--durable). Its
 first start sends only the events that arrive after it, no history; a
@@ -73,7 +83,9 @@ the secret are credentials: ` + envNotifyWebhook + ` and
 
 Example:
   meetwatch notify --format dingtalk --kinds started,ended,changed \
-    --webhook 'https://oapi.dingtalk.com/robot/send?access_token=...' --secret 'SEC...'`
+    --webhook 'https://oapi.dingtalk.com/robot/send?access_token=...' --secret 'SEC...'
+  meetwatch notify --test --format feishu --time-zone Asia/Shanghai \
+    --webhook 'https://open.feishu.cn/open-apis/bot/v2/hook/...' --secret '...'`
 
 // notifyOptions is what the flags ask of a notifier.
 type notifyOptions struct {
@@ -96,6 +108,9 @@ func runNotify(ctx context.Context, args []string, environ map[string]string, st
 	durable := fs.String("durable", notify.DefaultDurable, "the durable consumer's `NAME`: where this notifier resumes")
 	skipInitial := fs.Bool("skip-initial", false, "send no message for the started events of meetings already running when the watcher first looked")
 	filter := fs.String("filter", "", "read only the events on the subjects this `SUBJECT` filter matches (meetings.acme.>); default <prefix>.>")
+	zone := fs.String("time-zone", "Local", "the IANA `ZONE` start times are shown in, such as Asia/Shanghai; Local is the machine's")
+	plain := fs.Bool("plain", false, "send the platforms' text messages rather than their rich ones (blocks, cards, markdown)")
+	test := fs.Bool("test", false, "send one sample message and exit: 0 when the platform accepted it, 1 when not; needs no NATS")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -105,6 +120,14 @@ func runNotify(ctx context.Context, args []string, environ map[string]string, st
 	opts, err := parseNotifyOptions(*webhook, *format, *secret, *kinds, *durable, environ)
 	if err != nil {
 		return usagef("%v", err)
+	}
+	style, err := parseStyle(*zone, *plain, opts.webhook.Format())
+	if err != nil {
+		return usagef("%v", err)
+	}
+	opts.webhook = opts.webhook.WithStyle(style)
+	if *test {
+		return notifyTest(ctx, opts.webhook, stdout)
 	}
 	opts.skipInitial = *skipInitial
 	if *filter != "" {
@@ -151,6 +174,38 @@ func parseNotifyOptions(webhook, format, secret, kinds, durable string, environ 
 	}
 	opts.durable = durable
 	return opts, nil
+}
+
+// parseStyle checks --time-zone and --plain. The machine's zone is the
+// default: the people reading are most likely where the notifier runs.
+func parseStyle(zone string, plain bool, f chat.Format) (chat.Style, error) {
+	z, err := time.LoadLocation(zone)
+	if err != nil || zone == "" {
+		return chat.Style{}, fmt.Errorf("--time-zone %q: want an IANA zone such as UTC or Asia/Shanghai, or Local", zone)
+	}
+	if plain && f == chat.CloudEvents {
+		return chat.Style{}, errors.New("--plain: the cloudevents format posts the event itself, not a message")
+	}
+	return chat.Style{Zone: z, Plain: plain}, nil
+}
+
+// notifyTest sends one sample message to the webhook, once, and says
+// whether the platform took it: a check of the URL, the secret and the
+// robot's settings (a keyword it requires, say) before a meeting starts.
+func notifyTest(ctx context.Context, hook *chat.Webhook, stdout io.Writer) error {
+	sender, err := chat.NewSender(chat.SenderConfig{Webhook: hook})
+	if err != nil {
+		return err
+	}
+	e, raw, err := chat.Sample(time.Now())
+	if err != nil {
+		return err
+	}
+	if err := sender.Try(ctx, e, raw); err != nil {
+		return fmt.Errorf("%s did not accept the test message: %w", hook, err)
+	}
+	fmt.Fprintf(stdout, "%s accepted the test message (%s)\n", hook, hook.Format())
+	return nil
 }
 
 // parseKinds reads a comma-separated list of event kinds.

@@ -301,7 +301,7 @@ func TestNotifySkipsARefusedMessage(t *testing.T) {
 	// Started before the stream exists: it waits for it.
 	env := map[string]string{"MEETWATCH_NATS_URL": srv.ClientURL(), "MEETWATCH_NOTIFY_SECRET": secret}
 	p := startMeetwatch(t, env, "notify", "--webhook", hook.URL+"/robot/send?access_token="+accessToken,
-		"--format", "dingtalk", "--kinds", "started,ended,changed", "--durable", "ding")
+		"--format", "dingtalk", "--plain", "--kinds", "started,ended,changed", "--durable", "ding")
 	require.Eventually(t, func() bool { return strings.Contains(p.stderr.String(), "waiting for the stream") },
 		eventWait, tick, "waiting for notify to wait for the stream")
 	createMeetingsStream(t, js)
@@ -493,6 +493,9 @@ func TestNotifyUsageErrors(t *testing.T) {
 		{name: "bad durable", args: []string{"--webhook", hookURL, "--format", "slack", "--durable", "a.b"}, want: `--durable "a.b"`},
 		{name: "argument", args: []string{"--webhook", hookURL, "--format", "slack", "extra"}, want: `unexpected argument "extra"`},
 		{name: "unknown flag", args: []string{"--webhook", hookURL, "--format", "slack", "--channel", "x"}, want: "channel"},
+		{name: "unknown time zone", args: []string{"--webhook", hookURL, "--format", "slack", "--time-zone", "Mars/Olympus"}, want: `--time-zone "Mars/Olympus": want an IANA zone`},
+		{name: "empty time zone", args: []string{"--webhook", hookURL, "--format", "slack", "--time-zone", ""}, want: `--time-zone "": want an IANA zone`},
+		{name: "plain cloudevents", args: []string{"--webhook", hookURL, "--format", "cloudevents", "--plain"}, want: "--plain: the cloudevents format posts the event itself"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -515,6 +518,7 @@ func TestNotifyHelp(t *testing.T) {
 	help := mw.stdout.String()
 	for _, want := range []string{
 		"--webhook URL", "--format FORMAT", "--secret", "--kinds", "--durable", "-skip-initial",
+		"-time-zone ZONE", `(default "Local")`, "-plain", "-test", "Block Kit", "interactive card", "markdown",
 		"slack", "feishu", "dingtalk", "wecom", "welink", "cloudevents",
 		"MEETWATCH_NATS_URL", "MEETWATCH_STREAM", "MEETWATCH_NOTIFY_WEBHOOK", "MEETWATCH_NOTIFY_SECRET",
 		`(default "meetwatch-notify")`, `(default "started,ended")`,

@@ -2,6 +2,12 @@
 // platforms people read (Slack, Feishu/Lark, DingTalk, WeCom, WeLink) or
 // to any receiver of CloudEvents.
 //
+// A message says what people want to know of a meeting: its subject and
+// conference ID, its organiser, when it started, the attendees online,
+// how long it ran, what changed. It is laid out in the platform's rich
+// format (Slack blocks, a Feishu card, DingTalk or WeCom markdown; WeLink
+// takes text only) or, with Style.Plain, as its text message.
+//
 // Each platform wants its own body, signs it its own way, limits its size
 // and its rate, and says "accepted" in its own words: an HTTP 200 can
 // still carry a refusal in the body. This package knows those differences,
@@ -31,7 +37,8 @@ type Format string
 
 // The formats a webhook can take.
 const (
-	// Slack is a Slack incoming webhook: {"text": ...}, answered "ok".
+	// Slack is a Slack incoming webhook: Block Kit blocks with a text
+	// fallback, or {"text": ...} alone; answered "ok".
 	Slack Format = "slack"
 	// Feishu is a Feishu or Lark custom bot, optionally signed in the body.
 	Feishu Format = "feishu"
@@ -122,6 +129,7 @@ type Webhook struct {
 	url    *url.URL
 	format Format
 	secret redact.Secret
+	style  Style
 }
 
 // NewWebhook checks rawURL and returns the webhook. A secret is accepted
@@ -155,6 +163,15 @@ func describe(s string) string {
 	default:
 		return "value of another shape"
 	}
+}
+
+// WithStyle returns a copy of the webhook whose messages are written in
+// style s: the zone of their times, and rich or plain. A new webhook
+// sends rich messages with times in the machine's zone.
+func (w *Webhook) WithStyle(s Style) *Webhook {
+	c := *w
+	c.style = s
+	return &c
 }
 
 // Format returns the webhook's format.

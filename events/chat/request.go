@@ -64,7 +64,11 @@ func (w *Webhook) body(e events.Event, raw []byte, now time.Time) ([]byte, strin
 		}
 		return raw, events.ContentType, nil
 	}
-	text := Text(e)
+	m := newMessage(e, w.style.Zone)
+	if !w.style.Plain {
+		return w.richBody(e, m, now)
+	}
+	text := m.text(maxChangeLines)
 	var v any
 	switch w.format {
 	case Slack:
@@ -76,18 +80,47 @@ func (w *Webhook) body(e events.Event, raw []byte, now time.Time) ([]byte, strin
 	case WeCom:
 		v = weComBody{MsgType: "text", Text: weComText{Content: TruncateBytes(text, WeComMaxText), MentionedList: []string{}}}
 	case WeLink:
-		v = weLinkBody{
-			MessageType: "text",
-			Content:     weLinkText{Text: TruncateUTF16(text, WeLinkMaxText)},
-			TimeStamp:   now.UnixMilli(),
-			UUID:        messageUUID(e.ID),
-			AtAccounts:  []string{},
-		}
+		v = w.weLinkBody(e, TruncateUTF16(text, WeLinkMaxText), now)
 	default:
 		return nil, "", fmt.Errorf("unknown format %q", w.format)
 	}
 	b, err := marshal(v)
 	return b, jsonContentType, err
+}
+
+// richBody is the platform's rich message: Slack blocks, a Feishu card,
+// DingTalk or WeCom markdown, and WeLink's text, the only kind it takes.
+func (w *Webhook) richBody(e events.Event, m message, now time.Time) ([]byte, string, error) {
+	var v any
+	switch w.format {
+	case Slack:
+		v = slackRich(m)
+	case Feishu:
+		b, err := w.feishuRich(m, now)
+		return b, jsonContentType, err
+	case DingTalk:
+		v = dingTalkRich(m)
+	case WeCom:
+		v = weComRich(m)
+	case WeLink:
+		v = w.weLinkBody(e, weLinkRich(m), now)
+	default:
+		return nil, "", fmt.Errorf("unknown format %q", w.format)
+	}
+	b, err := marshal(v)
+	return b, jsonContentType, err
+}
+
+// weLinkBody is WeLink's text message of text. Its uuid is the event's,
+// the same at every attempt.
+func (w *Webhook) weLinkBody(e events.Event, text string, now time.Time) weLinkBody {
+	return weLinkBody{
+		MessageType: "text",
+		Content:     weLinkText{Text: text},
+		TimeStamp:   now.UnixMilli(),
+		UUID:        messageUUID(e.ID),
+		AtAccounts:  []string{},
+	}
 }
 
 // feishuBody signs the message when there is a secret, and cuts its text

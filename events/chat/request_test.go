@@ -59,7 +59,23 @@ func newWebhook(tb testing.TB, rawURL string, f chat.Format, secret string) *cha
 	tb.Helper()
 	w, err := chat.NewWebhook(rawURL, f, redact.NewSecret(secret))
 	require.NoError(tb, err)
-	return w
+	return w.WithStyle(chat.Style{Zone: shanghai(tb)})
+}
+
+// plainWebhook is newWebhook sending the platforms' text messages.
+func plainWebhook(tb testing.TB, rawURL string, f chat.Format, secret string) *chat.Webhook {
+	tb.Helper()
+	return newWebhook(tb, rawURL, f, secret).WithStyle(chat.Style{Zone: shanghai(tb), Plain: true})
+}
+
+// shanghai is the zone the tests show times in: not the machine's, so
+// that they pass wherever they run, and not UTC, so that a time left
+// in UTC shows.
+func shanghai(tb testing.TB) *time.Location {
+	tb.Helper()
+	z, err := time.LoadLocation("Asia/Shanghai")
+	require.NoError(tb, err)
+	return z
 }
 
 // request builds the request for e and returns it with its body decoded.
@@ -74,7 +90,7 @@ func request(tb testing.TB, w *chat.Webhook, e events.Event, raw []byte) (*http.
 	return req, got
 }
 
-func TestRequestBodies(t *testing.T) {
+func TestPlainRequestBodies(t *testing.T) {
 	e, raw := newEvent(t, snapshot.Started, "Weekly sync", "987654321")
 	wantText := `Meeting started: "Weekly sync" (conference ID 987654321)`
 	tests := []struct {
@@ -113,7 +129,7 @@ func TestRequestBodies(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, got := request(t, newWebhook(t, tt.url, tt.format, ""), e, raw)
+			req, got := request(t, plainWebhook(t, tt.url, tt.format, ""), e, raw)
 			assert.Equal(t, tt.want, got)
 			assert.Equal(t, http.MethodPost, req.Method)
 			assert.Equal(t, tt.url, req.URL.String(), "an unsigned message goes to the URL as given")
@@ -244,12 +260,12 @@ func longChange(tb testing.TB) (events.Event, []byte) {
 	return newEvent(tb, snapshot.Changed, strings.Repeat("会议😀", 150), "987654321", changes...)
 }
 
-func TestSizeLimits(t *testing.T) {
+func TestPlainSizeLimits(t *testing.T) {
 	e, raw := longChange(t)
-	require.Greater(t, len(chat.Text(e)), chat.FeishuMaxBody/4, "the text must be long for this test")
+	require.Greater(t, len(chat.Text(e, nil)), chat.FeishuMaxBody/4, "the text must be long for this test")
 
 	t.Run("welink 500 characters", func(t *testing.T) {
-		_, got := request(t, newWebhook(t, "https://h.example/?token=t", chat.WeLink, ""), e, raw)
+		_, got := request(t, plainWebhook(t, "https://h.example/?token=t", chat.WeLink, ""), e, raw)
 		text := got["content"].(map[string]any)["text"].(string)
 		assert.LessOrEqual(t, len(utf16.Encode([]rune(text))), chat.WeLinkMaxText)
 		assert.Greater(t, len(utf16.Encode([]rune(text))), chat.WeLinkMaxText-2, "cut at the limit, not far below")
@@ -257,7 +273,7 @@ func TestSizeLimits(t *testing.T) {
 		assert.True(t, strings.HasSuffix(text, chat.Ellipsis))
 	})
 	t.Run("wecom 2048 bytes", func(t *testing.T) {
-		_, got := request(t, newWebhook(t, "https://h.example/?key=k", chat.WeCom, ""), e, raw)
+		_, got := request(t, plainWebhook(t, "https://h.example/?key=k", chat.WeCom, ""), e, raw)
 		text := got["text"].(map[string]any)["content"].(string)
 		assert.LessOrEqual(t, len(text), chat.WeComMaxText)
 		assert.Greater(t, len(text), chat.WeComMaxText-4)
@@ -271,8 +287,8 @@ func TestSizeLimits(t *testing.T) {
 		for i := range 40 {
 			heavy.Data.Changes = append(heavy.Data.Changes, snapshot.FieldChange{Field: strings.Repeat("\x01", 190) + strconv.Itoa(i)})
 		}
-		require.Less(t, len(chat.Text(heavy)), chat.FeishuMaxBody, "the text alone fits")
-		w := newWebhook(t, "https://h.example/hook/x", chat.Feishu, "s")
+		require.Less(t, len(chat.Text(heavy, nil)), chat.FeishuMaxBody, "the text alone fits")
+		w := plainWebhook(t, "https://h.example/hook/x", chat.Feishu, "s")
 		body := func(ev events.Event) ([]byte, string) {
 			req, err := w.Request(t.Context(), ev, raw, signedAt)
 			require.NoError(t, err)
@@ -285,7 +301,7 @@ func TestSizeLimits(t *testing.T) {
 
 		b, text := body(e)
 		assert.LessOrEqual(t, len(b), chat.FeishuMaxBody)
-		assert.Equal(t, chat.Text(e), text, "a body within the limit is not cut")
+		assert.Equal(t, chat.Text(e, nil), text, "a body within the limit is not cut")
 
 		b, text = body(heavy)
 		assert.LessOrEqual(t, len(b), chat.FeishuMaxBody)
@@ -297,10 +313,10 @@ func TestSizeLimits(t *testing.T) {
 
 func TestMarkupInSubjectsIsDefused(t *testing.T) {
 	e, raw := newEvent(t, snapshot.Started, `<!channel> & <at user_id="all">everyone</at>`, "1")
-	_, slack := request(t, newWebhook(t, "https://h.example/services/x", chat.Slack, ""), e, raw)
+	_, slack := request(t, plainWebhook(t, "https://h.example/services/x", chat.Slack, ""), e, raw)
 	assert.Equal(t, `Meeting started: "&lt;!channel&gt; &amp; &lt;at user_id=\"all\"&gt;everyone&lt;/at&gt;" (conference ID 1)`, slack["text"])
 
-	_, feishu := request(t, newWebhook(t, "https://h.example/hook/x", chat.Feishu, ""), e, raw)
+	_, feishu := request(t, plainWebhook(t, "https://h.example/hook/x", chat.Feishu, ""), e, raw)
 	text := feishu["content"].(map[string]any)["text"].(string)
 	assert.NotContains(t, text, "<at")
 	assert.Contains(t, text, "\uFF1Cat user_id")

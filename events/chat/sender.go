@@ -171,6 +171,14 @@ func (s *Sender) Send(ctx context.Context, e events.Event, raw []byte) error {
 	}
 }
 
+// Try posts event e once, neither paced nor sent again, and returns nil
+// when the platform accepted it, or else what it answered (an
+// *AnswerError) or why it could not be reached: for a test message, whose
+// sender wants the platform's word now rather than patience.
+func (s *Sender) Try(ctx context.Context, e events.Event, raw []byte) error {
+	return s.post(ctx, e, raw)
+}
+
 // post makes one attempt: it returns nil when the platform accepted the
 // message, an error wrapping ErrRateLimited, ErrUnavailable,
 // ErrWebhookBroken or ErrRefused when it answered otherwise or not at all, and another error

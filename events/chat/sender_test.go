@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/chat"
 	"github.com/meetwatch/meetwatch/snapshot"
 )
@@ -225,4 +226,62 @@ func TestSendNeverShowsTheCredential(t *testing.T) {
 		assert.Contains(t, logs.String(), "connection refused", "the cause is logged")
 		assert.Contains(t, logs.String(), "webhook=https://oapi.dingtalk.example", "the host is logged")
 	})
+}
+
+// TestTrySendsOnce checks that a test message gets one attempt, whatever
+// the answer: a refusal, a rate limit or a failure comes back at once,
+// with the platform's words, for the person who asked.
+func TestTrySendsOnce(t *testing.T) {
+	e, raw, err := chat.Sample(signedAt)
+	require.NoError(t, err)
+	tests := []struct {
+		name   string
+		answer answer
+		want   error
+		words  string
+	}{
+		{name: "accepted", answer: ok[chat.DingTalk]},
+		{name: "refused", answer: answer{status: 200, body: `{"errcode":300001,"errmsg":"token is not exist"}`}, want: chat.ErrRefused, words: "token is not exist"},
+		{name: "rate limited", answer: answer{status: 200, body: `{"errcode":130101,"errmsg":"send too fast"}`}, want: chat.ErrRateLimited, words: "send too fast"},
+		{name: "failing", answer: answer{status: 503, body: "busy"}, want: chat.ErrUnavailable, words: "http 503"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &platform{script: []answer{tt.answer, ok[chat.DingTalk]}}
+			s := newSender(t, newWebhook(t, "https://oapi.dingtalk.example/robot/send?access_token=t", chat.DingTalk, ""), p, nil)
+			err := s.Try(t.Context(), e, raw)
+			assert.Len(t, p.requests(), 1, "one attempt")
+			if tt.want == nil {
+				assert.NoError(t, err)
+				return
+			}
+			assert.ErrorIs(t, err, tt.want)
+			assert.ErrorContains(t, err, tt.words)
+		})
+	}
+}
+
+// TestSample checks that the sample message is a started event as the
+// watcher publishes it, new at every call, with every fact a message
+// shows and no secret.
+func TestSample(t *testing.T) {
+	first, raw, err := chat.Sample(signedAt)
+	require.NoError(t, err)
+	got, err := events.Decode(raw)
+	require.NoError(t, err)
+	assert.Equal(t, first.ID, got.ID)
+	assert.Equal(t, snapshot.Started, got.Kind())
+	assert.Equal(t, events.DataSchema(snapshot.Started), got.DataSchema)
+	require.NotNil(t, got.Data.StartedAt)
+	assert.Equal(t, signedAt, *got.Data.StartedAt)
+	assert.Contains(t, chat.Text(got, time.UTC), `Meeting started: "meetwatch test message" (conference ID 914083136)
+Organiser: user8002
+Started: 2026-01-01 00:00 (UTC)
+Online attendees: 3`)
+	for _, secret := range []string{"JoinUri", "password", "guestPwd", "liveUrl", "Address"} {
+		assert.NotContains(t, string(raw), secret)
+	}
+	again, _, err := chat.Sample(signedAt)
+	require.NoError(t, err)
+	assert.NotEqual(t, first.ID, again.ID, "a new id: no platform takes a second test for a repeat")
 }

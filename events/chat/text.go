@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -28,45 +29,55 @@ const (
 // Ellipsis ends a text that was cut.
 const Ellipsis = "…"
 
-// Text returns the message people read for an event, the same in every
-// chat format: a first line naming the kind, the meeting's subject and
-// its conference ID, then, for a changed meeting, one line per changed
-// field, with its old and new values when both are short.
+// Text returns the plain text message people read for an event, the one
+// the platforms' text messages carry: a first line naming the kind, the
+// meeting's subject and its conference ID, then a line for each of the
+// organiser, the start (shown in zone, nil meaning the machine's), the
+// attendees online and, for an ended meeting, its duration, when the
+// event tells them, and for a changed meeting one line per changed field,
+// with its old and new values when both are short.
 //
 // Secrets never appear: the events carry none (a changed secret is only
 // marked redacted), and a value cut from an event to fit its size limit
 // is shown as such.
-func Text(e events.Event) string {
-	var rec struct {
-		Subject      string `json:"subject"`
-		ConferenceID string `json:"conferenceID"`
-	}
-	// A record that does not decode still gets a message: the kind and
-	// the meeting's key say what happened.
-	_ = json.Unmarshal(e.Data.Conference, &rec)
+func Text(e events.Event, zone *time.Location) string {
+	return newMessage(e, zone).text(maxChangeLines)
+}
 
+// headline is the first line of the plain text: the kind, the subject
+// and the conference ID.
+func (m message) headline() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Meeting %s: ", e.Kind())
-	if rec.Subject != "" {
-		fmt.Fprintf(&b, "%q", TruncateRunes(rec.Subject, maxSubject))
+	fmt.Fprintf(&b, "Meeting %s: ", m.kind)
+	if m.subject != "" {
+		fmt.Fprintf(&b, "%q", m.subject)
 	} else {
 		b.WriteString("(no subject)")
 	}
-	if rec.ConferenceID != "" {
-		fmt.Fprintf(&b, " (conference ID %s)", TruncateRunes(rec.ConferenceID, maxSubject))
+	if f := m.facts[0]; f.label == labelConference {
+		fmt.Fprintf(&b, " (conference ID %s)", f.value)
 	} else {
-		fmt.Fprintf(&b, " (meeting %s)", TruncateRunes(e.Subject, maxSubject))
+		fmt.Fprintf(&b, " (meeting %s)", f.value)
 	}
-	if e.Data.Initial {
+	if m.initial {
 		b.WriteString(", already running when meetwatch started")
 	}
-	for i, c := range e.Data.Changes {
-		if i == maxChangeLines {
-			fmt.Fprintf(&b, "\n… and %d more changed fields", len(e.Data.Changes)-i)
-			break
-		}
-		b.WriteString("\n• ")
-		b.WriteString(changeLine(c))
+	return b.String()
+}
+
+// text lays m out as plain text, with at most n change lines.
+func (m message) text(n int) string {
+	var b strings.Builder
+	b.WriteString(m.headline())
+	for _, f := range m.facts[1:] {
+		fmt.Fprintf(&b, "\n%s: %s", f.label, f.value)
+	}
+	lines, more := m.changeLines(n)
+	for _, l := range lines {
+		b.WriteString("\n• " + l)
+	}
+	if more != "" {
+		b.WriteString("\n" + more)
 	}
 	return b.String()
 }

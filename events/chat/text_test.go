@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/chat"
@@ -80,7 +81,7 @@ func TestText(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			assert.Equal(t, tt.want, chat.Text(tt.e))
+			assert.Equal(t, tt.want, chat.Text(tt.e, nil))
 		})
 	}
 }
@@ -146,9 +147,43 @@ func ExampleText() {
 			},
 		},
 	}
-	fmt.Println(chat.Text(e))
+	fmt.Println(chat.Text(e, nil))
 	// Output:
 	// Meeting changed: "All hands" (conference ID 669697932)
 	// • subject: "All hands 10" → "All hands"
 	// • confConfigInfo.guestPwd changed (secret, not shown)
+}
+
+// TestTextShowsDurationsAsPeopleSayThem checks the duration of an ended
+// meeting: seconds under a minute, then hours and minutes.
+func TestTextShowsDurationsAsPeopleSayThem(t *testing.T) {
+	for secs, want := range map[int64]string{
+		0: "0 s", 42: "42 s", 60: "1 min", 119: "1 min", 2700: "45 min", 3600: "1 h", 3900: "1 h 5 min", 90061: "25 h 1 min",
+	} {
+		e, _ := newEvent(t, snapshot.Ended, "Weekly sync", "987654321")
+		e.Data.DurationSeconds = &secs
+		assert.Equal(t, "Meeting ended: \"Weekly sync\" (conference ID 987654321)\nDuration: "+want, chat.Text(e, nil), "%d s", secs)
+	}
+}
+
+// TestTextShowsTheStartInTheZoneAsked checks that the start is
+// data.startedAt, or else the record's startTime read as UTC, shown in
+// the zone asked for with its offset.
+func TestTextShowsTheStartInTheZoneAsked(t *testing.T) {
+	shanghai, err := time.LoadLocation("Asia/Shanghai")
+	require.NoError(t, err)
+	newYork, err := time.LoadLocation("America/New_York")
+	require.NoError(t, err)
+	started := time.Date(2026, 11, 25, 13, 2, 0, 0, time.UTC)
+	e, _ := newEvent(t, snapshot.Started, "Weekly sync", "987654321")
+	e.Data.StartedAt = &started
+	e.Data.Conference = json.RawMessage(`{"subject":"Weekly sync","conferenceID":"987654321","startTime":"2026-11-25 09:00"}`)
+	assert.Contains(t, chat.Text(e, shanghai), "\nStarted: 2026-11-25 21:02 (UTC+08:00)", "startedAt first")
+	assert.Contains(t, chat.Text(e, newYork), "\nStarted: 2026-11-25 08:02 (UTC-05:00)")
+	assert.Contains(t, chat.Text(e, time.UTC), "\nStarted: 2026-11-25 13:02 (UTC)")
+
+	e.Data.StartedAt = nil
+	assert.Contains(t, chat.Text(e, shanghai), "\nStarted: 2026-11-25 17:00 (UTC+08:00)", "else startTime, read as UTC")
+	e.Data.Conference = json.RawMessage(`{"subject":"Weekly sync","conferenceID":"987654321","startTime":"soon"}`)
+	assert.NotContains(t, chat.Text(e, shanghai), "Started", "an unreadable start is left out")
 }
