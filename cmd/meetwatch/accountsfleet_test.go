@@ -134,6 +134,20 @@ func (a *fleetAccount) truth() (subjects map[string][]string, ended map[string]b
 	return subjects, ended
 }
 
+// waitListings waits until every account has been listed n more times.
+func waitListings(tb testing.TB, accts []*fleetAccount, n int) {
+	tb.Helper()
+	from := time.Now()
+	require.Eventually(tb, func() bool {
+		for _, a := range accts {
+			if len(a.listingsAfter(from)) < n {
+				return false
+			}
+		}
+		return true
+	}, eventWait, tick, "waiting for %d more listings of every account", n)
+}
+
 // startFleetChurn makes one change about every `every`, in each account
 // in turn (in an order drawn at random each round), until the returned
 // halt is called or the test ends: one goroutine for every account, so
@@ -376,15 +390,7 @@ func TestThreeReplicasThirtyAccounts(t *testing.T) {
 	settled = time.Since(started)
 
 	// Every account listed twice more, by its replica of now.
-	from := time.Now()
-	require.Eventually(t, func() bool {
-		for _, a := range accts {
-			if len(a.listingsAfter(from)) < 2 {
-				return false
-			}
-		}
-		return true
-	}, eventWait, tick, "waiting for two more listings of every account")
+	waitListings(t, accts, 2)
 
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		held = readyAccounts(c, hc, reps)
@@ -423,15 +429,7 @@ func TestThreeReplicasThirtyAccounts(t *testing.T) {
 
 	// Two more listings of every account under the survivors, then the
 	// churn stops and the stream must come to the ground truth.
-	from = time.Now()
-	require.Eventually(t, func() bool {
-		for _, a := range accts {
-			if len(a.listingsAfter(from)) < 2 {
-				return false
-			}
-		}
-		return true
-	}, eventWait, tick, "waiting for two more listings of every account")
+	waitListings(t, accts, 2)
 	halt()
 	check := func() map[string]accountCheck {
 		msgs := storedMessages(t, nc, "MEETINGS")
@@ -453,15 +451,7 @@ func TestThreeReplicasThirtyAccounts(t *testing.T) {
 	}, eventWait, 250*time.Millisecond, "waiting for every account's transitions")
 	// Three more listings of each account: the polls in flight when the
 	// stream settled have published what they saw.
-	from = time.Now()
-	require.Eventually(t, func() bool {
-		for _, a := range accts {
-			if len(a.listingsAfter(from)) < 3 {
-				return false
-			}
-		}
-		return true
-	}, eventWait, tick, "waiting for three more listings of every account")
+	waitListings(t, accts, 3)
 	var total accountCheck
 	least := accountCheck{changed: -1, ended: -1}
 	final := check()
