@@ -158,6 +158,7 @@ func (r *rig) publishedSince(tb testing.TB, n int) []events.Event {
 	for seq := uint64(n) + 1; seq <= info.State.LastSeq; seq++ {
 		m, err := st.GetMsg(tb.Context(), seq)
 		require.NoError(tb, err)
+		natstest.CheckEvents(tb, m)
 		e, err := events.Decode(m.Data)
 		require.NoError(tb, err)
 		out = append(out, e)

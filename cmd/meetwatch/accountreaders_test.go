@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/watcher"
@@ -101,11 +102,18 @@ func publishAccountEvent(t *testing.T, js jetstream.JetStream, account, kind, uu
 	t.Helper()
 	sum := sha256.Sum256([]byte(account + "\x00" + kind + "\x00" + uuid))
 	id := hex.EncodeToString(sum[:16])
+	data := map[string]any{"conference": map[string]any{"confUUID": uuid, "subject": account + " " + uuid, "conferenceID": "1"}, "incarnation": 1}
+	switch kind {
+	case "changed":
+		data["previous"] = data["conference"]
+	case "ended":
+		data["endedAt"] = time.Now().UTC().Format(time.RFC3339Nano)
+	}
 	body, err := json.Marshal(map[string]any{
 		"specversion": "1.0", "id": id, "source": "meetwatch://127.0.0.1/" + account, "type": "meetwatch.meeting." + kind,
 		"subject": uuid, "time": time.Now().UTC().Format(time.RFC3339Nano), "datacontenttype": "application/json",
-		"account": account,
-		"data":    map[string]any{"conference": map[string]any{"confUUID": uuid, "subject": account + " " + uuid, "conferenceID": "1"}},
+		"dataschema": events.DataSchema(events.Kind(kind)), "account": account,
+		"data": data,
 	})
 	require.NoError(t, err)
 	msg := &nats.Msg{Subject: "meetings." + account + "." + kind + "." + uuid, Data: body, Header: nats.Header{}}

@@ -101,15 +101,23 @@ func (r *streamRig) tryPublish(ctx context.Context, n int) error {
 			r.mu.Unlock()
 			return err
 		}
+		now := time.Now().UTC()
 		evs[i] = events.Event{
 			SpecVersion:     events.SpecVersion,
 			ID:              fmt.Sprintf("%032x", 0x5eed0000+k),
 			Source:          events.Source("127.0.0.1:1"),
 			Type:            events.TypePrefix + string(kinds[k%3]),
 			Subject:         uuid,
-			Time:            time.Now().UTC(),
+			Time:            now,
 			DataContentType: events.DataContentType,
-			Data:            events.Data{Conference: conf},
+			DataSchema:      events.DataSchema(kinds[k%3]),
+			Data:            events.Data{Conference: conf, Incarnation: 1},
+		}
+		switch kinds[k%3] {
+		case events.Changed:
+			evs[i].Data.Previous = conf
+		case events.Ended:
+			evs[i].Data.EndedAt = &now
 		}
 	}
 	r.n += n

@@ -49,6 +49,7 @@ Usage:
                                     WeCom or WeLink, or the event to any CloudEvents receiver
   meetwatch audit --out FILE        append every event to FILE exactly once, in stream order
   meetwatch sim [flags]             serve the simulated meeting API, for trials and tests
+  meetwatch schema KIND             print the JSON Schema of a started, changed or ended event
   meetwatch version                 print the version, commit and Go version of this build
   meetwatch <command> --help        help for one command
 
@@ -89,6 +90,8 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		err = runAudit(ctx, rest, environ, stdout, stderr)
 	case "sim":
 		err = runSim(ctx, rest, environ, stdout, stderr)
+	case "schema":
+		err = runSchema(rest, stdout)
 	default:
 		printUsageError(stderr, "", fmt.Sprintf("unknown command %q", cmd))
 		return exitUsage

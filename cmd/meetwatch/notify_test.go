@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
 )
 
@@ -125,7 +126,10 @@ type meeting struct{ uuid, subject, conferenceID string }
 func publishEvent(tb testing.TB, js jetstream.JetStream, kind string, m meeting, initial bool, changes ...[3]string) string {
 	tb.Helper()
 	record := map[string]any{"confUUID": m.uuid, "subject": m.subject, "conferenceID": m.conferenceID}
-	data := map[string]any{"conference": record}
+	data := map[string]any{"conference": record, "incarnation": 1}
+	if kind == "ended" {
+		data["endedAt"] = time.Now().UTC().Format(time.RFC3339Nano)
+	}
 	if initial {
 		data["initial"] = true
 	}
@@ -141,7 +145,7 @@ func publishEvent(tb testing.TB, js jetstream.JetStream, kind string, m meeting,
 	body, err := json.Marshal(map[string]any{
 		"specversion": "1.0", "id": id, "source": "meetwatch://127.0.0.1", "type": "meetwatch.meeting." + kind,
 		"subject": m.uuid, "time": time.Now().UTC().Format(time.RFC3339Nano), "datacontenttype": "application/json",
-		"data": data,
+		"dataschema": events.DataSchema(events.Kind(kind)), "data": data,
 	})
 	require.NoError(tb, err)
 	msg := &nats.Msg{Subject: "meetings." + kind + "." + m.uuid, Data: body, Header: nats.Header{}}

@@ -13,7 +13,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed"
+	"github.com/meetwatch/meetwatch/events/schema/validate"
 )
 
 // Start runs a JetStream server on a free loopback port with its files in a
@@ -52,7 +54,21 @@ func Connect(tb testing.TB, s *server.Server) *nats.Conn {
 // fails the test rather than return fewer than the stream holds: a
 // message skipped because the server was slow would look like an event
 // meetwatch lost.
+//
+// Every meetwatch event among them is checked against its kind's JSON
+// Schema (see CheckEvents): whatever a test publishes, and whatever it
+// reads back through here, keeps the contract consumers validate against.
 func Messages(tb testing.TB, nc *nats.Conn, stream string) []*jetstream.RawStreamMsg {
+	tb.Helper()
+	out := UncheckedMessages(tb, nc, stream)
+	CheckEvents(tb, out...)
+	return out
+}
+
+// UncheckedMessages is Messages without the check of the events, for a
+// test of an event that breaks its schema on purpose: one whose record
+// strays from the API's model, which meetwatch publishes as sent.
+func UncheckedMessages(tb testing.TB, nc *nats.Conn, stream string) []*jetstream.RawStreamMsg {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -91,9 +107,10 @@ func Messages(tb testing.TB, nc *nats.Conn, stream string) []*jetstream.RawStrea
 			if last > state.LastSeq {
 				continue // published after the call: not asked for
 			}
-			out = append(out, &jetstream.RawStreamMsg{
+			msg := &jetstream.RawStreamMsg{
 				Subject: m.Subject(), Sequence: last, Header: m.Headers(), Data: m.Data(), Time: md.Timestamp,
-			})
+			}
+			out = append(out, msg)
 		}
 		if err := batch.Error(); errors.Is(err, nats.ErrNoResponders) && read == 0 && ctx.Err() == nil {
 			// A cluster electing a new stream leader answers nobody for
@@ -108,4 +125,36 @@ func Messages(tb testing.TB, nc *nats.Conn, stream string) []*jetstream.RawStrea
 		}
 	}
 	return out
+}
+
+// maxReported bounds the violations CheckEvents reports in one call: a
+// broken contract breaks every event alike, and the first few say why.
+const maxReported = 3
+
+// CheckEvents fails the test for every message that is a meetwatch event
+// (its body's type is a meetwatch type, or its Content-Type header that of
+// a structured CloudEvent) but does not keep its kind's JSON Schema, with
+// the place in the event and the reason. Other messages (a key-value
+// bucket's records, something else published on the subjects) are not
+// events, and are skipped. The schemas are compiled once for the process.
+func CheckEvents(tb testing.TB, msgs ...*jetstream.RawStreamMsg) {
+	tb.Helper()
+	bad := 0
+	for _, m := range msgs {
+		if m.Header.Get("Content-Type") != events.ContentType && !validate.IsMeetingEvent(m.Data) {
+			continue
+		}
+		if err := validate.Event(m.Data); err != nil {
+			if bad++; bad <= maxReported {
+				body := m.Data
+				if len(body) > 2048 {
+					body = append(body[:2048:2048], " ..."...)
+				}
+				tb.Errorf("message %d on %s: %v\n%s", m.Sequence, m.Subject, err, body)
+			}
+		}
+	}
+	if bad > maxReported {
+		tb.Errorf("%d more messages do not keep their schemas", bad-maxReported)
+	}
 }
