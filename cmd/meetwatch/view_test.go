@@ -287,3 +287,28 @@ func TestLsReadsTheViewOnly(t *testing.T) {
 	assert.Contains(t, ls.stderr.String(), "Permissions Violation")
 	assert.Empty(t, ls.stdout.String())
 }
+
+// TestViewBucketBadNames: a view bucket whose name no bucket can have, or
+// that is the state's or the lease's, is a configuration error, exit 2,
+// naming MEETWATCH_VIEW_BUCKET.
+func TestViewBucketBadNames(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ name, value, command string }{
+		{name: "not a bucket name", value: "meetings.now", command: "run"},
+		{name: "not a bucket name, for ls", value: "meetings now", command: "ls"},
+		{name: "the state bucket", value: stateBucket, command: "run"},
+		{name: "the lease bucket", value: "meetwatch-lease", command: "run"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env := map[string]string{
+				"MEETWATCH_API_URL":      "http://127.0.0.1:9",
+				"MEETWATCH_ACCESS_TOKEN": "view-config-token",
+				"MEETWATCH_NATS_URL":     "nats://127.0.0.1:9",
+				"MEETWATCH_VIEW_BUCKET":  tt.value,
+			}
+			stderr := rejectsConfiguration(t, env, tt.command).stderr.String()
+			assert.Contains(t, stderr, "MEETWATCH_VIEW_BUCKET")
+		})
+	}
+}
