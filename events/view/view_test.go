@@ -77,6 +77,10 @@ func TestWatchHoldsTheCurrentSetAndItsChanges(t *testing.T) {
 	for range updates { // closed once ctx ends
 	}
 
+	none, _, err := view.Watch(t.Context(), kv, "gamma.*")
+	require.NoError(t, err, "a filter no key matches")
+	assert.Empty(t, none)
+
 	all, updates, err := view.Watch(t.Context(), kv)
 	require.NoError(t, err)
 	assert.Len(t, all, 4, "every account's live keys, less the one that is no entry: %v", all)
