@@ -27,7 +27,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/meetwatch/meetwatch/events/jsensure"
+	"github.com/meetwatch/meetwatch/watcher"
 	"github.com/meetwatch/meetwatch/watcher/ha"
+	"github.com/meetwatch/meetwatch/watcher/kvstore"
 )
 
 // The passwords the NATS configuration reads from the server's environment.
@@ -43,6 +45,7 @@ const (
 	streamName  = "MEETINGS"
 	stateBucket = "meetwatch-state"
 	leaseBucket = "meetwatch-lease"
+	viewBucket  = "meetings-now"
 )
 
 var natsConfigs = []string{"nats/nats-1.conf", "nats/nats-2.conf", "nats/nats-3.conf"}
@@ -236,7 +239,7 @@ func testCluster(t *testing.T) {
 		for _, st := range d.Streams {
 			got[st.Name] = st.Config.Replicas
 		}
-		assert.Equal(t, map[string]int{streamName: 3, "KV_" + stateBucket: 3, "KV_" + leaseBucket: 3}, got, "streams on %s", s.Name())
+		assert.Equal(t, map[string]int{streamName: 3, "KV_" + stateBucket: 3, "KV_" + leaseBucket: 3, "KV_" + viewBucket: 3}, got, "streams on %s", s.Name())
 	}
 
 	t.Run("meetwatch denied elsewhere", func(t *testing.T) {
@@ -527,6 +530,7 @@ func meetwatchCalls(ctx context.Context, nc *nats.Conn, c callsConfig) error {
 		return nil
 	}
 	var state, lease jetstream.KeyValue
+	var view *kvstore.View
 	steps := []struct {
 		what string
 		f    func(ctx context.Context) error
@@ -646,6 +650,28 @@ func meetwatchCalls(ctx context.Context, nc *nats.Conn, c callsConfig) error {
 					return fmt.Errorf("loaded %d meetings, want %d", puts, c.keys-1)
 				}
 				return w.Stop()
+			})
+		}},
+		{"making sure the view bucket exists", func(ctx context.Context) error {
+			var err error
+			view, err = kvstore.OpenView(ctx, js, kvstore.ViewConfig{Bucket: viewBucket, Replicas: c.replicas})
+			return err
+		}},
+		{"writing the view, and reconciling it with the state", func(ctx context.Context) error {
+			value := []byte(`{"conference":"` + strings.Repeat("x", stateValueSize-20) + `"}`)
+			writes := make([]watcher.ViewWrite, c.keys)
+			ids := make([]string, c.keys)
+			for i := range writes {
+				ids[i] = fmt.Sprintf("v%05d", i)
+				writes[i] = watcher.ViewWrite{Meeting: ids[i], Value: value}
+			}
+			if err := view.Write(ctx, writes); err != nil {
+				return err
+			}
+			// One meeting ended: the reconcile reads the view with a
+			// watch, and deletes its key.
+			return eventually(ctx, func() error {
+				return view.Reconcile(ctx, ids[1:], func(string) ([]byte, error) { return value, nil })
 			})
 		}},
 		{"leading", func(ctx context.Context) error {

@@ -8,6 +8,24 @@
 // Publisher, a StateStore, a Lease, a Health) and the errors its adapters'
 // errors match (see errors.go); the packages beneath it (meetingapi,
 // kvstore, ha) implement them for HTTP, JetStream and the lease.
+//
+// The view (Config.View) is the consumers' copy of the ongoing meetings,
+// one key per meeting (events.ViewEntry): the state stays private, with
+// its sealed digests and internal keys. Each chunk of changes is written
+// to it last, after its events are acknowledged and the state has
+// recorded them, so that a key never shows what no event announced, and
+// the state's compare-and-set has just proved that this replica leads;
+// an ended meeting's key is deleted once its ended event is stored. The
+// view is a cache of the state, not a second state: a failed write of it
+// fails no poll, loses and doubles no event, and is mended by
+// reconciling, which reads every key of the view and writes only those
+// that differ from the committed snapshot, and deletes those of meetings
+// not in it. A poll reconciles after its commit when the view may be
+// wrong: at the first poll of a term, after a poll that failed past its
+// listing (the state is then loaded again), and after a write of the
+// view failed. So after any crash or restart the view matches the state
+// within one committed poll, while a poll in the steady state writes the
+// keys of the meetings that changed, and nothing else.
 package watcher
 
 import (
@@ -96,6 +114,27 @@ type StateStore interface {
 	ReadAhead(ctx context.Context, meetings <-chan string)
 }
 
+// View is the consumers' copy of the ongoing meetings (see the package
+// doc). It asks the same guard as the state before every write, so that
+// only the replica that leads writes it.
+type View interface {
+	// Write stores writes in their order, and returns once each is
+	// acknowledged.
+	Write(ctx context.Context, writes []ViewWrite) error
+	// Reconcile makes the view hold exactly the meetings of want: it
+	// reads what the view holds, writes the entry of each meeting of want
+	// whose key lacks it or holds another (value returns it), and deletes
+	// the keys of meetings not in want.
+	Reconcile(ctx context.Context, want []string, value func(meeting string) ([]byte, error)) error
+}
+
+// ViewWrite is one write of the view: the entry of a meeting, or, with a
+// nil Value, the deletion of its key.
+type ViewWrite struct {
+	Meeting string
+	Value   []byte
+}
+
 // Lease tells this replica when it leads. Run calls lead for each term this
 // replica holds the lease, with a context that ends as soon as the lease
 // may be lost, and returns when ctx ends.
@@ -148,7 +187,10 @@ type Config struct {
 	Lister    Lister
 	Publisher Publisher
 	Store     StateStore
-	Builder   events.Builder
+	// View, when set, is written after the state (see the package doc);
+	// its entries are made by Builder.ViewValue.
+	View    View
+	Builder events.Builder
 	// Redact seals secrets in every record before it is diffed or stored;
 	// nil keeps records as sent. The Builder should strip with the same
 	// policy.
@@ -198,6 +240,11 @@ type Watcher struct {
 	loaded  bool
 	state   State
 	polls   int
+	// viewSynced says that the view matched the committed snapshot after
+	// the last reconcile, and every write of it since went through: the
+	// poll then writes its changes to it, and otherwise reconciles it
+	// after its commit.
+	viewSynced bool
 }
 
 // New returns a Watcher.
@@ -276,6 +323,7 @@ func (w *Watcher) poll(ctx context.Context) (PollResult, []string, error) {
 	start := w.cfg.Now()
 	var res PollResult
 	if !w.loaded {
+		w.viewSynced = false // a term's first poll, or one after a failure
 		if err := w.load(ctx, &res); err != nil {
 			return res, nil, err
 		}
@@ -338,8 +386,69 @@ func (w *Watcher) poll(ctx context.Context) (PollResult, []string, error) {
 	if w.cfg.Health != nil {
 		w.cfg.Health.Polled(time.Now())
 	}
+	if err := w.reconcileView(ctx); err != nil {
+		w.loaded = false
+		return res, nil, err
+	}
 	res.Total = w.cfg.Now().Sub(start)
 	return res, fresh, nil
+}
+
+// reconcileView makes the view match the committed snapshot, unless it
+// is known to already. A failure is logged, and the next poll tries
+// again; only a fenced write, which ends the term, is returned.
+func (w *Watcher) reconcileView(ctx context.Context) error {
+	if w.cfg.View == nil || w.viewSynced {
+		return nil
+	}
+	snap, incarnations := w.state.Snapshot, w.state.Incarnations
+	err := w.cfg.View.Reconcile(ctx, slices.Sorted(maps.Keys(snap)), func(meeting string) ([]byte, error) {
+		return w.cfg.Builder.ViewValue(snap[meeting], incarnations[meeting])
+	})
+	switch {
+	case errors.Is(err, ErrFenced):
+		return fmt.Errorf("reconciling the view: %w", err)
+	case err != nil:
+		w.logger.Warn("reconciling the view with the state failed; the next poll tries again", "err", err)
+		return nil
+	}
+	w.viewSynced = true
+	return nil
+}
+
+// writeView writes the view of changes that the state has recorded: the
+// latest record of each meeting started or changed, and the deletion of
+// each ended one's key. While the view is not known to be right, it
+// writes nothing: the reconcile after the commit writes it all. A write
+// that fails leaves the view to that reconcile; only a fenced one is
+// returned.
+func (w *Watcher) writeView(ctx context.Context, changes []snapshot.Change) error {
+	if w.cfg.View == nil || !w.viewSynced || len(changes) == 0 {
+		return nil
+	}
+	writes := make([]ViewWrite, 0, len(changes))
+	for _, c := range changes {
+		vw := ViewWrite{Meeting: c.Key}
+		if c.Kind != snapshot.Ended {
+			v, err := w.cfg.Builder.ViewValue(c.New, c.Incarnation)
+			if err != nil {
+				w.viewSynced = false
+				w.logger.Warn("the view of a meeting could not be made; the view is reconciled after the poll's commit", "meeting", c.Key, "err", err)
+				return nil
+			}
+			vw.Value = v
+		}
+		writes = append(writes, vw)
+	}
+	err := w.cfg.View.Write(ctx, writes)
+	switch {
+	case errors.Is(err, ErrFenced):
+		return fmt.Errorf("writing the view: %w", err)
+	case err != nil:
+		w.viewSynced = false
+		w.logger.Warn("writing the view failed; it is reconciled with the state after the poll's commit", "err", err)
+	}
+	return nil
 }
 
 // load reads the state, and finishes what a poll that stopped short of its
@@ -415,10 +524,16 @@ func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observ
 		if err := w.record(ctx, part, observedAt); err != nil {
 			return err
 		}
+		if err := w.writeView(ctx, part); err != nil {
+			return err
+		}
 	}
 	res.Ignored += len(quiet)
 	for part := range slices.Chunk(quiet, chunkSize) {
 		if err := w.record(ctx, part, observedAt); err != nil {
+			return err
+		}
+		if err := w.writeView(ctx, part); err != nil {
 			return err
 		}
 	}

@@ -435,6 +435,10 @@ func (f *fleet) runAccount(ctx context.Context, unit string, a account, budget *
 		logger.Error("not watching the account", "err", err)
 		return err
 	}
+	var view watcher.View
+	if f.pipe.view != nil {
+		view = f.pipe.view.WithAccount(a.Name, pub.JetStream(), guard, logger)
+	}
 	wake := f.wakes.add()
 	defer f.wakes.remove(wake)
 	h := f.health.Account(a.Name)
@@ -445,6 +449,7 @@ func (f *fleet) runAccount(ctx context.Context, unit string, a account, budget *
 		Lister:    slotLister{Lister: client, slots: f.slots},
 		Publisher: pub,
 		Store:     store,
+		View:      view,
 		Builder: events.Builder{
 			Source: events.AccountSource(client.Host(), a.Name), Prefix: f.cfg.SubjectPrefix, Account: a.Name,
 			Redact: f.policy, Ignore: f.ignore, MaxBytes: events.MaxEventBytes(f.maxPayload), Zone: f.zone,

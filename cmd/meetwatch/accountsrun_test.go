@@ -160,6 +160,22 @@ func TestRunWatchesManyAccounts(t *testing.T) {
 		}
 	}, eventWait, tick, "readyz lists the three accounts")
 
+	// The view keeps each account's meetings under <account>.<confUUID>,
+	// each value naming its account; the end leaves it once stored.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		got, _ := readViewBucket(t, nc, viewBucket)
+		want, have := map[string]string{}, map[string]string{}
+		for _, name := range s.names {
+			for _, id := range s.sim(name).UUIDs() {
+				want[name+"."+id] = name
+			}
+		}
+		for k, v := range got {
+			have[k] = v.Account
+		}
+		assert.Equal(c, want, have)
+	}, eventWait, tick, "the view of the accounts")
+
 	for _, name := range s.names {
 		ls := runInProcess(t, map[string]string{"MEETWATCH_NATS_URL": srv.ClientURL()}, "ls", "--account", name, "--json")
 		require.Equal(t, 0, ls.code, "ls --account %s: %s", name, ls.stderr)
@@ -169,7 +185,7 @@ func TestRunWatchesManyAccounts(t *testing.T) {
 			require.NoError(t, json.Unmarshal([]byte(l), &rec))
 			listed = append(listed, rec["confUUID"].(string))
 		}
-		assert.ElementsMatch(t, s.sim(name).UUIDs(), listed, "ls --account %s: the account's state", name)
+		assert.ElementsMatch(t, s.sim(name).UUIDs(), listed, "ls --account %s: the account's view", name)
 	}
 
 	var online map[string]float64

@@ -80,7 +80,7 @@ func checkEnv(apiURL, token, natsURL string) map[string]string {
 // their order.
 var checkNames = []string{
 	"login", "listing", "meetings", "latency", "budget", "rate_limit_headers", "clock_skew",
-	"nats", "jetstream", "stream", "publish", "state_bucket", "lease_bucket", "sizing",
+	"nats", "jetstream", "stream", "publish", "state_bucket", "lease_bucket", "view_bucket", "sizing",
 }
 
 // jetState is what a NATS account stores, as far as check could change
@@ -153,6 +153,7 @@ func TestCheckAllOKWritesNothing(t *testing.T) {
 	assert.Contains(t, got["stream"].detail, "MEETINGS stores meetings.>")
 	assert.Contains(t, got["state_bucket"].detail, "the last commit, of 1234 meetings")
 	assert.Contains(t, got["lease_bucket"].detail, "no replica leads", "run released the lease as it stopped")
+	assert.Contains(t, got["view_bucket"].detail, "KV_meetings-now holds 1234 messages")
 	assert.Contains(t, got["sizing"].detail, "1234 meetings in pages of 500 (overlap 20): a full listing takes 3 requests")
 	assert.Contains(t, got["sizing"].detail, "every 15s fits")
 	assert.Equal(t, requests+1, api.Sim.Requests(), "one page")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -58,6 +59,14 @@ func checkNATS(ctx context.Context, cfg config, timeout time.Duration, logger *s
 		reads: "a replica reads the lease before it takes it",
 		about: aboutLease, readAll: cfg.AccountsFile != "",
 	})
+	if cfg.ViewBucket != "" {
+		checkBucket(ctx, p, rep, bucketProbe{
+			check: "view_bucket", bucket: cfg.ViewBucket, key: natsprobe.Name, info: true, flowControl: true,
+			watch:  "the watch that reconciles the view with the state",
+			flowed: "flow control while a large view is read",
+			about:  aboutView,
+		})
+	}
 }
 
 // checkEmbedded reports what run does without MEETWATCH_NATS_URL: it
@@ -238,6 +247,9 @@ type bucketProbe struct {
 	// readAll: run reads every key at once (a placement of accounts).
 	readAll      bool
 	reads, watch string // why run reads the key, and watches the bucket ("": it does not)
+	// flowed says why the watch needs flow control; "" for the state's
+	// load.
+	flowed string
 	// about describes what the key holds; entry is nil when it holds
 	// nothing.
 	about func(entry *nats.Msg) string
@@ -258,9 +270,13 @@ func checkBucket(ctx context.Context, p *natsprobe.Prober, rep *checkReport, b b
 	}
 	d.note(p.MayCreateStream(ctx, stream), "$JS.API.STREAM.CREATE."+stream, "run creates it when it is missing")
 	subject := "$KV." + b.bucket + "." + b.key
-	entry, err := p.DirectGet(ctx, stream, subject)
-	if !errors.Is(err, nats.ErrNoResponders) { // no responders: the bucket is missing, as the next probe says
-		d.note(err, "$JS.API.DIRECT.GET."+stream+".>", b.reads)
+	var entry *nats.Msg
+	if b.reads != "" {
+		var err error
+		entry, err = p.DirectGet(ctx, stream, subject)
+		if !errors.Is(err, nats.ErrNoResponders) { // no responders: the bucket is missing, as the next probe says
+			d.note(err, "$JS.API.DIRECT.GET."+stream+".>", b.reads)
+		}
 	}
 	owner, err := p.StreamOf(ctx, subject)
 	switch {
@@ -276,7 +292,8 @@ func checkBucket(ctx context.Context, p *natsprobe.Prober, rep *checkReport, b b
 		may = "run may read, write, watch and create it"
 	}
 	if b.flowControl {
-		d.note(p.MayPublish(ctx, "$JS.FC."+stream+"."+natsprobe.Name+".probe"), "$JS.FC."+stream+".>", "flow control while a large state loads")
+		why := cmp.Or(b.flowed, "flow control while a large state loads")
+		d.note(p.MayPublish(ctx, "$JS.FC."+stream+"."+natsprobe.Name+".probe"), "$JS.FC."+stream+".>", why)
 	}
 	if b.readAll {
 		// A request without a reply subject: the stream reads nothing.
@@ -311,6 +328,9 @@ func aboutState(entry *nats.Msg) string {
 	}
 	return fmt.Sprintf("the last commit, of %d meeting%s, observed %s", meta.Meetings, plural(meta.Meetings), meta.ObservedAt.UTC().Format(time.RFC3339))
 }
+
+// aboutView describes the view bucket, whose keys run only writes.
+func aboutView(*nats.Msg) string { return "the meetings going on, one key each, for consumers" }
 
 // aboutLease describes the lease: which replica leads, as ha writes it.
 func aboutLease(entry *nats.Msg) string {

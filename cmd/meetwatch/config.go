@@ -14,6 +14,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed"
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
@@ -55,6 +56,7 @@ type config struct {
 	SubjectPrefix      string        `env:"SUBJECT_PREFIX" envDefault:"meetings" desc:"the first token(s) of every event's subject, <prefix>.<kind>.<confUUID>"`
 	Stream             string        `env:"STREAM" envDefault:"MEETINGS" desc:"the JetStream stream of the events, created or updated at start"`
 	StateBucket        string        `env:"STATE_BUCKET" envDefault:"meetwatch-state" desc:"the key-value bucket holding the last committed snapshot"`
+	ViewBucket         string        `env:"VIEW_BUCKET" help:"meetings-now; set empty to keep no view" desc:"the key-value bucket of the meetings going on now, one key each, for consumers to watch; meetwatch ls reads it"`
 	DuplicateWindow    time.Duration `env:"DUPLICATE_WINDOW" envDefault:"1h" desc:"the stream's deduplication window, at least 10m so that a restart fits in it"`
 	StreamMaxAge       time.Duration `env:"STREAM_MAX_AGE" envDefault:"720h" desc:"how long the stream keeps events (720h is 30 days); 0 keeps them until removed by hand, otherwise at least the duplicate window"`
 	Redact             string        `env:"REDACT" desc:"field paths, comma-separated, removed from published records; none to publish records whole"`
@@ -114,6 +116,9 @@ func loadConfig(environ map[string]string, forRun bool) (config, error) {
 	}
 	if _, set := environ[envPrefix+"HTTP_ADDR"]; !set {
 		c.HTTPAddr = defaultHTTPAddr
+	}
+	if _, set := environ[envPrefix+"VIEW_BUCKET"]; !set {
+		c.ViewBucket = events.DefaultViewBucket // set empty, it turns the view off
 	}
 	if err := c.validate(forRun); err != nil {
 		return c, err
@@ -209,6 +214,9 @@ func (c config) validate(forRun bool) error {
 	if _, err := c.apiZone(); err != nil {
 		return bad("APITimeZone", "%v", err)
 	}
+	if c.ViewBucket != "" && !streamName.MatchString(c.ViewBucket) {
+		return bad("ViewBucket", "%q: use letters, digits, - and _, or set it empty for no view", c.ViewBucket)
+	}
 	if !forRun {
 		return nil
 	}
@@ -232,6 +240,8 @@ func (c config) validate(forRun bool) error {
 		return bad("SearchKey", "at most 128 characters")
 	case !streamName.MatchString(c.StateBucket):
 		return bad("StateBucket", "%q: use letters, digits, - and _", c.StateBucket)
+	case c.ViewBucket == c.StateBucket || c.ViewBucket == c.LeaseBucket:
+		return bad("ViewBucket", "%q: the view needs a bucket of its own, not the state's or the lease's", c.ViewBucket)
 	case c.DuplicateWindow < minDuplicateWindow:
 		return bad("DuplicateWindow", "must be at least %s so a restart fits in it, got %s", minDuplicateWindow, c.DuplicateWindow)
 	case c.StreamMaxAge < 0 || (c.StreamMaxAge > 0 && c.StreamMaxAge < c.DuplicateWindow):

@@ -12,6 +12,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meetwatch/meetwatch/events/view"
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
 	"github.com/meetwatch/meetwatch/watcher/kvstore"
@@ -20,24 +23,27 @@ import (
 func runLs(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("ls", `Usage: meetwatch ls [--json] [--account NAME] [--timeout DURATION]
 
-Prints the meetings going on now, as the last committed snapshot in the
-state bucket holds them: a table of confUUID, conference ID, subject,
+Prints the meetings going on now, as the view bucket holds them
+(MEETWATCH_VIEW_BUCKET, default meetings-now), or, when there is none, the
+last committed snapshot in the state bucket: a table of confUUID, conference ID, subject,
 start time and online attendees, sorted by start time. It only reads: a
 running meetwatch is not disturbed.
 
 With --account, the meetings of that account of an accounts file
 (MEETWATCH_ACCOUNTS_FILE), whose state the bucket keeps under the key
-prefix NAME.; without it, the state of meetwatch run without an accounts
-file.
+prefix NAME. (the view under the keys NAME.<confUUID>); without it, the
+meetings of meetwatch run without an accounts file.
 
 With --json, one JSON object per line: each meeting's record as events
 carry it, with the fields of MEETWATCH_REDACT removed, so that no secret
 is printed.
 
-Reads MEETWATCH_STATE_BUCKET (default meetwatch-state) over
+Reads MEETWATCH_VIEW_BUCKET, or MEETWATCH_STATE_BUCKET (default
+meetwatch-state) when that is empty or no such bucket exists, over
 MEETWATCH_NATS_URL (default `+defaultNATSURL+`) with the NATS credential
-settings of meetwatch run. A state that does not load within --timeout
-(a server that does not answer, a permission the user lacks) is an error.`, stderr)
+settings of meetwatch run: a user allowed to read the view needs no access
+to the state. A bucket that does not load within --timeout (a server that
+does not answer, a permission the user lacks) is an error.`, stderr)
 	asJSON := fs.Bool("json", false, "print each meeting's record, secrets removed, one JSON object per line")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the state to load")
 	accountFlag := fs.String("account", "", "the `NAME` of an account of an accounts file: list its meetings")
@@ -68,17 +74,18 @@ settings of meetwatch run. A state that does not load within --timeout
 	// through an election; a tool asked once must give up instead.
 	rctx, cancel := context.WithTimeoutCause(ctx, *timeout, errNoAnswer)
 	defer cancel()
-	st, err := kvstore.Read(rctx, js, cfg.StateBucket, prefix)
+	source := "view bucket " + cfg.ViewBucket
+	meetings, err := readView(rctx, js, cfg.ViewBucket, *accountFlag)
+	if errors.Is(err, errNoView) {
+		source = "state bucket " + cfg.StateBucket
+		meetings, err = readState(rctx, js, cfg.StateBucket, prefix)
+	}
 	if errors.Is(context.Cause(rctx), errNoAnswer) {
-		return fmt.Errorf("reading state bucket %s: no answer within %s (a permission the NATS user lacks is logged above; see docs/security.md): %w",
-			cfg.StateBucket, *timeout, err)
+		return fmt.Errorf("reading %s: no answer within %s (a permission the NATS user lacks is logged above; see docs/security.md): %w",
+			source, *timeout, err)
 	}
 	if err != nil {
 		return err
-	}
-	meetings := make([]snapshot.Meeting, 0, len(st.Snapshot))
-	for _, m := range st.Snapshot {
-		meetings = append(meetings, m)
 	}
 	slices.SortFunc(meetings, func(a, b snapshot.Meeting) int {
 		return cmp.Or(strings.Compare(a.StartTime, b.StartTime), strings.Compare(a.UUID, b.UUID))
@@ -106,6 +113,58 @@ settings of meetwatch run. A state that does not load within --timeout
 
 // errNoAnswer is the cause of a read of the state that ran out of time.
 var errNoAnswer = errors.New("no answer")
+
+// errNoView means that there is no view bucket to read: MEETWATCH_VIEW_BUCKET
+// is empty, or names a bucket that does not exist.
+var errNoView = errors.New("no view bucket")
+
+// readView returns the meetings of the view bucket, those of account
+// when it is set, or errNoView when there is no view bucket.
+func readView(ctx context.Context, js jetstream.JetStream, bucket, account string) ([]snapshot.Meeting, error) {
+	if bucket == "" {
+		return nil, errNoView
+	}
+	kv, err := js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, errNoView
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening view bucket %s: %w", bucket, err)
+	}
+	filter := "*"
+	if account != "" {
+		filter = account + ".*"
+	}
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	entries, _, err := view.Watch(wctx, kv, filter)
+	if err != nil {
+		return nil, fmt.Errorf("reading view bucket %s: %w", bucket, err)
+	}
+	meetings := make([]snapshot.Meeting, 0, len(entries))
+	for key, e := range entries {
+		m, err := snapshot.ParseMeeting(e.Conference)
+		if err != nil {
+			return nil, fmt.Errorf("reading view key %s: %w", key, err)
+		}
+		meetings = append(meetings, m)
+	}
+	return meetings, nil
+}
+
+// readState returns the meetings of the last committed snapshot under
+// prefix in the state bucket.
+func readState(ctx context.Context, js jetstream.JetStream, bucket, prefix string) ([]snapshot.Meeting, error) {
+	st, err := kvstore.Read(ctx, js, bucket, prefix)
+	if err != nil {
+		return nil, err
+	}
+	meetings := make([]snapshot.Meeting, 0, len(st.Snapshot))
+	for _, m := range st.Snapshot {
+		meetings = append(meetings, m)
+	}
+	return meetings, nil
+}
 
 // onlineAttendees reads the record's onlineAttendeeAmount, or "-".
 func onlineAttendees(m snapshot.Meeting) string {

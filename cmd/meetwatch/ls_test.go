@@ -72,12 +72,14 @@ func TestLsListsTheMeetingsGoingOnNow(t *testing.T) {
 	}
 
 	env["MEETWATCH_STATE_BUCKET"] = "no-such-bucket"
+	env["MEETWATCH_VIEW_BUCKET"] = "" // no view: ls reads the state
 	ls = startMeetwatch(t, env, "ls")
 	assert.Equal(t, 1, ls.wait(t, eventWait))
 	assert.Contains(t, ls.stderr.String(), "no-such-bucket")
 }
 
-// TestLsNATSUser runs `meetwatch ls` as a user with exactly the
+// TestLsNATSUser runs `meetwatch ls`, reading the state
+// (MEETWATCH_VIEW_BUCKET empty), as a user with exactly the
 // permissions docs/security.md lists for it: the state bucket's stream
 // info, its consumer create and delete API and direct gets, and replies
 // on _INBOX.>. It writes nothing, and is refused nothing. Without the
@@ -106,6 +108,7 @@ func TestLsNATSUser(t *testing.T) {
 	mw.stop(t, syscall.SIGTERM)
 
 	env["MEETWATCH_NATS_USER"], env["MEETWATCH_NATS_PASSWORD"] = user, password
+	env["MEETWATCH_VIEW_BUCKET"] = "" // the state, not the view (TestLsReadsTheViewOnly)
 	ls := startMeetwatch(t, env, "ls", "--json")
 	require.Equal(t, 0, ls.wait(t, eventWait), "exit code; stderr: %s", ls.stderr)
 	assert.Len(t, strings.Split(strings.TrimSpace(ls.stdout.String()), "\n"), 4, "one record a meeting:\n%s", ls.stdout)

@@ -201,8 +201,11 @@ func lead(ctx context.Context, cfg config, pipe *pipeline, client *meetingapi.Cl
 		Health:             health,
 		Observer:           mx,
 	}
+	if pipe.view != nil {
+		wcfg.View = pipe.view
+	}
 	logger.Info("watching", "api", cfg.APIURL, "interval", cfg.PollInterval, "stream", cfg.Stream,
-		"subjects", cfg.SubjectPrefix+".>", "state_bucket", cfg.StateBucket, "replica", cfg.replicaID(),
+		"subjects", cfg.SubjectPrefix+".>", "state_bucket", cfg.StateBucket, "view_bucket", cfg.ViewBucket, "replica", cfg.replicaID(),
 		"lease_bucket", cfg.LeaseBucket, "lease_ttl", pipe.lease.TTL())
 	return watcher.Lead(ctx, pipe.lease, wcfg)
 }
@@ -254,7 +257,10 @@ type pipeline struct {
 	link      *natsLink
 	publisher *publish.Publisher
 	store     *kvstore.Store
-	lease     *ha.Lease
+	// view is the consumers' view of the meetings going on; nil when
+	// MEETWATCH_VIEW_BUCKET is empty.
+	view  *kvstore.View
+	lease *ha.Lease
 	// placement shares the units of an accounts file out among the
 	// replicas, in place of the lease; nil without the file.
 	placement *ha.Placement
@@ -387,6 +393,14 @@ func (p *pipeline) open(ctx context.Context, js jetstream.JetStream, cfg config,
 		Guard: p.leads, Logger: logger, Conflict: conflict})
 	if err != nil {
 		return err
+	}
+	p.view = nil
+	if cfg.ViewBucket != "" {
+		p.view, err = kvstore.OpenView(ctx, js, kvstore.ViewConfig{Bucket: cfg.ViewBucket, Replicas: cfg.Replicas,
+			Guard: p.leads, Logger: logger, Conflict: conflict})
+		if err != nil {
+			return err
+		}
 	}
 	if units != nil {
 		placement, err := ha.OpenPlacement(ctx, js, ha.PlacementConfig{

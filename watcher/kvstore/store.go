@@ -24,6 +24,12 @@
 // acme., and loads with a subject filter on it. Without a prefix the keys
 // are those above; a load then reads every prefix's keys too, and passes
 // over them, since none starts with m. or e. (see ValidPrefix).
+//
+// View keeps the consumers' view of the meetings going on in a bucket of
+// its own, one key per meeting (events.ViewKey), written after this
+// store's records and reconciled with them as the watcher's package doc
+// says: it holds no intent, digest or header of the state's, so that a
+// consumer's credentials need reach nothing else.
 package kvstore
 
 import (

@@ -1,0 +1,255 @@
+package kvstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meetwatch/meetwatch/events"
+	"github.com/meetwatch/meetwatch/events/jsensure"
+	"github.com/meetwatch/meetwatch/internal/pubwindow"
+	"github.com/meetwatch/meetwatch/watcher"
+)
+
+// ViewConfig configures the view bucket, the consumers' copy of the
+// ongoing meetings (see watcher.View and events.ViewEntry).
+type ViewConfig struct {
+	// Bucket is the key-value bucket's name.
+	Bucket string
+	// Account names the account of an accounts file whose meetings this
+	// view writes, under the keys events.ViewKey gives them; empty for a
+	// single watcher.
+	Account string
+	// Replicas is the bucket's replica count when OpenView creates it; 0
+	// means 1.
+	Replicas int
+	// Guard, when set, is asked before every write, as the state's is.
+	Guard func() error
+	// Logger hears of the bucket's creation; nil discards.
+	Logger *slog.Logger
+	// Conflict, when set, hears of each setting of an existing bucket
+	// that lets the key of a meeting going on vanish.
+	Conflict func(msg string)
+}
+
+// ViewMarkerTTL is how long the marker of a deleted key stays in the view
+// bucket: a consumer whose watch resumes within it learns of the ends it
+// missed, and the markers of a day's ends do not stay for good. A
+// consumer away for longer reads the view anew.
+const ViewMarkerTTL = 24 * time.Hour
+
+// viewStall bounds the wait for each key of a reconcile's read of the
+// view: a stream without a leader does not answer, and the poll must not
+// wait for it.
+const viewStall = 5 * time.Second
+
+// View writes the view bucket for one watcher.
+type View struct {
+	kv        jetstream.KeyValue
+	js        jetstream.JetStream
+	bucket    string
+	account   string
+	guard     func() error
+	logger    *slog.Logger
+	markerTTL time.Duration
+	seed      maphash.Seed
+}
+
+var _ watcher.View = (*View)(nil)
+
+// OpenView opens the view bucket, creating it when it is missing. As for
+// the state, an existing bucket keeps the settings an operator gave it,
+// but for per-message TTLs, which the markers of ended meetings need; a
+// TTL or a discard policy that drops values is kept, logged at WARN and
+// reported to Conflict. js should be the context the events go through,
+// as for Open.
+func OpenView(ctx context.Context, js jetstream.JetStream, cfg ViewConfig) (*View, error) {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("component", "view")
+	kv, bucket, err := jsensure.Bucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:         cfg.Bucket,
+		Description:    "meetwatch: the meetings going on now, one key each, for consumers",
+		History:        1,
+		Storage:        jetstream.FileStorage,
+		Replicas:       max(cfg.Replicas, 1),
+		LimitMarkerTTL: ViewMarkerTTL,
+	}, func(c *jetstream.StreamConfig) []string {
+		if c.AllowMsgTTL {
+			return nil
+		}
+		c.AllowMsgTTL = true
+		return []string{"per-message TTLs"}
+	}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("opening view bucket: %w", err)
+	}
+	for _, c := range viewConflicts(cfg.Bucket, bucket) {
+		logger.Warn("the view bucket's settings let a meeting's key vanish; keeping them", "bucket", cfg.Bucket, "conflict", c)
+		if cfg.Conflict != nil {
+			cfg.Conflict(c)
+		}
+	}
+	v := &View{kv: kv, js: js, bucket: cfg.Bucket, account: cfg.Account, guard: cfg.Guard, logger: logger, seed: maphash.MakeSeed()}
+	if bucket.AllowMsgTTL {
+		v.markerTTL = ViewMarkerTTL
+	}
+	return v, nil
+}
+
+// WithAccount returns a view of the same bucket for the watcher of
+// account, asking guard before every write and writing through js: what
+// the runner of many accounts gives each account's watcher.
+func (v *View) WithAccount(account string, js jetstream.JetStream, guard func() error, logger *slog.Logger) *View {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	a := *v
+	a.account, a.js, a.guard, a.logger = account, js, guard, logger.With("component", "view")
+	return &a
+}
+
+// viewConflicts returns what in the configuration of the view bucket lets
+// the key of a meeting still going on vanish, one sentence each.
+func viewConflicts(bucket string, c jetstream.StreamConfig) []string {
+	var out []string
+	if c.MaxAge > 0 {
+		out = append(out, fmt.Sprintf("view bucket %s has a TTL of %s: the keys of meetings that did not change for that long expire, until the next reconcile", bucket, c.MaxAge))
+	}
+	if c.Discard == jetstream.DiscardOld && (c.MaxBytes > 0 || c.MaxMsgs > 0) {
+		out = append(out, fmt.Sprintf("view bucket %s discards old values at its limits (max bytes %d, max values %d): the keys of meetings going on may go", bucket, c.MaxBytes, c.MaxMsgs))
+	}
+	return out
+}
+
+// key returns the key of a meeting in the view.
+func (v *View) key(meeting string) string { return events.ViewKey(v.account, meeting) }
+
+// Write stores writes, each acknowledged, within pubwindow's window.
+func (v *View) Write(ctx context.Context, writes []watcher.ViewWrite) error {
+	keys := make([]string, len(writes))
+	for i, w := range writes {
+		keys[i] = v.key(w.Meeting)
+	}
+	return v.publish(ctx, keys, func(i int) ([]byte, error) { return writes[i].Value, nil })
+}
+
+// publish writes the value of each key (nil: a delete marker).
+func (v *View) publish(ctx context.Context, keys []string, value func(i int) ([]byte, error)) error {
+	return pubwindow.Publish(ctx, v.js, len(keys), pubwindow.Window,
+		func(i int) (*nats.Msg, []jetstream.PublishOpt, error) {
+			if v.guard != nil {
+				if err := v.guard(); err != nil {
+					return nil, nil, err
+				}
+			}
+			val, err := value(i)
+			if err != nil {
+				return nil, nil, err
+			}
+			msg := nats.NewMsg("$KV." + v.bucket + "." + keys[i])
+			if val != nil {
+				msg.Data = val
+				return msg, nil, nil
+			}
+			msg.Header.Set("KV-Operation", "PURGE")
+			msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+			var opts []jetstream.PublishOpt
+			if v.markerTTL > 0 {
+				opts = append(opts, jetstream.WithMsgTTL(v.markerTTL))
+			}
+			return msg, opts, nil
+		},
+		func(i int, _ *jetstream.PubAck, err error) error {
+			if err != nil {
+				return fmt.Errorf("writing view key %s: %w", keys[i], err)
+			}
+			return nil
+		})
+}
+
+// Reconcile reads every key of this watcher's meetings in the view, one
+// hash of each value held, and writes those that differ from value, and
+// deletes those of meetings not in want: a view already right costs one
+// read of it, and no write.
+func (v *View) Reconcile(ctx context.Context, want []string, value func(meeting string) ([]byte, error)) error {
+	have, err := v.read(ctx)
+	if err != nil {
+		return err
+	}
+	var stale []string // meetings whose key lacks its entry or holds another
+	for _, id := range want {
+		val, err := value(id)
+		if err != nil {
+			return err
+		}
+		k := v.key(id)
+		if h, ok := have[k]; !ok || h != maphash.Bytes(v.seed, val) {
+			stale = append(stale, id)
+		}
+		delete(have, k)
+	}
+	keys := make([]string, 0, len(stale)+len(have))
+	for _, id := range stale {
+		keys = append(keys, v.key(id))
+	}
+	for k := range have {
+		keys = append(keys, k)
+	}
+	if len(keys) > 0 {
+		v.logger.Info("reconciling the view with the state", "written", len(stale), "deleted", len(have))
+	}
+	return v.publish(ctx, keys, func(i int) ([]byte, error) {
+		if i >= len(stale) {
+			return nil, nil
+		}
+		return value(stale[i])
+	})
+}
+
+// read returns the keys of this watcher's meetings in the view, each with
+// a hash of its value.
+func (v *View) read(ctx context.Context) (map[string]uint64, error) {
+	filter := "*"
+	if v.account != "" {
+		filter = v.account + ".*"
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := v.kv.WatchFiltered(ctx, []string{filter}, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("reading the view: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	have := map[string]uint64{}
+	stall := time.NewTimer(viewStall)
+	defer stall.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("reading the view: %w", context.Cause(ctx))
+		case <-stall.C:
+			return nil, fmt.Errorf("reading the view: %w", errStalledView)
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("reading the view: %w", errStalledView)
+			}
+			if e == nil { // the end of the values there were
+				return have, nil
+			}
+			stall.Reset(viewStall)
+			have[e.Key()] = maphash.Bytes(v.seed, e.Value())
+		}
+	}
+}
+
+// errStalledView means a read of the view got no answer within viewStall.
+var errStalledView = errors.New("no answer from the view bucket's stream")
