@@ -67,28 +67,14 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if markerTTL <= 0 {
 		markerTTL = time.Hour
 	}
-	kv, bucket, err := jsensure.Bucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket:         cfg.Bucket,
-		Description:    "meetwatch: the last committed snapshot, one key per meeting",
-		History:        1,
-		Storage:        jetstream.FileStorage,
-		Replicas:       max(cfg.Replicas, 1),
-		LimitMarkerTTL: markerTTL,
-	}, func(c *jetstream.StreamConfig) []string {
-		if c.AllowMsgTTL {
-			return nil
-		}
-		c.AllowMsgTTL = true
-		return []string{"per-message TTLs"}
-	}, logger)
+	kv, bucket, err := openMarked(ctx, js, markedBucket{
+		use: "state", name: cfg.Bucket, description: "meetwatch: the last committed snapshot, one key per meeting",
+		replicas: cfg.Replicas, markerTTL: markerTTL,
+		expiry:    "keys not written for that long expire, and meetings still going on are announced as started again",
+		discarded: "the keys of meetings still going on may go, and those meetings be announced as started again",
+	}, logger, cfg.Conflict)
 	if err != nil {
-		return nil, fmt.Errorf("opening state bucket: %w", err)
-	}
-	for _, c := range stateConflicts(cfg.Bucket, bucket) {
-		logger.Warn("the state bucket's settings let a meeting's key vanish; keeping them", "bucket", cfg.Bucket, "conflict", c)
-		if cfg.Conflict != nil {
-			cfg.Conflict(c)
-		}
+		return nil, err
 	}
 	s := newStore(js, kv, cfg.Bucket, cfg.Prefix, cfg.Guard, logger)
 	if bucket.AllowMsgTTL { // a bucket that refuses per-message TTLs keeps its markers
@@ -139,15 +125,53 @@ func ValidPrefix(prefix string) error {
 	return nil
 }
 
-// stateConflicts returns what in the configuration of the state bucket
-// lets the key of a meeting still going on vanish, one sentence each.
-func stateConflicts(bucket string, c jetstream.StreamConfig) []string {
-	var out []string
-	if c.MaxAge > 0 {
-		out = append(out, fmt.Sprintf("state bucket %s has a TTL of %s: keys not written for that long expire, and meetings still going on are announced as started again", bucket, c.MaxAge))
+// markedBucket is a bucket of one value per key whose delete markers
+// expire: the state and the view.
+type markedBucket struct {
+	use, name, description string
+	replicas               int
+	markerTTL              time.Duration
+	// expiry and discarded say what a TTL, and a discard of old values at
+	// a limit, cost: the warnings of settings kept.
+	expiry, discarded string
+}
+
+// openMarked opens b, creating it when it is missing. An existing bucket
+// keeps the settings an operator gave it: only per-message TTLs are added
+// when it lacks them, since without them the markers of ended meetings
+// would stay for good. A TTL, or a discard policy that drops old values at
+// a limit, is kept too, but logged at WARN and reported to conflict:
+// either lets the key of a meeting still going on vanish.
+func openMarked(ctx context.Context, js jetstream.JetStream, b markedBucket, logger *slog.Logger, conflict func(string)) (jetstream.KeyValue, jetstream.StreamConfig, error) {
+	kv, bucket, err := jsensure.Bucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:         b.name,
+		Description:    b.description,
+		History:        1,
+		Storage:        jetstream.FileStorage,
+		Replicas:       max(b.replicas, 1),
+		LimitMarkerTTL: b.markerTTL,
+	}, func(c *jetstream.StreamConfig) []string {
+		if c.AllowMsgTTL {
+			return nil
+		}
+		c.AllowMsgTTL = true
+		return []string{"per-message TTLs"}
+	}, logger)
+	if err != nil {
+		return nil, jetstream.StreamConfig{}, fmt.Errorf("opening %s bucket: %w", b.use, err)
 	}
-	if c.Discard == jetstream.DiscardOld && (c.MaxBytes > 0 || c.MaxMsgs > 0) {
-		out = append(out, fmt.Sprintf("state bucket %s discards old values at its limits (max bytes %d, max values %d): the keys of meetings still going on may go, and those meetings be announced as started again", bucket, c.MaxBytes, c.MaxMsgs))
+	var conflicts []string
+	if bucket.MaxAge > 0 {
+		conflicts = append(conflicts, fmt.Sprintf("%s bucket %s has a TTL of %s: %s", b.use, b.name, bucket.MaxAge, b.expiry))
 	}
-	return out
+	if bucket.Discard == jetstream.DiscardOld && (bucket.MaxBytes > 0 || bucket.MaxMsgs > 0) {
+		conflicts = append(conflicts, fmt.Sprintf("%s bucket %s discards old values at its limits (max bytes %d, max values %d): %s", b.use, b.name, bucket.MaxBytes, bucket.MaxMsgs, b.discarded))
+	}
+	for _, c := range conflicts {
+		logger.Warn("the "+b.use+" bucket's settings let a meeting's key vanish; keeping them", "bucket", b.name, "conflict", c)
+		if conflict != nil {
+			conflict(c)
+		}
+	}
+	return kv, bucket, nil
 }

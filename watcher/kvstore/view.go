@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meetwatch/meetwatch/events"
-	"github.com/meetwatch/meetwatch/events/jsensure"
 	"github.com/meetwatch/meetwatch/internal/pubwindow"
 	"github.com/meetwatch/meetwatch/watcher"
 )
@@ -75,28 +74,14 @@ func OpenView(ctx context.Context, js jetstream.JetStream, cfg ViewConfig) (*Vie
 		logger = slog.New(slog.DiscardHandler)
 	}
 	logger = logger.With("component", "view")
-	kv, bucket, err := jsensure.Bucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket:         cfg.Bucket,
-		Description:    "meetwatch: the meetings going on now, one key each, for consumers",
-		History:        1,
-		Storage:        jetstream.FileStorage,
-		Replicas:       max(cfg.Replicas, 1),
-		LimitMarkerTTL: ViewMarkerTTL,
-	}, func(c *jetstream.StreamConfig) []string {
-		if c.AllowMsgTTL {
-			return nil
-		}
-		c.AllowMsgTTL = true
-		return []string{"per-message TTLs"}
-	}, logger)
+	kv, bucket, err := openMarked(ctx, js, markedBucket{
+		use: "view", name: cfg.Bucket, description: "meetwatch: the meetings going on now, one key each, for consumers",
+		replicas: cfg.Replicas, markerTTL: ViewMarkerTTL,
+		expiry:    "the keys of meetings that did not change for that long expire, until the next reconcile",
+		discarded: "the keys of meetings going on may go",
+	}, logger, cfg.Conflict)
 	if err != nil {
-		return nil, fmt.Errorf("opening view bucket: %w", err)
-	}
-	for _, c := range viewConflicts(cfg.Bucket, bucket) {
-		logger.Warn("the view bucket's settings let a meeting's key vanish; keeping them", "bucket", cfg.Bucket, "conflict", c)
-		if cfg.Conflict != nil {
-			cfg.Conflict(c)
-		}
+		return nil, err
 	}
 	v := &View{kv: kv, js: js, bucket: cfg.Bucket, account: cfg.Account, guard: cfg.Guard, logger: logger, seed: maphash.MakeSeed()}
 	if bucket.AllowMsgTTL {
@@ -115,19 +100,6 @@ func (v *View) WithAccount(account string, js jetstream.JetStream, guard func() 
 	a := *v
 	a.account, a.js, a.guard, a.logger = account, js, guard, logger.With("component", "view")
 	return &a
-}
-
-// viewConflicts returns what in the configuration of the view bucket lets
-// the key of a meeting still going on vanish, one sentence each.
-func viewConflicts(bucket string, c jetstream.StreamConfig) []string {
-	var out []string
-	if c.MaxAge > 0 {
-		out = append(out, fmt.Sprintf("view bucket %s has a TTL of %s: the keys of meetings that did not change for that long expire, until the next reconcile", bucket, c.MaxAge))
-	}
-	if c.Discard == jetstream.DiscardOld && (c.MaxBytes > 0 || c.MaxMsgs > 0) {
-		out = append(out, fmt.Sprintf("view bucket %s discards old values at its limits (max bytes %d, max values %d): the keys of meetings going on may go", bucket, c.MaxBytes, c.MaxMsgs))
-	}
-	return out
 }
 
 // key returns the key of a meeting in the view.
