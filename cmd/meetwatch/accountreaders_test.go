@@ -5,8 +5,6 @@ package main
 // by hand as the watcher of each account writes them.
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -22,7 +20,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/natsembed/natstest"
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/watcher"
@@ -100,8 +97,6 @@ func TestLsReadsOneAccount(t *testing.T) {
 // source that names it. It returns the body.
 func publishAccountEvent(t *testing.T, js jetstream.JetStream, account, kind, uuid string) []byte {
 	t.Helper()
-	sum := sha256.Sum256([]byte(account + "\x00" + kind + "\x00" + uuid))
-	id := hex.EncodeToString(sum[:16])
 	data := map[string]any{"conference": map[string]any{"confUUID": uuid, "subject": account + " " + uuid, "conferenceID": "1"}, "incarnation": 1}
 	switch kind {
 	case "changed":
@@ -109,18 +104,7 @@ func publishAccountEvent(t *testing.T, js jetstream.JetStream, account, kind, uu
 	case "ended":
 		data["endedAt"] = time.Now().UTC().Format(time.RFC3339Nano)
 	}
-	body, err := json.Marshal(map[string]any{
-		"specversion": "1.0", "id": id, "source": "meetwatch://127.0.0.1/" + account, "type": "meetwatch.meeting." + kind,
-		"subject": uuid, "time": time.Now().UTC().Format(time.RFC3339Nano), "datacontenttype": "application/json",
-		"dataschema": events.DataSchema(events.Kind(kind)), "account": account,
-		"data": data,
-	})
-	require.NoError(t, err)
-	msg := &nats.Msg{Subject: "meetings." + account + "." + kind + "." + uuid, Data: body, Header: nats.Header{}}
-	msg.Header.Set("Nats-Msg-Id", id)
-	msg.Header.Set("Content-Type", "application/cloudevents+json")
-	_, err = js.PublishMsg(t.Context(), msg)
-	require.NoError(t, err)
+	_, body := publishHandMade(t, js, account, kind, uuid, "", data)
 	return body
 }
 

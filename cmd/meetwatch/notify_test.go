@@ -140,20 +140,37 @@ func publishEvent(tb testing.TB, js jetstream.JetStream, kind string, m meeting,
 		}
 		data["changes"], data["previous"] = cs, record
 	}
-	sum := sha256.Sum256([]byte(kind + "\x00" + m.uuid + "\x00" + m.subject))
+	id, _ := publishHandMade(tb, js, "", kind, m.uuid, m.subject, data)
+	return id
+}
+
+// publishHandMade publishes an event made by hand as a watcher would make
+// it: on meetings.[<account>.]<kind>.<uuid>, with the account attribute
+// and a source naming it when account is set, and an id hashed from the
+// account, kind, uuid and distinct, so that the same call twice is the
+// same event. It returns the id and the body.
+func publishHandMade(tb testing.TB, js jetstream.JetStream, account, kind, uuid, distinct string, data any) (string, []byte) {
+	tb.Helper()
+	sum := sha256.Sum256([]byte(account + "\x00" + kind + "\x00" + uuid + "\x00" + distinct))
 	id := hex.EncodeToString(sum[:16])
-	body, err := json.Marshal(map[string]any{
+	envelope := map[string]any{
 		"specversion": "1.0", "id": id, "source": "meetwatch://127.0.0.1", "type": "meetwatch.meeting." + kind,
-		"subject": m.uuid, "time": time.Now().UTC().Format(time.RFC3339Nano), "datacontenttype": "application/json",
+		"subject": uuid, "time": time.Now().UTC().Format(time.RFC3339Nano), "datacontenttype": "application/json",
 		"dataschema": events.DataSchema(events.Kind(kind)), "data": data,
-	})
+	}
+	subject := "meetings." + kind + "." + uuid
+	if account != "" {
+		envelope["source"], envelope["account"] = "meetwatch://127.0.0.1/"+account, account
+		subject = "meetings." + account + "." + kind + "." + uuid
+	}
+	body, err := json.Marshal(envelope)
 	require.NoError(tb, err)
-	msg := &nats.Msg{Subject: "meetings." + kind + "." + m.uuid, Data: body, Header: nats.Header{}}
+	msg := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
 	msg.Header.Set("Nats-Msg-Id", id)
 	msg.Header.Set("Content-Type", "application/cloudevents+json")
 	_, err = js.PublishMsg(tb.Context(), msg)
 	require.NoError(tb, err)
-	return id
+	return id, body
 }
 
 // startNotify starts `meetwatch notify` against natsURL and waits until

@@ -4,7 +4,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -152,20 +150,7 @@ func publishRecord(tb testing.TB, js jetstream.JetStream, kind, uuid string, dat
 	tb.Helper()
 	raw, err := json.Marshal(data)
 	require.NoError(tb, err)
-	sum := sha256.Sum256(append([]byte(kind+"\x00"+uuid+"\x00"), raw...))
-	id := hex.EncodeToString(sum[:16])
-	body, err := json.Marshal(map[string]any{
-		"specversion": "1.0", "id": id, "source": "meetwatch://127.0.0.1", "type": "meetwatch.meeting." + kind,
-		"subject": uuid, "time": time.Now().UTC().Format(time.RFC3339Nano), "datacontenttype": "application/json",
-		"dataschema": "https://github.com/meetwatch/meetwatch/blob/main/events/schema/v1/" + kind + ".json",
-		"data":       json.RawMessage(raw),
-	})
-	require.NoError(tb, err)
-	msg := &nats.Msg{Subject: "meetings." + kind + "." + uuid, Data: body, Header: nats.Header{}}
-	msg.Header.Set("Nats-Msg-Id", id)
-	msg.Header.Set("Content-Type", "application/cloudevents+json")
-	_, err = js.PublishMsg(tb.Context(), msg)
-	require.NoError(tb, err)
+	id, _ := publishHandMade(tb, js, "", kind, uuid, string(raw), json.RawMessage(raw))
 	return id
 }
 
