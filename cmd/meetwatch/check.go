@@ -42,6 +42,8 @@ name, and what it found or why it failed, with the fix where one is known.
   publish             publishing events to it
   state_bucket        the state bucket: create or update, read, write, watch
   lease_bucket        the lease bucket: create or update, read, write
+  view_bucket         the view bucket (MEETWATCH_VIEW_BUCKET): create or update,
+                      read, write, watch; not checked when the view is off
   sizing              a full listing at this count and budget, against
                       MEETWATCH_POLL_INTERVAL: whether it fits, and what would
 

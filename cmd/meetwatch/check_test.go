@@ -231,7 +231,7 @@ func TestCheckQueryAllRejected(t *testing.T) {
 	for _, l := range lines {
 		assert.True(t, l.ok || l.name == "listing", "%s: %s", l.name, l.detail)
 	}
-	assert.Contains(t, p.stderr.String(), "1 of 11 checks failed: listing")
+	assert.Contains(t, p.stderr.String(), "1 of 12 checks failed: listing")
 
 	env["MEETWATCH_QUERY_ALL"] = "false"
 	code, lines, _ = runCheckBinary(t, env)
