@@ -55,7 +55,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	for {
 		started := time.Now()
 		w.beat(started.Add(w.cfg.PollTimeout))
-		res, err := w.Poll(ctx)
+		res, err := w.pollCommitted(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -97,6 +97,13 @@ func (w *Watcher) Run(ctx context.Context) error {
 			failures = 0
 			retry.Reset()
 			w.logPoll(res)
+			if err := w.reconcileView(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				w.logger.Warn("fenced: this replica stops leading", "err", err)
+				return err
+			}
 		}
 		if nb := w.cfg.Lister.NotBefore(); nb.After(next) && nb.After(time.Now()) {
 			w.logger.Info("the api asked for a pause; the next poll waits for it", "not_before", nb)

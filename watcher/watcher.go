@@ -20,8 +20,9 @@
 // fails no poll, loses and doubles no event, and is mended by
 // reconciling, which reads every key of the view and writes only those
 // that differ from the committed snapshot, and deletes those of meetings
-// not in it. A poll reconciles after its commit when the view may be
-// wrong: at the first poll of a term, after a poll that failed past its
+// not in it. A poll reconciles when the view may be wrong, once it has
+// committed and its end lookups are out, so that neither its events nor
+// the state wait for the view: at the first poll of a term, after a poll that failed past its
 // listing (the state is then loaded again), and after a write of the
 // view failed. So after any crash or restart the view matches the state
 // within one committed poll, while a poll in the steady state writes the
@@ -301,6 +302,17 @@ type PollResult struct {
 // back. An error of that step fails nothing the poll did; Poll returns it
 // only when this replica was fenced or ctx ended.
 func (w *Watcher) Poll(ctx context.Context) (PollResult, error) {
+	res, err := w.pollCommitted(ctx)
+	if err != nil {
+		return res, err
+	}
+	return res, w.reconcileView(ctx)
+}
+
+// pollCommitted is Poll but for the view's reconcile, which Run does after
+// it has said that the poll committed: the events and the state do not
+// wait for it, only the next poll does.
+func (w *Watcher) pollCommitted(ctx context.Context) (PollResult, error) {
 	res, fresh, err := w.poll(ctx)
 	if err != nil {
 		return res, err
@@ -386,10 +398,6 @@ func (w *Watcher) poll(ctx context.Context) (PollResult, []string, error) {
 	if w.cfg.Health != nil {
 		w.cfg.Health.Polled(time.Now())
 	}
-	if err := w.reconcileView(ctx); err != nil {
-		w.loaded = false
-		return res, nil, err
-	}
 	res.Total = w.cfg.Now().Sub(start)
 	return res, fresh, nil
 }
@@ -398,9 +406,10 @@ func (w *Watcher) poll(ctx context.Context) (PollResult, []string, error) {
 // is known to already. A failure is logged, and the next poll tries
 // again; only a fenced write, which ends the term, is returned.
 func (w *Watcher) reconcileView(ctx context.Context) error {
-	if w.cfg.View == nil || w.viewSynced {
+	if w.cfg.View == nil || w.viewSynced || !w.loaded {
 		return nil
 	}
+	start := time.Now()
 	snap, incarnations := w.state.Snapshot, w.state.Incarnations
 	err := w.cfg.View.Reconcile(ctx, slices.Sorted(maps.Keys(snap)), func(meeting string) ([]byte, error) {
 		return w.cfg.Builder.ViewValue(snap[meeting], incarnations[meeting])
@@ -413,6 +422,7 @@ func (w *Watcher) reconcileView(ctx context.Context) error {
 		return nil
 	}
 	w.viewSynced = true
+	w.logger.Debug("view reconciled", "meetings", len(snap), "took_ms", time.Since(start).Milliseconds())
 	return nil
 }
 
