@@ -15,11 +15,13 @@ import (
 	"github.com/meetwatch/meetwatch/events/schema/validate"
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
+
+	"github.com/meetwatch/meetwatch/internal/repo"
 )
 
 // everyFieldPath is a record with every field of the API's ConferenceInfo
 // model, secrets included (snapshot/redact/testdata/README.md).
-const everyFieldPath = "../../../snapshot/redact/testdata/every-field.json"
+const everyFieldPath = "snapshot/redact/testdata/every-field.json"
 
 var (
 	observed = time.Date(2024, 1, 19, 8, 30, 0, 123456789, time.UTC)
@@ -28,7 +30,9 @@ var (
 
 func everyField(tb testing.TB) map[string]any {
 	tb.Helper()
-	raw, err := os.ReadFile(everyFieldPath)
+	path, err := repo.Path(everyFieldPath)
+	require.NoError(tb, err)
+	raw, err := os.ReadFile(path)
 	require.NoError(tb, err)
 	var rec map[string]any
 	require.NoError(tb, json.Unmarshal(raw, &rec))
@@ -253,7 +257,9 @@ func TestViolationsAreRejected(t *testing.T) {
 // TestTheDocumentsExamplesKeepTheSchemas: the example events in
 // docs/events.md are events as meetwatch writes them.
 func TestTheDocumentsExamplesKeepTheSchemas(t *testing.T) {
-	doc, err := os.ReadFile("../../../docs/events.md")
+	path, err := repo.Path("docs/events.md")
+	require.NoError(t, err)
+	doc, err := os.ReadFile(path)
 	require.NoError(t, err)
 	blocks := regexp.MustCompile("(?s)```json\n(\\{\n  \"specversion\".*?)\n```").FindAllSubmatch(doc, -1)
 	require.GreaterOrEqual(t, len(blocks), 4, "the examples of docs/events.md")

@@ -3,21 +3,30 @@ package main
 import (
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/meetwatch/meetwatch/internal/repo"
 )
 
 // modelPath is the list of the API's ConferenceInfo model the schemas are
 // made from, as go generate passes it.
-const modelPath = "../../../../watcher/meetingapi/apisim/testdata/conference-info-model.txt"
+const modelPath = "watcher/meetingapi/apisim/testdata/conference-info-model.txt"
+
+// inRepo returns the path of rel from the repository's root.
+func inRepo(tb testing.TB, rel string) string {
+	tb.Helper()
+	p, err := repo.Path(rel)
+	require.NoError(tb, err)
+	return p
+}
 
 func generated(tb testing.TB) map[string][]byte {
 	tb.Helper()
-	f, err := os.Open(modelPath)
+	f, err := os.Open(inRepo(tb, modelPath))
 	require.NoError(tb, err)
 	defer f.Close()
 	files, err := generate(f)
@@ -31,7 +40,7 @@ func TestCommittedSchemasAreGenerated(t *testing.T) {
 	files := generated(t)
 	require.Len(t, files, 3)
 	for name, want := range files {
-		got, err := os.ReadFile(filepath.Join("../../v1", name))
+		got, err := os.ReadFile(inRepo(t, "events/schema/v1/"+name))
 		require.NoError(t, err)
 		assert.Equal(t, string(want), string(got), "events/schema/v1/%s is not what gen writes: run go generate ./events/schema", name)
 	}
@@ -83,7 +92,7 @@ func TestEveryFieldOfTheModel(t *testing.T) {
 		return out
 	}
 
-	f, err := os.Open(modelPath)
+	f, err := os.Open(inRepo(t, modelPath))
 	require.NoError(t, err)
 	defer f.Close()
 	fields, err := readModel(f)
