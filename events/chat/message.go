@@ -10,6 +10,7 @@ import (
 
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/snapshot/redact"
 )
 
 // Style says how a webhook's messages are written.
@@ -94,15 +95,32 @@ func newMessage(e events.Event, zone *time.Location) message {
 	if e.Kind() == snapshot.Ended && e.Data.DurationSeconds != nil {
 		m.facts = append(m.facts, fact{labelDuration, humanDuration(*e.Data.DurationSeconds)})
 	}
-	for i, c := range e.Data.Changes {
+	// An event carries secrets when its watcher publishes records whole
+	// (MEETWATCH_REDACT=none): a chat message, read by a whole group,
+	// hides them all the same.
+	var changes []snapshot.FieldChange
+	for _, c := range e.Data.Changes { // one at a time: in the event's order
+		changes = append(changes, secrets.RedactChanges([]snapshot.FieldChange{c})...)
+	}
+	for i, c := range changes {
 		if i == maxChangeLines {
-			m.more = len(e.Data.Changes) - i
+			m.more = len(changes) - i
 			break
 		}
 		m.changes = append(m.changes, changeLine(c))
 	}
 	return m
 }
+
+// secrets is the default redaction policy: what a chat message never
+// shows, whatever the event carries.
+var secrets = func() *redact.Policy {
+	p, err := redact.New(redact.Default)
+	if err != nil {
+		panic(fmt.Sprintf("the default redaction policy: %v", err)) // a fixed list, checked by its tests
+	}
+	return p
+}()
 
 // startedAt is when the meeting started: data.startedAt, which the
 // watcher read in the API's zone, or else the record's startTime read as

@@ -22,6 +22,7 @@ import (
 	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/events/chat"
 	"github.com/meetwatch/meetwatch/snapshot"
+	"github.com/meetwatch/meetwatch/snapshot/redact"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/ with what the code writes now")
@@ -483,5 +484,35 @@ func TestMarkupInRichMessagesIsDefused(t *testing.T) {
 				assert.NotContains(t, text, s)
 			}
 		})
+	}
+}
+
+// TestSecretsAnEventCarriesAreNotShown: a watcher that publishes records
+// whole (MEETWATCH_REDACT=none) sends changes with the secrets' values;
+// no format shows them.
+func TestSecretsAnEventCarriesAreNotShown(t *testing.T) {
+	e, raw := meetingEvent(t, snapshot.Changed, weeklySync(), func(e *events.Event) {
+		e.Data.Changes = []snapshot.FieldChange{
+			{Field: "confConfigInfo.guestPwd", Old: json.RawMessage(`"111111"`), New: json.RawMessage(`"222222"`)},
+			{Field: "guestJoinUri", Old: json.RawMessage(`"https://x/j?k=olds3cret"`), New: json.RawMessage(`"https://x/j?k=news3cret"`)},
+			{Field: "subject", Old: json.RawMessage(`"Weekly"`), New: json.RawMessage(`"Weekly sync"`)},
+		}
+	})
+	for _, style := range []chat.Style{{Zone: time.UTC}, {Zone: time.UTC, Plain: true}} {
+		for _, f := range chat.Formats() {
+			if f == chat.CloudEvents {
+				continue // the event itself, as the watcher published it
+			}
+			w, err := chat.NewWebhook("https://hooks.example/x", f, redact.Secret{})
+			require.NoError(t, err)
+			req, err := w.WithStyle(style).Request(t.Context(), e, raw, time.Now())
+			require.NoError(t, err, "%s", f)
+			body, err := io.ReadAll(req.Body)
+			require.NoError(t, err)
+			for _, secret := range []string{"111111", "222222", "olds3cret", "news3cret"} {
+				assert.NotContains(t, string(body), secret, "%s (plain %t)", f, style.Plain)
+			}
+			assert.Contains(t, string(body), "Weekly sync", "%s (plain %t)", f, style.Plain)
+		}
 	}
 }

@@ -37,9 +37,10 @@ const Ellipsis = "…"
 // event tells them, and for a changed meeting one line per changed field,
 // with its old and new values when both are short.
 //
-// Secrets never appear: the events carry none (a changed secret is only
-// marked redacted), and a value cut from an event to fit its size limit
-// is shown as such.
+// Secrets never appear: a change of a field the default redaction policy
+// names is only said to have changed, even from a watcher that publishes
+// records whole; and a value cut from an event to fit its size limit is
+// shown as such.
 func Text(e events.Event, zone *time.Location) string {
 	return newMessage(e, zone).text(maxChangeLines)
 }
