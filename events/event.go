@@ -105,9 +105,9 @@ type Data struct {
 	// instant for every consumer, whatever its own zone. Absent when the
 	// record has no startTime in the API's layout.
 	StartedAt *time.Time `json:"startedAt,omitempty"`
-	// EndedAt, on ended events only, is when the listing that found the
-	// meeting gone was taken, never before LastSeen: the real end lies
-	// between LastSeen and EndedAt.
+	// EndedAt, on ended events only, is when the first listing that
+	// missed the meeting was taken, never before LastSeen: the real end
+	// lies between LastSeen and EndedAt (see SetEnd).
 	EndedAt *time.Time `json:"endedAt,omitempty"`
 	// DurationSeconds, on ended events of a meeting with a StartedAt, is
 	// the whole seconds from StartedAt to EndedAt, never negative.
@@ -341,19 +341,11 @@ func (b Builder) Build(c snapshot.Change, observed time.Time, initial bool, last
 		}
 		changes = b.Redact.RedactChanges(b.shown(c.Fields))
 	case snapshot.Ended:
-		ended := e.Time
 		if !lastSeen.IsZero() {
 			ls := lastSeen.UTC()
 			e.Data.LastSeen = &ls
-			if ls.After(ended) {
-				ended = ls
-			}
 		}
-		e.Data.EndedAt = &ended
-		if s := e.Data.StartedAt; s != nil {
-			d := max(int64(ended.Sub(*s)/time.Second), 0)
-			e.Data.DurationSeconds = &d
-		}
+		e.SetEnd(e.Time)
 	}
 	setRecords(&e, conference, previous, changes)
 	if b.MaxBytes > 0 && !surelyFits(e, b.MaxBytes) {
@@ -362,6 +354,24 @@ func (b Builder) Build(c snapshot.Change, observed time.Time, initial bool, last
 		}
 	}
 	return e, nil
+}
+
+// SetEnd sets when the meeting of an ended event was found gone: endedAt
+// is missed, the time of the first listing that missed it, never before
+// lastSeen, and durationSeconds follows from it. Build sets the event's
+// own time; a watcher that settles an end a listing after the one that
+// first missed it says when that was.
+func (e *Event) SetEnd(missed time.Time) {
+	ended := missed.UTC()
+	if ls := e.Data.LastSeen; ls != nil && ls.After(ended) {
+		ended = *ls
+	}
+	e.Data.EndedAt = &ended
+	e.Data.DurationSeconds = nil
+	if s := e.Data.StartedAt; s != nil {
+		d := max(int64(ended.Sub(*s)/time.Second), 0)
+		e.Data.DurationSeconds = &d
+	}
 }
 
 // setRecords puts the records and changes into e, with the paths of the

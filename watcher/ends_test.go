@@ -69,6 +69,9 @@ func TestEndWithoutLookupComesWithTheNextListing(t *testing.T) {
 	assert.Equal(t, ids[3], e.Subject)
 	require.NotNil(t, e.Data.LastSeen)
 	assert.Equal(t, first.ObservedAt, *e.Data.LastSeen, "last seen by the listing before the one that first missed it")
+	require.NotNil(t, e.Data.EndedAt)
+	assert.Equal(t, missed.ObservedAt.UTC(), *e.Data.EndedAt, "ended when the listing that first missed it was taken, not the one that settled it")
+	assert.True(t, ended.ObservedAt.After(missed.ObservedAt), "the settling listing came later")
 
 	st, err = r.store(t).Load(t.Context())
 	require.NoError(t, err)

@@ -519,7 +519,7 @@ func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observ
 				return fmt.Errorf("before publishing: %w", err)
 			}
 		}
-		evs, err := w.build(part, listed, res)
+		evs, announced, err := w.build(part, listed, res)
 		if err != nil {
 			return err
 		}
@@ -534,7 +534,7 @@ func (w *Watcher) deliver(ctx context.Context, changes []snapshot.Change, observ
 		if err := w.record(ctx, part, observedAt); err != nil {
 			return err
 		}
-		if err := w.writeView(ctx, part); err != nil {
+		if err := w.writeView(ctx, announced); err != nil {
 			return err
 		}
 	}
@@ -613,17 +613,23 @@ func (r *PollResult) addCounts(o PollResult) {
 	r.Duplicates += o.Duplicates
 }
 
-// build returns the events of changes, encoded, counting them in res. A
-// change whose event stays too large even trimmed gets none: holding every
-// other meeting's events back for it would be worse. It is recorded all
-// the same, so that later diffs start from it.
-func (w *Watcher) build(changes []snapshot.Change, observed time.Time, res *PollResult) ([]events.Message, error) {
+// build returns the events of changes, encoded, counting them in res, and
+// the changes that got one. A change whose event stays too large even
+// trimmed gets none: holding every other meeting's events back for it
+// would be worse. It is recorded all the same, so that later diffs start
+// from it, but the view does not show what no event announced.
+//
+// A meeting that a committed listing missed, and this one settles as
+// ended, was found gone by that listing: its endedAt is that listing's
+// time, not this one's.
+func (w *Watcher) build(changes []snapshot.Change, observed time.Time, res *PollResult) ([]events.Message, []snapshot.Change, error) {
 	st := &w.state
 	evs := make([]events.Message, 0, len(changes))
+	announced := make([]snapshot.Change, 0, len(changes))
 	for _, c := range changes {
-		lastSeen := st.ObservedAt
+		lastSeen, missed := st.ObservedAt, observed
 		if t, ok := st.Missing[c.Key]; ok {
-			lastSeen = t
+			lastSeen, missed = t, st.ObservedAt
 		}
 		e, err := w.cfg.Builder.Build(c, observed, !st.Committed, lastSeen)
 		if errors.Is(err, snapshot.ErrTooLarge) {
@@ -631,13 +637,17 @@ func (w *Watcher) build(changes []snapshot.Change, observed time.Time, res *Poll
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		if c.Kind == snapshot.Ended {
+			e.SetEnd(missed)
 		}
 		m, err := e.Message()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		evs = append(evs, m)
+		announced = append(announced, c)
 		switch c.Kind {
 		case snapshot.Started:
 			res.Started++
@@ -647,7 +657,7 @@ func (w *Watcher) build(changes []snapshot.Change, observed time.Time, res *Poll
 			res.Ended++
 		}
 	}
-	return evs, nil
+	return evs, announced, nil
 }
 
 // fit replaces the secrets of a record by digests, so that the diff still
