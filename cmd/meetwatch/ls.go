@@ -42,10 +42,12 @@ Reads MEETWATCH_VIEW_BUCKET, or MEETWATCH_STATE_BUCKET (default
 meetwatch-state) when that is empty or no such bucket exists, over
 MEETWATCH_NATS_URL (default `+defaultNATSURL+`) with the NATS credential
 settings of meetwatch run: a user allowed to read the view needs no access
-to the state. A bucket that does not load within --timeout (a server that
-does not answer, a permission the user lacks) is an error.`, stderr)
+to the state. A view bucket that gives no answer within 3s (a user allowed
+only the state) is passed over for the state, with a warning. A bucket
+that does not load within --timeout (a server that does not answer, a
+permission the user lacks) is an error.`, stderr)
 	asJSON := fs.Bool("json", false, "print each meeting's record, secrets removed, one JSON object per line")
-	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the state to load")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the view or the state to load")
 	accountFlag := fs.String("account", "", "the `NAME` of an account of an accounts file: list its meetings")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
@@ -65,7 +67,8 @@ does not answer, a permission the user lacks) is an error.`, stderr)
 		return err
 	}
 	policy, _ := redact.Parse(cfg.Redact) // validated with the configuration
-	nc, js, err := dialNATS(cfg, "meetwatch-ls", newLogger(stderr, cfg.LogLevel, cfg.LogFormat))
+	logger := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	nc, js, err := dialNATS(cfg, "meetwatch-ls", logger)
 	if err != nil {
 		return err
 	}
@@ -77,6 +80,9 @@ does not answer, a permission the user lacks) is an error.`, stderr)
 	source := "view bucket " + cfg.ViewBucket
 	meetings, err := readView(rctx, js, cfg.ViewBucket, *accountFlag)
 	if errors.Is(err, errNoView) {
+		if errors.Is(err, errNoAnswer) {
+			logger.Warn("reading the state bucket instead of the view", "err", err)
+		}
 		source = "state bucket " + cfg.StateBucket
 		meetings, err = readState(rctx, js, cfg.StateBucket, prefix)
 	}
@@ -114,6 +120,10 @@ does not answer, a permission the user lacks) is an error.`, stderr)
 // errNoAnswer is the cause of a read of the state that ran out of time.
 var errNoAnswer = errors.New("no answer")
 
+// viewLookup bounds the wait for the view bucket's info, before ls reads
+// the state instead.
+const viewLookup = 3 * time.Second
+
 // errNoView means that there is no view bucket to read: MEETWATCH_VIEW_BUCKET
 // is empty, or names a bucket that does not exist.
 var errNoView = errors.New("no view bucket")
@@ -124,9 +134,17 @@ func readView(ctx context.Context, js jetstream.JetStream, bucket, account strin
 	if bucket == "" {
 		return nil, errNoView
 	}
-	kv, err := js.KeyValue(ctx, bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
+	// A user allowed the state but not the view (the permissions before
+	// the view came) gets no answer at all: after a short wait, the
+	// state is read instead.
+	lctx, cancel := context.WithTimeoutCause(ctx, viewLookup, errNoAnswer)
+	kv, err := js.KeyValue(lctx, bucket)
+	cancel()
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
 		return nil, errNoView
+	case err != nil && errors.Is(context.Cause(lctx), errNoAnswer) && ctx.Err() == nil:
+		return nil, fmt.Errorf("%w: view bucket %s gave %w within %s (a permission the NATS user lacks?)", errNoView, bucket, errNoAnswer, viewLookup)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("opening view bucket %s: %w", bucket, err)

@@ -115,6 +115,16 @@ func TestLsNATSUser(t *testing.T) {
 	assert.NotContains(t, ls.stderr.String(), "Permissions Violation")
 	assert.NotContains(t, ls.stderr.String(), password)
 
+	// With the view on, as by default, the same user is refused the view
+	// bucket: ls says so, and reads the state.
+	delete(env, "MEETWATCH_VIEW_BUCKET")
+	ls = startMeetwatch(t, env, "ls", "--json")
+	require.Equal(t, 0, ls.wait(t, eventWait), "exit code; stderr: %s", ls.stderr)
+	assert.Len(t, strings.Split(strings.TrimSpace(ls.stdout.String()), "\n"), 4, "one record a meeting:\n%s", ls.stdout)
+	assert.Contains(t, ls.stderr.String(), "reading the state bucket instead of the view")
+	assert.Contains(t, ls.stderr.String(), "view bucket meetings-now gave no answer within 3s")
+	env["MEETWATCH_VIEW_BUCKET"] = ""
+
 	env["MEETWATCH_NATS_USER"] = "no-gets"
 	ls = startMeetwatch(t, env, "ls", "--timeout", "3s")
 	assert.Equal(t, 1, ls.wait(t, eventWait), "exit code; stderr: %s", ls.stderr)

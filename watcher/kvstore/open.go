@@ -158,7 +158,7 @@ func openMarked(ctx context.Context, js jetstream.JetStream, b markedBucket, log
 		return []string{"per-message TTLs"}
 	}, logger)
 	if err != nil {
-		return nil, jetstream.StreamConfig{}, fmt.Errorf("opening %s bucket: %w", b.use, err)
+		return nil, jetstream.StreamConfig{}, fmt.Errorf("opening %s bucket %s: %w", b.use, b.name, err)
 	}
 	var conflicts []string
 	if bucket.MaxAge > 0 {
