@@ -63,7 +63,7 @@ func TestConsumersInConsumingMdKeepTheContract(t *testing.T) {
 		// and what makes a durable consumer; ack acknowledges a message.
 		validator, consumer, ack string
 	}{
-		{lang: "python", validator: "Draft202012Validator(schema)", consumer: `durable="my-service"`, ack: "await msg.ack()"},
+		{lang: "python", validator: "Draft202012Validator(s)", consumer: `durable="my-service"`, ack: "await msg.ack()"},
 		{lang: "ts", validator: `"ajv/dist/2020.js"`, consumer: `durable_name: "my-service"`, ack: "msg.ack()"},
 	} {
 		t.Run(tc.lang, func(t *testing.T) {
