@@ -409,7 +409,7 @@ func (w *Watcher) reconcileView(ctx context.Context) error {
 	if w.cfg.View == nil || w.viewSynced || !w.loaded {
 		return nil
 	}
-	start := time.Now()
+	start := w.cfg.Now()
 	snap, incarnations := w.state.Snapshot, w.state.Incarnations
 	err := w.cfg.View.Reconcile(ctx, slices.Sorted(maps.Keys(snap)), func(meeting string) ([]byte, error) {
 		return w.cfg.Builder.ViewValue(snap[meeting], incarnations[meeting])
@@ -422,7 +422,7 @@ func (w *Watcher) reconcileView(ctx context.Context) error {
 		return nil
 	}
 	w.viewSynced = true
-	w.logger.Debug("view reconciled", "meetings", len(snap), "took_ms", time.Since(start).Milliseconds())
+	w.logger.Debug("view reconciled", "meetings", len(snap), "took_ms", w.cfg.Now().Sub(start).Milliseconds())
 	return nil
 }
 

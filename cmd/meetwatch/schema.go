@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 
 	"github.com/meetwatch/meetwatch/events"
@@ -30,6 +31,8 @@ dataschema URI the kind's events carry (docs/events.md).`, io.Discard)
 	if err != nil {
 		return usagef("unknown kind %q: want one of %s", fs.Arg(0), schema.KindNames())
 	}
-	_, err = stdout.Write(body)
-	return err
+	if _, err := stdout.Write(body); err != nil {
+		return fmt.Errorf("writing the schema: %w", err)
+	}
+	return nil
 }
