@@ -15,9 +15,13 @@
 // to it last, after its events are acknowledged and the state has
 // recorded them, so that a key never shows what no event announced, and
 // the state's compare-and-set has just proved that this replica leads;
-// an ended meeting's key is deleted once its ended event is stored. The
-// view is a cache of the state, not a second state: a failed write of it
-// fails no poll, loses and doubles no event, and is mended by
+// an ended meeting's key is deleted once its ended event is stored. Each
+// write of a key expects, as the state's do, the revision the view last
+// read or wrote of it: a replica that wakes from a pause after another
+// took over and reconciled gets ErrFenced, and its term ends, instead of
+// writing over the newer leader's keys. The view is a cache of the
+// state, not a second state: a failed write of it fails no poll, loses
+// and doubles no event, and is mended by
 // reconciling, which reads every key of the view and writes only those
 // that differ from the committed snapshot, and deletes those of meetings
 // not in it. A poll reconciles when the view may be wrong, once it has
@@ -117,15 +121,19 @@ type StateStore interface {
 
 // View is the consumers' copy of the ongoing meetings (see the package
 // doc). It asks the same guard as the state before every write, so that
-// only the replica that leads writes it.
+// only the replica that leads writes it, and each write expects the
+// revision of its key that the view last read or wrote, so that a former
+// leader's late write is refused; a write refused so returns an error
+// matching ErrFenced, as the state's does.
 type View interface {
 	// Write stores writes in their order, and returns once each is
-	// acknowledged.
+	// acknowledged. It is called only after a Reconcile of the term, whose
+	// read told each key's revision.
 	Write(ctx context.Context, writes []ViewWrite) error
 	// Reconcile makes the view hold exactly the meetings of want: it
-	// reads what the view holds, writes the entry of each meeting of want
-	// whose key lacks it or holds another (value returns it), and deletes
-	// the keys of meetings not in want.
+	// reads what the view holds, and each key's revision, writes the
+	// entry of each meeting of want whose key lacks it or holds another
+	// (value returns it), and deletes the keys of meetings not in want.
 	Reconcile(ctx context.Context, want []string, value func(meeting string) ([]byte, error)) error
 }
 

@@ -29,7 +29,8 @@
 // its own, one key per meeting (events.ViewKey), written after this
 // store's records and reconciled with them as the watcher's package doc
 // says: it holds no intent, digest or header of the state's, so that a
-// consumer's credentials need reach nothing else.
+// consumer's credentials need reach nothing else. Its writes expect each
+// key's revision as the state's do.
 package kvstore
 
 import (
@@ -83,10 +84,11 @@ type Store struct {
 	seed maphash.Seed
 }
 
-// ErrKeyMoved means a meeting's key was written by someone else since this
-// replica read or wrote it: another replica leads, or led after this one.
-// It comes wrapped with watcher.ErrFenced, so the term ends; the next term
-// loads the state again.
+// ErrKeyMoved means a meeting's key, in the state or in the view, was
+// written by someone else since this replica read or wrote it: another
+// replica leads, or led after this one. It comes wrapped with
+// watcher.ErrFenced, so the term ends; the next term loads the state, and
+// reconciles the view, again.
 var ErrKeyMoved = errors.New("a meeting's key was written by another replica")
 
 var _ watcher.StateStore = (*Store)(nil)

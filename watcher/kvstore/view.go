@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"maps"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,7 +50,10 @@ const ViewMarkerTTL = 24 * time.Hour
 // wait for it.
 const viewStall = 5 * time.Second
 
-// View writes the view bucket for one watcher.
+// View writes the view bucket for one watcher. Every write of a key
+// expects the revision this replica last read or wrote of it, as the
+// state's do, so that a former leader's late write never lands over what
+// a newer leader wrote or deleted.
 type View struct {
 	kv        jetstream.KeyValue
 	js        jetstream.JetStream
@@ -58,6 +63,26 @@ type View struct {
 	logger    *slog.Logger
 	markerTTL time.Duration
 	seed      maphash.Seed
+
+	mu sync.Mutex
+	// revs holds the revision of each key of this watcher's meetings this
+	// replica last read or wrote, a delete marker's included (a meeting
+	// listed again after its end writes over it); a key it lacks is known
+	// to hold nothing, revision 0. Each reconcile reads it anew, so a term
+	// starts from what the bucket holds.
+	revs map[string]viewRev
+	// sweep is when setRev next forgets the markers the server has
+	// removed, so that the map does not grow with every meeting that
+	// ends in a long term.
+	sweep time.Time
+}
+
+// viewRev is the revision of a view key, and when the key holds a delete
+// marker that expires, when the server removes it: the key then holds
+// nothing.
+type viewRev struct {
+	rev  uint64
+	gone time.Time
 }
 
 var _ watcher.View = (*View)(nil)
@@ -97,15 +122,19 @@ func (v *View) WithAccount(account string, js jetstream.JetStream, guard func() 
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	a := *v
-	a.account, a.js, a.guard, a.logger = account, js, guard, logger.With("component", "view")
-	return &a
+	return &View{kv: v.kv, js: js, bucket: v.bucket, account: account, guard: guard, logger: logger.With("component", "view"),
+		markerTTL: v.markerTTL, seed: v.seed}
 }
 
 // key returns the key of a meeting in the view.
 func (v *View) key(meeting string) string { return events.ViewKey(v.account, meeting) }
 
-// Write stores writes, each acknowledged, within pubwindow's window.
+// Write stores writes, each acknowledged, within pubwindow's window. The
+// watcher writes only once a reconcile of its term has read the view, so
+// each key's revision is known; a key written by another replica since
+// fails the write with ErrKeyMoved and watcher.ErrFenced. writes name each
+// meeting once, as a diff's changes do: they go out together, so a second
+// write of a key would expect its revision before the first.
 func (v *View) Write(ctx context.Context, writes []watcher.ViewWrite) error {
 	keys := make([]string, len(writes))
 	for i, w := range writes {
@@ -114,8 +143,10 @@ func (v *View) Write(ctx context.Context, writes []watcher.ViewWrite) error {
 	return v.publish(ctx, keys, func(i int) ([]byte, error) { return writes[i].Value, nil })
 }
 
-// publish writes the value of each key (nil: a delete marker).
+// publish writes the value of each key (nil: a delete marker), each
+// expecting the key's revision this replica knows.
 func (v *View) publish(ctx context.Context, keys []string, value func(i int) ([]byte, error)) error {
+	purged := make([]bool, len(keys))
 	return pubwindow.Publish(ctx, v.js, len(keys), pubwindow.Window,
 		func(i int) (*nats.Msg, []jetstream.PublishOpt, error) {
 			if v.guard != nil {
@@ -128,35 +159,50 @@ func (v *View) publish(ctx context.Context, keys []string, value func(i int) ([]
 				return nil, nil, err
 			}
 			msg := nats.NewMsg("$KV." + v.bucket + "." + keys[i])
+			opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(v.rev(keys[i]))}
 			if val != nil {
 				msg.Data = val
-				return msg, nil, nil
+				return msg, opts, nil
 			}
+			purged[i] = true
 			msg.Header.Set("KV-Operation", "PURGE")
 			msg.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-			var opts []jetstream.PublishOpt
 			if v.markerTTL > 0 {
 				opts = append(opts, jetstream.WithMsgTTL(v.markerTTL))
 			}
 			return msg, opts, nil
 		},
-		func(i int, _ *jetstream.PubAck, err error) error {
-			if err != nil {
+		func(i int, ack *jetstream.PubAck, err error) error {
+			switch {
+			case wrongLastSequence(err):
+				return fmt.Errorf("writing view key %s: %w: %w: %w", keys[i], watcher.ErrFenced, ErrKeyMoved, err)
+			case err != nil:
 				return fmt.Errorf("writing view key %s: %w", keys[i], err)
 			}
+			r := viewRev{rev: ack.Sequence}
+			if purged[i] {
+				r.gone = v.markerGone(time.Now())
+			}
+			v.setRev(keys[i], r)
 			return nil
 		})
 }
 
 // Reconcile reads every key of this watcher's meetings in the view, one
-// hash of each value held, and writes those that differ from value, and
-// deletes those of meetings not in want: a view already right costs one
-// read of it, and no write.
+// hash of each value held and each key's revision, and writes those that
+// differ from value, and deletes those of meetings not in want: a view
+// already right costs one read of it, and no write. The revisions it read
+// are what its writes, and those of Write after it, expect, so that a key
+// another replica writes from then on fails this one's next write of it
+// with ErrKeyMoved and watcher.ErrFenced.
 func (v *View) Reconcile(ctx context.Context, want []string, value func(meeting string) ([]byte, error)) error {
-	have, err := v.read(ctx)
+	have, revs, err := v.read(ctx)
 	if err != nil {
 		return err
 	}
+	v.mu.Lock()
+	v.revs, v.sweep = revs, time.Now().Add(v.markerTTL)
+	v.mu.Unlock()
 	var stale []string // meetings whose key lacks its entry or holds another
 	for _, id := range want {
 		val, err := value(id)
@@ -188,39 +234,88 @@ func (v *View) Reconcile(ctx context.Context, want []string, value func(meeting 
 }
 
 // read returns the keys of this watcher's meetings in the view, each with
-// a hash of its value.
-func (v *View) read(ctx context.Context) (map[string]uint64, error) {
+// a hash of its value, and the revision of each key that holds a value or
+// a delete marker.
+func (v *View) read(ctx context.Context) (map[string]uint64, map[string]viewRev, error) {
 	filter := "*"
 	if v.account != "" {
 		filter = v.account + ".*"
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w, err := v.kv.WatchFiltered(ctx, []string{filter}, jetstream.IgnoreDeletes())
+	w, err := v.kv.WatchFiltered(ctx, []string{filter})
 	if err != nil {
-		return nil, fmt.Errorf("reading the view: %w", err)
+		return nil, nil, fmt.Errorf("reading the view: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
-	have := map[string]uint64{}
+	have, revs := map[string]uint64{}, map[string]viewRev{}
 	stall := time.NewTimer(viewStall)
 	defer stall.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("reading the view: %w", context.Cause(ctx))
+			return nil, nil, fmt.Errorf("reading the view: %w", context.Cause(ctx))
 		case <-stall.C:
-			return nil, fmt.Errorf("reading the view: %w", errStalledView)
+			return nil, nil, fmt.Errorf("reading the view: %w", errStalledView)
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil, fmt.Errorf("reading the view: %w", errStalledView)
+				return nil, nil, fmt.Errorf("reading the view: %w", errStalledView)
 			}
 			if e == nil { // the end of the values there were
-				return have, nil
+				return have, revs, nil
 			}
 			stall.Reset(viewStall)
+			if op := e.Operation(); op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge {
+				revs[e.Key()] = viewRev{rev: e.Revision(), gone: v.markerGone(e.Created())}
+				continue
+			}
+			revs[e.Key()] = viewRev{rev: e.Revision()}
 			have[e.Key()] = maphash.Bytes(v.seed, e.Value())
 		}
 	}
+}
+
+// rev returns the revision this replica knows of key: 0, which the server
+// reads as "no message yet", when it knows none, or the key's marker has
+// expired.
+func (v *View) rev(key string) uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	r := v.revs[key]
+	if !r.gone.IsZero() && !time.Now().Before(r.gone) {
+		delete(v.revs, key)
+		return 0
+	}
+	return r.rev
+}
+
+// setRev records the revision of key after a write.
+func (v *View) setRev(key string, r viewRev) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.revs == nil {
+		v.revs = map[string]viewRev{}
+	}
+	v.revs[key] = r
+	if now := time.Now(); v.markerTTL > 0 && !now.Before(v.sweep) {
+		maps.DeleteFunc(v.revs, func(_ string, r viewRev) bool { return !r.gone.IsZero() && !now.Before(r.gone) })
+		v.sweep = now.Add(v.markerTTL)
+	}
+}
+
+// markerGone returns when the server removes a delete marker written at
+// created: zero when markers stay, or when it should have gone already
+// and has not (one written without a TTL), so that the key's revision
+// stays that of the marker there.
+func (v *View) markerGone(created time.Time) time.Time {
+	if v.markerTTL <= 0 {
+		return time.Time{}
+	}
+	gone := created.Add(v.markerTTL)
+	if !gone.After(time.Now()) {
+		return time.Time{}
+	}
+	return gone
 }
 
 // errStalledView means a read of the view got no answer within viewStall.

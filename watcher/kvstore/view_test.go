@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meetwatch/meetwatch/events"
 	"github.com/meetwatch/meetwatch/watcher"
 	"github.com/meetwatch/meetwatch/watcher/kvstore"
 )
@@ -100,4 +101,68 @@ func sortedKeys(m map[string]string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// Each replica's writes of the view expect the revision of the key it last
+// read or wrote: a replica that wakes after another took over and
+// reconciled is fenced, and the bucket keeps the newer leader's keys, as
+// for the state; the newer leader writes on, over the delete markers it
+// read too.
+func TestViewOfAFormerLeaderIsFenced(t *testing.T) {
+	for _, account := range []string{"", "acme"} {
+		t.Run("account="+account, func(t *testing.T) {
+			js := newJetStream(t)
+			// Two replicas' views, made as the runner of accounts makes
+			// them: each has its own revisions.
+			base, err := kvstore.OpenView(t.Context(), js, kvstore.ViewConfig{Bucket: "meetings-now"})
+			require.NoError(t, err)
+			open := func() *kvstore.View { return base.WithAccount(account, js, nil, nil) }
+			key := func(id string) string { return events.ViewKey(account, id) }
+			valueOf := func(by string) func(string) ([]byte, error) {
+				return func(id string) ([]byte, error) { return fmt.Appendf(nil, `{"id":%q,"by":%q}`, id, by), nil }
+			}
+			put := func(by, id string) watcher.ViewWrite {
+				v, _ := valueOf(by)(id)
+				return watcher.ViewWrite{Meeting: id, Value: v}
+			}
+			gone := func(id string) watcher.ViewWrite { return watcher.ViewWrite{Meeting: id} }
+
+			// The old leader's term: a reconcile, then writes, a key
+			// written again over its own delete marker among them.
+			old := open()
+			kv, err := js.KeyValue(t.Context(), "meetings-now")
+			require.NoError(t, err)
+			require.NoError(t, old.Reconcile(t.Context(), []string{"a", "b", "c", "d"}, valueOf("old")))
+			require.NoError(t, old.Write(t.Context(), []watcher.ViewWrite{put("old", "a"), gone("d")}))
+			require.NoError(t, old.Write(t.Context(), []watcher.ViewWrite{put("old", "d")}))
+			require.NoError(t, old.Write(t.Context(), []watcher.ViewWrite{gone("d")}))
+
+			// A new leader reconciles (b ended, a changed) and writes c,
+			// and d over the marker it read.
+			newer := open()
+			require.NoError(t, newer.Reconcile(t.Context(), []string{"a", "c"}, valueOf("new")))
+			require.NoError(t, newer.Write(t.Context(), []watcher.ViewWrite{put("new", "c"), put("new", "d")}))
+			want := map[string]string{key("a"): `{"id":"a","by":"new"}`, key("c"): `{"id":"c","by":"new"}`, key("d"): `{"id":"d","by":"new"}`}
+			require.Equal(t, want, viewKeys(t, kv))
+
+			// The old leader wakes: none of its writes lands.
+			for name, w := range map[string]watcher.ViewWrite{
+				"over a key the new leader wrote":   put("old", "a"),
+				"a key the new leader deleted":      put("old", "b"),
+				"a delete of a key it wrote":        gone("c"),
+				"over a key written over a marker":  put("old", "d"),
+				"a delete of a key it last deleted": gone("d"),
+			} {
+				err := old.Write(t.Context(), []watcher.ViewWrite{w})
+				assert.ErrorIs(t, err, watcher.ErrFenced, name)
+				assert.ErrorIs(t, err, kvstore.ErrKeyMoved, name)
+			}
+			assert.Equal(t, want, viewKeys(t, kv), "the new leader's keys")
+
+			// The new leader's writes go on.
+			require.NoError(t, newer.Write(t.Context(), []watcher.ViewWrite{put("newer", "a"), gone("c"), put("new", "b")}))
+			assert.Equal(t, map[string]string{key("a"): `{"id":"a","by":"newer"}`, key("b"): `{"id":"b","by":"new"}`, key("d"): `{"id":"d","by":"new"}`},
+				viewKeys(t, kv))
+		})
+	}
 }
