@@ -18,15 +18,15 @@
 // an ended meeting's key is deleted once its ended event is stored. Each
 // write of a key expects, as the state's do, the revision the view last
 // read or wrote of it: a replica that wakes from a pause after another
-// took over and reconciled gets ErrFenced, and its term ends, instead of
-// writing over the newer leader's keys. The view is a cache of the
-// state, not a second state: a failed write of it fails no poll, loses
-// and doubles no event, and is mended by
-// reconciling, which reads every key of the view and writes only those
-// that differ from the committed snapshot, and deletes those of meetings
-// not in it. A poll reconciles when the view may be wrong, once it has
-// committed and its end lookups are out, so that neither its events nor
-// the state wait for the view: at the first poll of a term, after a poll that failed past its
+// took over is refused, instead of writing over the newer leader's keys
+// (its next write of the state finds it fenced). The view is a cache of
+// the state, not a second state: a failed write of it fails no poll,
+// loses and doubles no event, and is mended by reconciling, which reads
+// every key of the view and writes only those that differ from the
+// committed snapshot, and deletes those of meetings not in it. A poll
+// reconciles when the view may be wrong, once it has committed and its
+// end lookups are out, so that neither its events nor the state wait for
+// the view: at the first poll of a term, after a poll that failed past its
 // listing (the state is then loaded again), and after a write of the
 // view failed. So after any crash or restart the view matches the state
 // within one committed poll, while a poll in the steady state writes the
@@ -123,8 +123,8 @@ type StateStore interface {
 // doc). It asks the same guard as the state before every write, so that
 // only the replica that leads writes it, and each write expects the
 // revision of its key that the view last read or wrote, so that a former
-// leader's late write is refused; a write refused so returns an error
-// matching ErrFenced, as the state's does.
+// leader's late write is refused; the watcher then reconciles it, as after
+// any failed write of it. A write the guard refuses matches ErrFenced.
 type View interface {
 	// Write stores writes in their order, and returns once each is
 	// acknowledged. It is called only after a Reconcile of the term, whose

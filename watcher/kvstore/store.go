@@ -86,9 +86,10 @@ type Store struct {
 
 // ErrKeyMoved means a meeting's key, in the state or in the view, was
 // written by someone else since this replica read or wrote it: another
-// replica leads, or led after this one. It comes wrapped with
-// watcher.ErrFenced, so the term ends; the next term loads the state, and
-// reconciles the view, again.
+// replica leads, or led after this one. In the state it comes wrapped
+// with watcher.ErrFenced, so the term ends and the next one loads the
+// state again; in the view, the watcher reconciles the view after the
+// poll.
 var ErrKeyMoved = errors.New("a meeting's key was written by another replica")
 
 var _ watcher.StateStore = (*Store)(nil)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
-	"maps"
 	"sync"
 	"time"
 
@@ -66,23 +65,13 @@ type View struct {
 
 	mu sync.Mutex
 	// revs holds the revision of each key of this watcher's meetings this
-	// replica last read or wrote, a delete marker's included (a meeting
-	// listed again after its end writes over it); a key it lacks is known
-	// to hold nothing, revision 0. Each reconcile reads it anew, so a term
-	// starts from what the bucket holds.
-	revs map[string]viewRev
-	// sweep is when setRev next forgets the markers the server has
-	// removed, so that the map does not grow with every meeting that
-	// ends in a long term.
-	sweep time.Time
-}
-
-// viewRev is the revision of a view key, and when the key holds a delete
-// marker that expires, when the server removes it: the key then holds
-// nothing.
-type viewRev struct {
-	rev  uint64
-	gone time.Time
+	// replica last read or wrote, and of the delete markers its last
+	// reconcile read; a key it lacks is taken to hold nothing. A delete
+	// forgets its key, so that the map does not grow with the ends of a
+	// long term: a meeting listed again within its marker's life then
+	// fails its write once, and the reconcile that follows reads the
+	// marker.
+	revs map[string]uint64
 }
 
 var _ watcher.View = (*View)(nil)
@@ -131,8 +120,10 @@ func (v *View) key(meeting string) string { return events.ViewKey(v.account, mee
 
 // Write stores writes, each acknowledged, within pubwindow's window. The
 // watcher writes only once a reconcile of its term has read the view, so
-// each key's revision is known; a key written by another replica since
-// fails the write with ErrKeyMoved and watcher.ErrFenced. writes name each
+// each key's revision is known; a key written since by another replica (a
+// newer leader, which this one's state writes will find too) fails the
+// write with ErrKeyMoved, and the watcher reconciles the view after the
+// poll, reading the key anew. writes name each
 // meeting once, as a diff's changes do: they go out together, so a second
 // write of a key would expect its revision before the first.
 func (v *View) Write(ctx context.Context, writes []watcher.ViewWrite) error {
@@ -175,15 +166,20 @@ func (v *View) publish(ctx context.Context, keys []string, value func(i int) ([]
 		func(i int, ack *jetstream.PubAck, err error) error {
 			switch {
 			case wrongLastSequence(err):
-				return fmt.Errorf("writing view key %s: %w: %w: %w", keys[i], watcher.ErrFenced, ErrKeyMoved, err)
+				return fmt.Errorf("writing view key %s: %w: %w", keys[i], ErrKeyMoved, err)
 			case err != nil:
 				return fmt.Errorf("writing view key %s: %w", keys[i], err)
 			}
-			r := viewRev{rev: ack.Sequence}
-			if purged[i] {
-				r.gone = v.markerGone(time.Now())
+			v.mu.Lock()
+			defer v.mu.Unlock()
+			switch {
+			case purged[i]:
+				delete(v.revs, keys[i])
+			case v.revs == nil:
+				v.revs = map[string]uint64{keys[i]: ack.Sequence}
+			default:
+				v.revs[keys[i]] = ack.Sequence
 			}
-			v.setRev(keys[i], r)
 			return nil
 		})
 }
@@ -194,14 +190,14 @@ func (v *View) publish(ctx context.Context, keys []string, value func(i int) ([]
 // already right costs one read of it, and no write. The revisions it read
 // are what its writes, and those of Write after it, expect, so that a key
 // another replica writes from then on fails this one's next write of it
-// with ErrKeyMoved and watcher.ErrFenced.
+// with ErrKeyMoved.
 func (v *View) Reconcile(ctx context.Context, want []string, value func(meeting string) ([]byte, error)) error {
 	have, revs, err := v.read(ctx)
 	if err != nil {
 		return err
 	}
 	v.mu.Lock()
-	v.revs, v.sweep = revs, time.Now().Add(v.markerTTL)
+	v.revs = revs
 	v.mu.Unlock()
 	var stale []string // meetings whose key lacks its entry or holds another
 	for _, id := range want {
@@ -236,7 +232,7 @@ func (v *View) Reconcile(ctx context.Context, want []string, value func(meeting 
 // read returns the keys of this watcher's meetings in the view, each with
 // a hash of its value, and the revision of each key that holds a value or
 // a delete marker.
-func (v *View) read(ctx context.Context) (map[string]uint64, map[string]viewRev, error) {
+func (v *View) read(ctx context.Context) (map[string]uint64, map[string]uint64, error) {
 	filter := "*"
 	if v.account != "" {
 		filter = v.account + ".*"
@@ -248,7 +244,7 @@ func (v *View) read(ctx context.Context) (map[string]uint64, map[string]viewRev,
 		return nil, nil, fmt.Errorf("reading the view: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
-	have, revs := map[string]uint64{}, map[string]viewRev{}
+	have, revs := map[string]uint64{}, map[string]uint64{}
 	stall := time.NewTimer(viewStall)
 	defer stall.Stop()
 	for {
@@ -265,57 +261,21 @@ func (v *View) read(ctx context.Context) (map[string]uint64, map[string]viewRev,
 				return have, revs, nil
 			}
 			stall.Reset(viewStall)
+			revs[e.Key()] = e.Revision()
 			if op := e.Operation(); op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge {
-				revs[e.Key()] = viewRev{rev: e.Revision(), gone: v.markerGone(e.Created())}
 				continue
 			}
-			revs[e.Key()] = viewRev{rev: e.Revision()}
 			have[e.Key()] = maphash.Bytes(v.seed, e.Value())
 		}
 	}
 }
 
 // rev returns the revision this replica knows of key: 0, which the server
-// reads as "no message yet", when it knows none, or the key's marker has
-// expired.
+// reads as "no message on this subject", when it knows none.
 func (v *View) rev(key string) uint64 {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	r := v.revs[key]
-	if !r.gone.IsZero() && !time.Now().Before(r.gone) {
-		delete(v.revs, key)
-		return 0
-	}
-	return r.rev
-}
-
-// setRev records the revision of key after a write.
-func (v *View) setRev(key string, r viewRev) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.revs == nil {
-		v.revs = map[string]viewRev{}
-	}
-	v.revs[key] = r
-	if now := time.Now(); v.markerTTL > 0 && !now.Before(v.sweep) {
-		maps.DeleteFunc(v.revs, func(_ string, r viewRev) bool { return !r.gone.IsZero() && !now.Before(r.gone) })
-		v.sweep = now.Add(v.markerTTL)
-	}
-}
-
-// markerGone returns when the server removes a delete marker written at
-// created: zero when markers stay, or when it should have gone already
-// and has not (one written without a TTL), so that the key's revision
-// stays that of the marker there.
-func (v *View) markerGone(created time.Time) time.Time {
-	if v.markerTTL <= 0 {
-		return time.Time{}
-	}
-	gone := created.Add(v.markerTTL)
-	if !gone.After(time.Now()) {
-		return time.Time{}
-	}
-	return gone
+	return v.revs[key]
 }
 
 // errStalledView means a read of the view got no answer within viewStall.
