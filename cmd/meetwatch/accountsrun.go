@@ -356,6 +356,7 @@ func (f *fleet) lead(ctx context.Context, unit string) {
 			r.stop()
 			<-r.done
 			delete(terms, name)
+			f.clearView(ctx, unit, name)
 		}
 		for _, name := range slices.Sorted(maps.Keys(want)) {
 			if _, ok := terms[name]; ok {
@@ -379,6 +380,41 @@ func (f *fleet) lead(ctx context.Context, unit string) {
 		case <-changed:
 		}
 	}
+}
+
+// guard is what every event, state and view write of the unit's accounts
+// asks: that NATS is connected, so that its failure names the cause, and
+// that this replica still leads the unit by its own clock.
+func (f *fleet) guard(unit string) func() error {
+	return func() error {
+		if !f.pipe.nc.IsConnected() {
+			return f.link.explain(nats.ErrConnectionReconnecting)
+		}
+		return f.pipe.placement.Check(unit)
+	}
+}
+
+// clearView deletes the view's keys of an account the file no longer
+// names, while this replica still leads its unit: no watcher will keep
+// them true. An account that only moved to another unit keeps them, for
+// its next holder to reconcile.
+func (f *fleet) clearView(ctx context.Context, unit, name string) {
+	f.mu.Lock()
+	_, kept := f.accounts[name]
+	f.mu.Unlock()
+	if kept || f.pipe.view == nil || ctx.Err() != nil {
+		return
+	}
+	logger := f.logger.With("account", name)
+	guard := f.guard(unit)
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.RequestTimeout)
+	defer cancel()
+	view := f.pipe.view.WithAccount(name, f.pipe.publisher.JetStream(), guard, logger)
+	if err := view.Reconcile(ctx, nil, nil); err != nil {
+		logger.Warn("the view keeps the keys of the removed account; delete them by hand", "err", err)
+		return
+	}
+	logger.Info("removed the account's meetings from the view")
 }
 
 // runAccount runs one term of the account's watcher until ctx ends or a
@@ -412,15 +448,7 @@ func (f *fleet) runAccount(ctx context.Context, unit string, a account, budget *
 		logger.Error("not watching the account", "err", err)
 		return err
 	}
-	// Every event and state write asks that NATS is connected, so that
-	// its failure names the cause, and that this replica still leads the
-	// unit by its own clock.
-	guard := func() error {
-		if !f.pipe.nc.IsConnected() {
-			return f.link.explain(nats.ErrConnectionReconnecting)
-		}
-		return f.pipe.placement.Check(unit)
-	}
+	guard := f.guard(unit)
 	pub, err := publish.New(f.pipe.nc, publish.Config{
 		Stream: f.cfg.Stream, Prefix: f.cfg.SubjectPrefix, Account: a.Name, Duplicates: f.cfg.DuplicateWindow,
 		MaxAge: f.cfg.StreamMaxAge, Replicas: f.cfg.Replicas, Logger: logger, Guard: guard, Stored: am.Stored,

@@ -433,6 +433,17 @@ func TestReloadAccounts(t *testing.T) {
 	stopped := s.sim("acct-02").Requests()
 	waitForPolls(t, s.sim("acct-01"), 2)
 	assert.Equal(t, stopped, s.sim("acct-02").Requests(), "the removed account is not polled")
+	// Nothing keeps its meetings in the view true any more: they go.
+	require.Eventually(t, func() bool {
+		keys, _ := readViewBucket(t, nc, viewBucket)
+		accounts := map[string]int{}
+		for k := range keys {
+			name, _, _ := strings.Cut(k, ".")
+			accounts[name]++
+		}
+		return accounts["acct-02"] == 0 && accounts["acct-01"] == 3 && accounts["acct-03"] == 3
+	}, eventWait, tick, "waiting for the removed account's keys to leave the view, the others' to stay")
+	assert.Contains(t, mw.stderr.String(), `msg="removed the account's meetings from the view" account=acct-02`)
 
 	// While it is away, one of its meetings ends and another starts.
 	gone := s.sim("acct-02").UUIDs()[0]
