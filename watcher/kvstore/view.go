@@ -221,6 +221,9 @@ func (v *View) Reconcile(ctx context.Context, want []string, value func(meeting 
 	if len(keys) > 0 {
 		v.logger.Info("reconciling the view with the state", "written", len(stale), "deleted", len(have))
 	}
+	// Each value is made again as it is sent, not kept from the loop
+	// above: on a first start every key is stale, and holding them all
+	// would take as much memory again as the snapshot.
 	return v.publish(ctx, keys, func(i int) ([]byte, error) {
 		if i >= len(stale) {
 			return nil, nil
