@@ -682,14 +682,20 @@ func meetwatchCalls(ctx context.Context, nc *nats.Conn, c callsConfig) error {
 			if rev, err = lease.Update(ctx, "leader", []byte(`{"id":"a"}`), rev); err != nil {
 				return fmt.Errorf("renewing the lease: %w", err)
 			}
-			if _, err := lease.Get(ctx, "leader"); err != nil {
-				return fmt.Errorf("a standby's look at the lease: %w", err)
+			// A read of a replica a moment behind may not show the lease
+			// yet: like a standby's next look, try again.
+			if err := eventually(ctx, func() error {
+				if _, err := lease.Get(ctx, "leader"); err != nil {
+					return fmt.Errorf("a standby's look at the lease: %w", err)
+				}
+				return nil
+			}); err != nil {
+				return err
 			}
 			if err := lease.Delete(ctx, "leader", jetstream.LastRevision(rev)); err != nil {
 				return fmt.Errorf("releasing the lease: %w", err)
 			}
-			// A read of a replica a moment behind may still show the
-			// released lease: like a standby's next look, try again.
+			// Likewise, it may still show the released lease.
 			return eventually(ctx, func() error {
 				if _, err := lease.Get(ctx, "leader"); !errors.Is(err, jetstream.ErrKeyNotFound) {
 					return fmt.Errorf("a standby's look at a released lease: %v, want not found", err)
