@@ -289,7 +289,7 @@ func (f *fleet) run(ctx context.Context, pipe *pipeline, hup <-chan os.Signal) e
 			case <-f.link.connected:
 				f.wakes.wake()
 			case <-hup:
-				f.reload()
+				f.reload(ctx)
 			}
 		}
 	})
@@ -304,7 +304,7 @@ func (f *fleet) run(ctx context.Context, pipe *pipeline, hup <-chan os.Signal) e
 // a removed one stops (its state stays in the bucket), and one whose
 // settings changed starts a new term with them. A bad one is logged, and
 // the accounts run on as they were.
-func (f *fleet) reload() {
+func (f *fleet) reload(ctx context.Context) {
 	accounts, err := loadAccounts(f.cfg)
 	if err != nil {
 		f.mx.Reloaded(false)
@@ -321,6 +321,9 @@ func (f *fleet) reload() {
 	f.mx.Reloaded(true)
 	f.logger.Info("accounts file reloaded", "file", f.cfg.AccountsFile, "accounts", len(accounts), "units", len(units),
 		"added", strings.Join(added, ","), "removed", strings.Join(removed, ","), "changed", strings.Join(changed, ","))
+	for _, name := range removed {
+		f.clearView(ctx, name)
+	}
 }
 
 // lead runs the unit's accounts, each its own watcher, until ctx ends:
@@ -356,7 +359,6 @@ func (f *fleet) lead(ctx context.Context, unit string) {
 			r.stop()
 			<-r.done
 			delete(terms, name)
-			f.clearView(ctx, unit, name)
 		}
 		for _, name := range slices.Sorted(maps.Keys(want)) {
 			if _, ok := terms[name]; ok {
@@ -394,22 +396,40 @@ func (f *fleet) guard(unit string) func() error {
 	}
 }
 
-// clearView deletes the view's keys of an account the file no longer
-// names, while this replica still leads its unit: no watcher will keep
-// them true. An account that only moved to another unit keeps them, for
-// its next holder to reconcile.
-func (f *fleet) clearView(ctx context.Context, unit, name string) {
+// clearView deletes the view's keys of an account removed from the file,
+// once its last term on this replica is over: no watcher will keep them
+// true. A replica that did not poll it leaves them to the one that did.
+// Each delete expects the revision read, so a replica that polls the
+// account still (its file not yet reloaded) keeps its keys, and its next
+// write puts back any that went.
+func (f *fleet) clearView(ctx context.Context, name string) {
 	f.mu.Lock()
-	_, kept := f.accounts[name]
+	done := f.terms[name]
 	f.mu.Unlock()
-	if kept || f.pipe.view == nil || ctx.Err() != nil {
+	if done == nil || f.pipe.view == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.RequestTimeout)
+	defer cancel()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return
+	}
+	f.mu.Lock()
+	_, back := f.accounts[name]
+	f.mu.Unlock()
+	if back {
 		return
 	}
 	logger := f.logger.With("account", name)
-	guard := f.guard(unit)
-	ctx, cancel := context.WithTimeout(ctx, f.cfg.RequestTimeout)
-	defer cancel()
-	view := f.pipe.view.WithAccount(name, f.pipe.publisher.JetStream(), guard, logger)
+	connected := func() error {
+		if !f.pipe.nc.IsConnected() {
+			return f.link.explain(nats.ErrConnectionReconnecting)
+		}
+		return nil
+	}
+	view := f.pipe.view.WithAccount(name, f.pipe.publisher.JetStream(), connected, logger)
 	if err := view.Reconcile(ctx, nil, nil); err != nil {
 		logger.Warn("the view keeps the keys of the removed account; delete them by hand", "err", err)
 		return

@@ -334,7 +334,8 @@ func TestAccountsShareOutAndFailOver(t *testing.T) {
 		}
 		return out
 	}
-	require.Eventually(t, func() bool {
+	// The final check says what is wrong if this gives up.
+	assert.Eventually(t, func() bool {
 		for _, res := range check() {
 			if res.lost > 0 {
 				return false
