@@ -84,7 +84,7 @@ func UncheckedMessages(tb testing.TB, nc *nats.Conn, stream string) []*jetstream
 	if state.Msgs == 0 {
 		return nil
 	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	cons, err := orderedConsumer(ctx, st)
 	if err != nil {
 		tb.Fatalf("reading stream %s: %v", stream, err)
 	}
@@ -125,6 +125,21 @@ func UncheckedMessages(tb testing.TB, nc *nats.Conn, stream string) []*jetstream
 		}
 	}
 	return out
+}
+
+// orderedConsumer makes an ordered consumer of st, asking again, a few
+// seconds at a time, until ctx ends: on a cluster that lost a node, the
+// consumer may be placed on the lost node, and its creation then never
+// answers; the next try places it anew.
+func orderedConsumer(ctx context.Context, st jetstream.Stream) (jetstream.Consumer, error) {
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cons, err := st.OrderedConsumer(tctx, jetstream.OrderedConsumerConfig{})
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return cons, err
+		}
+	}
 }
 
 // maxReported bounds the violations CheckEvents reports in one call: a
