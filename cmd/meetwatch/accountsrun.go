@@ -16,11 +16,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
 	"github.com/meetwatch/meetwatch/events"
-	"github.com/meetwatch/meetwatch/events/natsembed"
 	"github.com/meetwatch/meetwatch/events/publish"
 	"github.com/meetwatch/meetwatch/snapshot"
 	"github.com/meetwatch/meetwatch/snapshot/redact"
@@ -49,40 +47,19 @@ func watchAccounts(ctx context.Context, cfg config, logger *slog.Logger) error {
 	defer signal.Stop(hup)
 
 	health := &ha.Health{LoopGrace: accountsLoopGrace(cfg, accounts), Accounts: true}
-	link := newNATSLink(logger, health)
-	logger = slog.New(link.explaining(logger.Handler()))
-	health.Explain = link.explainText
+	link, logger := linkedLogger(logger, health)
 	mx := metrics.New(metrics.Sources{Leader: health.Leader, Connected: health.Connected, Accounts: health.Polling})
 	f := newFleet(cfg, accounts, health, mx, link, logger)
 	defer f.closeIdle()
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	g, gctx := errgroup.WithContext(ctx)
-	serveProbes(gctx, g, cfg, mx, health, logger)
-	natsURL := cfg.NATSURL
-	if natsURL == "" {
-		srv, err := startEmbedded(cfg)
-		if err != nil {
-			cancel()
-			_ = g.Wait() // the probes' server, stopping
-			return err
-		}
-		defer natsembed.Stop(srv)
-		natsURL = srv.ClientURL()
-		logger.Info("embedded nats started", "url", natsURL, "data_dir", cfg.DataDir)
-	}
-	g.Go(func() error {
-		pipe, err := openPipelineOf(gctx, natsURL, cfg, nil, f.unitNames(), health, link, logger)
+	return serve(ctx, cfg, mx, health, logger, func(ctx context.Context, natsURL string) error {
+		pipe, err := openPipelineOf(ctx, natsURL, cfg, nil, f.unitNames(), health, link, logger)
 		if err != nil || pipe == nil {
 			return err // nil, nil: stopped while NATS was unreachable
 		}
 		defer pipe.close()
-		return f.run(gctx, pipe, hup)
+		return f.run(ctx, pipe, hup)
 	})
-	err = g.Wait()
-	logger.Info("stopped")
-	return err
 }
 
 // accountsLoopGrace is config.loopGrace for the slowest of the accounts.

@@ -87,6 +87,17 @@ type natsLink struct {
 	said     map[string]bool // asynchronous errors logged in this outage
 }
 
+// linkedLogger returns the link of a watcher whose probes health serves,
+// and logger with the link's explanations: the NATS client's words for a
+// request made while it is away ("outbound buffer limit exceeded") are
+// said as what they mean, with the dial error, in every line and in the
+// probes.
+func linkedLogger(logger *slog.Logger, health *ha.Health) (*natsLink, *slog.Logger) {
+	link := newNATSLink(logger, health)
+	health.Explain = link.explainText
+	return link, slog.New(link.explaining(logger.Handler()))
+}
+
 func newNATSLink(logger *slog.Logger, health *ha.Health) *natsLink {
 	l := &natsLink{
 		health:    health,

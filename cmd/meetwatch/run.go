@@ -63,12 +63,7 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		return watchAccounts(ctx, cfg, logger)
 	}
 	health := &ha.Health{LoopGrace: cfg.loopGrace()}
-	// The NATS client's words for a request made while it is away ("outbound
-	// buffer limit exceeded") are said as what they mean, with the dial
-	// error, in every line and in the probes.
-	link := newNATSLink(logger, health)
-	logger = slog.New(link.explaining(logger.Handler()))
-	health.Explain = link.explainText
+	link, logger := linkedLogger(logger, health)
 	var tokens meetingapi.TokenSource // set before the metrics are served
 	mx := metrics.New(metrics.Sources{
 		Leader:      health.Leader,
@@ -105,6 +100,20 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		return bad("APIURL", "%v", err)
 	}
 
+	return serve(ctx, cfg, mx, health, logger, func(ctx context.Context, natsURL string) error {
+		pipe, err := openPipeline(ctx, natsURL, cfg, mx.Stored, health, link, logger)
+		if err != nil || pipe == nil {
+			return err // nil, nil: stopped while NATS was unreachable
+		}
+		defer pipe.close()
+		return lead(ctx, cfg, pipe, client, policy, health, mx, logger)
+	})
+}
+
+// serve runs work beside the probes' server until either ends: the run
+// group of the process. With no NATS URL configured it starts the
+// embedded server first, and hands work the URL to dial.
+func serve(ctx context.Context, cfg config, mx *metrics.Metrics, health *ha.Health, logger *slog.Logger, work func(ctx context.Context, natsURL string) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
@@ -121,15 +130,8 @@ func watch(ctx context.Context, cfg config, logger *slog.Logger) error {
 		natsURL = srv.ClientURL()
 		logger.Info("embedded nats started", "url", natsURL, "data_dir", cfg.DataDir)
 	}
-	g.Go(func() error {
-		pipe, err := openPipeline(gctx, natsURL, cfg, mx.Stored, health, link, logger)
-		if err != nil || pipe == nil {
-			return err // nil, nil: stopped while NATS was unreachable
-		}
-		defer pipe.close()
-		return lead(gctx, cfg, pipe, client, policy, health, mx, logger)
-	})
-	err = g.Wait()
+	g.Go(func() error { return work(gctx, natsURL) })
+	err := g.Wait()
 	logger.Info("stopped")
 	return err
 }
