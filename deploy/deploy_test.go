@@ -267,7 +267,9 @@ func testCluster(t *testing.T) {
 			_, err := js.Publish(ctx, "meetings.started."+id, []byte(`{"id":"`+id+`"}`), jetstream.WithMsgID(id))
 			return err
 		}
-		require.NoError(t, readerCalls(t.Context(), rd, publish, 10*time.Second))
+		// Each step gets 20 s: a cluster beside a busy suite answers a
+		// consumer's first pull late.
+		require.NoError(t, readerCalls(t.Context(), rd, publish, 20*time.Second))
 		assert.Empty(t, rdViolations.all(), "permissions violations")
 
 		// What the daemon receives on its inboxes must not reach a reader,
